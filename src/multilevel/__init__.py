@@ -1,0 +1,29 @@
+"""multilevel: hierarchical linear models (linear mixed models) with HLM's report and lme4's numbers.
+
+    import multilevel as ml
+    hsb = ml.datasets.hsb()
+    fit = ml.fit("mathach ~ (sector + meanses) * cses + (cses | school)", hsb)
+    print(fit.report())
+"""
+from . import datasets
+from .api import fit, fit_levels, fit_spec, levels
+from .errors import DataError, MultilevelError, SpecificationError
+from .formula import parse_formula
+from .results import Fit
+from .spec import ModelSpec, RandomTerm
+
+__all__ = [
+    "DataError",
+    "Fit",
+    "ModelSpec",
+    "MultilevelError",
+    "RandomTerm",
+    "SpecificationError",
+    "datasets",
+    "fit",
+    "fit_levels",
+    "fit_spec",
+    "levels",
+    "parse_formula",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,70 @@
+"""The random-effects covariance, parameterised as lme4 does.
+
+tau = sigma2 * Lambda Lambda', with Lambda lower triangular; theta holds the free elements of
+Lambda, term by term, column-major within a term (lme4's `theta`, e.g. for `(x | g)`:
+[L11, L21, L22]). Terms are uncorrelated blocks of Lambda. Diagonal elements are bounded below by
+0 (lme4's `lower`); a fit with a diagonal element at 0 is singular (on the boundary).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LambdaTemplate:
+    """Where each theta goes in the q-by-q Lambda, and which thetas are variances (diagonal)."""
+
+    q: int
+    rows: tuple[int, ...]
+    cols: tuple[int, ...]
+    names: tuple[str, ...]
+
+    @classmethod
+    def from_blocks(cls, blocks: tuple[tuple[int, ...], ...], z_names: tuple[str, ...], group: str) -> LambdaTemplate:
+        rows, cols, names = [], [], []
+        for block in blocks:
+            for jc, c in enumerate(block):
+                for r in block[jc:]:
+                    rows.append(r)
+                    cols.append(c)
+                    names.append(f"{group}.{z_names[c]}" if r == c else f"{group}.{z_names[r]}.{z_names[c]}")
+        return cls(sum(len(b) for b in blocks), tuple(rows), tuple(cols), tuple(names))
+
+    @property
+    def size(self) -> int:
+        return len(self.rows)
+
+    @property
+    def is_diagonal(self) -> np.ndarray:
+        return np.array([r == c for r, c in zip(self.rows, self.cols)])
+
+    @property
+    def lower_bounds(self) -> np.ndarray:
+        return np.where(self.is_diagonal, 0.0, -np.inf)
+
+    def start(self) -> np.ndarray:
+        """lme4's starting point: Lambda = I."""
+        return self.is_diagonal.astype(float)
+
+    def lam(self, theta: np.ndarray) -> np.ndarray:
+        L = np.zeros((self.q, self.q))
+        L[self.rows, self.cols] = theta
+        return L
+
+    def theta_from_tau(self, tau: np.ndarray, sigma2: float) -> np.ndarray:
+        """theta whose Lambda Lambda' = tau / sigma2 (Cholesky per block; zero variances allowed)."""
+        rel = np.asarray(tau, dtype=float) / sigma2
+        L = np.zeros_like(rel)
+        # A semidefinite Cholesky: columns with zero pivot are set to zero, as lme4 does at the boundary.
+        for j in range(self.q):
+            d = rel[j, j] - L[j, :j] @ L[j, :j]
+            if d <= 1e-14 * max(1.0, abs(rel[j, j])):
+                continue
+            L[j, j] = np.sqrt(d)
+            L[j + 1 :, j] = (rel[j + 1 :, j] - L[j + 1 :, :j] @ L[j, :j]) / L[j, j]
+        theta = L[self.rows, self.cols]
+        if not np.allclose(self.lam(theta) @ self.lam(theta).T, rel, atol=1e-10 * max(1.0, np.abs(rel).max())):
+            raise ValueError("tau does not have the structure of this model's random effects (or is not positive semidefinite).")
+        return theta

@@ -1,0 +1,350 @@
+"""Design: ModelSpec + data -> the numeric matrices, the grouping and the centring state.
+
+This is the only stage that sees a DataFrame. It checks the input (columns, types, groups,
+constancy of level-2 predictors, collinearity), drops rows with missing values listwise and
+reports it, centres variables, builds X with formulaic and Z per random term, and classifies
+every fixed-effect column into HLM's (level-1 coefficient, level-2 predictor) pair.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import formulaic
+import numpy as np
+import pandas as pd
+import scipy.linalg
+
+from .errors import DataError, SpecificationError, close_matches, preview
+from .spec import Centering, ModelSpec
+
+INTERCEPT = "Intercept"
+
+
+@dataclass(frozen=True)
+class DataReport:
+    """What went into a fit and what was left out, and why."""
+
+    n_rows_in: int
+    n_rows_used: int
+    dropped_by_variable: tuple[tuple[str, int], ...]  # rows with a missing value, per variable
+    n_units_in: int
+    n_units_used: int
+    units_dropped: tuple[str, ...]  # units all of whose rows were dropped
+
+    @property
+    def n_rows_dropped(self) -> int:
+        return self.n_rows_in - self.n_rows_used
+
+    def __str__(self) -> str:
+        lines = [
+            f"Level-1 rows: {self.n_rows_used} used of {self.n_rows_in}"
+            + (f" ({self.n_rows_dropped} dropped listwise for missing values)" if self.n_rows_dropped else ""),
+            f"Level-2 units: {self.n_units_used} used of {self.n_units_in}"
+            + (f" ({len(self.units_dropped)} left with no rows: {preview(self.units_dropped)})" if self.units_dropped else ""),
+        ]
+        for var, n in self.dropped_by_variable:
+            lines.append(f"  missing in '{var}': {n} rows")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Coefficient:
+    """A level-1 coefficient B_q of HLM's level form, with its level-2 equation.
+
+    `columns` are the indices in X of its gammas G_qs, `predictors` their level-2 predictors
+    ("Intercept" for G_q0); `random` says whether U_q is in the model.
+    """
+
+    name: str
+    random: bool
+    columns: tuple[int, ...]
+    predictors: tuple[str, ...]
+    centering: Centering | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Design:
+    """The numeric model: y (N,), X (N, p), Z (N, q), integer group codes (N,), and labels.
+
+    `blocks` lists, per random-effect term, the Z columns it owns (each block gets its own
+    lower-triangular factor of the relative covariance, lme4's Lambda).
+    """
+
+    spec: ModelSpec
+    y: np.ndarray
+    X: np.ndarray
+    Z: np.ndarray
+    codes: np.ndarray
+    group: str
+    group_labels: tuple[str, ...]
+    x_names: tuple[str, ...]
+    z_names: tuple[str, ...]
+    blocks: tuple[tuple[int, ...], ...]
+    coefficients: tuple[Coefficient, ...]
+    centering_means: dict[str, object]
+    data_report: DataReport
+
+    @property
+    def n_obs(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.group_labels)
+
+
+@lru_cache(maxsize=512)
+def _variables(expr: str) -> frozenset[str]:
+    return frozenset(formulaic.Formula(expr).required_variables) if expr != "1" else frozenset()
+
+
+def _term_factors(term: str) -> list[str]:
+    return [f.expr for t in formulaic.Formula(term) if str(t) != "1" for f in t.factors] if term != "1" else []
+
+
+def _check_columns(spec: ModelSpec, data: pd.DataFrame) -> list[str]:
+    cols = [str(c) for c in data.columns]
+    needed: dict[str, str] = {spec.outcome: "the outcome"}
+    for g in spec.groups:
+        needed.setdefault(g, "the grouping factor")
+    for t in spec.fixed:
+        for v in sorted(_variables(t)):
+            needed.setdefault(v, f"the fixed-effect term '{t}'")
+    for r in spec.random:
+        for t in r.terms:
+            for v in sorted(_variables(t)):
+                needed.setdefault(v, f"the random-effect term '({' + '.join(r.terms)} | {r.group})'")
+    for var, role in needed.items():
+        if var not in data.columns:
+            raise DataError(
+                f"Column '{var}' (used in {role}) is not in the data." + close_matches(var, cols)
+                + f" The data have {len(cols)} columns: {preview(cols, 15)}."
+            )
+    return list(needed)
+
+
+def _listwise(data: pd.DataFrame, variables: list[str], group: str) -> tuple[pd.DataFrame, DataReport]:
+    sub = data[variables]
+    bad_id = sub[group].isna().to_numpy()
+    if bad_id.any():
+        rows = np.flatnonzero(bad_id)
+        raise DataError(
+            f"The grouping column '{group}' is missing in {rows.size} rows (row positions "
+            f"{preview(rows.tolist())}). Every row needs its unit's id: fill it in or drop those rows."
+        )
+    miss = sub.isna()
+    keep = ~miss.any(axis=1).to_numpy()
+    by_var = tuple((v, int(miss[v].sum())) for v in variables if miss[v].any())
+    units_in = pd.unique(sub[group])
+    used = data.loc[keep]
+    units_used = set(pd.unique(used[group]))
+    dropped_units = tuple(str(u) for u in units_in if u not in units_used)
+    report = DataReport(
+        n_rows_in=int(len(data)),
+        n_rows_used=int(keep.sum()),
+        dropped_by_variable=by_var,
+        n_units_in=int(len(units_in)),
+        n_units_used=len(units_used),
+        units_dropped=dropped_units,
+    )
+    return used.reset_index(drop=True), report
+
+
+def _center(data: pd.DataFrame, codes: np.ndarray, centering: dict[str, Centering]) -> tuple[pd.DataFrame, dict[str, object]]:
+    """Centre the named variables on the rows used: group means (per code) or the grand mean."""
+    if not centering:
+        return data, {}
+    data = data.copy()
+    state: dict[str, object] = {}
+    for var, kind in centering.items():
+        x = data[var]
+        if not pd.api.types.is_numeric_dtype(x) or pd.api.types.is_bool_dtype(x):
+            raise DataError(f"'{var}' is centred but is not numeric (dtype {x.dtype}); only numbers can be centred.")
+        xv = x.to_numpy(dtype=float)
+        if kind == "group":
+            means = np.bincount(codes, weights=xv) / np.bincount(codes)
+            data[var] = xv - means[codes]
+            state[var] = means
+        else:
+            m = float(xv.mean())
+            data[var] = xv - m
+            state[var] = m
+    return data, state
+
+
+def _varying_groups(values: pd.Series, codes: np.ndarray, labels: tuple[str, ...]) -> list[str]:
+    nun = pd.Series(values.to_numpy()).groupby(codes).nunique(dropna=False)
+    return [labels[i] for i in nun.index[nun.to_numpy() > 1]]
+
+
+def _model_matrix(rhs: str, data: pd.DataFrame, what: str) -> pd.DataFrame:
+    try:
+        mm = formulaic.model_matrix(rhs, data, na_action="raise")
+    except Exception as exc:
+        raise SpecificationError(f"Cannot build the {what} from '{rhs}': {exc}") from exc
+    return mm
+
+
+def _check_rank(X: np.ndarray, names: tuple[str, ...]) -> None:
+    """Name the fixed-effect columns that are linear combinations of earlier ones."""
+    if X.shape[1] == 0:
+        return
+    scale = np.sqrt((X**2).sum(axis=0))
+    for j, s in enumerate(scale):
+        if s == 0:
+            raise DataError(f"The fixed-effect column '{names[j]}' is zero in every row used; remove it.")
+    _, r, piv = scipy.linalg.qr(X / scale, mode="economic", pivoting=True)
+    diag = np.abs(np.diag(r))
+    rank = int((diag > diag[0] * 1e-9 * max(X.shape)).sum())
+    if rank < X.shape[1]:
+        dependent = sorted(piv[rank:].tolist())
+        raise DataError(
+            "The fixed effects are collinear: "
+            + ", ".join(f"'{names[j]}'" for j in dependent)
+            + (" is a linear combination" if len(dependent) == 1 else " are linear combinations")
+            + " of the other columns ("
+            + ", ".join(f"'{names[j]}'" for j in sorted(piv[:rank].tolist()))
+            + "). Remove or recode one of them."
+        )
+
+
+def _classify(
+    spec: ModelSpec,
+    x_mm: pd.DataFrame,
+    data: pd.DataFrame,
+    codes: np.ndarray,
+    labels: tuple[str, ...],
+    z_names: tuple[str, ...],
+) -> tuple[Coefficient, ...]:
+    """Split each fixed-effect column into (level-1 coefficient, level-2 predictor).
+
+    A factor of a term is level-2 when all its variables are constant within every unit; the
+    product of the other factors is the level-1 coefficient it belongs to (HLM's B_q), the product
+    of the level-2 factors its predictor (HLM's W_s, or INTRCPT2).
+    """
+    level_of: dict[str, int] = {}
+
+    def is_level2(var: str) -> bool:
+        if var not in level_of:
+            level_of[var] = 1 if _varying_groups(data[var], codes, labels) else 2
+        return level_of[var] == 2
+
+    for var in sorted(spec.level2):
+        for v in sorted(_variables(var)):
+            varying = _varying_groups(data[v], codes, labels)
+            if varying:
+                raise DataError(
+                    f"'{v}' is given as a level-2 predictor but varies within {len(varying)} units "
+                    f"({preview(varying)}). A level-2 predictor must be constant within each unit: "
+                    "use its unit mean or move it to the level-1 model."
+                )
+    structure = x_mm.model_spec.structure
+    coef_cols: dict[str, list[int]] = {}
+    coef_preds: dict[str, list[str]] = {}
+    col = 0
+    for entry in structure:
+        term, columns = str(entry.term), list(entry.columns)
+        factors = _term_factors(term)
+        lvl2 = [all(is_level2(v) for v in _variables(f)) and bool(_variables(f)) for f in factors]
+        for cname in columns:
+            pieces = cname.split(":") if len(factors) > 1 else [cname]
+            if len(pieces) != len(factors):  # a ':' inside a level name; treat the term as one
+                pieces, flags = [cname], [all(lvl2)]
+            else:
+                flags = lvl2
+            l1 = ":".join(p for p, f in zip(pieces, flags) if not f) or INTERCEPT
+            l2 = ":".join(p for p, f in zip(pieces, flags) if f) or INTERCEPT
+            if term == "1":
+                l1, l2 = INTERCEPT, INTERCEPT
+            coef_cols.setdefault(l1, []).append(col)
+            coef_preds.setdefault(l1, []).append(l2)
+            col += 1
+    centre = spec.centering_map
+    names = list(dict.fromkeys([*z_names, *coef_cols]))
+    return tuple(
+        Coefficient(
+            name=n,
+            random=n in z_names,
+            columns=tuple(coef_cols.get(n, ())),
+            predictors=tuple(coef_preds.get(n, ())),
+            centering=centre.get(n),
+        )
+        for n in names
+    )
+
+
+def build_design(spec: ModelSpec, data: pd.DataFrame) -> Design:
+    """Check the data against the spec and build the numeric design (see module doc)."""
+    if not isinstance(data, pd.DataFrame):
+        data = pd.DataFrame(data)
+    groups = spec.groups
+    if len(groups) != 1:
+        raise SpecificationError(
+            f"This model has {len(groups)} grouping factors ({', '.join(groups)}); nested and crossed "
+            "groupings are not supported yet. Use one grouping factor."
+        )
+    group = groups[0]
+    variables = _check_columns(spec, data)
+    y_raw = data[spec.outcome]
+    if not pd.api.types.is_numeric_dtype(y_raw) or pd.api.types.is_bool_dtype(y_raw):
+        raise DataError(
+            f"The outcome '{spec.outcome}' is not numeric (dtype {y_raw.dtype}). A linear mixed model "
+            "needs a numeric outcome: convert it, e.g. with pd.to_numeric."
+        )
+    used, report = _listwise(data, variables, group)
+    if report.n_rows_used == 0:
+        raise DataError("No row has all of the model's variables; every row has a missing value: " + str(report))
+    codes, uniques = pd.factorize(used[group], sort=True)
+    labels = tuple(str(u) for u in uniques)
+    if len(labels) < 2:
+        raise DataError(
+            f"The grouping factor '{group}' has {len(labels)} unit(s) in the rows used; a multilevel "
+            "model needs at least two (and in practice many more)."
+        )
+    for c in used.columns:
+        if pd.api.types.is_numeric_dtype(used[c]) and not pd.api.types.is_bool_dtype(used[c]):
+            vals = used[c].to_numpy(dtype=float)
+            if not np.isfinite(vals).all():
+                row = int(np.flatnonzero(~np.isfinite(vals))[0])
+                raise DataError(f"Column '{c}' has an infinite value (first at used row {row}); fix or remove it.")
+    used, centering_means = _center(used, codes, spec.centering_map)
+
+    x_mm = _model_matrix(spec.fixed_formula(), used, "fixed-effects design")
+    X = np.asarray(x_mm.to_numpy(dtype=float))
+    x_names = tuple(str(c) for c in x_mm.columns)
+    _check_rank(X, x_names)
+
+    z_parts, blocks, z_names = [], [], []
+    for term in spec.random:
+        rhs = " + ".join(["1" if term.intercept else "0", *[t for t in term.terms if t != "1"]])
+        zm = _model_matrix(rhs, used, f"random-effects design of '{rhs} | {term.group}'")
+        names = [str(c) for c in zm.columns]
+        dup = set(names) & set(z_names)
+        if dup:
+            raise SpecificationError(
+                f"The random effect(s) {', '.join(sorted(dup))} of '{term.group}' appear in two terms; "
+                "keep each in one term."
+            )
+        blocks.append(tuple(range(len(z_names), len(z_names) + len(names))))
+        z_names.extend(names)
+        z_parts.append(zm.to_numpy(dtype=float))
+    Z = np.hstack(z_parts)
+
+    coefficients = _classify(spec, x_mm, used, codes, labels, tuple(z_names))
+    y = used[spec.outcome].to_numpy(dtype=float)
+    return Design(
+        spec=spec,
+        y=y,
+        X=X,
+        Z=Z,
+        codes=codes.astype(np.intp),
+        group=group,
+        group_labels=labels,
+        x_names=x_names,
+        z_names=tuple(z_names),
+        blocks=tuple(blocks),
+        coefficients=coefficients,
+        centering_means=centering_means,
+        data_report=report,
+    )

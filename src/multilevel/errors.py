@@ -1,0 +1,35 @@
+"""Errors raised on bad input. Each says what is wrong and what to do."""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class MultilevelError(ValueError):
+    """Base class of the errors this package raises on bad input."""
+
+
+class SpecificationError(MultilevelError):
+    """The model, as written, cannot be understood or fitted."""
+
+
+class DataError(MultilevelError):
+    """The data do not fit the model: a missing column, a bad value, a bad grouping."""
+
+
+def close_matches(name: str, candidates: Iterable[str]) -> str:
+    """A ' Did you mean ...?' hint listing the candidates closest to `name` (or '')."""
+    cands = [str(c) for c in candidates]
+    found = difflib.get_close_matches(name, cands, n=3, cutoff=0.6)
+    if not found:
+        lowered = {c.lower(): c for c in cands}
+        if name.lower() in lowered:
+            found = [lowered[name.lower()]]
+    return f" Did you mean {', '.join(repr(f) for f in found)}?" if found else ""
+
+
+def preview(items: Iterable[object], limit: int = 10) -> str:
+    """A short comma-separated list, ending in '... (N in all)' when cut."""
+    items = list(items)
+    shown = ", ".join(str(i) for i in items[:limit])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")

@@ -1,0 +1,259 @@
+"""The result of a fit: numbers first (numeric tidy tables), reports in `multilevel.report`."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+
+from . import hlm_statistics as hs
+from .covariance import LambdaTemplate
+from .design import Design
+from .equations import gamma_labels, level_equations, mixed_equation
+from .objective import Solution, deviance, solve_at
+from .optimizer import OptimizerRecord
+from .ranef import conditional_modes, conditional_variances
+from .robust import cr0_vcov
+from .summaries import GroupSummaries
+
+
+@dataclass(frozen=True, eq=False)
+class Fit:
+    """A fitted (or evaluated) two-level linear mixed model.
+
+    Estimated by REML or ML at the optimum (`optimizer` holds the record), or evaluated at given
+    variance components (`evaluated_at_given` is True and `optimizer` is None).
+    """
+
+    design: Design
+    summaries: GroupSummaries
+    template: LambdaTemplate
+    method: str
+    theta: np.ndarray
+    sigma2: float
+    solution: Solution
+    optimizer: OptimizerRecord | None
+
+    # ----- construction ---------------------------------------------------------------------
+    @classmethod
+    def at_theta(cls, design, summaries, template, method, theta, optimizer=None, sigma2=None) -> Fit:
+        sol = solve_at(summaries, template.lam(theta))
+        s2 = sol.sigma2_hat(method == "REML") if sigma2 is None else float(sigma2)
+        return cls(design, summaries, template, method, np.asarray(theta, float), s2, sol, optimizer)
+
+    def at(self, tau, sigma2: float) -> Fit:
+        """This model evaluated (not optimised) at given tau and sigma2: GLS fixed effects, SEs,
+        robust SEs, HLM statistics and the non-profiled deviance at those values."""
+        tau = np.asarray(tau, dtype=float).reshape(self.template.q, self.template.q)
+        theta = self.template.theta_from_tau(tau, float(sigma2))
+        return Fit.at_theta(self.design, self.summaries, self.template, self.method, theta, None, float(sigma2))
+
+    @property
+    def evaluated_at_given(self) -> bool:
+        return self.optimizer is None
+
+    # ----- basic facts ----------------------------------------------------------------------
+    @property
+    def spec(self):
+        return self.design.spec
+
+    @property
+    def reml(self) -> bool:
+        return self.method == "REML"
+
+    @property
+    def n_obs(self) -> int:
+        return self.design.n_obs
+
+    @property
+    def n_groups(self) -> int:
+        return self.design.n_groups
+
+    @property
+    def data_report(self):
+        return self.design.data_report
+
+    @property
+    def formula(self) -> str:
+        return self.spec.to_formula()
+
+    @property
+    def singular(self) -> bool:
+        """lme4's isSingular: a diagonal element of Lambda below 1e-4 (a variance at, or a
+        correlation of, the boundary)."""
+        return bool(np.any(self.template.is_diagonal & (np.abs(self.theta) < 1e-4)))
+
+    @property
+    def converged(self) -> bool:
+        return True if self.optimizer is None else self.optimizer.converged
+
+    # ----- fixed effects --------------------------------------------------------------------
+    @cached_property
+    def beta(self) -> pd.Series:
+        """gamma-hat (HLM) / beta-hat (lme4): the GLS estimate at the variance components."""
+        return pd.Series(self.solution.beta, index=list(self.design.x_names), name="estimate")
+
+    @cached_property
+    def vcov(self) -> pd.DataFrame:
+        """Model-based Var(gamma-hat) = (sum_j X_j'V_j^-1X_j)^-1 = sigma2 A^-1 (lme4 `vcov`)."""
+        names = list(self.design.x_names)
+        return pd.DataFrame(self.sigma2 * self.solution.A_inv, index=names, columns=names)
+
+    @cached_property
+    def vcov_robust(self) -> pd.DataFrame:
+        """HLM's robust (CR0 sandwich) Var(gamma-hat); see `multilevel.robust`."""
+        names = list(self.design.x_names)
+        return pd.DataFrame(cr0_vcov(self.summaries, self.solution), index=names, columns=names)
+
+    @cached_property
+    def hlm_df(self) -> pd.Series:
+        d = self.design
+        return pd.Series(hs.hlm_fixed_df(d.coefficients, d.n_obs, d.n_groups, len(d.x_names)), index=list(d.x_names))
+
+    def _table(self, se: np.ndarray) -> pd.DataFrame:
+        est = self.solution.beta
+        t = est / se
+        df = self.hlm_df.to_numpy()
+        p = 2 * scipy.stats.t.sf(np.abs(t), df)
+        return pd.DataFrame({"estimate": est, "se": se, "df": df, "t": t, "p": p}, index=list(self.design.x_names))
+
+    @cached_property
+    def fixed(self) -> pd.DataFrame:
+        """Fixed effects with model-based SEs, HLM's approximate df, t and two-sided p."""
+        return self._table(np.sqrt(np.diag(self.vcov.to_numpy())))
+
+    @cached_property
+    def robust(self) -> pd.DataFrame:
+        """Fixed effects with HLM's robust (CR0) SEs, the same df."""
+        return self._table(np.sqrt(np.diag(self.vcov_robust.to_numpy())))
+
+    # ----- variance components --------------------------------------------------------------
+    @cached_property
+    def tau(self) -> pd.DataFrame:
+        """Covariance matrix of the random effects (HLM's Tau; lme4's VarCorr): sigma2 Lambda Lambda'."""
+        lam = self.solution.lam
+        names = list(self.design.z_names)
+        return pd.DataFrame(self.sigma2 * lam @ lam.T, index=names, columns=names)
+
+    @property
+    def tau_correlations(self) -> pd.DataFrame:
+        t = self.tau.to_numpy()
+        sd = np.sqrt(np.diag(t))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = t / np.outer(sd, sd)
+        return pd.DataFrame(r, index=self.tau.index, columns=self.tau.columns)
+
+    @cached_property
+    def _unit_ols(self) -> hs.UnitOLS:
+        d = self.design
+        return hs.unit_ols(self.summaries, d.coefficients, d.z_names, self.solution.beta, self.sigma2)
+
+    @property
+    def n_units_sufficient(self) -> int:
+        """J*: units whose random-coefficient design has full rank (enter reliability and chi-square)."""
+        return int(self._unit_ols.used.sum())
+
+    @cached_property
+    def reliability(self) -> pd.Series:
+        """HLM's reliability of each random level-1 coefficient (R&B eq. 3.58)."""
+        r = hs.reliability(self._unit_ols, np.diag(self.tau.to_numpy()))
+        return pd.Series(r, index=list(self.design.z_names), name="reliability")
+
+    @cached_property
+    def variance_components(self) -> pd.DataFrame:
+        """HLM's "Final estimation of variance components": sd, variance, df, chi-square, p per
+        random coefficient, and the level-1 residual (sd and variance only)."""
+        d = self.design
+        chi, df = hs.chi_square(self._unit_ols, d.coefficients, d.z_names)
+        var = np.diag(self.tau.to_numpy())
+        tab = pd.DataFrame(
+            {"sd": np.sqrt(var), "variance": var, "df": df, "chisq": chi, "p": scipy.stats.chi2.sf(chi, df)},
+            index=list(d.z_names),
+        )
+        resid = pd.DataFrame({"sd": [np.sqrt(self.sigma2)], "variance": [self.sigma2], "df": [np.nan], "chisq": [np.nan], "p": [np.nan]}, index=["level-1"])
+        return pd.concat([tab, resid])
+
+    # ----- empirical Bayes ------------------------------------------------------------------
+    @cached_property
+    def ranef(self) -> pd.DataFrame:
+        """Empirical Bayes residuals u*_j (lme4 `ranef`), units by random coefficient."""
+        u = conditional_modes(self.summaries, self.solution)
+        return pd.DataFrame(u, index=pd.Index(self.design.group_labels, name=self.design.group), columns=list(self.design.z_names))
+
+    @cached_property
+    def ranef_condvar(self) -> np.ndarray:
+        """Var(u_j | y, gamma-hat) per unit (J, q, q) (lme4 condVar; HLM's D_j)."""
+        return conditional_variances(self.solution, self.sigma2)
+
+    # ----- likelihood -----------------------------------------------------------------------
+    @cached_property
+    def deviance(self) -> float:
+        """REML criterion for REML fits, -2 log-likelihood for ML (as lme4 reports them)."""
+        return float(deviance(self.solution, self.reml, self.sigma2))
+
+    @property
+    def loglik(self) -> float:
+        return -0.5 * self.deviance
+
+    @property
+    def n_params(self) -> int:
+        """lme4's count (the df of logLik): covariance parameters + sigma2 + fixed effects."""
+        return self.template.size + 1 + len(self.design.x_names)
+
+    @property
+    def aic(self) -> float:
+        return self.deviance + 2 * self.n_params
+
+    @property
+    def bic(self) -> float:
+        return self.deviance + np.log(self.n_obs) * self.n_params
+
+    @property
+    def hlm_deviance(self) -> float:
+        """The deviance as HLM prints it (see hlm_statistics.hlm_deviance)."""
+        return hs.hlm_deviance(self.deviance, self.reml, len(self.design.x_names))
+
+    @property
+    def hlm_n_params(self) -> int:
+        """HLM's "Number of estimated parameters": covariance parameters (REML), plus gammas (ML)."""
+        k = self.template.size + 1
+        return k if self.reml else k + len(self.design.x_names)
+
+    # ----- the model in words ---------------------------------------------------------------
+    @property
+    def level_equations(self) -> list[str]:
+        return level_equations(self.spec.outcome, self.design.coefficients)
+
+    @property
+    def mixed_equation(self) -> str:
+        return mixed_equation(self.spec.outcome, self.design.coefficients)
+
+    @property
+    def gamma_labels(self):
+        return gamma_labels(self.design.coefficients)
+
+    # ----- reports (formatting only) --------------------------------------------------------
+    def report(self) -> str:
+        """HLM's report as text."""
+        from .report.hlm import hlm_report
+
+        return hlm_report(self)
+
+    def summary(self) -> str:
+        """An lme4-style summary as text."""
+        from .report.lme4 import lme4_summary
+
+        return lme4_summary(self)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def __repr__(self) -> str:
+        return f"<multilevel.Fit {self.method}: {self.formula}; N = {self.n_obs}, J = {self.n_groups}>"
+
+    def _repr_html_(self) -> str:
+        from .report.html import html_report
+
+        return html_report(self)

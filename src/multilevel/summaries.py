@@ -1,0 +1,77 @@
+"""Per-group cross-product summaries: the only thing the likelihood needs from the rows.
+
+For one grouping factor with q random effects and p fixed effects, stack `W = [Z X y]` (k = q+p+1
+columns) and keep, for every group j, `C_j = W_j' W_j` (a k-by-k block) and the group size n_j.
+One pass over the rows builds them (O(N k^2)); everything after costs O(J k^3), whatever N is.
+Summaries of two chunks aligned on the same group codes add up to those of their union (`+`),
+which is what out-of-core and distributed fitting build on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class GroupSummaries:
+    """`C[j] = [Z_j X_j y_j]' [Z_j X_j y_j]` (J, k, k) and `n[j]` rows, for q random, p fixed columns."""
+
+    C: np.ndarray
+    n: np.ndarray
+    q: int
+    p: int
+
+    # Views of the blocks, named as in lme4's and HLM's algebra.
+    @property
+    def ZtZ(self) -> np.ndarray:
+        return self.C[:, : self.q, : self.q]
+
+    @property
+    def ZtX(self) -> np.ndarray:
+        return self.C[:, : self.q, self.q : self.q + self.p]
+
+    @property
+    def Zty(self) -> np.ndarray:
+        return self.C[:, : self.q, -1]
+
+    @property
+    def XtX_j(self) -> np.ndarray:
+        return self.C[:, self.q : self.q + self.p, self.q : self.q + self.p]
+
+    @property
+    def Xty_j(self) -> np.ndarray:
+        return self.C[:, self.q : self.q + self.p, -1]
+
+    @property
+    def yty_j(self) -> np.ndarray:
+        return self.C[:, -1, -1]
+
+    @property
+    def n_groups(self) -> int:
+        return int(self.C.shape[0])
+
+    @property
+    def n_obs(self) -> int:
+        return int(self.n.sum())
+
+    def __add__(self, other: GroupSummaries) -> GroupSummaries:
+        if (self.q, self.p, self.C.shape) != (other.q, other.p, other.C.shape):
+            raise ValueError("Summaries of different models or groupings cannot be added.")
+        return GroupSummaries(self.C + other.C, self.n + other.n, self.q, self.p)
+
+    @classmethod
+    def from_arrays(
+        cls, Z: np.ndarray, X: np.ndarray, y: np.ndarray, codes: np.ndarray, n_groups: int
+    ) -> GroupSummaries:
+        """One pass over the rows: a weighted bincount for each of the k(k+1)/2 products."""
+        W = np.column_stack([Z, X, y]).astype(float, copy=False)
+        k = W.shape[1]
+        C = np.empty((n_groups, k, k))
+        for a in range(k):
+            for b in range(a, k):
+                s = np.bincount(codes, weights=W[:, a] * W[:, b], minlength=n_groups)
+                C[:, a, b] = s
+                C[:, b, a] = s
+        n = np.bincount(codes, minlength=n_groups).astype(float)
+        return cls(C, n, Z.shape[1], X.shape[1])
