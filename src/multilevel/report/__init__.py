@@ -1,0 +1,1 @@
+"""Renderers: they format a Fit's numbers and never compute statistics."""

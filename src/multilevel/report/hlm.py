@@ -1,0 +1,228 @@
+"""HLM's report (the layout of HLM 6's output file), from a Fit's tables."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..design import INTERCEPT
+
+if TYPE_CHECKING:
+    from ..results import Fit
+
+RULE = " " + "-" * 76
+CENTRE_MARK = {"group": "*", "grand": "$"}
+CENTRE_NOTE = {
+    "group": "'*' - This level-1 predictor has been centered around its group mean.",
+    "grand": "'$' - This level-1 predictor has been centered around its grand mean.",
+}
+
+
+def coef_label(name: str, q: int, random_part: bool = False) -> str:
+    """HLM's row labels: 'INTRCPT1, B0' / 'ses slope, B1' (U instead of B for random parts)."""
+    letter = "U" if random_part else "B"
+    return f"INTRCPT1, {letter}{q}" if name == INTERCEPT else f"{name} slope, {letter}{q}"
+
+
+def _tau_label(name: str, q: int) -> str:
+    return f"INTRCPT1,B{q}" if name == INTERCEPT else f"{name},B{q}"
+
+
+def _specifications(fit: Fit) -> list[str]:
+    dr = fit.data_report
+    opt = fit.optimizer
+    method = "restricted maximum likelihood" if fit.reml else "full maximum likelihood"
+    lines = [
+        " SPECIFICATIONS FOR THIS HLM2 RUN",
+        "",
+        f"  Model (lme4 form)              = {fit.formula}",
+        f"  Number of level-1 units        = {fit.n_obs}",
+        f"  Number of level-2 units        = {fit.n_groups}",
+        f"  Method of estimation: {method}",
+    ]
+    if opt is not None:
+        lines.append(f"  Optimizer: {opt.method}, {opt.n_evaluations} evaluations of the deviance")
+    for line in str(dr).splitlines():
+        lines.append("  " + line)
+    lines += [
+        "",
+        " Weighting Specification",
+        " -----------------------",
+        "            Weighting?   Name        Normalized?",
+        " Level 1        no",
+        " Level 2        no",
+        " Precision      no",
+        "",
+        f"  The outcome variable is  {fit.spec.outcome}",
+        "",
+    ]
+    return lines
+
+
+def _fixed_spec(fit: Fit) -> list[str]:
+    lines = [
+        "  The model specified for the fixed effects was:",
+        " ----------------------------------------------------",
+        "",
+        "   Level-1                  Level-2",
+        "   Coefficients             Predictors",
+        " ----------------------   ---------------",
+    ]
+    labels = {g.column: g for g in fit.gamma_labels}
+    marks = set()
+    for q, c in enumerate(fit.design.coefficients):
+        mark = CENTRE_MARK.get(c.centering or "", " ")
+        if c.centering:
+            marks.add(c.centering)
+        first = True
+        cols = c.columns or ()
+        if not cols:
+            lines.append(f" {mark}{coef_label(c.name, q):>22}      (no fixed effect)")
+        for col in cols:
+            g = labels[col]
+            pred = "INTRCPT2" if g.predictor == INTERCEPT else g.predictor
+            left = f" {mark}{coef_label(c.name, q):>22}" if first else " " * 24
+            lines.append(f"{left}   {pred:>12}, {g.label}")
+            first = False
+    if marks:
+        lines.append("")
+        lines.extend(CENTRE_NOTE[m] for m in sorted(marks))
+    lines += [
+        "",
+        " The model specified for the covariance components was:",
+        " ---------------------------------------------------------",
+        "",
+        "         Sigma squared (constant across level-2 units)",
+        "",
+        "         Tau dimensions",
+    ]
+    lines += [f"               {('INTRCPT1' if z == INTERCEPT else z + ' slope')}" for z in fit.design.z_names]
+    lines += ["", " Summary of the model specified (in equation format)", " ---------------------------------------------------", ""]
+    lines += fit.level_equations
+    lines += ["", "Mixed Model", f"    {fit.mixed_equation}", ""]
+    return lines
+
+
+def _convergence(fit: Fit) -> list[str]:
+    opt = fit.optimizer
+    if opt is None:
+        return [" Evaluated at given variance components (tau and sigma_squared supplied; no estimation).", ""]
+    state = "converged" if opt.converged else "did NOT converge"
+    lines = [f" Estimation {state}: {opt.message} ({opt.n_evaluations} evaluations, return code {opt.return_code})"]
+    if fit.singular:
+        lines.append(
+            " WARNING: the fit is singular (on the boundary): the estimated covariance matrix of the random"
+        )
+        lines.append(
+            "   effects is not of full rank, i.e. a variance is estimated as zero or a correlation as +/-1."
+        )
+        lines.append("   The data do not support this random part; consider removing a random effect.")
+    lines.append("")
+    return lines
+
+
+def _matrix(title: str, mat: np.ndarray, labels: list[str], fmt: str) -> list[str]:
+    lines = [f" {title}"]
+    for lab, row in zip(labels, mat):
+        lines.append(f" {lab:>16}" + "".join(format(v, fmt) for v in row))
+    lines.append("")
+    return lines
+
+
+def _fixed_table(fit: Fit, table, robust: bool) -> list[str]:
+    labels = {g.column: g for g in fit.gamma_labels}
+    head = [
+        f" The outcome variable is  {fit.spec.outcome}",
+        "",
+        " Final estimation of fixed effects" + (":" if not robust else ""),
+    ]
+    if robust:
+        head.append(" (with robust standard errors)")
+    head += [
+        RULE,
+        "                                       Standard             Approx.",
+        "    Fixed Effect         Coefficient   Error      T-ratio   d.f.     P-value",
+        RULE,
+    ]
+    rows = table.to_numpy()
+    for q, c in enumerate(fit.design.coefficients):
+        if not c.columns:
+            continue
+        head.append(f" For {coef_label(c.name, q):>18}")
+        for col in c.columns:
+            g = labels[col]
+            pred = "INTRCPT2" if g.predictor == INTERCEPT else g.predictor
+            est, se, df, t, p = rows[col]
+            head.append(f"  {pred:>12}, {g.label:<6}{est:>14.6f}{se:>11.6f}{t:>10.3f}{df:>10.0f}{p:>9.3f}")
+    head += [RULE, ""]
+    return head
+
+
+def _variance_components(fit: Fit) -> list[str]:
+    vc = fit.variance_components
+    lines = [
+        " Final estimation of variance components:",
+        " -----------------------------------------------------------------------------",
+        " Random Effect           Standard      Variance     df    Chi-square  P-value",
+        "                         Deviation     Component",
+        " -----------------------------------------------------------------------------",
+    ]
+    zq = {c.name: q for q, c in enumerate(fit.design.coefficients)}
+    for z in fit.design.z_names:
+        sd, var, df, chi, p = vc.loc[z]
+        lab = coef_label(z, zq[z], random_part=True)
+        lines.append(f" {lab:<22}{sd:>11.5f}{var:>14.5f}{df:>6.0f}{chi:>14.5f}{p:>9.3f}")
+    sd, var = vc.loc["level-1", ["sd", "variance"]]
+    lines.append(f" {'level-1, R':<22}{sd:>11.5f}{var:>14.5f}")
+    lines.append(" -----------------------------------------------------------------------------")
+    lines += _sufficient_note(fit, "chi-square statistics")
+    return lines
+
+
+def _sufficient_note(fit: Fit, what: str) -> list[str]:
+    js, j = fit.n_units_sufficient, fit.n_groups
+    if js == j:
+        return [""]
+    return [
+        f"Note: The {what} reported above are based on only {js} of {j}",
+        "units that had sufficient data for computation.  Fixed effects and variance",
+        "components are based on all the data.",
+        "",
+    ]
+
+
+def hlm_report(fit: Fit) -> str:
+    """The report HLM 6 prints for a two-level run, section by section."""
+    z = list(fit.design.z_names)
+    zq = {c.name: q for q, c in enumerate(fit.design.coefficients)}
+    tau_labels = [_tau_label(n, zq[n]) for n in z]
+    lines = _specifications(fit) + _fixed_spec(fit) + _convergence(fit)
+    lines += [f" Sigma_squared = {fit.sigma2:>12.5f}", ""]
+    lines += _matrix("Tau", fit.tau.to_numpy(), tau_labels, ">14.5f")
+    lines += _matrix("Tau (as correlations)", fit.tau_correlations.to_numpy(), tau_labels, ">7.3f")
+    lines += [
+        " ----------------------------------------------------",
+        "  Random level-1 coefficient   Reliability estimate",
+        " ----------------------------------------------------",
+    ]
+    for n, r in fit.reliability.items():
+        lines.append(f"  {coef_label(n, zq[n]):<28}{r:>13.3f}")
+    lines.append(" ----------------------------------------------------")
+    lines += _sufficient_note(fit, "reliability estimates")
+    lines.append(f"The value of the log-likelihood function = {-0.5 * fit.hlm_deviance:.6E}")
+    lines.append("")
+    lines += _fixed_table(fit, fit.fixed, robust=False)
+    lines += _fixed_table(fit, fit.robust, robust=True)
+    lines += _variance_components(fit)
+    crit = "REML criterion (lme4 REMLcrit)" if fit.reml else "-2 log-likelihood (lme4 deviance)"
+    lines += [
+        " Statistics for current covariance components model",
+        " --------------------------------------------------",
+        f" Deviance                       = {fit.hlm_deviance:.6f}",
+        f" Number of estimated parameters = {fit.hlm_n_params}",
+        "",
+        f" Deviance in HLM's convention; the {crit} is {fit.deviance:.6f}",
+        "   (HLM's REML deviance is lme4's minus log(2*pi) when there are two or more fixed effects).",
+        f" lme4: logLik = {fit.loglik:.4f} (df = {fit.n_params}), AIC = {fit.aic:.4f}, BIC = {fit.bic:.4f}",
+    ]
+    return "\n".join(lines) + "\n"
