@@ -1,0 +1,39 @@
+"""Time one fit of the seminar's models on the HSB data (best of several runs).
+
+    python benchmarks/fit_time.py
+"""
+from __future__ import annotations
+
+import time
+
+import multilevel as ml
+
+MODELS = {
+    "M1": "mathach ~ 1 + (1 | school)",
+    "M3": "mathach ~ cses + (cses | school)",
+    "M4": "mathach ~ (sector + meanses) * cses + (cses | school)",
+    "S4": "mathach ~ (sector + meanses) * cses + (1 + female + cses | school)",
+}
+
+
+def best_of(fn, repeat: int = 5) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    data = ml.datasets.hsb()
+    print(f"{'model':<6}{'method':<7}{'fit (s)':>10}{'evaluations':>13}")
+    for name, formula in MODELS.items():
+        for method in ("REML", "ML"):
+            t = best_of(lambda: ml.fit(formula, data, method=method))
+            n = ml.fit(formula, data, method=method).optimizer.n_evaluations
+            print(f"{name:<6}{method:<7}{t:>10.3f}{n:>13}")
+
+
+if __name__ == "__main__":
+    main()
