@@ -32,7 +32,7 @@ def lme4_summary(fit: Fit) -> str:
     cor = fit.tau_correlations.to_numpy()
     for i, z in enumerate(fit.design.z_names):
         grp = fit.design.group if i == 0 else ""
-        corr = " ".join(f"{cor[i, k]:6.2f}" for k in range(i) if tau[i, k] != 0 or True)
+        corr = " ".join(f"{cor[i, k]:6.2f}" for k in range(i))
         lines.append(f" {grp:<9}{_lme4_name(z):<14}{tau[i, i]:>10.4f}{np.sqrt(tau[i, i]):>10.4f}  {corr}".rstrip())
     lines.append(f" {'Residual':<9}{'':<14}{fit.sigma2:>10.4f}{np.sqrt(fit.sigma2):>10.4f}")
     lines.append(f"Number of obs: {fit.n_obs}, groups:  {fit.design.group}, {fit.n_groups}")
