@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import numpy as np
 import pandas as pd
 
 from .covariance import LambdaTemplate
@@ -47,14 +46,7 @@ def fit_spec(spec: ModelSpec, data: pd.DataFrame, method: str = "REML", tau=None
     if (tau is None) != (sigma2 is None):
         raise SpecificationError("Give both tau and sigma2 to evaluate at given variance components, or neither.")
     if tau is not None:
-        tau = np.atleast_2d(np.asarray(tau, dtype=float))
-        if tau.shape != (template.q, template.q):
-            raise SpecificationError(
-                f"tau must be {template.q} x {template.q} (random effects {', '.join(design.z_names)}), "
-                f"not {tau.shape[0]} x {tau.shape[1]}."
-            )
-        theta = template.theta_from_tau(tau, float(sigma2))
-        return Fit.at_theta(design, summ, template, method, theta, None, float(sigma2))
+        return Fit.at_variance_components(design, summ, template, method, tau, sigma2)
     theta, record = optimize_theta(summ, template, method == "REML")
     return Fit.at_theta(design, summ, template, method, theta, record)
 

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 
 
+#: lme4's tolerance for calling a fit singular (isSingular(tol = 1e-4)).
+SINGULAR_TOL = 1e-4
+
+
 @dataclass(frozen=True)
 class LambdaTemplate:
     """Where each theta goes in the q-by-q Lambda, and which thetas are variances (diagonal)."""
@@ -43,6 +47,12 @@ class LambdaTemplate:
     @property
     def lower_bounds(self) -> np.ndarray:
         return np.where(self.is_diagonal, 0.0, -np.inf)
+
+    def boundary(self, theta: np.ndarray) -> tuple[str, ...]:
+        """theta names of the diagonal elements of Lambda below lme4's isSingular tolerance (1e-4):
+        a variance at zero or a correlation at +/-1. Empty for a non-singular fit."""
+        small = self.is_diagonal & (np.abs(theta) < SINGULAR_TOL)
+        return tuple(n for n, b in zip(self.names, small) if b)
 
     def start(self) -> np.ndarray:
         """lme4's starting point: Lambda = I."""

@@ -15,10 +15,6 @@ from .covariance import LambdaTemplate
 from .objective import deviance, gradient, solve_at
 from .summaries import GroupSummaries
 
-#: lme4's tolerance for calling a fit singular (isSingular(tol = 1e-4)).
-SINGULAR_TOL = 1e-4
-
-
 @dataclass(frozen=True)
 class OptimizerRecord:
     """What the optimiser did: evaluations, convergence, return code, and the path it took."""
@@ -59,8 +55,6 @@ def optimize_theta(s: GroupSummaries, template: LambdaTemplate, reml: bool) -> t
     _, g = fun(theta)
     active = (theta <= lower + 1e-8) & np.isfinite(lower)
     free_g = np.where(active, np.minimum(g, 0.0), g)
-    # lme4 calls a fit singular when a diagonal element of Lambda is below 1e-4.
-    diag_small = template.is_diagonal & (np.abs(theta) < SINGULAR_TOL)
     theta = np.where(active, lower, theta)
     record = OptimizerRecord(
         method="L-BFGS-B + Newton polish" if polished else "L-BFGS-B",
@@ -71,7 +65,7 @@ def optimize_theta(s: GroupSummaries, template: LambdaTemplate, reml: bool) -> t
         message=str(res.message),
         history=tuple(history),
         gradient_norm=float(np.max(np.abs(free_g), initial=0.0)),
-        boundary=tuple(n for n, b in zip(template.names, diag_small) if b),
+        boundary=template.boundary(theta),
     )
     return theta, record
 

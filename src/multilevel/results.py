@@ -11,6 +11,7 @@ import scipy.stats
 from . import hlm_statistics as hs
 from .covariance import LambdaTemplate
 from .design import Design
+from .errors import SpecificationError
 from .equations import gamma_labels, level_equations, mixed_equation
 from .objective import Solution, deviance, solve_at
 from .optimizer import OptimizerRecord
@@ -43,12 +44,22 @@ class Fit:
         s2 = sol.sigma2_hat(method == "REML") if sigma2 is None else float(sigma2)
         return cls(design, summaries, template, method, np.asarray(theta, float), s2, sol, optimizer)
 
-    def at(self, tau, sigma2: float) -> Fit:
-        """This model evaluated (not optimised) at given tau and sigma2: GLS fixed effects, SEs,
+    @classmethod
+    def at_variance_components(cls, design, summaries, template, method, tau, sigma2: float) -> Fit:
+        """The model evaluated (not optimised) at given tau and sigma2: GLS fixed effects, SEs,
         robust SEs, HLM statistics and the non-profiled deviance at those values."""
-        tau = np.asarray(tau, dtype=float).reshape(self.template.q, self.template.q)
-        theta = self.template.theta_from_tau(tau, float(sigma2))
-        return Fit.at_theta(self.design, self.summaries, self.template, self.method, theta, None, float(sigma2))
+        tau = np.atleast_2d(np.asarray(tau, dtype=float))
+        if tau.shape != (template.q, template.q):
+            raise SpecificationError(
+                f"tau must be {template.q} x {template.q} (random effects {', '.join(design.z_names)}), "
+                f"not {tau.shape[0]} x {tau.shape[1]}."
+            )
+        theta = template.theta_from_tau(tau, float(sigma2))
+        return cls.at_theta(design, summaries, template, method, theta, None, float(sigma2))
+
+    def at(self, tau, sigma2: float) -> Fit:
+        """This model evaluated at given tau and sigma2 (see `at_variance_components`)."""
+        return Fit.at_variance_components(self.design, self.summaries, self.template, self.method, tau, sigma2)
 
     @property
     def evaluated_at_given(self) -> bool:
@@ -83,7 +94,7 @@ class Fit:
     def singular(self) -> bool:
         """lme4's isSingular: a diagonal element of Lambda below 1e-4 (a variance at, or a
         correlation of, the boundary)."""
-        return bool(np.any(self.template.is_diagonal & (np.abs(self.theta) < 1e-4)))
+        return bool(self.template.boundary(self.theta))
 
     @property
     def converged(self) -> bool:

@@ -24,6 +24,16 @@ def coef_label(name: str, q: int, random_part: bool = False) -> str:
     return f"INTRCPT1, {letter}{q}" if name == INTERCEPT else f"{name} slope, {letter}{q}"
 
 
+def _predictor_label(predictor: str) -> str:
+    """HLM calls the level-2 intercept INTRCPT2."""
+    return "INTRCPT2" if predictor == INTERCEPT else predictor
+
+
+def _coefficient_index(fit: Fit) -> dict[str, int]:
+    """q of each level-1 coefficient B_q, by name."""
+    return {c.name: q for q, c in enumerate(fit.design.coefficients)}
+
+
 def _tau_label(name: str, q: int) -> str:
     return f"INTRCPT1,B{q}" if name == INTERCEPT else f"{name},B{q}"
 
@@ -75,14 +85,12 @@ def _fixed_spec(fit: Fit) -> list[str]:
         if c.centering:
             marks.add(c.centering)
         first = True
-        cols = c.columns or ()
-        if not cols:
+        if not c.columns:
             lines.append(f" {mark}{coef_label(c.name, q):>22}      (no fixed effect)")
-        for col in cols:
+        for col in c.columns:
             g = labels[col]
-            pred = "INTRCPT2" if g.predictor == INTERCEPT else g.predictor
             left = f" {mark}{coef_label(c.name, q):>22}" if first else " " * 24
-            lines.append(f"{left}   {pred:>12}, {g.label}")
+            lines.append(f"{left}   {_predictor_label(g.predictor):>12}, {g.label}")
             first = False
     if marks:
         lines.append("")
@@ -151,9 +159,8 @@ def _fixed_table(fit: Fit, table, robust: bool) -> list[str]:
         head.append(f" For {coef_label(c.name, q):>18}")
         for col in c.columns:
             g = labels[col]
-            pred = "INTRCPT2" if g.predictor == INTERCEPT else g.predictor
             est, se, df, t, p = rows[col]
-            head.append(f"  {pred:>12}, {g.label:<6}{est:>14.6f}{se:>11.6f}{t:>10.3f}{df:>10.0f}{p:>9.3f}")
+            head.append(f"  {_predictor_label(g.predictor):>12}, {g.label:<6}{est:>14.6f}{se:>11.6f}{t:>10.3f}{df:>10.0f}{p:>9.3f}")
     head += [RULE, ""]
     return head
 
@@ -167,7 +174,7 @@ def _variance_components(fit: Fit) -> list[str]:
         "                         Deviation     Component",
         " -----------------------------------------------------------------------------",
     ]
-    zq = {c.name: q for q, c in enumerate(fit.design.coefficients)}
+    zq = _coefficient_index(fit)
     for z in fit.design.z_names:
         sd, var, df, chi, p = vc.loc[z]
         lab = coef_label(z, zq[z], random_part=True)
@@ -193,9 +200,8 @@ def _sufficient_note(fit: Fit, what: str) -> list[str]:
 
 def hlm_report(fit: Fit) -> str:
     """The report HLM 6 prints for a two-level run, section by section."""
-    z = list(fit.design.z_names)
-    zq = {c.name: q for q, c in enumerate(fit.design.coefficients)}
-    tau_labels = [_tau_label(n, zq[n]) for n in z]
+    zq = _coefficient_index(fit)
+    tau_labels = [_tau_label(n, zq[n]) for n in fit.design.z_names]
     lines = _specifications(fit) + _fixed_spec(fit) + _convergence(fit)
     lines += [f" Sigma_squared = {fit.sigma2:>12.5f}", ""]
     lines += _matrix("Tau", fit.tau.to_numpy(), tau_labels, ">14.5f")
