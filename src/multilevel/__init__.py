@@ -7,6 +7,8 @@
 """
 from . import datasets
 from .api import fit, fit_levels, fit_spec, levels
+from .compare import Deviance, compare
+from .effect_sizes import design_effect, effective_n, pseudo_r2, true_intercept_variance
 from .errors import DataError, MultilevelError, SpecificationError
 from .formula import parse_formula
 from .results import Fit
@@ -14,16 +16,22 @@ from .spec import ModelSpec, RandomTerm
 
 __all__ = [
     "DataError",
+    "Deviance",
     "Fit",
     "ModelSpec",
     "MultilevelError",
     "RandomTerm",
     "SpecificationError",
+    "compare",
     "datasets",
+    "design_effect",
+    "effective_n",
     "fit",
     "fit_levels",
     "fit_spec",
     "levels",
     "parse_formula",
+    "pseudo_r2",
+    "true_intercept_variance",
 ]
 __version__ = "0.1.0"

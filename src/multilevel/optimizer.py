@@ -34,7 +34,11 @@ class OptimizerRecord:
         return bool(self.boundary)
 
 
-def optimize_theta(s: GroupSummaries, template: LambdaTemplate, reml: bool) -> tuple[np.ndarray, OptimizerRecord]:
+def optimize_theta(
+    s: GroupSummaries, template: LambdaTemplate, reml: bool, start: np.ndarray | None = None
+) -> tuple[np.ndarray, OptimizerRecord]:
+    """Minimise the profiled deviance from lme4's start (Lambda = I), or from `start` (warm starts
+    for profiles and bootstrap refits)."""
     history: list[tuple[tuple[float, ...], float]] = []
     lower = template.lower_bounds
 
@@ -48,7 +52,7 @@ def optimize_theta(s: GroupSummaries, template: LambdaTemplate, reml: bool) -> t
         return d, gradient(s, sol, template, reml)
 
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
-    res = _lbfgsb(fun, template.start(), bounds)
+    res = _lbfgsb(fun, template.start() if start is None else np.asarray(start, dtype=float), bounds)
     theta = np.asarray(res.x, dtype=float)
     theta, res = _leave_saddles(fun, theta, template, bounds, res)
     theta, polished = _polish(fun, theta, lower)

@@ -61,6 +61,16 @@ class Fit:
         """This model evaluated at given tau and sigma2 (see `at_variance_components`)."""
         return Fit.at_variance_components(self.design, self.summaries, self.template, self.method, tau, sigma2)
 
+    def refit(self, method: str) -> Fit:
+        """The same model and data estimated by another method ("REML" or "ML"), reusing the
+        summaries (no pass over the rows)."""
+        from .api import _method
+        from .optimizer import optimize_theta
+
+        method = _method(method)
+        theta, record = optimize_theta(self.summaries, self.template, method == "REML")
+        return Fit.at_theta(self.design, self.summaries, self.template, method, theta, record)
+
     @property
     def evaluated_at_given(self) -> bool:
         return self.optimizer is None
@@ -139,6 +149,102 @@ class Fit:
     def robust(self) -> pd.DataFrame:
         """Fixed effects with HLM's robust (CR0) SEs, the same df."""
         return self._table(np.sqrt(np.diag(self.vcov_robust.to_numpy())))
+
+    # ----- inference (multilevel.inference) ----------------------------------------------------
+    @cached_property
+    def _variance_derivatives(self):
+        from .variance_derivatives import variance_derivatives
+
+        return variance_derivatives(self.summaries, self.solution, self.template, self.sigma2, self.reml, self.design.z_names)
+
+    @cached_property
+    def _kenward_roger(self):
+        from .kenward_roger import KenwardRoger
+
+        return KenwardRoger(self._variance_derivatives)
+
+    @cached_property
+    def _cr2(self):
+        from .robust import cr2
+
+        return cr2(self.summaries, self.solution)
+
+    @cached_property
+    def _cr0_pieces(self):
+        from .robust import cr2
+
+        return cr2(self.summaries, self.solution, adjust=False)
+
+    def coef_table(self, df: str | None = None, se: str | None = None, level: float = 0.95) -> pd.DataFrame:
+        """Fixed effects with estimate, se, df, t, p, ci_low, ci_high for a df method ("hlm" by
+        default; "residual", "between-within", "satterthwaite", "kenward-roger", "bell-mccaffrey",
+        "infinite") and an SE method ("model" by default, "CR0", "CR1", "CR2"; CR2 defaults to
+        Bell-McCaffrey df). See `multilevel.inference`."""
+        from . import inference
+
+        df, se = inference.resolve(self, df, se)
+        p = len(self.beta)
+        tab = inference.t_table(self, np.eye(p), np.zeros(p), list(self.design.x_names), df, se, level)
+        tab.index.name = None
+        return tab
+
+    def _contrast(self, contrast, rhs):
+        from .contrasts import parse_contrasts
+
+        if isinstance(contrast, str):
+            L, r, labels = parse_contrasts(contrast, self.design.x_names, tuple(g.label for g in self.gamma_labels))
+            return L, (r if rhs is None else np.broadcast_to(np.asarray(rhs, dtype=float), r.shape)), labels
+        L = np.atleast_2d(np.asarray(contrast, dtype=float))
+        names = list(self.design.x_names)
+        labels = [" + ".join(f"{v:g}*{n}" for v, n in zip(row, names) if v) for row in L]
+        return L, np.zeros(L.shape[0]) if rhs is None else rhs, labels
+
+    def test(self, contrast, rhs=None, df: str | None = None, se: str | None = None, level: float = 0.95):
+        """Joint test of L gamma = rhs (a matrix, or text such as "sector = 0, sector:cses = 0"):
+        Wald chi-square (HLM's General Linear Hypothesis test) and F with the chosen df."""
+        from . import inference
+
+        df, se = inference.resolve(self, df, se)
+        L, r, labels = self._contrast(contrast, rhs)
+        return inference.hypothesis_test(self, L, r, labels, df, se, level)
+
+    def estimate(self, contrast, rhs=None, df: str | None = None, se: str | None = None, level: float = 0.95) -> pd.DataFrame:
+        """Linear combinations, one row each ("meanses - cses" is the contextual effect):
+        estimate, se, df, t, p and the confidence interval."""
+        from . import inference
+
+        df, se = inference.resolve(self, df, se)
+        L, r, labels = self._contrast(contrast, rhs)
+        return inference.t_table(self, L, np.asarray(r, dtype=float), labels, df, se, level)
+
+    def effect_sizes(self, df: str | None = None, level: float = 0.95):
+        """ICCs, design effects and effective N, total and Rights-Sterba R2, d and r of each fixed
+        effect (from t and its df), plausible-value ranges and the lecture's "true" intercept
+        variance (`multilevel.effect_sizes`)."""
+        from .effect_sizes import effect_sizes
+
+        return effect_sizes(self, df, level)
+
+    def confint(self, method: str = "wald", level: float = 0.95, *, which: str = "all", n_boot: int = 1000,
+                seed: int | None = None, progress: bool = True) -> pd.DataFrame:
+        """Confidence intervals for the fixed effects and the variance components (sd/cor/sigma
+        scale, as lme4): method "wald", "profile" or "bootstrap" (`multilevel.intervals`)."""
+        from . import intervals
+
+        m = method.lower()
+        if m == "wald":
+            return intervals.wald(self, level)
+        if m == "profile":
+            return intervals.profile(self, level, which)
+        if m == "bootstrap":
+            return self.bootstrap(n_boot, seed, progress).intervals(level)
+        raise SpecificationError(f"method={method!r} is not known; use 'wald', 'profile' or 'bootstrap'.")
+
+    def bootstrap(self, n_boot: int = 1000, seed: int | None = None, progress: bool = True):
+        """Parametric bootstrap: refits on n_boot samples from this fitted model (`intervals.bootstrap`)."""
+        from .intervals import bootstrap
+
+        return bootstrap(self, n_boot, seed, progress)
 
     # ----- variance components --------------------------------------------------------------
     @cached_property

@@ -1,0 +1,161 @@
+"""Likelihood-ratio comparison of nested models, with the lecture's rules (Hoffman) and HLM's tests.
+
+    chisq = D_smaller - D_bigger,  df = p_bigger - p_smaller,  p = P(chi2_df > chisq)
+
+* REML deviances differ by the fixed effects' design, so REML fits that differ in fixed effects
+  cannot be compared: refused, or both refitted by ML with `refit="ML"`.
+* When the bigger model adds one random effect (its variance and k-1 covariances) and nothing
+  else, the null value of the variance is on the boundary and the reference distribution is the
+  mixture 0.5 chi2_k + 0.5 chi2_(k-1) (Stram and Lee 1994; hlm-statistics.md section 9); the naive
+  p-value is reported beside it.
+* Information criteria under both conventions, each stated:
+    lme4:    AIC = D + 2 p_all,   BIC = D + p_all log(N)          (p_all counts fixed effects too, also under REML)
+    SAS/HLM: AIC = D + 2 p,       BIC = D + p log(J)              (p = covariance parameters under REML,
+                                                                    all parameters under ML; n* = number of groups)
+HLM's "Variance-Covariance components test" and "Model comparison test" are the chi-square of two
+deviances; `Deviance` lets one enter a deviance and a parameter count by hand, as HLM's dialog does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+
+from .errors import SpecificationError
+
+
+@dataclass(frozen=True)
+class Deviance:
+    """A deviance and its number of parameters, entered by hand (HLM's model comparison dialog)."""
+
+    deviance: float
+    n_params: int
+    label: str = "entered"
+    method: str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class ModelComparison:
+    table: pd.DataFrame
+    notes: tuple[str, ...]
+
+    def __str__(self) -> str:
+        fmt = {c: "{:.3f}".format for c in ("deviance", "aic", "bic", "aic_sas", "bic_sas")}
+        fmt.update(chisq="{:.5f}".format, p="{:.4g}".format, p_mixture="{:.4g}".format)
+        cols = ["method", "n_params", "deviance", "aic", "bic", "aic_sas", "bic_sas", "chisq", "df", "p", "p_mixture"]
+        shown = self.table[[c for c in cols if c in self.table]]
+        tab = shown.to_string(formatters={c: (lambda f: lambda x: "" if pd.isna(x) else f(x))(f) for c, f in fmt.items() if c in shown}, na_rep="")
+        return tab + "\n" + "\n".join(f"* {n}" for n in self.notes)
+
+    def _repr_html_(self) -> str:
+        return self.table.to_html(float_format=lambda x: f"{x:.5g}", na_rep="") + "".join(f"<p>{n}</p>" for n in self.notes)
+
+
+def mixture_p(chisq: float, k: int) -> float:
+    """0.5 P(chi2_k > chisq) + 0.5 P(chi2_(k-1) > chisq), chi2_0 a point mass at 0."""
+    lower = float(scipy.stats.chi2.sf(chisq, k - 1)) if k > 1 else float(chisq <= 0)
+    return 0.5 * float(scipy.stats.chi2.sf(chisq, k)) + 0.5 * lower
+
+
+def _same_data(a, b) -> bool:
+    da, db = a.design, b.design
+    return da.n_obs == db.n_obs and np.array_equal(da.y, db.y) and np.array_equal(da.codes, db.codes)
+
+
+def _same_fixed(a, b) -> bool:
+    da, db = a.design, b.design
+    if sorted(da.x_names) != sorted(db.x_names):
+        return False
+    idx = [db.x_names.index(n) for n in da.x_names]
+    return bool(np.allclose(da.X, db.X[:, idx]))
+
+
+def _added_random_effect(small, big) -> int | None:
+    """k if `big` = `small` plus one random effect with k new covariance parameters, else None."""
+    ds, dbg = small.design, big.design
+    if not set(ds.z_names) < set(dbg.z_names) or len(dbg.z_names) - len(ds.z_names) != 1:
+        return None
+    if int(big.template.is_diagonal.sum()) - int(small.template.is_diagonal.sum()) != 1:
+        return None
+    return big.template.size - small.template.size
+
+
+def _fit_row(f, label: str) -> dict:
+    p_all = f.n_params
+    p_sas = f.hlm_n_params
+    return {
+        "model": label, "method": f.method, "n_obs": f.n_obs, "n_groups": f.n_groups,
+        "deviance": f.deviance, "n_params": p_all, "aic": f.aic, "bic": f.bic,
+        "n_params_sas": p_sas, "aic_sas": f.deviance + 2 * p_sas, "bic_sas": f.deviance + p_sas * np.log(f.n_groups),
+    }
+
+
+def compare(*models, refit: str | None = None, labels: list[str] | None = None, mixture: bool | None = None) -> ModelComparison:
+    """Compare nested models (fits, or `Deviance` numbers): a table sorted by the number of
+    parameters with deviance, AIC/BIC (both conventions) and each model's chi-square test against
+    the one before it. `refit="ML"` refits REML fits by ML when their fixed effects differ.
+    `mixture` forces (True) or suppresses (False) the boundary mixture p-value; by default it is
+    used exactly when a fit adds one random effect to the previous one."""
+    if len(models) < 2:
+        raise SpecificationError("compare() needs at least two models.")
+    given = list(labels) if labels else None
+    labels = given or [m.label if isinstance(m, Deviance) else f"model {i + 1}" for i, m in enumerate(models)]
+    fits = [m for m in models if not isinstance(m, Deviance)]
+    notes: list[str] = []
+    for f in fits[1:]:
+        if not _same_data(fits[0], f):
+            raise SpecificationError(
+                "The models were fitted to different data (different rows or outcome); a likelihood-ratio "
+                "test needs the same rows. Fit them to the same data (drop missing values first)."
+            )
+    methods = {f.method for f in fits} | {m.method for m in models if isinstance(m, Deviance) and m.method}
+    if len(methods) > 1:
+        raise SpecificationError("REML and ML fits cannot be compared; refit them by the same method (fit.refit('ML')).")
+    if "REML" in methods and any(not _same_fixed(fits[0], f) for f in fits[1:]):
+        if refit is None:
+            raise SpecificationError(
+                "These REML fits differ in their fixed effects. REML deviances are not comparable then, "
+                "because each REML likelihood is of residuals from its own fixed effects (the lecture's rule: "
+                "use ML -2dLL for fixed effects). Use compare(..., refit='ML') to refit both by ML."
+            )
+        if str(refit).upper() != "ML":
+            raise SpecificationError("refit must be 'ML'.")
+        models = tuple(m.refit("ML") if not isinstance(m, Deviance) else m for m in models)
+        notes.append("REML fits with different fixed effects were refitted by ML for this comparison.")
+
+    rows = []
+    for m, lab in zip(models, labels):
+        if isinstance(m, Deviance):
+            rows.append({"model": lab, "method": m.method or "", "deviance": m.deviance,
+                         "n_params": m.n_params, "aic": m.deviance + 2 * m.n_params})
+        else:
+            rows.append(_fit_row(m, lab))
+    order = sorted(range(len(models)), key=lambda i: (rows[i]["n_params"], -rows[i]["deviance"]))
+    models = [models[i] for i in order]
+    rows = [rows[i] for i in order]
+    for i in range(1, len(rows)):
+        small, big = models[i - 1], models[i]
+        chisq = rows[i - 1]["deviance"] - rows[i]["deviance"]
+        df = rows[i]["n_params"] - rows[i - 1]["n_params"]
+        rows[i]["chisq"], rows[i]["df"] = chisq, df
+        rows[i]["p"] = float(scipy.stats.chi2.sf(chisq, df)) if df > 0 else np.nan
+        k = None
+        if not isinstance(small, Deviance) and not isinstance(big, Deviance) and _same_fixed(small, big):
+            k = _added_random_effect(small, big)
+        if mixture is True and k is None and df > 0:
+            k = df
+        if mixture is not False and k is not None:
+            rows[i]["p_mixture"] = mixture_p(chisq, k)
+            notes.append(
+                f"{rows[i]['model']} adds one random effect ({k} covariance parameter{'s' if k > 1 else ''}) to "
+                f"{rows[i - 1]['model']}: p_mixture uses 0.5 chi2({k}) + 0.5 chi2({k - 1}) for a variance on its boundary."
+            )
+    table = pd.DataFrame(rows).set_index("model")
+    if "p_mixture" not in table:
+        table["p_mixture"] = np.nan
+    if fits:
+        notes.append("aic/bic: lme4's convention (all parameters, BIC n = number of rows).")
+        notes.append("aic_sas/bic_sas: SAS PROC MIXED's and HLM's (covariance parameters only under REML; BIC n = number of groups).")
+    return ModelComparison(table, tuple(notes))

@@ -1,0 +1,80 @@
+"""Contrasts of the fixed effects written as text: "sector = 0, sector:cses = 0", "meanses - cses",
+"2*G01 - G11 = 1". Names are lme4's column names or HLM's gamma labels (G00, G01, ...).
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from .errors import SpecificationError
+
+_GAMMA = re.compile(r"G\d+")
+_NUMBER = r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+
+
+def _split_top(text: str, seps: str) -> list[tuple[str, str]]:
+    """Split at separators outside parentheses; returns (separator before, piece)."""
+    out, depth, start, sep = [], 0, 0, "+"
+    for i, ch in enumerate(text):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch in seps and depth == 0:
+            out.append((sep, text[start:i]))
+            sep, start = ch, i + 1
+    out.append((sep, text[start:]))
+    return out
+
+
+def _side(expr: str, names: dict[str, int], p: int) -> tuple[np.ndarray, float]:
+    coef, const = np.zeros(p), 0.0
+    for sign, piece in _split_top(expr, "+-"):
+        piece = piece.strip()
+        if not piece:
+            if sign == "-":
+                raise SpecificationError(f"Cannot read the contrast {expr!r}: a '-' with nothing after it.")
+            continue
+        s = -1.0 if sign == "-" else 1.0
+        m = re.fullmatch(rf"({_NUMBER})\s*\*?\s*(.*)", piece)
+        if m and m.group(2):
+            s *= float(m.group(1))
+            piece = m.group(2).strip()
+        elif re.fullmatch(_NUMBER, piece):
+            const += s * float(piece)
+            continue
+        if piece not in names:
+            known = ", ".join(n for n in names if not _GAMMA.fullmatch(n))
+            raise SpecificationError(
+                f"{piece!r} in the contrast {expr!r} is not a fixed effect of this model. "
+                f"The fixed effects are: {known} (or HLM's labels G00, G01, ...)."
+            )
+        coef[names[piece]] += s
+    return coef, const
+
+
+def parse_contrasts(text: str, x_names: tuple[str, ...], gamma_labels: tuple[str, ...] = ()) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """L (rows), rhs and a label per row, from comma-separated linear equations (or expressions = 0)."""
+    names = {n: i for i, n in enumerate(x_names)}
+    names.update({g: i for i, g in enumerate(gamma_labels)})
+    p = len(x_names)
+    rows, rhs, labels = [], [], []
+    for _, eq in _split_top(text, ","):
+        eq = eq.strip()
+        if not eq:
+            continue
+        parts = eq.split("=")
+        if len(parts) > 2:
+            raise SpecificationError(f"Cannot read the contrast {eq!r}: more than one '='.")
+        left, lc = _side(parts[0], names, p)
+        right, rc = _side(parts[1], names, p) if len(parts) == 2 else (np.zeros(p), 0.0)
+        row = left - right
+        if not row.any():
+            raise SpecificationError(f"The contrast {eq!r} has no fixed effect in it.")
+        rows.append(row)
+        rhs.append(rc - lc)
+        labels.append(eq)
+    if not rows:
+        raise SpecificationError("The contrast is empty: write e.g. \"sector = 0, sector:cses = 0\".")
+    return np.array(rows), np.array(rhs), labels

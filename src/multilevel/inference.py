@@ -1,0 +1,176 @@
+"""Tests and intervals for the fixed effects: one table for every df and SE method.
+
+SE methods (`se=`):
+  "model"  Var(gamma) = (sum_j X_j'V_j^-1 X_j)^-1 (HLM's first table; lme4 `vcov`)
+  "CR0"    the sandwich without correction (HLM's "robust standard errors")
+  "CR1"    CR0 * J/(J-1)
+  "CR2"    Bell-McCaffrey bias-reduced sandwich (clubSandwich "CR2")
+df methods (`df=`):
+  "hlm"             HLM's Approx. d.f. (J - S_q - 1 for gammas of random coefficients, else N - F)
+  "residual"        N - p
+  "between-within"  SAS DDFM=BW: J - (number of between columns) for the columns of the intercept's
+                    level-2 equation, N - J - (number of within columns) for the rest
+  "satterthwaite"   lmerTest (model SEs only)
+  "kenward-roger"   pbkrtest/lmerTest, with the KR-adjusted SEs (REML fits, model SEs only)
+  "bell-mccaffrey"  Satterthwaite df of the sandwich (clubSandwich `test = "Satterthwaite"`;
+                    robust SEs only; the default for CR2)
+  "infinite"        z tests
+For a combination of several coefficients the per-coefficient methods ("hlm", "between-within")
+use the smallest df of the coefficients it involves.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+
+from .errors import SpecificationError
+
+SE_METHODS = ("model", "CR0", "CR1", "CR2")
+DF_METHODS = ("hlm", "residual", "between-within", "satterthwaite", "kenward-roger", "bell-mccaffrey", "infinite")
+_MODEL_ONLY = ("satterthwaite", "kenward-roger")
+
+
+def resolve(fit, df: str | None, se: str | None) -> tuple[str, str]:
+    se = "model" if se is None else se
+    if se not in SE_METHODS:
+        raise SpecificationError(f"se={se!r} is not known; use one of {', '.join(SE_METHODS)}.")
+    if df is None:
+        df = "bell-mccaffrey" if se == "CR2" else "hlm"
+    df = df.lower()
+    if df not in DF_METHODS:
+        raise SpecificationError(f"df={df!r} is not known; use one of {', '.join(DF_METHODS)}.")
+    if df in _MODEL_ONLY and se != "model":
+        raise SpecificationError(
+            f"df={df!r} is derived for the model-based covariance; with se={se!r} use df='bell-mccaffrey' "
+            "(or 'hlm', 'residual', 'between-within', 'infinite')."
+        )
+    if df == "bell-mccaffrey" and se == "model":
+        raise SpecificationError("df='bell-mccaffrey' belongs to the cluster-robust SEs: use se='CR2' (or 'CR0', 'CR1').")
+    if df == "kenward-roger" and not fit.reml:
+        raise SpecificationError(
+            "Kenward-Roger df are defined for REML fits (as in pbkrtest and lmerTest); refit with "
+            "method='REML' or use df='satterthwaite'."
+        )
+    return df, se
+
+
+def vcov(fit, df: str, se: str) -> np.ndarray:
+    if se == "model":
+        return fit._kenward_roger.vcov_adjusted if df == "kenward-roger" else fit.vcov.to_numpy()
+    if se == "CR0":
+        return fit.vcov_robust.to_numpy()
+    if se == "CR1":
+        J = fit.n_groups
+        return fit.vcov_robust.to_numpy() * J / (J - 1)
+    return fit._cr2.vcov
+
+
+def per_column_df(fit, df: str) -> np.ndarray:
+    if df == "hlm":
+        return fit.hlm_df.to_numpy()
+    if df == "residual":
+        return np.full(len(fit.beta), float(fit.n_obs - len(fit.beta)))
+    if df == "between-within":
+        from .design import INTERCEPT
+
+        p, J, N = len(fit.beta), fit.n_groups, fit.n_obs
+        between = np.zeros(p, dtype=bool)
+        for c in fit.design.coefficients:
+            if c.name == INTERCEPT:
+                between[list(c.columns)] = True
+        return np.where(between, J - between.sum(), N - J - (~between).sum()).astype(float)
+    raise AssertionError(df)
+
+
+def combination_df(fit, l: np.ndarray, df: str, se: str) -> float:
+    """Denominator df of the single contrast l'gamma."""
+    if df == "infinite":
+        return np.inf
+    if df == "satterthwaite":
+        from .satterthwaite import df_1d
+
+        return df_1d(fit._variance_derivatives, l)
+    if df == "kenward-roger":
+        return fit._kenward_roger.ddf(l[None, :])
+    if df == "bell-mccaffrey":
+        return (fit._cr2 if se == "CR2" else fit._cr0_pieces).df(l)
+    d = per_column_df(fit, df)
+    return float(d[np.abs(l) > 0].min())
+
+
+def t_table(fit, L: np.ndarray, rhs: np.ndarray, labels, df: str, se: str, level: float) -> pd.DataFrame:
+    """estimate, se, df, t, p, ci_low, ci_high of each row of L gamma - rhs."""
+    V = vcov(fit, df, se)
+    est = L @ fit.solution.beta - rhs
+    s = np.sqrt(np.einsum("ka,ab,kb->k", L, V, L))
+    d = np.array([combination_df(fit, row, df, se) for row in L])
+    t = est / s
+    p = 2 * scipy.stats.t.sf(np.abs(t), d)
+    crit = scipy.stats.t.ppf(0.5 + level / 2, d)
+    return pd.DataFrame(
+        {"estimate": est, "se": s, "df": d, "t": t, "p": p, "ci_low": est - crit * s, "ci_high": est + crit * s},
+        index=pd.Index(labels, name="contrast"),
+    )
+
+
+def _f_sf(F: float, q: int, den: float) -> float:
+    # F(q, inf) is chi-square(q)/q; scipy's F distribution gives nan there.
+    return float(scipy.stats.chi2.sf(F * q, q) if np.isinf(den) else scipy.stats.f.sf(F, q, den))
+
+
+@dataclass(frozen=True, eq=False)
+class HypothesisTest:
+    """H0: L gamma = rhs. `table` has the Wald chi-square (HLM's "General Linear Hypothesis
+    Testing") and the F test with the chosen df; `estimates` each row of L gamma - rhs."""
+
+    L: np.ndarray
+    rhs: np.ndarray
+    estimates: pd.DataFrame
+    table: pd.DataFrame
+    df_method: str
+    se_method: str
+
+    def __getattr__(self, name):
+        if name in ("chisq", "chisq_df", "chisq_p", "F", "num_df", "den_df", "F_p"):
+            return float(self.table[name].iloc[0])
+        raise AttributeError(name)
+
+
+def hypothesis_test(fit, L: np.ndarray, rhs: np.ndarray, labels, df: str, se: str, level: float) -> HypothesisTest:
+    L = np.atleast_2d(np.asarray(L, dtype=float))
+    if L.shape[1] != len(fit.beta):
+        raise SpecificationError(f"The contrast matrix has {L.shape[1]} columns; this model has {len(fit.beta)} fixed effects ({', '.join(fit.beta.index)}).")
+    rhs = np.broadcast_to(np.asarray(rhs, dtype=float), (L.shape[0],)).copy()
+    if np.linalg.matrix_rank(L) < L.shape[0]:
+        raise SpecificationError("The rows of the contrast are linearly dependent; drop the redundant ones.")
+    V = vcov(fit, df, se)
+    beta = fit.solution.beta
+    diff = L @ beta - rhs
+    q = L.shape[0]
+    chisq = float(diff @ np.linalg.solve(L @ V @ L.T, diff))
+    if df == "satterthwaite":
+        from .satterthwaite import f_test
+
+        F, _, den = f_test(fit._variance_derivatives, L, beta, rhs)
+    elif df == "kenward-roger":
+        F, _, den, _ = fit._kenward_roger.f_test(L, beta, rhs)
+    elif df == "bell-mccaffrey":
+        # CR1 shares CR0's df (the df is scale free); the statistic uses the chosen covariance.
+        pieces = fit._cr2 if se == "CR2" else fit._cr0_pieces
+        if q == 1:
+            F, den = chisq, pieces.df(L[0])
+        else:  # Pustejovsky-Tipton HTZ (clubSandwich's default joint test)
+            F, den, _ = pieces.htz(L, chisq)
+    else:
+        F = chisq / q
+        den = np.inf if df == "infinite" else min(combination_df(fit, row, df, se) for row in L)
+    table = pd.DataFrame(
+        {
+            "chisq": [chisq], "chisq_df": [float(q)], "chisq_p": [float(scipy.stats.chi2.sf(chisq, q))],
+            "F": [F], "num_df": [float(q)], "den_df": [float(den)], "F_p": [_f_sf(F, q, den)],
+        }
+    )
+    return HypothesisTest(L, rhs, t_table(fit, L, rhs, labels, df, se, level), table, df, se)

@@ -1,0 +1,277 @@
+"""Confidence intervals: Wald, profile likelihood and parametric bootstrap (lme4's `confint`).
+
+Variance components are reported as lme4 does: the SD of each random effect
+("sd_<name>|<group>"), the correlations ("cor_<a>.<b>|<group>") and the residual SD ("sigma").
+
+* Wald: fixed effects from `coef_table`; variance components as estimate +/- z SE with the SE from
+  the inverse Hessian of the deviance (delta method to the sd/cor scale). Poor near a boundary.
+* Profile: the set {phi_k : D_k(phi_k) - D_min <= chi2_1(level)}, D_k the deviance minimised over
+  all other parameters with phi_k held fixed (lme4 `profile`). Variance components use the fit's
+  own criterion (REML or ML); fixed effects use the ML deviance, with the other fixed effects and
+  the variance components profiled out (for a REML fit it is computed on the ML refit).
+* Parametric bootstrap: B samples y* = X beta + Z u* + e* from the fitted model; each refit reuses
+  the design (only the y-parts of the summaries change: one bincount per column), percentile
+  intervals, a seed, and a progress line.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.optimize
+import scipy.stats
+
+from .objective import deviance, solve_at
+from .optimizer import optimize_theta
+from .summaries import GroupSummaries
+
+
+# ----- the sd/cor/sigma parameterisation -----------------------------------------------------
+@dataclass(frozen=True)
+class VarianceScale:
+    names: tuple[str, ...]
+    kinds: tuple[str, ...]  # "sd", "cor", "sigma"
+    rows: tuple[int, ...]
+    cols: tuple[int, ...]
+
+    @classmethod
+    def of(cls, fit) -> VarianceScale:
+        z, g = fit.design.z_names, fit.design.group
+        names, kinds, rows, cols = [], [], [], []
+        for r, c in zip(fit.template.rows, fit.template.cols):
+            if r == c:
+                names.append(f"sd_{z[r]}|{g}")
+                kinds.append("sd")
+            else:
+                names.append(f"cor_{z[r]}.{z[c]}|{g}")
+                kinds.append("cor")
+            rows.append(r)
+            cols.append(c)
+        return cls(tuple(names) + ("sigma",), tuple(kinds) + ("sigma",), tuple(rows), tuple(cols))
+
+    def values(self, tau: np.ndarray, sigma2: float) -> np.ndarray:
+        sd = np.sqrt(np.diag(tau))
+        out = []
+        for r, c in zip(self.rows, self.cols):
+            out.append(sd[r] if r == c else (tau[r, c] / (sd[r] * sd[c]) if sd[r] * sd[c] > 0 else 0.0))
+        return np.array(out + [np.sqrt(sigma2)])
+
+    def tau_sigma2(self, phi: np.ndarray, q: int) -> tuple[np.ndarray, float]:
+        sd = np.zeros(q)
+        for v, r, c in zip(phi, self.rows, self.cols):
+            if r == c:
+                sd[r] = v
+        tau = np.diag(sd**2)
+        for v, r, c in zip(phi, self.rows, self.cols):
+            if r != c:
+                tau[r, c] = tau[c, r] = v * sd[r] * sd[c]
+        return tau, float(phi[-1] ** 2)
+
+    def bounds(self) -> list[tuple[float, float]]:
+        return [(0.0, np.inf) if k in ("sd", "sigma") else (-1.0, 1.0) for k in self.kinds]
+
+
+def _deviance_at_phi(fit, scale: VarianceScale, phi: np.ndarray) -> float:
+    tau, s2 = scale.tau_sigma2(phi, fit.template.q)
+    if s2 <= 0:
+        return np.inf
+    try:
+        theta = fit.template.theta_from_tau(tau, s2)
+    except ValueError:
+        return np.inf  # correlations that do not form a covariance matrix
+    return float(deviance(solve_at(fit.summaries, fit.template.lam(theta)), fit.reml, s2))
+
+
+# ----- Wald --------------------------------------------------------------------------------
+def wald(fit, level: float = 0.95) -> pd.DataFrame:
+    z = scipy.stats.norm.ppf(0.5 + level / 2)
+    fx = fit.coef_table(df="infinite", level=level)
+    rows = {n: (e, lo, hi) for n, e, lo, hi in zip(fx.index, fx["estimate"], fx["ci_low"], fx["ci_high"])}
+    scale = VarianceScale.of(fit)
+    phi = scale.values(fit.tau.to_numpy(), fit.sigma2)
+    vd = fit._variance_derivatives
+    # delta method: d phi / d psi numerically (psi = tau elements, sigma2)
+    psi = vd.psi
+    q = fit.template.q
+
+    def phi_of(psi_v):
+        tau = np.zeros((q, q))
+        for v, r, c in zip(psi_v[:-1], fit.template.rows, fit.template.cols):
+            tau[r, c] = tau[c, r] = v
+        return scale.values(tau, psi_v[-1])
+
+    Jac = np.empty((len(phi), len(psi)))
+    for i in range(len(psi)):
+        h = 1e-6 * max(abs(psi[i]), 1e-3)
+        up, dn = psi.copy(), psi.copy()
+        up[i] += h
+        dn[i] -= h
+        Jac[:, i] = (phi_of(up) - phi_of(dn)) / (2 * h)
+    se = np.sqrt(np.clip(np.diag(Jac @ vd.asymptotic_vcov @ Jac.T), 0, None))
+    for n, e, s in zip(scale.names, phi, se):
+        rows[n] = (e, e - z * s, e + z * s)
+    return _frame(rows, level)
+
+
+def _frame(rows: dict, level: float) -> pd.DataFrame:
+    a = (1 - level) / 2
+    out = pd.DataFrame(rows, index=["estimate", f"{a:.1%}", f"{1 - a:.1%}"]).T
+    out.columns = ["estimate", "ci_low", "ci_high"]
+    return out
+
+
+# ----- profile -----------------------------------------------------------------------------
+def _profile_vc(fit, scale: VarianceScale, k: int, target: float, dmin: float, phi_hat: np.ndarray, level_crit: float):
+    bounds = scale.bounds()
+    others = [i for i in range(len(phi_hat)) if i != k]
+    start = {"x": phi_hat[others].copy()}
+
+    def prof(v: float) -> float:
+        def obj(x):
+            phi = phi_hat.copy()
+            phi[others] = x
+            phi[k] = v
+            return _deviance_at_phi(fit, scale, phi)
+
+        res = scipy.optimize.minimize(obj, start["x"], method="L-BFGS-B", bounds=[bounds[i] for i in others],
+                                      options={"ftol": 1e-14, "gtol": 1e-9, "maxiter": 500})
+        if np.isfinite(res.fun):
+            start["x"] = res.x
+        return res.fun - dmin - level_crit
+
+    return prof
+
+
+def _search(g, est: float, step: float, lo_lim: float, hi_lim: float, direction: int) -> float:
+    """Where g (negative at est) crosses 0, walking away from est in `direction`; the limit of the
+    parameter's range if it never does (e.g. an SD whose profile stays below the cut at 0)."""
+    a = est
+    for _ in range(60):
+        b = min(max(est + direction * step, lo_lim), hi_lim)
+        gb = g(b)
+        if np.isfinite(gb) and gb > 0:
+            lo, hi = sorted((a, b))
+            return float(scipy.optimize.brentq(g, lo, hi, xtol=1e-10, rtol=1e-10))
+        if b in (lo_lim, hi_lim):
+            return b
+        a = b
+        step *= 1.6
+    return np.nan
+
+
+def profile(fit, level: float = 0.95, which: str = "all") -> pd.DataFrame:
+    """Profile-likelihood intervals (module doc)."""
+    crit = float(scipy.stats.chi2.ppf(level, 1))
+    rows: dict[str, tuple[float, float, float]] = {}
+    if which in ("all", "variance"):
+        scale = VarianceScale.of(fit)
+        phi_hat = scale.values(fit.tau.to_numpy(), fit.sigma2)
+        dmin = _deviance_at_phi(fit, scale, phi_hat)
+        wald_tab = wald(fit, level)
+        for k, name in enumerate(scale.names):
+            lo_lim, hi_lim = scale.bounds()[k]
+            width = wald_tab.loc[name, "ci_high"] - wald_tab.loc[name, "estimate"]
+            step = max(width / 2, 1e-3 * max(abs(phi_hat[k]), 1.0)) if np.isfinite(width) and width > 0 else 0.1
+            g = _profile_vc(fit, scale, k, phi_hat[k], dmin, phi_hat, crit)
+            lo = _search(g, phi_hat[k], step, lo_lim, hi_lim, -1)
+            g = _profile_vc(fit, scale, k, phi_hat[k], dmin, phi_hat, crit)
+            hi = _search(g, phi_hat[k], step, lo_lim, hi_lim, +1)
+            rows[name] = (phi_hat[k], lo, hi)
+    if which in ("all", "fixed"):
+        ml_fit = fit if not fit.reml else fit.refit("ML")
+        dmin = ml_fit.deviance
+        se = np.sqrt(np.diag(ml_fit.vcov.to_numpy()))
+        theta0 = ml_fit.theta
+        for k, name in enumerate(fit.design.x_names):
+            b_hat = ml_fit.solution.beta[k]
+            g = _fixed_profile(ml_fit, k, dmin, crit, theta0)
+            lo = _search(g, b_hat, 1.5 * se[k], -np.inf, np.inf, -1)
+            hi = _search(g, b_hat, 1.5 * se[k], -np.inf, np.inf, +1)
+            rows[name] = (fit.solution.beta[k], lo, hi)
+    return _frame(rows, level)
+
+
+def fixed_summaries(s: GroupSummaries, k: int, b: float) -> GroupSummaries:
+    """Summaries of [Z, X without column k, y - b x_k]: a linear map T of the columns, C' = T'CT."""
+    q, p = s.q, s.p
+    r = q + p + 1
+    keep = [i for i in range(r) if i != q + k]
+    T = np.zeros((r, r - 1))
+    for new, old in enumerate(keep):
+        T[old, new] = 1.0
+    T[q + k, -1] = -b
+    C = np.einsum("ab,jbc,cd->jad", T.T, s.C, T)
+    return GroupSummaries(C, s.n, q, p - 1)
+
+
+def _fixed_profile(ml_fit, k: int, dmin: float, crit: float, theta0: np.ndarray):
+    start = {"theta": theta0.copy()}
+
+    def g(b: float) -> float:
+        s = fixed_summaries(ml_fit.summaries, k, b)
+        theta, rec = optimize_theta(s, ml_fit.template, False, start=start["theta"])
+        start["theta"] = theta
+        return float(deviance(solve_at(s, ml_fit.template.lam(theta)), False)) - dmin - crit
+
+    return g
+
+
+# ----- parametric bootstrap ------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class Bootstrap:
+    """B refits on samples from the fitted model; `replicates` has one row per sample."""
+
+    replicates: pd.DataFrame
+    estimate: pd.Series
+    seed: int | None
+    n_failed: int
+
+    def intervals(self, level: float = 0.95) -> pd.DataFrame:
+        a = (1 - level) / 2
+        rows = {n: (self.estimate[n], self.replicates[n].quantile(a), self.replicates[n].quantile(1 - a)) for n in self.replicates}
+        return _frame(rows, level)
+
+
+def bootstrap(fit, n_boot: int = 1000, seed: int | None = None, progress: bool = True) -> Bootstrap:
+    d, s = fit.design, fit.summaries
+    rng = np.random.default_rng(seed)
+    scale = VarianceScale.of(fit)
+    names = list(d.x_names) + list(scale.names)
+    estimate = pd.Series(np.concatenate([fit.solution.beta, scale.values(fit.tau.to_numpy(), fit.sigma2)]), index=names)
+    mean = d.X @ fit.solution.beta
+    tau = fit.tau.to_numpy()
+    J, q, p = d.n_groups, s.q, s.p
+    chol = np.linalg.cholesky(tau + 1e-300 * np.eye(q)) if np.all(np.linalg.eigvalsh(tau) > 0) else None
+    W = np.column_stack([d.Z, d.X])  # the fixed columns of the summaries
+    out = np.full((n_boot, len(names)), np.nan)
+    failed = 0
+    for b in range(n_boot):
+        if chol is not None:
+            u = rng.standard_normal((J, q)) @ chol.T
+        else:  # singular tau: sample through its eigen-decomposition
+            w, V = np.linalg.eigh(tau)
+            u = rng.standard_normal((J, q)) @ (V * np.sqrt(np.clip(w, 0, None))).T
+        y = mean + np.einsum("ia,ia->i", d.Z, u[d.codes]) + rng.standard_normal(d.n_obs) * np.sqrt(fit.sigma2)
+        C = s.C.copy()
+        for a in range(q + p):
+            v = np.bincount(d.codes, weights=W[:, a] * y, minlength=J)
+            C[:, a, -1] = C[:, -1, a] = v
+        C[:, -1, -1] = np.bincount(d.codes, weights=y * y, minlength=J)
+        sb = GroupSummaries(C, s.n, q, p)
+        try:
+            theta, _ = optimize_theta(sb, fit.template, fit.reml, start=fit.theta)
+        except (np.linalg.LinAlgError, ValueError):
+            failed += 1
+            continue
+        sol = solve_at(sb, fit.template.lam(theta))
+        s2 = sol.sigma2_hat(fit.reml)
+        tau_b = s2 * sol.lam @ sol.lam.T
+        out[b] = np.concatenate([sol.beta, scale.values(tau_b, s2)])
+        if progress and (b + 1) % max(1, n_boot // 50) == 0:
+            print(f"\rbootstrap {b + 1}/{n_boot}", end="", file=sys.stderr, flush=True)
+    if progress:
+        print(file=sys.stderr)
+    reps = pd.DataFrame(out, columns=names).dropna()
+    return Bootstrap(reps, estimate, seed, failed)

@@ -1,0 +1,138 @@
+"""Derivatives with respect to the variance parameters, from the per-group summaries.
+
+The variance parameters are psi = (the free elements of tau, sigma2), in which the marginal
+covariance is linear (pbkrtest's parameterisation):
+
+    V_j = Z_j tau Z_j' + sigma2 I = sum_i psi_i G_ij,
+    G_i = Z (E_ab + E_ba) Z' for tau_ab (a != b),  Z E_aa Z' for tau_aa,  I for sigma2.
+
+With W = V^-1, Phi = (X'WX)^-1 (= vcov(beta)) and e = y - X beta (GLS residuals):
+
+    P_i  = -X'W G_i W X                                   (pbkrtest P; dPhi/dpsi_i = -Phi P_i Phi)
+    Q_ij =  X'W G_i W G_j W X                             (pbkrtest Q)
+    T_ij =  tr(W G_i W G_j)
+    I_E  =  T_ij - 2 tr(Phi Q_ij) + tr(Phi P_i Phi P_j)    (expected REML information x 2, pbkrtest IE2)
+
+and the observed Hessian of the deviance (-2 log L, beta profiled out; lmerTest differentiates the
+same function numerically):
+
+    REML: H_ij = -I_E,ij + 2 y'P G_i P G_j P y
+    ML:   H_ij = -T_ij   + 2 y'P G_i P G_j P y,
+    y'P G_i P G_j P y = e'W G_i W G_j W e - (e'W G_i W X) Phi (X'W G_j W e)     (P y = W e).
+
+Every n_j-by-n_j product is done in `group_operators`, so the cost is O(J k^2 r^3) for k
+parameters, independent of the number of rows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from .group_operators import GroupOperator, GroupSpace
+
+
+@dataclass(frozen=True, eq=False)
+class VarianceDerivatives:
+    names: tuple[str, ...]
+    psi: np.ndarray  # (k,)
+    Phi: np.ndarray  # (p, p)
+    P: np.ndarray  # (k, p, p)
+    Q: np.ndarray  # (k, k, p, p)
+    T: np.ndarray  # (k, k)
+    eGGe: np.ndarray  # (k, k): e'W G_i W G_j W e
+    eGX: np.ndarray  # (k, p):  e'W G_i W X
+    reml: bool
+
+    @property
+    def k(self) -> int:
+        return len(self.names)
+
+    @cached_property
+    def expected_information(self) -> np.ndarray:
+        """pbkrtest's IE2 (twice the expected REML information in psi)."""
+        k, Phi = self.k, self.Phi
+        PhiP = Phi @ self.P  # (k, p, p)
+        IE = np.empty((k, k))
+        for i in range(k):
+            for j in range(k):
+                IE[i, j] = self.T[i, j] - 2 * np.trace(Phi @ self.Q[i, j]) + np.trace(PhiP[i] @ PhiP[j])
+        return IE
+
+    @cached_property
+    def hessian(self) -> np.ndarray:
+        """Observed Hessian of the (RE)ML deviance in psi, at the estimates (module doc)."""
+        quad = self.eGGe - self.eGX @ self.Phi @ self.eGX.T
+        first = self.expected_information if self.reml else self.T
+        H = -first + 2 * quad
+        return 0.5 * (H + H.T)
+
+    @cached_property
+    def asymptotic_vcov(self) -> np.ndarray:
+        """Var(psi-hat) = 2 H^-1 (lmerTest's vcov_varpar, in psi)."""
+        return 2.0 * np.linalg.pinv(self.hessian)
+
+    def dPhi(self) -> np.ndarray:
+        """dPhi/dpsi_i = -Phi P_i Phi, (k, p, p)."""
+        return -self.Phi @ self.P @ self.Phi
+
+
+def psi_names(z_names: tuple[str, ...], rows, cols) -> tuple[str, ...]:
+    names = [f"var({z_names[r]})" if r == c else f"cov({z_names[c]}, {z_names[r]})" for r, c in zip(rows, cols)]
+    return tuple(names) + ("sigma2",)
+
+
+def variance_derivatives(summaries, solution, template, sigma2: float, reml: bool, z_names) -> VarianceDerivatives:
+    q, p = summaries.q, summaries.p
+    space = GroupSpace(summaries.C, summaries.n)
+    Zs, Xs = slice(0, q), slice(q, q + p)
+    r = space.r
+
+    # W = V^-1 = (I - Z B Z') / sigma2, B = Lambda M^-1 Lambda' = (L^-1 Lambda')'(L^-1 Lambda').
+    B = np.swapaxes(solution.LtLam, 1, 2) @ solution.LtLam
+    W = space.operator(1.0 / sigma2, space.embed(-B / sigma2, Zs))
+
+    # dV/dpsi_i as operators.
+    G_ops: list[GroupOperator] = []
+    for a, b in zip(template.rows, template.cols):
+        E = np.zeros((q, q))
+        E[a, b] = E[b, a] = 1.0
+        G_ops.append(space.operator(0.0, space.embed(E, Zs)))
+    G_ops.append(space.identity())
+    k = len(G_ops)
+
+    WG = [space.compose(W, G) for G in G_ops]
+    WGW = [space.compose(wg, W) for wg in WG]
+
+    Sx = np.zeros((r, p))
+    Sx[q : q + p] = np.eye(p)
+    se = np.zeros((r, 1))
+    se[q : q + p, 0] = -solution.beta
+    se[-1, 0] = 1.0
+    S = np.concatenate([Sx, se], axis=1)  # columns: X, e
+
+    P = np.empty((k, p, p))
+    eGX = np.empty((k, p))
+    for i in range(k):
+        F = space.form(WGW[i], S, S).sum(axis=0)
+        P[i] = -F[:p, :p]
+        eGX[i] = F[p, :p]
+    Q = np.empty((k, k, p, p))
+    T = np.empty((k, k))
+    eGGe = np.empty((k, k))
+    for i in range(k):
+        for j in range(i, k):
+            WGWGW = space.compose(WG[i], WGW[j])
+            F = space.form(WGWGW, S, S).sum(axis=0)
+            t = space.trace(space.compose(WG[i], WG[j])).sum()
+            # Q_ij' = Q_ji: the forms of a product and of its reverse are transposes.
+            Q[i, j], Q[j, i] = F[:p, :p], F[:p, :p].T
+            eGGe[i, j] = eGGe[j, i] = F[p, p]
+            T[i, j] = T[j, i] = t
+    Phi = sigma2 * solution.A_inv
+    tau = sigma2 * solution.lam @ solution.lam.T
+    psi = np.array([tau[a, b] for a, b in zip(template.rows, template.cols)] + [sigma2])
+    return VarianceDerivatives(
+        psi_names(tuple(z_names), template.rows, template.cols), psi, Phi, P, Q, T, eGGe, eGX, reml
+    )
