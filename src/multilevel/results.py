@@ -352,11 +352,14 @@ class Fit:
         return gamma_labels(self.design.coefficients)
 
     # ----- reports (formatting only) --------------------------------------------------------
-    def report(self) -> str:
-        """HLM's report as text."""
+    def report(self, tests=(), effect_sizes: bool = True) -> str:
+        """HLM's report as text. `tests`: contrasts (text or matrices, tested with HLM's robust
+        covariance as HLM does) or `fit.test(...)` results, printed as HLM's General Linear
+        Hypothesis tests; an effect-size section closes the report."""
         from .report.hlm import hlm_report
 
-        return hlm_report(self)
+        done = [t if hasattr(t, "chisq") else self.test(t, se="CR0") for t in tests]
+        return hlm_report(self, done, effect_sizes)
 
     def summary(self) -> str:
         """An lme4-style summary as text."""

@@ -198,8 +198,67 @@ def _sufficient_note(fit: Fit, what: str) -> list[str]:
     ]
 
 
-def hlm_report(fit: Fit) -> str:
-    """The report HLM 6 prints for a two-level run, section by section."""
+def glh_block(fit: Fit, test, number: int = 1) -> list[str]:
+    """HLM's "Results of General Linear Hypothesis Testing" for one test (its chi-square uses the
+    covariance the test was made with: HLM's is the robust one when robust SEs are printed)."""
+    labels = {g.column: g for g in fit.gamma_labels}
+    beta = fit.beta.to_numpy()
+    lines = [
+        "",
+        f"                Results of General Linear Hypothesis Testing - Test {number}",
+        RULE,
+        "                                   Coefficients      Contrast",
+        RULE,
+    ]
+    for q, c in enumerate(fit.design.coefficients):
+        if not c.columns:
+            continue
+        lines.append(f" For {coef_label(c.name, q):>18}")
+        for col in c.columns:
+            g = labels[col]
+            contrast = "".join(f"{v:>8.3f}" for v in test.L[:, col])
+            lines.append(f"  {_predictor_label(g.predictor):>12}, {g.label:<6}{beta[col]:>21.6f}{contrast}")
+    se = {"model": "model-based", "CR0": "robust (CR0)", "CR1": "robust (CR1)", "CR2": "robust (CR2)"}[test.se_method]
+    lines += [
+        "",
+        f"Chi-square statistic = {test.chisq:.6f}",
+        f"Degrees of freedom   = {int(test.chisq_df)}",
+        f"P-value              = {test.chisq_p:.6f}",
+        f"  ({se} covariance; F = {test.F:.4f} on {int(test.num_df)} and {test.den_df:.2f} df ({test.df_method}), p = {test.F_p:.6f})",
+    ]
+    return lines
+
+
+def effect_size_block(fit: Fit) -> list[str]:
+    """The effect sizes of `fit.effect_sizes()`, formatted."""
+    es = fit.effect_sizes()
+    lines = ["", " Effect sizes", " ------------"]
+    for name, v in es.icc["icc"].items():
+        lines.append(f"  ICC, {name:<34}= {v:.4f}")
+    de = es.design_effects
+    for kind in de.index:
+        row = de.loc[kind]
+        lines.append(
+            f"  Design effect (cluster size {kind} {row['cluster_size']:.2f}) = {row['design_effect']:.3f}; effective N = {row['effective_n']:.1f}"
+        )
+    for name, v in es.r2["r2"].items():
+        lines.append(f"  {name} = {v:.4f}")
+    lines.append("  Rights & Sterba R2 (share of the outcome variance)")
+    rs = es.rights_sterba
+    for idx in rs.index:
+        parts = [f"{c} {rs.loc[idx, c]:.4f}" for c in rs.columns if np.isfinite(rs.loc[idx, c])]
+        lines.append(f"    {idx:<8} " + ", ".join(parts))
+    lines.append("  Plausible-value ranges (95%) of the random coefficients")
+    for name, row in es.plausible_values.iterrows():
+        lines.append(f"    {name:<20} {row['low']:.3f} to {row['high']:.3f}")
+    lines += [f"  Note: {n}" for n in es.notes]
+    return lines
+
+
+def hlm_report(fit: Fit, tests=(), effect_sizes: bool = True) -> str:
+    """The report HLM 6 prints for a two-level run, section by section; `tests` are
+    `HypothesisTest`s (fit.test(...)) printed as HLM's General Linear Hypothesis tests, and an
+    effect-size section closes the report."""
     zq = _coefficient_index(fit)
     tau_labels = [_tau_label(n, zq[n]) for n in fit.design.z_names]
     lines = _specifications(fit) + _fixed_spec(fit) + _convergence(fit)
@@ -231,4 +290,8 @@ def hlm_report(fit: Fit) -> str:
         "   (HLM's REML deviance is lme4's minus log(2*pi) when there are two or more fixed effects).",
         f" lme4: logLik = {fit.loglik:.4f} (df = {fit.n_params}), AIC = {fit.aic:.4f}, BIC = {fit.bic:.4f}",
     ]
+    for i, t in enumerate(tests, start=1):
+        lines += glh_block(fit, t, i)
+    if effect_sizes:
+        lines += effect_size_block(fit)
     return "\n".join(lines) + "\n"

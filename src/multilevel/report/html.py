@@ -26,4 +26,14 @@ def html_report(fit: Fit) -> str:
         "<p><b>Reliability</b></p>",
         fit.reliability.to_frame().to_html(float_format=lambda v: f"{v:.3f}"),
     ]
+    es = fit.effect_sizes()
+    fmt = lambda v: f"{v:.4g}"  # noqa: E731
+    parts += [
+        "<p><b>Effect sizes</b></p>",
+        es.icc.to_html(float_format=fmt),
+        es.design_effects.to_html(float_format=fmt),
+        es.r2.to_html(float_format=fmt),
+        "<p>Rights &amp; Sterba R<sup>2</sup></p>",
+        es.rights_sterba.to_html(float_format=fmt, na_rep=""),
+    ]
     return "\n".join(parts)
