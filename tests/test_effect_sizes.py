@@ -150,3 +150,14 @@ def test_rights_sterba_without_centring_gives_total_measures_only():
     assert np.isnan(es.rights_sterba.loc["total", "f1"])
     assert 0 < es.rights_sterba.loc["total", "f"] < 1
     assert any("cluster-mean centred" in n for n in es.notes)
+
+
+def test_report_and_html_show_the_effect_sizes():
+    fit = fitted("M1", "REML")
+    es = fit.effect_sizes()
+    text = fit.report()
+    line = next(x for x in text.splitlines() if "ICC, unconditional" in x)
+    assert float(line.split("=")[1]) == pytest.approx(es.icc.loc["unconditional", "icc"], abs=5e-5)
+    assert "effective N" in text and "Rights & Sterba" in text
+    assert "Effect sizes" in fit._repr_html_()
+    assert "Effect sizes" not in fit.report(effect_sizes=False)

@@ -91,3 +91,12 @@ def test_parametric_bootstrap_is_seeded_and_its_spread_matches_the_model_ses(cap
 def test_unknown_interval_method():
     with pytest.raises(SpecificationError, match="profile"):
         fitted("M1", "REML").confint("likelihood")
+
+
+def test_unidentified_variance_parameters_are_flagged():
+    """A random slope of sector (constant within schools) leaves one direction of tau flat."""
+    fit = ml.fit("mathach ~ cses + sector + (1 + sector | school)", hsb())
+    with pytest.warns(UserWarning, match="not identified"):
+        w = fit.confint("wald")
+    assert w.loc[["sd_Intercept|school", "sigma"], "ci_low"].isna().all()
+    assert not w.loc["cses", ["ci_low", "ci_high"]].isna().any()

@@ -167,3 +167,26 @@ def test_seminar_variance_covariance_components_test():
     entered = ml.compare(ml.Deviance(p["M4b"]["deviance"], 2, "4b"), ml.Deviance(p["M4"]["deviance"], 4, "4"))
     assert entered.table["chisq"].iloc[1] == pytest.approx(1.07710, abs=1e-5)  # deviances printed to 1e-6
     assert "1.07709" in str(entered)
+
+
+def test_seminar_model_comparison_test_from_entered_deviances():
+    """HLM's "Model comparison test" of the heterogeneous-sigma2 run: its deviance 46482.093344
+    (11 parameters) against model 4's 46501.875643 (4): chi-square 19.78230, df 7, p 0.006.
+    (HLM compares an ML deviance with a REML one here; with fits, compare() refuses that.)"""
+    c = ml.compare(ml.Deviance(46501.875643, 4, "model 4"), ml.Deviance(46482.093344, 11, "heterogeneous"))
+    row = c.table.loc["heterogeneous"]
+    assert row["chisq"] == pytest.approx(19.78230, abs=5e-6)
+    assert row["df"] == 7
+    assert round(row["p"], 3) == 0.006
+
+
+def test_report_prints_the_glh_test_as_hlm_does():
+    f, at, _, x0, res = _hlm_m4_point()
+    text = at(res.x).report(tests=["G01 = 0, G11 = 0"])
+    block = text[text.index("Results of General Linear Hypothesis Testing"):]
+    chisq = float(block.split("Chi-square statistic =")[1].split()[0])
+    assert chisq == pytest.approx(60.596880, abs=5e-6)
+    assert "Degrees of freedom   = 2" in block
+    sector_row = next(line for line in block.splitlines() if "G01" in line)
+    assert sector_row.split()[-2:] == ["1.000", "0.000"]
+    assert "robust (CR0)" in block

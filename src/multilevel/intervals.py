@@ -110,6 +110,8 @@ def wald(fit, level: float = 0.95) -> pd.DataFrame:
         dn[i] -= h
         Jac[:, i] = (phi_of(up) - phi_of(dn)) / (2 * h)
     se = np.sqrt(np.clip(np.diag(Jac @ vd.asymptotic_vcov @ Jac.T), 0, None))
+    if not vd.identified:
+        se = np.full_like(se, np.nan)  # no Wald interval for parameters the data do not identify
     for n, e, s in zip(scale.names, phi, se):
         rows[n] = (e, e - z * s, e + z * s)
     return _frame(rows, level)

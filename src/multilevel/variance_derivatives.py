@@ -25,6 +25,7 @@ parameters, independent of the number of rows.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -69,8 +70,24 @@ class VarianceDerivatives:
         return 0.5 * (H + H.T)
 
     @cached_property
+    def identified(self) -> bool:
+        """False when the Hessian is singular: some combination of the variance parameters does
+        not change the likelihood (e.g. a random slope of a level-2 variable)."""
+        ev = np.linalg.eigvalsh(self.hessian)
+        return bool(ev.min() > 1e-8 * max(abs(ev).max(), 1e-300))
+
+    @cached_property
     def asymptotic_vcov(self) -> np.ndarray:
-        """Var(psi-hat) = 2 H^-1 (lmerTest's vcov_varpar, in psi)."""
+        """Var(psi-hat) = 2 H^-1 (lmerTest's vcov_varpar, in psi); a pseudo-inverse, with a
+        warning, when the variance parameters are not identified."""
+        if not self.identified:
+            warnings.warn(
+                "The Hessian of the deviance in the variance parameters is singular: some of them are not "
+                "identified by the data (for example a random slope of a variable that is constant within "
+                "groups). Satterthwaite df and Wald intervals of variance parameters rest on a "
+                "pseudo-inverse and are unreliable; simplify the random part.",
+                stacklevel=3,
+            )
         return 2.0 * np.linalg.pinv(self.hessian)
 
     def dPhi(self) -> np.ndarray:
