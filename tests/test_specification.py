@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import MODELS, fitted, hsb
+from conftest import fitted, hsb
 
 import multilevel as ml
 from multilevel.spec import RandomTerm

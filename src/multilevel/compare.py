@@ -42,15 +42,19 @@ class ModelComparison:
     notes: tuple[str, ...]
 
     def __str__(self) -> str:
-        fmt = {c: "{:.3f}".format for c in ("deviance", "aic", "bic", "aic_sas", "bic_sas")}
-        fmt.update(chisq="{:.5f}".format, p="{:.4g}".format, p_mixture="{:.4g}".format)
+        fmt = {c: "{:.3f}" for c in ("deviance", "aic", "bic", "aic_sas", "bic_sas")}
+        fmt.update(chisq="{:.5f}", df="{:.0f}", p="{:.4g}", p_mixture="{:.4g}")
         cols = ["method", "n_params", "deviance", "aic", "bic", "aic_sas", "bic_sas", "chisq", "df", "p", "p_mixture"]
         shown = self.table[[c for c in cols if c in self.table]]
-        tab = shown.to_string(formatters={c: (lambda f: lambda x: "" if pd.isna(x) else f(x))(f) for c, f in fmt.items() if c in shown}, na_rep="")
-        return tab + "\n" + "\n".join(f"* {n}" for n in self.notes)
+        formatters = {c: _blank_nan(f) for c, f in fmt.items() if c in shown}
+        return shown.to_string(formatters=formatters, na_rep="") + "\n" + "\n".join(f"* {n}" for n in self.notes)
 
     def _repr_html_(self) -> str:
         return self.table.to_html(float_format=lambda x: f"{x:.5g}", na_rep="") + "".join(f"<p>{n}</p>" for n in self.notes)
+
+
+def _blank_nan(pattern: str):
+    return lambda x: "" if pd.isna(x) else pattern.format(x)
 
 
 def mixture_p(chisq: float, k: int) -> float:

@@ -103,7 +103,7 @@ def psi_names(z_names: tuple[str, ...], rows, cols) -> tuple[str, ...]:
 def variance_derivatives(summaries, solution, template, sigma2: float, reml: bool, z_names) -> VarianceDerivatives:
     q, p = summaries.q, summaries.p
     space = GroupSpace(summaries.C, summaries.n)
-    Zs, Xs = slice(0, q), slice(q, q + p)
+    Zs = slice(0, q)
     r = space.r
 
     # W = V^-1 = (I - Z B Z') / sigma2, B = Lambda M^-1 Lambda' = (L^-1 Lambda')'(L^-1 Lambda').

@@ -138,7 +138,6 @@ def _matrix(title: str, mat: np.ndarray, labels: list[str], fmt: str) -> list[st
 
 
 def _fixed_table(fit: Fit, table, robust: bool) -> list[str]:
-    labels = {g.column: g for g in fit.gamma_labels}
     head = [
         f" The outcome variable is  {fit.spec.outcome}",
         "",
@@ -153,16 +152,28 @@ def _fixed_table(fit: Fit, table, robust: bool) -> list[str]:
         RULE,
     ]
     rows = table.to_numpy()
+
+    def row(col: int) -> str:
+        est, se, df, t, p = rows[col]
+        return f"{est:>14.6f}{se:>11.6f}{t:>10.3f}{df:>10.0f}{p:>9.3f}"
+
+    head += _gamma_rows(fit, row)
+    head += [RULE, ""]
+    return head
+
+
+def _gamma_rows(fit: Fit, cells) -> list[str]:
+    """HLM's fixed-effect rows, grouped under "For <B_q>": label, then cells(column)."""
+    labels = {g.column: g for g in fit.gamma_labels}
+    lines = []
     for q, c in enumerate(fit.design.coefficients):
         if not c.columns:
             continue
-        head.append(f" For {coef_label(c.name, q):>18}")
+        lines.append(f" For {coef_label(c.name, q):>18}")
         for col in c.columns:
             g = labels[col]
-            est, se, df, t, p = rows[col]
-            head.append(f"  {_predictor_label(g.predictor):>12}, {g.label:<6}{est:>14.6f}{se:>11.6f}{t:>10.3f}{df:>10.0f}{p:>9.3f}")
-    head += [RULE, ""]
-    return head
+            lines.append(f"  {_predictor_label(g.predictor):>12}, {g.label:<6}" + cells(col))
+    return lines
 
 
 def _variance_components(fit: Fit) -> list[str]:
@@ -201,7 +212,6 @@ def _sufficient_note(fit: Fit, what: str) -> list[str]:
 def glh_block(fit: Fit, test, number: int = 1) -> list[str]:
     """HLM's "Results of General Linear Hypothesis Testing" for one test (its chi-square uses the
     covariance the test was made with: HLM's is the robust one when robust SEs are printed)."""
-    labels = {g.column: g for g in fit.gamma_labels}
     beta = fit.beta.to_numpy()
     lines = [
         "",
@@ -210,14 +220,7 @@ def glh_block(fit: Fit, test, number: int = 1) -> list[str]:
         "                                   Coefficients      Contrast",
         RULE,
     ]
-    for q, c in enumerate(fit.design.coefficients):
-        if not c.columns:
-            continue
-        lines.append(f" For {coef_label(c.name, q):>18}")
-        for col in c.columns:
-            g = labels[col]
-            contrast = "".join(f"{v:>8.3f}" for v in test.L[:, col])
-            lines.append(f"  {_predictor_label(g.predictor):>12}, {g.label:<6}{beta[col]:>21.6f}{contrast}")
+    lines += _gamma_rows(fit, lambda col: f"{beta[col]:>21.6f}" + "".join(f"{v:>8.3f}" for v in test.L[:, col]))
     se = {"model": "model-based", "CR0": "robust (CR0)", "CR1": "robust (CR1)", "CR2": "robust (CR2)"}[test.se_method]
     lines += [
         "",
