@@ -192,3 +192,11 @@ def test_bad_contrasts_are_explained(text, message):
 def test_contrast_matrix_of_the_wrong_width_is_explained():
     with pytest.raises(SpecificationError, match="6 fixed effects"):
         fitted("M4", "REML").test(np.ones((1, 5)))
+
+
+def test_lme4_summary_prints_lmertest_satterthwaite_df():
+    fit = fitted("M4", "REML")
+    line = next(x for x in fit.summary().splitlines() if x.startswith("sector "))
+    assert float(line.split()[3]) == pytest.approx(ref("M4")["REML"]["satterthwaite"]["df"][1], abs=0.005)
+    kr = next(x for x in fit.summary(df="kenward-roger").splitlines() if x.startswith("sector "))
+    assert float(kr.split()[3]) == pytest.approx(ref("M4")["REML"]["kenward_roger"]["df"][1], abs=0.005)

@@ -361,11 +361,11 @@ class Fit:
         done = [t if hasattr(t, "chisq") else self.test(t, se="CR0") for t in tests]
         return hlm_report(self, done, effect_sizes)
 
-    def summary(self) -> str:
-        """An lme4-style summary as text."""
+    def summary(self, df: str = "satterthwaite") -> str:
+        """An lme4/lmerTest-style summary as text (fixed-effect df by `df`, Satterthwaite by default)."""
         from .report.lme4 import lme4_summary
 
-        return lme4_summary(self)
+        return lme4_summary(self, df)
 
     def __str__(self) -> str:
         return self.summary()

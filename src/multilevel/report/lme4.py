@@ -13,7 +13,8 @@ def _lme4_name(n: str) -> str:
     return "(Intercept)" if n == "Intercept" else n
 
 
-def lme4_summary(fit: Fit) -> str:
+def lme4_summary(fit: Fit, df: str = "satterthwaite") -> str:
+    """lmerTest's summary: fixed effects with df and p from `df` (Satterthwaite by default)."""
     crit = "REML criterion at convergence" if fit.reml else "Deviance"
     how = "REML" if fit.reml else "maximum likelihood"
     lines = [
@@ -36,9 +37,12 @@ def lme4_summary(fit: Fit) -> str:
         lines.append(f" {grp:<9}{_lme4_name(z):<14}{tau[i, i]:>10.4f}{np.sqrt(tau[i, i]):>10.4f}  {corr}".rstrip())
     lines.append(f" {'Residual':<9}{'':<14}{fit.sigma2:>10.4f}{np.sqrt(fit.sigma2):>10.4f}")
     lines.append(f"Number of obs: {fit.n_obs}, groups:  {fit.design.group}, {fit.n_groups}")
-    lines += ["", "Fixed effects:", f"{'':<16}{'Estimate':>11}{'Std. Error':>12}{'t value':>9}"]
-    for name, row in fit.fixed.iterrows():
-        lines.append(f"{_lme4_name(name):<16}{row['estimate']:>11.5f}{row['se']:>12.5f}{row['t']:>9.3f}")
+    table = fit.coef_table(df=df)
+    lines += ["", f"Fixed effects ({df} df):", f"{'':<16}{'Estimate':>11}{'Std. Error':>12}{'df':>10}{'t value':>9}{'Pr(>|t|)':>11}"]
+    for name, row in table.iterrows():
+        lines.append(
+            f"{_lme4_name(name):<16}{row['estimate']:>11.5f}{row['se']:>12.5f}{row['df']:>10.2f}{row['t']:>9.3f}{row['p']:>11.3g}"
+        )
     if fit.singular:
         lines += ["", "boundary (singular) fit: see help('isSingular')"]
     dr = fit.data_report
