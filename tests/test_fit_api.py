@@ -51,7 +51,7 @@ def test_public_attributes():
     assert f.loglik == pytest.approx(-f.deviance / 2)
     assert f.hlm_n_params == 4 and fitted("M4", "ML").hlm_n_params == 10
     assert "<table" in f._repr_html_()
-    assert "Fixed effects:" in str(f) and "REML criterion at convergence: 46503.6641" in str(f)
+    assert "Fixed effects (satterthwaite df):" in str(f) and "REML criterion at convergence: 46503.6641" in str(f)
 
 
 def test_data_report_counts_rows_and_units():
