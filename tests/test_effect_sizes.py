@@ -4,6 +4,7 @@ out of reach and Debian has no r-cran-r2mlm)."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import fitted, hlm_printed, hsb
 
@@ -161,3 +162,37 @@ def test_report_and_html_show_the_effect_sizes():
     assert "effective N" in text and "Rights & Sterba" in text
     assert "Effect sizes" in fit._repr_html_()
     assert "Effect sizes" not in fit.report(effect_sizes=False)
+
+
+def test_rights_sterba_total_decomposition_without_centring_by_simulation():
+    """Raw ses with a random slope: the random part's share is v + m = (tr(T Sigma_z) + mu'T mu)/total."""
+    fit = ml.fit("mathach ~ ses + (ses | school)", hsb())
+    rs = fit.effect_sizes().rights_sterba
+    d = fit.design
+    rng = np.random.default_rng(11)
+    R = 400
+    u = rng.multivariate_normal(np.zeros(2), fit.tau.to_numpy(), size=(R, fit.n_groups))
+    fixed = d.X @ fit.beta.to_numpy()
+    random = u[:, d.codes, 0] + u[:, d.codes, 1] * d.Z[:, 1]
+    y = fixed + random + rng.standard_normal((R, d.n_obs)) * np.sqrt(fit.sigma2)
+    total = np.var(y)
+    assert rs.loc["total", "f"] == pytest.approx(np.var(fixed) / total, rel=0.03)
+    assert rs.loc["total", "v"] + rs.loc["total", "m"] == pytest.approx(np.var(random) / total, rel=0.03)
+
+
+def test_effect_sizes_without_a_fixed_intercept_are_not_defined():
+    fit = ml.fit("mathach ~ 0 + ses + sector + (1 | school)", hsb())
+    es = fit.effect_sizes()
+    assert es.rights_sterba.isna().all().all()
+    assert np.isnan(es.icc.loc["adjusted (Nakagawa)", "icc"])
+    assert any("no fixed intercept" in n for n in es.notes)
+
+
+def test_plausible_values_with_groups_of_one_row():
+    d = hsb()
+    first = d.groupby("school").head(1)
+    data = pd.concat([first.iloc[:40], d[d.school.isin(d.school.unique()[40:])]])
+    fit = ml.fit("mathach ~ sector * cwc(ses) + (cwc(ses) | school)", data)
+    pv = fit.effect_sizes().plausible_values
+    assert np.isfinite(pv.to_numpy()).all()
+    assert "nan" not in fit.report()

@@ -200,3 +200,66 @@ def test_lme4_summary_prints_lmertest_satterthwaite_df():
     assert float(line.split()[3]) == pytest.approx(ref("M4")["REML"]["satterthwaite"]["df"][1], abs=0.005)
     kr = next(x for x in fit.summary(df="kenward-roger").splitlines() if x.startswith("sector "))
     assert float(kr.split()[3]) == pytest.approx(ref("M4")["REML"]["kenward_roger"]["df"][1], abs=0.005)
+
+
+# ----- a singular fit: the slope SD estimated as 0 (refs/make_refs_boundary.R) ---------------------
+BOUNDARY = json.loads((REFS / "boundary.json").read_text())
+
+
+def _tiny_schools():
+    """The subset of make_refs_boundary.R: schools 1-30 keep one row, 31-60 two, 61-80 all."""
+    d = hsb()
+    schools = list(dict.fromkeys(d["school"]))[:80]
+    keep = []
+    for i, s in enumerate(schools, start=1):
+        rows = list(np.flatnonzero(d["school"].to_numpy() == s))
+        keep += rows[:1] if i <= 30 else rows[:2] if i <= 60 else rows
+    return d.iloc[keep]
+
+
+@pytest.mark.parametrize("method", ["REML", "ML"])
+def test_singular_fit_df_match_lmerTest_pbkrtest_clubSandwich(method):
+    """At a boundary the Satterthwaite df depend on the scale of the variance parameters; lmerTest's
+    are on lme4's theta scale, where the zero SD drops out (in tau it would not)."""
+    r = BOUNDARY["cases"]["uncorrelated"][method]
+    data = _tiny_schools()
+    assert len(data) == BOUNDARY["n_rows"]
+    fit = ml.fit(r["formula"], data, method=method)
+    assert fit.singular and r["isSingular"]
+    np.testing.assert_allclose(fit.theta, r["theta"], atol=1e-6)
+    tab = fit.coef_table(df="satterthwaite")
+    np.testing.assert_allclose(tab["se"], r["se"], rtol=1e-6)
+    np.testing.assert_allclose(tab["df"], r["satterthwaite_df"], rtol=1e-4)
+    if method == "REML":
+        kr = fit.coef_table(df="kenward-roger")
+        np.testing.assert_allclose(kr["se"], r["kenward_roger_se"], rtol=1e-6)
+        np.testing.assert_allclose(kr["df"], r["kenward_roger_df"], rtol=1e-4)
+    cr2 = fit.coef_table(se="CR2")
+    np.testing.assert_allclose(cr2["se"], r["cr2_se"], rtol=1e-6)
+    np.testing.assert_allclose(cr2["df"], r["cr2_df"], rtol=1e-4)
+
+
+def test_satterthwaite_on_the_theta_scale_equals_the_tau_scale_inside():
+    """Away from the boundary the two scales give the same df (the invariance lmerTest relies on)."""
+    from multilevel.satterthwaite import df_1d
+
+    vd = fitted("M4", "REML")._variance_derivatives
+    l = np.eye(6)[1]
+    g = np.einsum("a,kab,b->k", l, vd.dPhi(), l)
+    tau_scale = 2 * (l @ vd.Phi @ l) ** 2 / (g @ vd.asymptotic_vcov @ g)
+    assert df_1d(vd, l) == pytest.approx(tau_scale, rel=1e-6)
+    assert np.abs(vd.gradient).max() < 1e-4 * np.abs(vd.hessian).max()  # an interior optimum
+
+
+def test_input_errors_of_tests_and_tables():
+    fit = fitted("M4", "REML")
+    e = fit.estimate("1e-3*sector - 2.5E+1*meanses = 1e-2")
+    assert e["estimate"].iloc[0] == pytest.approx(1e-3 * fit.beta["sector"] - 25 * fit.beta["meanses"] - 1e-2)
+    for text in ("sector > 0", "sector*2 = 0", "sector/2"):
+        with pytest.raises(SpecificationError, match="linear equations"):
+            fit.test(text)
+    with pytest.raises(SpecificationError, match="rhs has 3 values for 2"):
+        fit.test("sector = 0, cses = 0", rhs=[0, 0, 0])
+    with pytest.raises(SpecificationError, match="level"):
+        fit.coef_table(level=95)
+    assert fit.coef_table(se="cr2")["se"].tolist() == fit.coef_table(se="CR2")["se"].tolist()

@@ -100,3 +100,18 @@ def test_unidentified_variance_parameters_are_flagged():
         w = fit.confint("wald")
     assert w.loc[["sd_Intercept|school", "sigma"], "ci_low"].isna().all()
     assert not w.loc["cses", ["ci_low", "ci_high"]].isna().any()
+
+
+def test_wald_interval_of_a_zero_variance_is_nan_without_numpy_warnings():
+    import warnings
+
+    from test_inference import _tiny_schools
+
+    fit = ml.fit("mathach ~ ses * sector + (ses || school)", _tiny_schools())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        w = fit.confint("wald")
+    assert np.isnan(w.loc["sd_ses|school", "ci_low"])
+    assert np.isfinite(w.loc["sd_Intercept|school", "ci_low"])
+    with pytest.raises(SpecificationError, match="which"):
+        fit.confint("profile", which="bogus")

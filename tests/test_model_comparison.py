@@ -190,3 +190,18 @@ def test_report_prints_the_glh_test_as_hlm_does():
     sector_row = next(line for line in block.splitlines() if "G01" in line)
     assert sector_row.split()[-2:] == ["1.000", "0.000"]
     assert "robust (CR0)" in block
+
+
+def test_compare_input_errors_and_non_nested_models():
+    f = fitted("M4", "REML")
+    with pytest.raises(SpecificationError, match="Argument 2"):
+        ml.compare(f, "model 4b")
+    with pytest.raises(SpecificationError, match="twice"):
+        ml.compare(f, f)
+    with pytest.raises(SpecificationError, match="two fits"):
+        ml.pseudo_r2(f, 3)
+    a = ml.fit("mathach ~ cses + (1 | school)", hsb(), method="ML")
+    b = ml.fit("mathach ~ meanses + (1 | school)", hsb(), method="ML")
+    c = ml.compare(a, b)
+    assert np.isnan(c.table["chisq"].iloc[1])
+    assert any("not nested" in n for n in c.notes)

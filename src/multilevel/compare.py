@@ -104,6 +104,16 @@ def compare(*models, refit: str | None = None, labels: list[str] | None = None, 
     used exactly when a fit adds one random effect to the previous one."""
     if len(models) < 2:
         raise SpecificationError("compare() needs at least two models.")
+    from .results import Fit
+
+    for i, m in enumerate(models):
+        if not isinstance(m, (Fit, Deviance)):
+            raise SpecificationError(
+                f"Argument {i + 1} of compare() is a {type(m).__name__}; give fits (ml.fit(...)) or "
+                "ml.Deviance(deviance, n_params) numbers."
+            )
+    if len({id(m) for m in models}) < len(models):
+        raise SpecificationError("The same fit is given twice; compare different models.")
     given = list(labels) if labels else None
     labels = given or [m.label if isinstance(m, Deviance) else f"model {i + 1}" for i, m in enumerate(models)]
     fits = [m for m in models if not isinstance(m, Deviance)]
@@ -145,6 +155,12 @@ def compare(*models, refit: str | None = None, labels: list[str] | None = None, 
         df = rows[i]["n_params"] - rows[i - 1]["n_params"]
         rows[i]["chisq"], rows[i]["df"] = chisq, df
         rows[i]["p"] = float(scipy.stats.chi2.sf(chisq, df)) if df > 0 else np.nan
+        if df <= 0:
+            rows[i]["chisq"] = np.nan
+            notes.append(
+                f"{rows[i - 1]['model']} and {rows[i]['model']} have the same number of parameters, so they are not "
+                "nested: no likelihood-ratio test; compare them by AIC and BIC (the lecture's rule for non-nested models)."
+            )
         k = None
         if not isinstance(small, Deviance) and not isinstance(big, Deviance) and _same_fixed(small, big):
             k = _added_random_effect(small, big)

@@ -10,17 +10,22 @@ import numpy as np
 from .errors import SpecificationError
 
 _GAMMA = re.compile(r"G\d+")
+#: a number's mantissa and its "e", just before the sign of the exponent ("1e-3")
+_MANTISSA_E = re.compile(r"(?:^|[^\w.:])(?:\d+\.?\d*|\.\d+)[eE]$")
 _NUMBER = r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
 
 
 def _split_top(text: str, seps: str) -> list[tuple[str, str]]:
-    """Split at separators outside parentheses; returns (separator before, piece)."""
+    """Split at separators outside parentheses (not the sign of a number's exponent, as in 1e-3);
+    returns (separator before, piece)."""
     out, depth, start, sep = [], 0, 0, "+"
     for i, ch in enumerate(text):
         if ch == "(":
             depth += 1
         elif ch == ")":
             depth -= 1
+        elif ch in "+-" and _MANTISSA_E.search(text[:i]):
+            continue
         elif ch in seps and depth == 0:
             out.append((sep, text[start:i]))
             sep, start = ch, i + 1
@@ -64,6 +69,12 @@ def parse_contrasts(text: str, x_names: tuple[str, ...], gamma_labels: tuple[str
         eq = eq.strip()
         if not eq:
             continue
+        bad = re.search(r"[<>!/]|\*\s*(?:[-+]?\s*" + _NUMBER + r")\s*(?:$|[-+=])", eq)
+        if bad:
+            raise SpecificationError(
+                f"Cannot read the contrast {eq!r} at {bad.group(0).strip()!r}: write linear equations with '=' and "
+                "numbers before the names, e.g. \"sector = 0\", \"2*meanses - cses = 0\", \"0.5*G01 + 0.5*G02 = 1\"."
+            )
         parts = eq.split("=")
         if len(parts) > 2:
             raise SpecificationError(f"Cannot read the contrast {eq!r}: more than one '='.")

@@ -81,6 +81,10 @@ def pseudo_r2(base, fit) -> pd.DataFrame:
     """Proportion reduction in each variance component from `base` to `fit` (R&B's "proportion
     of variance explained", the lecture's pseudo-R2): (V_base - V_fit) / V_base, for sigma2 and
     every tau_qq present in both. Negative values are reported as they are and flagged."""
+    from .results import Fit
+
+    if not (isinstance(base, Fit) and isinstance(fit, Fit)):
+        raise SpecificationError("pseudo_r2(base, fit) takes two fits (ml.fit(...)): the model with fewer predictors first.")
     rows = {"level-1 (sigma2)": (base.sigma2, fit.sigma2)}
     tb, tf = base.tau, fit.tau
     for name in tb.index:
@@ -192,6 +196,13 @@ def effect_sizes(fit, df: str | None = None, level: float = 0.95) -> EffectSizes
     z = list(d.z_names)
     notes = []
 
+    has_intercept = INTERCEPT in d.x_names
+    if not has_intercept:
+        notes.append(
+            "The model has no fixed intercept: the random intercept then carries the outcome's mean, so the "
+            "Nakagawa ICCs and the Rights-Sterba shares are not defined (NaN)."
+        )
+
     # ICCs
     Zmat = d.Z
     ran = float(np.mean(np.einsum("ia,ab,ib->i", Zmat, tau, Zmat)))  # mean z_i' T z_i (Johnson 2014)
@@ -202,8 +213,8 @@ def effect_sizes(fit, df: str | None = None, level: float = 0.95) -> EffectSizes
         t00 = tau[z.index(INTERCEPT), z.index(INTERCEPT)]
         empty = len(d.x_names) == 1 and z == [INTERCEPT]
         icc_rows["unconditional" if empty else "conditional (residual)"] = t00 / (t00 + s2)
-    icc_rows["adjusted (Nakagawa)"] = ran / (ran + s2)
-    icc_rows["conditional (Nakagawa)"] = ran / (fixed_var + ran + s2)
+    icc_rows["adjusted (Nakagawa)"] = ran / (ran + s2) if has_intercept else np.nan
+    icc_rows["conditional (Nakagawa)"] = ran / (fixed_var + ran + s2) if has_intercept else np.nan
     icc = pd.DataFrame({"icc": icc_rows})
     notes.append(
         "ICC: 'unconditional' is tau00/(tau00+sigma2) of the empty model; 'conditional (residual)' the same ratio "
@@ -247,8 +258,12 @@ def effect_sizes(fit, df: str | None = None, level: float = 0.95) -> EffectSizes
         k = z.index(c.name)
         cols = list(c.columns)
         if cols:
-            # W_j'gamma_q at the mean over units of each level-2 predictor (exact: W is constant within a unit)
-            Wmean = (fit.summaries.ZtX[:, k, cols] / fit.summaries.ZtZ[:, k, k][:, None]).mean(axis=0)
+            # W_j'gamma_q at the mean over units of each level-2 predictor. A column of B_q's equation
+            # is z_q * W, W constant within a unit, so W_j = (Z'X)_j[q, c] / (Z'Z)_j[q, q], over the
+            # units where z_q is not all 0 (e.g. a group-mean-centred z in a unit of one row).
+            zz = fit.summaries.ZtZ[:, k, k]
+            ok = zz > 0
+            Wmean = (fit.summaries.ZtX[ok][:, k, cols] / zz[ok][:, None]).mean(axis=0)
             centre = float(Wmean @ fit.solution.beta[cols])
         else:
             centre = 0.0
@@ -269,4 +284,5 @@ def effect_sizes(fit, df: str | None = None, level: float = 0.95) -> EffectSizes
             rows[kind] = {"observed_var_of_means": observed, "sigma2_over_n": s2 / n, "true_tau00": observed - s2 / n, "model_tau00": tau[k, k]}
         iv = pd.DataFrame(rows).T
         iv.index.name = "cluster size"
-    return EffectSizes(icc, design_effects, r2, rs.table(), fixed, plausible, iv, tuple(notes))
+    rs_table = rs.table() if has_intercept else rs.table() * np.nan
+    return EffectSizes(icc, design_effects, r2, rs_table, fixed, plausible, iv, tuple(notes))

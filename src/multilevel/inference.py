@@ -33,8 +33,13 @@ DF_METHODS = ("hlm", "residual", "between-within", "satterthwaite", "kenward-rog
 _MODEL_ONLY = ("satterthwaite", "kenward-roger")
 
 
+def check_level(level: float) -> None:
+    if not 0 < level < 1:
+        raise SpecificationError(f"level is a coverage probability between 0 and 1 (e.g. 0.95), not {level}.")
+
+
 def resolve(fit, df: str | None, se: str | None) -> tuple[str, str]:
-    se = "model" if se is None else se
+    se = "model" if se is None else {m.lower(): m for m in SE_METHODS}.get(str(se).lower(), se)
     if se not in SE_METHODS:
         raise SpecificationError(f"se={se!r} is not known; use one of {', '.join(SE_METHODS)}.")
     if df is None:
@@ -103,6 +108,7 @@ def combination_df(fit, l: np.ndarray, df: str, se: str) -> float:
 
 def t_table(fit, L: np.ndarray, rhs: np.ndarray, labels, df: str, se: str, level: float) -> pd.DataFrame:
     """estimate, se, df, t, p, ci_low, ci_high of each row of L gamma - rhs."""
+    check_level(level)
     V = vcov(fit, df, se)
     est = L @ fit.solution.beta - rhs
     s = np.sqrt(np.einsum("ka,ab,kb->k", L, V, L))
@@ -143,7 +149,10 @@ def hypothesis_test(fit, L: np.ndarray, rhs: np.ndarray, labels, df: str, se: st
     L = np.atleast_2d(np.asarray(L, dtype=float))
     if L.shape[1] != len(fit.beta):
         raise SpecificationError(f"The contrast matrix has {L.shape[1]} columns; this model has {len(fit.beta)} fixed effects ({', '.join(fit.beta.index)}).")
-    rhs = np.broadcast_to(np.asarray(rhs, dtype=float), (L.shape[0],)).copy()
+    rhs = np.atleast_1d(np.asarray(rhs, dtype=float))
+    if rhs.size not in (1, L.shape[0]):
+        raise SpecificationError(f"rhs has {rhs.size} values for {L.shape[0]} contrast rows; give one value per row (or one for all).")
+    rhs = np.broadcast_to(rhs, (L.shape[0],)).copy()
     if np.linalg.matrix_rank(L) < L.shape[0]:
         raise SpecificationError("The rows of the contrast are linearly dependent; drop the redundant ones.")
     V = vcov(fit, df, se)

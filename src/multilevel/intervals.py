@@ -6,9 +6,10 @@ Variance components are reported as lme4 does: the SD of each random effect
 * Wald: fixed effects from `coef_table`; variance components as estimate +/- z SE with the SE from
   the inverse Hessian of the deviance (delta method to the sd/cor scale). Poor near a boundary.
 * Profile: the set {phi_k : D_k(phi_k) - D_min <= chi2_1(level)}, D_k the deviance minimised over
-  all other parameters with phi_k held fixed (lme4 `profile`). Variance components use the fit's
-  own criterion (REML or ML); fixed effects use the ML deviance, with the other fixed effects and
-  the variance components profiled out (for a REML fit it is computed on the ML refit).
+  all other parameters with phi_k held fixed. Variance components use the fit's own criterion
+  (REML or ML; lme4's `profile` silently refits a REML fit by ML, so its intervals equal ours for
+  ML fits only); fixed effects use the ML deviance, with the other fixed effects and the variance
+  components profiled out (for a REML fit, on its ML refit, as lme4 does).
 * Parametric bootstrap: B samples y* = X beta + Z u* + e* from the fitted model; each refit reuses
   the design (only the y-parts of the summaries change: one bincount per column), percentile
   intervals, a seed, and a progress line.
@@ -23,6 +24,7 @@ import pandas as pd
 import scipy.optimize
 import scipy.stats
 
+from .errors import SpecificationError
 from .objective import deviance, solve_at
 from .optimizer import optimize_theta
 from .summaries import GroupSummaries
@@ -92,24 +94,24 @@ def wald(fit, level: float = 0.95) -> pd.DataFrame:
     scale = VarianceScale.of(fit)
     phi = scale.values(fit.tau.to_numpy(), fit.sigma2)
     vd = fit._variance_derivatives
-    # delta method: d phi / d psi numerically (psi = tau elements, sigma2)
-    psi = vd.psi
-    q = fit.template.q
-
-    def phi_of(psi_v):
-        tau = np.zeros((q, q))
-        for v, r, c in zip(psi_v[:-1], fit.template.rows, fit.template.cols):
-            tau[r, c] = tau[c, r] = v
-        return scale.values(tau, psi_v[-1])
-
-    Jac = np.empty((len(phi), len(psi)))
-    for i in range(len(psi)):
-        h = 1e-6 * max(abs(psi[i]), 1e-3)
-        up, dn = psi.copy(), psi.copy()
-        up[i] += h
-        dn[i] -= h
-        Jac[:, i] = (phi_of(up) - phi_of(dn)) / (2 * h)
-    se = np.sqrt(np.clip(np.diag(Jac @ vd.asymptotic_vcov @ Jac.T), 0, None))
+    # delta method from psi = (tau elements, sigma2) to (sd, cor, sigma):
+    # d sd_a/d tau_aa = 1/(2 sd_a); d cor_ab/d tau_ab = 1/(sd_a sd_b), d cor_ab/d tau_aa = -cor_ab/(2 tau_aa);
+    # d sigma/d sigma2 = 1/(2 sigma). Undefined (NaN) at a zero SD.
+    tau = fit.tau.to_numpy()
+    sd = np.sqrt(np.diag(tau))
+    index = {(r, c): i for i, (r, c) in enumerate(zip(fit.template.rows, fit.template.cols))}
+    Jac = np.zeros((len(phi), len(vd.psi)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for i, (r, c) in enumerate(zip(scale.rows, scale.cols)):
+            if r == c:
+                Jac[i, index[(r, r)]] = 1 / (2 * sd[r])
+            else:
+                Jac[i, index[(r, c)]] = 1 / (sd[r] * sd[c])
+                Jac[i, index[(r, r)]] = -phi[i] / (2 * tau[r, r])
+                Jac[i, index[(c, c)]] = -phi[i] / (2 * tau[c, c])
+        Jac[-1, -1] = 1 / (2 * np.sqrt(fit.sigma2))
+    with np.errstate(invalid="ignore"):
+        se = np.sqrt(np.clip(np.diag(Jac @ vd.asymptotic_vcov @ Jac.T), 0, None))
     if not vd.identified:
         se = np.full_like(se, np.nan)  # no Wald interval for parameters the data do not identify
     for n, e, s in zip(scale.names, phi, se):
@@ -164,7 +166,9 @@ def _search(g, est: float, step: float, lo_lim: float, hi_lim: float, direction:
 
 
 def profile(fit, level: float = 0.95, which: str = "all") -> pd.DataFrame:
-    """Profile-likelihood intervals (module doc)."""
+    """Profile-likelihood intervals (module doc); which: "all", "variance" or "fixed"."""
+    if which not in ("all", "variance", "fixed"):
+        raise SpecificationError(f"which={which!r}: use 'all', 'variance' or 'fixed'.")
     crit = float(scipy.stats.chi2.ppf(level, 1))
     rows: dict[str, tuple[float, float, float]] = {}
     if which in ("all", "variance"):

@@ -193,11 +193,26 @@ class Fit:
 
         if isinstance(contrast, str):
             L, r, labels = parse_contrasts(contrast, self.design.x_names, tuple(g.label for g in self.gamma_labels))
-            return L, (r if rhs is None else np.broadcast_to(np.asarray(rhs, dtype=float), r.shape)), labels
+            if rhs is None:
+                return L, r, labels
+            given = np.atleast_1d(np.asarray(rhs, dtype=float))
+            if given.size not in (1, L.shape[0]):
+                raise SpecificationError(f"rhs has {given.size} values for {L.shape[0]} contrast rows; give one value per row (or one for all).")
+            return L, np.broadcast_to(given, r.shape).copy(), labels
         L = np.atleast_2d(np.asarray(contrast, dtype=float))
+        if L.ndim != 2 or L.shape[1] != len(self.design.x_names):
+            raise SpecificationError(
+                f"The contrast matrix has {L.shape[-1]} columns; this model has {len(self.design.x_names)} fixed effects "
+                f"({', '.join(self.design.x_names)})."
+            )
         names = list(self.design.x_names)
         labels = [" + ".join(f"{v:g}*{n}" for v, n in zip(row, names) if v) for row in L]
-        return L, np.zeros(L.shape[0]) if rhs is None else rhs, labels
+        if rhs is None:
+            return L, np.zeros(L.shape[0]), labels
+        r = np.atleast_1d(np.asarray(rhs, dtype=float))
+        if r.size not in (1, L.shape[0]):
+            raise SpecificationError(f"rhs has {r.size} values for {L.shape[0]} contrast rows; give one value per row (or one for all).")
+        return L, np.broadcast_to(r, (L.shape[0],)).copy(), labels
 
     def test(self, contrast, rhs=None, df: str | None = None, se: str | None = None, level: float = 0.95):
         """Joint test of L gamma = rhs (a matrix, or text such as "sector = 0, sector:cses = 0"):
@@ -230,7 +245,9 @@ class Fit:
         """Confidence intervals for the fixed effects and the variance components (sd/cor/sigma
         scale, as lme4): method "wald", "profile" or "bootstrap" (`multilevel.intervals`)."""
         from . import intervals
+        from .inference import check_level
 
+        check_level(level)
         m = method.lower()
         if m == "wald":
             return intervals.wald(self, level)

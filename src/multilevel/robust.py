@@ -34,13 +34,7 @@ def cr0_vcov(s: GroupSummaries, sol: Solution) -> np.ndarray:
     return sol.A_inv @ meat @ sol.A_inv
 
 
-# ----- small-sample corrections (clubSandwich's CR1 and CR2) ---------------------------------
-def cr1_vcov(s: GroupSummaries, sol: Solution) -> np.ndarray:
-    """CR1 = CR0 * J / (J - 1) (clubSandwich "CR1")."""
-    J = s.n_groups
-    return cr0_vcov(s, sol) * J / (J - 1)
-
-
+# ----- the bias-reduced sandwich (clubSandwich's CR2) --------------------------------------------
 @dataclass(frozen=True, eq=False)
 class CR2:
     """Bell and McCaffrey's bias-reduced sandwich (CR2) and its Satterthwaite df.

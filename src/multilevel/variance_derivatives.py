@@ -45,6 +45,9 @@ class VarianceDerivatives:
     eGGe: np.ndarray  # (k, k): e'W G_i W G_j W e
     eGX: np.ndarray  # (k, p):  e'W G_i W X
     reml: bool
+    trWG: np.ndarray  # (k,): tr(W G_i)
+    eGe: np.ndarray  # (k,): e'W G_i W e
+    theta_map: tuple[np.ndarray, np.ndarray]  # d psi/d phi and d2 psi/d phi2, phi = (theta, sigma2)
 
     @property
     def k(self) -> int:
@@ -70,9 +73,28 @@ class VarianceDerivatives:
         return 0.5 * (H + H.T)
 
     @cached_property
+    def gradient(self) -> np.ndarray:
+        """d deviance / d psi: tr(W G_i) [+ tr(Phi P_i) under REML] - e'W G_i W e (0 at an interior
+        optimum; not at a boundary, where a variance is held at 0)."""
+        g = self.trWG - self.eGe
+        if self.reml:
+            g = g + np.einsum("ab,kba->k", self.Phi, self.P)
+        return g
+
+    @cached_property
+    def hessian_theta(self) -> np.ndarray:
+        """Hessian of the deviance in phi = (lme4's theta, sigma2), the scale lmerTest
+        differentiates on: J'H J + sum_i (dD/dpsi_i) d2psi_i/dphi2. The second term vanishes at an
+        interior optimum; at a boundary (a variance at 0) it is what makes the df agree with
+        lmerTest's, for which a parameter on its bound drops out."""
+        J, H2 = self.theta_map
+        H = J.T @ self.hessian @ J + np.einsum("i,itu->tu", self.gradient, H2)
+        return 0.5 * (H + H.T)
+
+    @cached_property
     def identified(self) -> bool:
         """False when the Hessian is singular: some combination of the variance parameters does
-        not change the likelihood (e.g. a random slope of a level-2 variable)."""
+        not change the likelihood (e.g. a random slope of a variable constant within groups)."""
         ev = np.linalg.eigvalsh(self.hessian)
         return bool(ev.min() > 1e-8 * max(abs(ev).max(), 1e-300))
 
@@ -89,6 +111,24 @@ class VarianceDerivatives:
                 stacklevel=3,
             )
         return 2.0 * np.linalg.pinv(self.hessian)
+
+    @cached_property
+    def asymptotic_vcov_theta(self) -> np.ndarray:
+        """2 H_theta^+ (lmerTest's vcov_varpar): as lmerTest, a generalised inverse over the
+        eigenvalues above 1e-8 only, so that directions in which the deviance is flat or falls
+        (a fit that is not a minimum there) carry no variance; with a warning."""
+        ev, V = np.linalg.eigh(self.hessian_theta)
+        pos = ev > 1e-8
+        if np.any(ev < -1e-8):
+            warnings.warn(
+                f"The deviance is not at a minimum in {int(np.sum(ev < -1e-8))} direction(s) of the variance "
+                "parameters (negative eigenvalues of its Hessian); as lmerTest does, those directions are left "
+                "out of the Satterthwaite df. Check the fit (fit.optimizer) and simplify the random part.",
+                stacklevel=3,
+            )
+        elif not pos.all():
+            self.asymptotic_vcov  # noqa: B018 (warns that some parameters are not identified)
+        return 2.0 * (V[:, pos] / ev[pos]) @ V[:, pos].T
 
     def dPhi(self) -> np.ndarray:
         """dPhi/dpsi_i = -Phi P_i Phi, (k, p, p)."""
@@ -131,10 +171,14 @@ def variance_derivatives(summaries, solution, template, sigma2: float, reml: boo
 
     P = np.empty((k, p, p))
     eGX = np.empty((k, p))
+    eGe = np.empty(k)
+    trWG = np.empty(k)
     for i in range(k):
         F = space.form(WGW[i], S, S).sum(axis=0)
         P[i] = -F[:p, :p]
         eGX[i] = F[p, :p]
+        eGe[i] = F[p, p]
+        trWG[i] = space.trace(WG[i]).sum()
     Q = np.empty((k, k, p, p))
     T = np.empty((k, k))
     eGGe = np.empty((k, k))
@@ -151,5 +195,32 @@ def variance_derivatives(summaries, solution, template, sigma2: float, reml: boo
     tau = sigma2 * solution.lam @ solution.lam.T
     psi = np.array([tau[a, b] for a, b in zip(template.rows, template.cols)] + [sigma2])
     return VarianceDerivatives(
-        psi_names(tuple(z_names), template.rows, template.cols), psi, Phi, P, Q, T, eGGe, eGX, reml
+        psi_names(tuple(z_names), template.rows, template.cols), psi, Phi, P, Q, T, eGGe, eGX, reml,
+        trWG, eGe, _theta_jacobian(template, solution.lam, sigma2),
     )
+
+
+def _theta_jacobian(template, lam: np.ndarray, sigma2: float) -> tuple[np.ndarray, np.ndarray]:
+    """d psi / d phi (k x k) and d2 psi_i / d phi d phi' (k, k, k) for phi = (theta, sigma2):
+    tau_ab = sigma2 (Lambda Lambda')_ab with theta_t the element (r_t, c_t) of Lambda, so
+      d tau_ab / d theta_t        = sigma2 (delta_a,r_t Lambda_b,c_t + Lambda_a,c_t delta_b,r_t)
+      d tau_ab / d sigma2         = (Lambda Lambda')_ab
+      d2 tau_ab / d theta_t d theta_u = sigma2 delta_c_t,c_u (delta_a,r_t delta_b,r_u + delta_a,r_u delta_b,r_t)
+      d2 tau_ab / d theta_t d sigma2  = d tau_ab / d theta_t / sigma2."""
+    rows, cols = template.rows, template.cols
+    m = len(rows)
+    k = m + 1
+    D = lam @ lam.T
+    J = np.zeros((k, k))
+    H2 = np.zeros((k, k, k))
+    for i, (a, b) in enumerate(zip(rows, cols)):
+        for t, (rt, ct) in enumerate(zip(rows, cols)):
+            d = (a == rt) * lam[b, ct] + lam[a, ct] * (b == rt)
+            J[i, t] = sigma2 * d
+            H2[i, t, m] = H2[i, m, t] = d
+            for u, (ru, cu) in enumerate(zip(rows, cols)):
+                if ct == cu:
+                    H2[i, t, u] = sigma2 * ((a == rt) * (b == ru) + (a == ru) * (b == rt))
+        J[i, m] = D[a, b]
+    J[m, m] = 1.0
+    return J, H2
