@@ -4,7 +4,7 @@
 """
 from __future__ import annotations
 
-import time
+from _timing import best_of
 
 import multilevel as ml
 
@@ -14,15 +14,6 @@ MODELS = {
     "M4": "mathach ~ (sector + meanses) * cses + (cses | school)",
     "S4": "mathach ~ (sector + meanses) * cses + (1 + female + cses | school)",
 }
-
-
-def best_of(fn, repeat: int = 5) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main() -> None:
