@@ -11,6 +11,7 @@ from .compare import Deviance, compare
 from .effect_sizes import design_effect, effective_n, pseudo_r2, true_intercept_variance
 from .errors import DataError, MultilevelError, SpecificationError
 from .formula import parse_formula
+from .reading import read
 from .results import Fit
 from .spec import ModelSpec, RandomTerm
 
@@ -32,6 +33,7 @@ __all__ = [
     "levels",
     "parse_formula",
     "pseudo_r2",
+    "read",
     "true_intercept_variance",
 ]
 __version__ = "0.1.0"

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import pandas as pd
-
 from .covariance import LambdaTemplate
 from .design import build_design
 from .errors import SpecificationError
 from .formula import parse_formula
+from .join import join_level2
 from .level_equations import parse_levels
 from .optimizer import optimize_theta
+from .reading import as_frame
 from .results import Fit
 from .spec import ModelSpec
 from .summaries import GroupSummaries
@@ -37,10 +37,35 @@ def _method(method: str) -> str:
     return m
 
 
-def fit_spec(spec: ModelSpec, data: pd.DataFrame, method: str = "REML", tau=None, sigma2: float | None = None) -> Fit:
+def prepare(spec: ModelSpec, data, level2=None, level2_missing: str = "error"):
+    """Data in: a path or table (`reading.as_frame`), joined with a level-2 table when given
+    (`join.join_level2`), then checked and made numeric (`design.build_design`)."""
+    frame = as_frame(data)
+    join = None
+    level2_vars: tuple[str, ...] = ()
+    if level2 is not None:
+        if len(spec.groups) != 1:
+            raise SpecificationError("A level-2 table can be joined only in a model with one grouping factor.")
+        schools = as_frame(level2, "level-2 data")
+        source = frame.attrs.get("source", "")
+        frame, join = join_level2(frame, schools, spec.groups[0], level2_missing)
+        frame.attrs["source"] = " + ".join(x for x in (source, schools.attrs.get("source", "")) if x)
+        level2_vars = join.level2_variables
+    return build_design(spec, frame, level2_vars, level2_missing, join)
+
+
+def fit_spec(
+    spec: ModelSpec,
+    data,
+    method: str = "REML",
+    tau=None,
+    sigma2: float | None = None,
+    level2=None,
+    level2_missing: str = "error",
+) -> Fit:
     """Fit a ModelSpec to data; with `tau` and `sigma2`, evaluate at them instead of optimising."""
     method = _method(method)
-    design = build_design(spec, data)
+    design = prepare(spec, data, level2, level2_missing)
     summ = GroupSummaries.from_arrays(design.Z, design.X, design.y, design.codes, design.n_groups)
     template = LambdaTemplate.from_blocks(design.blocks, design.z_names, design.group)
     if (tau is None) != (sigma2 is None):
@@ -51,15 +76,26 @@ def fit_spec(spec: ModelSpec, data: pd.DataFrame, method: str = "REML", tau=None
     return Fit.at_theta(design, summ, template, method, theta, record)
 
 
-def fit(formula: str | ModelSpec, data: pd.DataFrame, method: str = "REML", *, tau=None, sigma2: float | None = None) -> Fit:
+def fit(
+    formula: str | ModelSpec,
+    data,
+    method: str = "REML",
+    *,
+    level2=None,
+    level2_missing: str = "error",
+    tau=None,
+    sigma2: float | None = None,
+) -> Fit:
     """Fit a two-level model written as an lme4-style formula.
 
     `ml.fit("mathach ~ (sector + meanses) * cses + (cses | school)", hsb)`; `(x || g)` for
     uncorrelated random effects; `cwc(x)` / `cgm(x)` centre x within groups / at the grand mean.
+    data: a table (pandas, polars, pyarrow) or a file path (`ml.read`); level2: a level-2 table or
+    path joined on the unit id (HLM's MDM step); level2_missing: "error" (HLM's rule) or "drop".
     method: "REML" (default) or "ML". With `tau` and `sigma2` the model is evaluated there, not fitted.
     """
     spec = formula if isinstance(formula, ModelSpec) else parse_formula(formula)
-    return fit_spec(spec, data, method, tau, sigma2)
+    return fit_spec(spec, data, method, tau, sigma2, level2, level2_missing)
 
 
 def fit_levels(
@@ -67,8 +103,10 @@ def fit_levels(
     level2: Mapping[str, str] | None = None,
     *,
     group: str,
-    data: pd.DataFrame,
+    data,
     method: str = "REML",
+    level2_data=None,
+    level2_missing: str = "error",
     tau=None,
     sigma2: float | None = None,
 ) -> Fit:
@@ -77,5 +115,7 @@ def fit_levels(
     fit_levels("mathach ~ 1 + cwc(ses)",
                {"Intercept": "sector + meanses + u", "ses": "sector + meanses + u"},
                group="school", data=hsb)
+    `level2_data`: a level-2 table or path joined on `group` (HLM's MDM step; `level2` holds the
+    level-2 equations here); `data` may be a path too.
     """
-    return fit_spec(parse_levels(level1, level2, group), data, method, tau, sigma2)
+    return fit_spec(parse_levels(level1, level2, group), data, method, tau, sigma2, level2_data, level2_missing)

@@ -15,37 +15,12 @@ import numpy as np
 import pandas as pd
 import scipy.linalg
 
+from .data_checks import DataReport, check_outcome, check_values, select_rows
 from .errors import DataError, SpecificationError, close_matches, preview
+from .join import JoinReport
 from .spec import Centering, ModelSpec
 
 INTERCEPT = "Intercept"
-
-
-@dataclass(frozen=True)
-class DataReport:
-    """What went into a fit and what was left out, and why."""
-
-    n_rows_in: int
-    n_rows_used: int
-    dropped_by_variable: tuple[tuple[str, int], ...]  # rows with a missing value, per variable
-    n_units_in: int
-    n_units_used: int
-    units_dropped: tuple[str, ...]  # units all of whose rows were dropped
-
-    @property
-    def n_rows_dropped(self) -> int:
-        return self.n_rows_in - self.n_rows_used
-
-    def __str__(self) -> str:
-        lines = [
-            f"Level-1 rows: {self.n_rows_used} used of {self.n_rows_in}"
-            + (f" ({self.n_rows_dropped} dropped listwise for missing values)" if self.n_rows_dropped else ""),
-            f"Level-2 units: {self.n_units_used} used of {self.n_units_in}"
-            + (f" ({len(self.units_dropped)} left with no rows: {preview(self.units_dropped)})" if self.units_dropped else ""),
-        ]
-        for var, n in self.dropped_by_variable:
-            lines.append(f"  missing in '{var}': {n} rows")
-        return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -124,33 +99,6 @@ def _check_columns(spec: ModelSpec, data: pd.DataFrame) -> list[str]:
     return list(needed)
 
 
-def _listwise(data: pd.DataFrame, variables: list[str], group: str) -> tuple[pd.DataFrame, DataReport]:
-    sub = data[variables]
-    bad_id = sub[group].isna().to_numpy()
-    if bad_id.any():
-        rows = np.flatnonzero(bad_id)
-        raise DataError(
-            f"The grouping column '{group}' is missing in {rows.size} rows (row positions "
-            f"{preview(rows.tolist())}). Every row needs its unit's id: fill it in or drop those rows."
-        )
-    miss = sub.isna()
-    keep = ~miss.any(axis=1).to_numpy()
-    by_var = tuple((v, int(miss[v].sum())) for v in variables if miss[v].any())
-    units_in = pd.unique(sub[group])
-    used = data.loc[keep]
-    units_used = set(pd.unique(used[group]))
-    dropped_units = tuple(str(u) for u in units_in if u not in units_used)
-    report = DataReport(
-        n_rows_in=int(len(data)),
-        n_rows_used=int(keep.sum()),
-        dropped_by_variable=by_var,
-        n_units_in=int(len(units_in)),
-        n_units_used=len(units_used),
-        units_dropped=dropped_units,
-    )
-    return used.reset_index(drop=True), report
-
-
 def _center(data: pd.DataFrame, codes: np.ndarray, centering: dict[str, Centering]) -> tuple[pd.DataFrame, dict[str, object]]:
     """Centre the named variables on the rows used: group means (per code) or the grand mean."""
     if not centering:
@@ -187,13 +135,20 @@ def _model_matrix(rhs: str, data: pd.DataFrame, what: str) -> pd.DataFrame:
 
 
 def _check_rank(X: np.ndarray, names: tuple[str, ...]) -> None:
-    """Name the fixed-effect columns that are linear combinations of earlier ones."""
+    """Name the fixed-effect columns that are constant or linear combinations of earlier ones."""
     if X.shape[1] == 0:
         return
     scale = np.sqrt((X**2).sum(axis=0))
     for j, s in enumerate(scale):
         if s == 0:
             raise DataError(f"The fixed-effect column '{names[j]}' is zero in every row used; remove it.")
+    if INTERCEPT in names:
+        for j, n in enumerate(names):
+            if n != INTERCEPT and np.ptp(X[:, j]) == 0:
+                raise DataError(
+                    f"The predictor '{n}' has the same value ({X[0, j]:g}) in every row used, so its effect cannot be "
+                    "told apart from the intercept. Remove it from the model (or check the rows selected)."
+                )
     _, r, piv = scipy.linalg.qr(X / scale, mode="economic", pivoting=True)
     diag = np.abs(np.diag(r))
     rank = int((diag > diag[0] * 1e-9 * max(X.shape)).sum())
@@ -274,8 +229,17 @@ def _classify(
     )
 
 
-def build_design(spec: ModelSpec, data: pd.DataFrame) -> Design:
-    """Check the data against the spec and build the numeric design (see module doc)."""
+def build_design(
+    spec: ModelSpec,
+    data: pd.DataFrame,
+    level2_vars: tuple[str, ...] = (),
+    level2_missing: str = "error",
+    join: JoinReport | None = None,
+) -> Design:
+    """Check the data against the spec and build the numeric design (see module doc).
+
+    `level2_vars`: the variables of a level-2 table (see `join`); with those declared level-2 in
+    the level equations they follow the level-2 missing-data rule (`data_checks`)."""
     if not isinstance(data, pd.DataFrame):
         data = pd.DataFrame(data)
     groups = spec.groups
@@ -286,13 +250,16 @@ def build_design(spec: ModelSpec, data: pd.DataFrame) -> Design:
         )
     group = groups[0]
     variables = _check_columns(spec, data)
+    data = check_values(data, variables, spec.outcome, group)
     y_raw = data[spec.outcome]
     if not pd.api.types.is_numeric_dtype(y_raw) or pd.api.types.is_bool_dtype(y_raw):
         raise DataError(
             f"The outcome '{spec.outcome}' is not numeric (dtype {y_raw.dtype}). A linear mixed model "
             "needs a numeric outcome: convert it, e.g. with pd.to_numeric."
         )
-    used, report = _listwise(data, variables, group)
+    declared = {v for expr in spec.level2 for v in _variables(expr)}
+    l2 = [v for v in variables if v != group and (v in set(level2_vars) or v in declared)]
+    used, report = select_rows(data, variables, group, l2, level2_missing, join)
     if report.n_rows_used == 0:
         raise DataError("No row has all of the model's variables; every row has a missing value: " + str(report))
     codes, uniques = pd.factorize(used[group], sort=True)
@@ -333,6 +300,7 @@ def build_design(spec: ModelSpec, data: pd.DataFrame) -> Design:
 
     coefficients = _classify(spec, x_mm, used, codes, labels, tuple(z_names))
     y = used[spec.outcome].to_numpy(dtype=float)
+    check_outcome(y, spec.outcome)
     return Design(
         spec=spec,
         y=y,

@@ -1,0 +1,196 @@
+"""What goes into a fit and what is left out: the checks of the input values, the missing-data
+rules, and the `DataReport` every fit carries.
+
+Rules (HLM's, made explicit):
+  * Level 1: rows with a missing value in any of the model's variables are dropped (listwise),
+    counted per variable; units left with no rows are listed.
+  * Level 2: a missing value of a level-2 variable (one from the level-2 table, or declared
+    level-2 in the level equations) is refused by default, listing the units and variables, as
+    HLM refuses it; `level2_missing="drop"` drops those units instead and lists them.
+  * Units of one row are allowed and listed.
+The bad-input catalogue (docs/bad-input.md) is checked here too: ids of mixed kinds, a variable
+with no value at all, text in a numeric column, infinite values, an outcome with one value.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError, preview
+from .join import JoinReport, id_kind, mixed_id_error
+
+_NUMBER = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
+
+
+@dataclass(frozen=True)
+class DataReport:
+    """What went into a fit and what was left out, and why."""
+
+    n_rows_in: int
+    n_rows_used: int
+    dropped_by_variable: tuple[tuple[str, int], ...]  # rows with a missing value, per variable
+    n_units_in: int
+    n_units_used: int
+    units_dropped: tuple[str, ...]  # units all of whose rows were dropped
+    level2_dropped: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (unit, its missing level-2 variables)
+    unmatched_level1_ids: tuple[str, ...] = ()  # level-1 units without a level-2 row, dropped
+    unmatched_level1_rows: int = 0
+    level2_rows_without_units: tuple[str, ...] = ()  # level-2 rows no level-1 row refers to
+    singleton_units: tuple[str, ...] = ()  # units with one row used
+    source: str = ""
+
+    @property
+    def n_rows_dropped(self) -> int:
+        return self.n_rows_in - self.n_rows_used
+
+    def __str__(self) -> str:
+        lines = []
+        if self.source:
+            lines.append(f"Data: {self.source}")
+        lines += [
+            f"Level-1 rows: {self.n_rows_used} used of {self.n_rows_in}"
+            + (f" ({self.n_rows_dropped} dropped)" if self.n_rows_dropped else ""),
+            f"Level-2 units: {self.n_units_used} used of {self.n_units_in}"
+            + (f" ({len(self.units_dropped)} left with no rows: {preview(self.units_dropped)})" if self.units_dropped else ""),
+        ]
+        for var, n in self.dropped_by_variable:
+            lines.append(f"  missing in '{var}': {n} rows (dropped listwise)")
+        if self.level2_dropped:
+            lines.append(
+                f"  {len(self.level2_dropped)} units dropped for missing level-2 values: "
+                + preview([f"{u} ({', '.join(v)})" for u, v in self.level2_dropped])
+            )
+        if self.unmatched_level1_ids:
+            lines.append(
+                f"  {len(self.unmatched_level1_ids)} level-1 units with no level-2 row dropped "
+                f"({self.unmatched_level1_rows} rows): {preview(self.unmatched_level1_ids)}"
+            )
+        if self.level2_rows_without_units:
+            lines.append(
+                f"  {len(self.level2_rows_without_units)} level-2 rows have no level-1 rows (not used): "
+                + preview(self.level2_rows_without_units)
+            )
+        if self.singleton_units:
+            lines.append(f"  {len(self.singleton_units)} units have a single row: {preview(self.singleton_units)}")
+        return "\n".join(lines)
+
+
+def _numeric_looking_text(col: pd.Series) -> tuple[bool, dict[str, list[int]]]:
+    """(True, {bad text: rows}) when most values of a text column are numbers."""
+    v = col.dropna()
+    if len(v) == 0 or pd.api.types.is_numeric_dtype(v) or isinstance(v.dtype, pd.CategoricalDtype):
+        return False, {}
+    text = v.astype(str)
+    is_num = text.str.match(_NUMBER)
+    if is_num.mean() < 0.5 or is_num.all():
+        return bool(is_num.all()), {}
+    bad: dict[str, list[int]] = {}
+    for idx, t in text[~is_num].items():
+        bad.setdefault(t, []).append(int(col.index.get_loc(idx)))
+    return True, bad
+
+
+def check_values(data: pd.DataFrame, variables: list[str], outcome: str, group: str) -> pd.DataFrame:
+    """The bad-input catalogue, before any row is dropped. Returns the data with numeric text
+    columns (all values numbers written as text) converted to numbers."""
+    kind = id_kind(data[group])
+    if kind == "mixed":
+        raise mixed_id_error(data[group], group, "the data")
+    converted = None
+    for v in variables:
+        col = data[v]
+        if col.isna().all():
+            raise DataError(
+                f"'{v}' has no value in any of the {len(col)} rows (all missing). Drop it from the model or "
+                "check how the file was read (a misspelt missing-value code, a wrong separator)."
+            )
+        if v == group:
+            continue
+        numeric_text, bad = _numeric_looking_text(col)
+        if bad:
+            examples = "; ".join(f"{t!r} (row{'s' if len(r) > 1 else ''} {preview(r, 3)})" for t, r in list(bad.items())[:4])
+            raise DataError(
+                f"'{v}' is a column of numbers with some text in it: {examples}"
+                + (f" and {len(bad) - 4} other texts" if len(bad) > 4 else "")
+                + ". Make those entries missing (e.g. read with na_values=[...], or pd.to_numeric(..., errors='coerce')) "
+                "or correct them."
+            )
+        if numeric_text:
+            converted = data.copy() if converted is None else converted
+            converted[v] = pd.to_numeric(col)
+    return data if converted is None else converted
+
+
+def level2_missing_units(data: pd.DataFrame, level2_vars: list[str], group: str) -> dict[str, tuple[str, ...]]:
+    """{unit: level-2 variables missing for it}."""
+    out: dict[str, list[str]] = {}
+    for v in level2_vars:
+        miss = data[v].isna().to_numpy()
+        for u in pd.unique(data[group].to_numpy()[miss]):
+            out.setdefault(str(u), []).append(v)
+    return {u: tuple(vs) for u, vs in out.items()}
+
+
+def select_rows(
+    data: pd.DataFrame,
+    variables: list[str],
+    group: str,
+    level2_vars: list[str],
+    level2_missing: str,
+    join: JoinReport | None,
+) -> tuple[pd.DataFrame, DataReport]:
+    """Apply the level-2 and level-1 missing-data rules (module doc)."""
+    if level2_missing not in ("error", "drop"):
+        raise DataError(f"level2_missing must be 'error' or 'drop', not {level2_missing!r}.")
+    sub = data[variables]
+    bad_id = sub[group].isna().to_numpy()
+    if bad_id.any():
+        rows = np.flatnonzero(bad_id)
+        raise DataError(
+            f"The grouping column '{group}' is missing in {rows.size} rows (row positions "
+            f"{preview(rows.tolist())}). Every row needs its unit's id: fill it in or drop those rows."
+        )
+    units_in = pd.unique(sub[group])
+    l2_missing = level2_missing_units(sub, [v for v in level2_vars if v in variables], group)
+    if l2_missing and level2_missing == "error":
+        raise DataError(
+            f"{len(l2_missing)} units have missing level-2 values: "
+            + preview([f"{u} ({', '.join(v)})" for u, v in l2_missing.items()])
+            + ". HLM refuses missing level-2 data; fill them in, or pass level2_missing='drop' to leave those "
+            "units out (the data report lists them)."
+        )
+    keep_l2 = ~sub[group].astype(str).isin(set(l2_missing)).to_numpy()
+    miss = sub.isna() & keep_l2[:, None]
+    keep = keep_l2 & ~miss.any(axis=1).to_numpy()
+    by_var = tuple((v, int(miss[v].sum())) for v in variables if miss[v].any())
+    used = data.loc[keep]
+    sizes = used[group].value_counts()
+    units_used = set(sizes.index)
+    dropped_units = tuple(str(u) for u in units_in if u not in units_used and str(u) not in l2_missing)
+    report = DataReport(
+        n_rows_in=int(len(data)) + (join.unmatched_level1_rows if join else 0),
+        n_rows_used=int(keep.sum()),
+        dropped_by_variable=by_var,
+        n_units_in=int(len(units_in)) + (len(join.unmatched_level1_ids) if join else 0),
+        n_units_used=len(units_used),
+        units_dropped=dropped_units,
+        level2_dropped=tuple(l2_missing.items()),
+        unmatched_level1_ids=join.unmatched_level1_ids if join else (),
+        unmatched_level1_rows=join.unmatched_level1_rows if join else 0,
+        level2_rows_without_units=join.units_without_level1_rows if join else (),
+        singleton_units=tuple(sorted(str(u) for u in sizes.index[sizes.to_numpy() == 1])),
+        source=str(data.attrs.get("source", "")),
+    )
+    return used.reset_index(drop=True), report
+
+
+def check_outcome(y: np.ndarray, outcome: str) -> None:
+    values = np.unique(y)
+    if values.size == 1:
+        raise DataError(
+            f"The outcome '{outcome}' takes a single value ({values[0]:g}) in every row used: there is no "
+            "variation to model. Check the outcome column and the rows selected."
+        )

@@ -1,0 +1,118 @@
+"""Joining a level-1 table and a level-2 table on the unit id, as HLM's MDM step does.
+
+Checks, each with a message that names the ids or the variable:
+  * the id column is in both tables, and ids of the same kind (numbers or text) in both;
+  * duplicate ids in the level-2 table: refused;
+  * level-1 ids with no level-2 row: refused (listed), or those rows dropped and reported with
+    `level2_missing="drop"`;
+  * level-2 rows with no level-1 rows: reported, not an error;
+  * a variable in both tables: it must agree with the level-2 value in every row (then one copy
+    is kept); otherwise refused, naming the variable and units.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError, preview
+
+
+@dataclass(frozen=True)
+class JoinReport:
+    level2_variables: tuple[str, ...]
+    level2_rows: int
+    units_without_level1_rows: tuple[str, ...]
+    unmatched_level1_ids: tuple[str, ...]  # dropped (level2_missing="drop")
+    unmatched_level1_rows: int
+
+
+def id_kind(values: pd.Series) -> str:
+    """'number', 'text' or 'mixed' for an id column (missing values ignored)."""
+    v = values.dropna()
+    if len(v) == 0 or pd.api.types.is_numeric_dtype(v):
+        return "number"
+    kinds = {"number" if isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) else "text" for x in v}
+    return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
+def mixed_id_error(values: pd.Series, column: str, where: str) -> DataError:
+    v = values.dropna()
+    nums = [x for x in v if isinstance(x, (int, float, np.integer, np.floating))]
+    texts = [x for x in v if isinstance(x, str)]
+    return DataError(
+        f"The id column '{column}' in {where} mixes numbers ({preview(pd.unique(pd.Series(nums)).tolist(), 3)}) "
+        f"and text ({preview([repr(t) for t in pd.unique(pd.Series(texts))], 3)}). Ids must be of one kind: "
+        f"convert the column, e.g. df['{column}'] = df['{column}'].astype(str)."
+    )
+
+
+def canonical_ids(values: pd.Series) -> pd.Series:
+    """Ids as text, with whole numbers written without a decimal point (3.0 -> '3'), so that a
+    numeric id in one file matches a text id in the other."""
+    if pd.api.types.is_numeric_dtype(values):
+        return values.map(lambda x: x if pd.isna(x) else (str(int(x)) if float(x).is_integer() else repr(float(x))))
+    return values.map(lambda x: x if pd.isna(x) else str(x).strip())
+
+
+def join_level2(level1: pd.DataFrame, level2: pd.DataFrame, group: str, level2_missing: str = "error") -> tuple[pd.DataFrame, JoinReport]:
+    for name, frame in (("level-1", level1), ("level-2", level2)):
+        if group not in frame.columns:
+            raise DataError(
+                f"The unit id '{group}' is not a column of the {name} table; both tables need it to be joined. "
+                f"The {name} table has: {preview([str(c) for c in frame.columns], 15)}."
+            )
+        if id_kind(frame[group]) == "mixed":
+            raise mixed_id_error(frame[group], group, f"the {name} table")
+    ids1 = canonical_ids(level1[group])
+    ids2 = canonical_ids(level2[group])
+    if ids2.isna().any():
+        rows = np.flatnonzero(ids2.isna().to_numpy())
+        raise DataError(f"The level-2 table has rows without a unit id '{group}' (rows {preview(rows.tolist())}); fill them in or drop them.")
+    dup = ids2[ids2.duplicated(keep=False)]
+    if len(dup):
+        raise DataError(
+            f"The level-2 table has {dup.nunique()} unit id(s) on more than one row ({preview(pd.unique(dup).tolist())}). "
+            "Each unit needs exactly one level-2 row: remove the duplicates."
+        )
+    known = set(ids2)
+    unmatched_mask = ~ids1.isin(known) & ids1.notna()
+    unmatched = tuple(pd.unique(ids1[unmatched_mask]).tolist())
+    if unmatched and level2_missing != "drop":
+        raise DataError(
+            f"{len(unmatched)} unit id(s) of the level-1 table have no row in the level-2 table "
+            f"({preview(unmatched)}; {int(unmatched_mask.sum())} level-1 rows). Add their level-2 rows, "
+            "or pass level2_missing='drop' to leave those units out (the data report will list them)."
+        )
+    l1 = level1.loc[~unmatched_mask.to_numpy()].copy()
+    l1_ids = ids1[~unmatched_mask.to_numpy()]
+    l2 = level2.copy()
+    l2.index = ids2.to_numpy()
+    shared = [c for c in l2.columns if c in l1.columns and c != group]
+    for c in shared:
+        lv2 = l2[c].reindex(l1_ids.to_numpy()).to_numpy()
+        lv1 = l1[c].to_numpy()
+        same = (pd.isna(lv1) & pd.isna(lv2)) | (lv1 == lv2)
+        if pd.api.types.is_numeric_dtype(l1[c]) and pd.api.types.is_numeric_dtype(l2[c]):
+            same = same | np.isclose(lv1.astype(float), lv2.astype(float), rtol=1e-12, atol=0)
+        if not np.all(same):
+            units = pd.unique(l1_ids.to_numpy()[~same]).tolist()
+            raise DataError(
+                f"'{c}' is in both tables but differs in {len(units)} unit(s) ({preview(units)}). Keep it in one "
+                "table, or make the two agree."
+            )
+    l2_vars = [c for c in l2.columns if c != group and c not in shared]
+    joined = l1.reset_index(drop=True)
+    joined[group] = l1_ids.to_numpy()  # one kind of id in both tables (text)
+    add = l2[l2_vars].reindex(l1_ids.to_numpy()).reset_index(drop=True)
+    joined = pd.concat([joined, add], axis=1)
+    without = tuple(sorted(known - set(l1_ids.dropna()), key=str))
+    report = JoinReport(
+        level2_variables=tuple(l2_vars) + tuple(shared),
+        level2_rows=int(len(level2)),
+        units_without_level1_rows=without,
+        unmatched_level1_ids=unmatched,
+        unmatched_level1_rows=int(unmatched_mask.sum()),
+    )
+    return joined, report
