@@ -88,6 +88,7 @@ per_imp <- lapply(seq_len(m), function(k) {
     n_missing_mathach = sum(miss_y), n_missing_ses = sum(miss_x),
     estimate = as.list(fixef(f)),
     se = as.list(sqrt(diag(as.matrix(vcov(f))))),
+    vcov = unname(lapply(seq_len(nrow(vcov(f))), function(i) as.numeric(as.matrix(vcov(f))[i, ]))),
     tau = list(`(Intercept)` = vc[1, 1], cses = vc[2, 2], `(Intercept)~~cses` = vc[1, 2]),
     sigma2 = sigma(f)^2,
     REMLcrit = REMLcrit(f)
@@ -115,6 +116,7 @@ out <- list(
                   jsonlite = as.character(packageVersion("jsonlite"))),
   notes = c(
     "fixed: mitml::testEstimates(fits, extra.pars = TRUE, df.com = 157): Qbar, sqrt(T), Barnard-Rubin df, RIV = (1+1/m)B/Ubar, FMI = (RIV + 2/(df+3))/(RIV+1) with the Barnard-Rubin df.",
+    "per_imputation: each lme4 fit (estimates, SEs, vcov rows in the order of estimate, tau, sigma2, REMLcrit), so that the pooling formulas can be checked on lme4's own numbers.",
     "fixed_df_com_inf: the same without df.com (classic Rubin df (m-1)(1+1/RIV)^2, and FMI with it).",
     "Ubar is the mean of lme4's model-based squared SEs (vcov), B has divisor m - 1.",
     "variance_components: testEstimates' extra.pars, the arithmetic mean over the m fits of lme4's VarCorr (variances, covariance), the residual variance and the ICC tau00/(tau00+sigma2).",

@@ -120,7 +120,15 @@ def check_values(data: pd.DataFrame, variables: list[str], outcome: str, group: 
             )
         if numeric_text:
             converted = data.copy() if converted is None else converted
-            converted[v] = pd.to_numeric(col)
+            converted[v] = col = pd.to_numeric(col)
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            inf = np.isinf(col.to_numpy(dtype=float))
+            if inf.any():
+                rows = np.flatnonzero(inf).tolist()
+                raise DataError(
+                    f"'{v}' has {len(rows)} infinite value{'s' if len(rows) > 1 else ''} (row{'s' if len(rows) > 1 else ''} "
+                    f"{preview(rows)}). Replace them by missing values, or correct them."
+                )
     return data if converted is None else converted
 
 

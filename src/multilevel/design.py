@@ -269,12 +269,6 @@ def build_design(
             f"The grouping factor '{group}' has {len(labels)} unit(s) in the rows used; a multilevel "
             "model needs at least two (and in practice many more)."
         )
-    for c in used.columns:
-        if pd.api.types.is_numeric_dtype(used[c]) and not pd.api.types.is_bool_dtype(used[c]):
-            vals = used[c].to_numpy(dtype=float)
-            if not np.isfinite(vals).all():
-                row = int(np.flatnonzero(~np.isfinite(vals))[0])
-                raise DataError(f"Column '{c}' has an infinite value (first at used row {row}); fix or remove it.")
     used, centering_means = _center(used, codes, spec.centering_map)
 
     x_mm = _model_matrix(spec.fixed_formula(), used, "fixed-effects design")

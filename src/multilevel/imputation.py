@@ -52,6 +52,14 @@ from .results import Fit
 
 
 # ----- the formulas ------------------------------------------------------------------------------
+def _centre(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mean over the rows (imputations) and the deviations from it, computed around the first
+    row (so that identical rows give exactly that row and zero deviations)."""
+    d = q - q[0]
+    shift = d.mean(axis=0)
+    return q[0] + shift, d - shift
+
+
 def rubin_scalar(q: np.ndarray, u: np.ndarray, df_com: np.ndarray | float) -> dict[str, np.ndarray]:
     """Rubin's rules for each column: q and u are (m, p) estimates and squared SEs; df_com the
     complete-data df of each column (np.inf for none). Returns qbar, ubar, b, t, riv, lambda,
@@ -59,16 +67,19 @@ def rubin_scalar(q: np.ndarray, u: np.ndarray, df_com: np.ndarray | float) -> di
     q = np.asarray(q, dtype=float)
     u = np.asarray(u, dtype=float)
     m = q.shape[0]
-    qbar = q.mean(axis=0)
+    qbar, dev = _centre(q)
     ubar = u.mean(axis=0)
-    b = ((q - qbar) ** 2).sum(axis=0) / (m - 1)
+    b = (dev**2).sum(axis=0) / (m - 1)
     total = ubar + (1 + 1 / m) * b
     riv = (1 + 1 / m) * b / ubar
     lam = riv / (riv + 1)
     nu_com = np.broadcast_to(np.asarray(df_com, dtype=float), qbar.shape)
     with np.errstate(divide="ignore"):
         df_rubin = (m - 1) * (1 + 1 / riv) ** 2
-        df_obs = np.where(np.isinf(nu_com), np.inf, (1 - lam) * nu_com * (nu_com + 1) / (nu_com + 3))
+        finite = np.isfinite(nu_com)
+        df_obs = np.full(qbar.shape, np.inf)
+        c = nu_com[finite]
+        df_obs[finite] = (1 - lam[finite]) * c * (c + 1) / (c + 3)
         df = 1 / (1 / df_rubin + 1 / df_obs)
     fmi = (riv + 2 / (df + 3)) / (riv + 1)
     return {"qbar": qbar, "ubar": ubar, "b": b, "t": total, "riv": riv, "lambda": lam,
@@ -78,6 +89,7 @@ def rubin_scalar(q: np.ndarray, u: np.ndarray, df_com: np.ndarray | float) -> di
 def d1_df_lrr(r1: float, k: int, m: int) -> float:
     """Li, Raghunathan & Rubin's (1991) denominator df of D1 (mitml:::.D1 without df.com)."""
     t = k * (m - 1)
+    r1 = np.float64(r1)  # r1 = 0 (no between-imputation variance) gives an infinite df
     with np.errstate(divide="ignore"):
         if t > 4:
             return float(4 + (t - 4) * (1 + (1 - 2 / t) / r1) ** 2)
@@ -202,7 +214,7 @@ class PooledFit:
     @cached_property
     def b(self) -> pd.DataFrame:
         """B: the between-imputation covariance of the estimates (divisor m - 1)."""
-        d = self.q.to_numpy() - self.q.to_numpy().mean(axis=0)
+        d = _centre(self.q.to_numpy())[1]
         return pd.DataFrame(d.T @ d / (self.m - 1), index=self.x_names, columns=self.x_names)
 
     @property
@@ -330,9 +342,8 @@ class PooledFit:
         m = self.m
         qs = self.q.to_numpy() @ L.T - r                      # (m, k)
         us = np.einsum("ka,iab,lb->ikl", L, self.vcovs, L)    # (m, k, k)
-        qbar = qs.mean(axis=0)
+        qbar, d = _centre(qs)
         ubar = us.mean(axis=0)
-        d = qs - qbar
         b = d.T @ d / (m - 1)
         r1 = float((1 + 1 / m) * np.trace(b @ np.linalg.inv(ubar)) / k)
         F = float(qbar @ np.linalg.solve(ubar, qbar) / (k * (1 + r1)))
