@@ -217,3 +217,24 @@ def test_other_methods_and_report():
     sat = pool(list(mi_fits()), df="satterthwaite")
     assert (sat.fixed["df_com"] != 157).any()
     assert (sat.fixed["df"] < sat.fixed["df_com"]).all()
+
+
+# ----- the entry points: ml.fit(data=[...]) and an imputation column ------------------------------
+def test_fit_takes_a_list_of_data_sets_paths_or_an_imputation_column(tmp_path):
+    expected = pooled()
+    by_list = ml.fit(M4, [imputed(k) for k in range(MI["m"])])
+    assert isinstance(by_list, PooledFit)
+    np.testing.assert_array_equal(by_list.fixed.to_numpy(), expected.fixed.to_numpy())
+    paths = [ROOT / MI["files"][k] for k in range(MI["m"])]
+    by_paths = ml.fit(M4, paths)
+    np.testing.assert_allclose(by_paths.fixed["estimate"], expected.fixed["estimate"], rtol=1e-12)
+    stacked = pd.concat([imputed(k).assign(imp=k + 1) for k in range(MI["m"])], ignore_index=True)
+    by_column = ml.fit(M4, stacked, imputation="imp")
+    np.testing.assert_array_equal(by_column.fixed.to_numpy(), expected.fixed.to_numpy())
+    lv = ml.fit_levels("mathach ~ 1 + cses", {"Intercept": "sector + meanses + u", "cses": "sector + meanses + u"},
+                       group="school", data=[imputed(k) for k in range(MI["m"])])
+    np.testing.assert_allclose(lv.fixed["estimate"].to_numpy(), expected.fixed["estimate"].to_numpy(), rtol=1e-10)
+    with pytest.raises(SpecificationError, match="at least two"):
+        ml.fit(M4, [imputed(0)])
+    with pytest.raises(SpecificationError, match="one value"):
+        ml.fit(M4, imputed(0).assign(imp=1), imputation="imp")

@@ -11,6 +11,7 @@ from .compare import Deviance, compare
 from .effect_sizes import design_effect, effective_n, pseudo_r2, true_intercept_variance
 from .errors import DataError, MultilevelError, SpecificationError
 from .formula import parse_formula
+from .imputation import PooledFit, pool
 from .reading import read
 from .results import Fit
 from .spec import ModelSpec, RandomTerm
@@ -20,6 +21,7 @@ __all__ = [
     "Deviance",
     "Fit",
     "ModelSpec",
+    "PooledFit",
     "MultilevelError",
     "RandomTerm",
     "SpecificationError",
@@ -32,6 +34,7 @@ __all__ = [
     "fit_spec",
     "levels",
     "parse_formula",
+    "pool",
     "pseudo_r2",
     "read",
     "true_intercept_variance",

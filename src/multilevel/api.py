@@ -54,6 +54,24 @@ def prepare(spec: ModelSpec, data, level2=None, level2_missing: str = "error"):
     return build_design(spec, frame, level2_vars, level2_missing, join)
 
 
+def imputations(data, imputation: str | None) -> list | None:
+    """The imputed data sets, when `data` is a list of tables or paths, or a table with a column
+    naming the imputation; None for ordinary data."""
+    if isinstance(data, (list, tuple)):
+        if len(data) < 2:
+            raise SpecificationError("Multiply imputed data need at least two data sets; for one, pass it alone.")
+        return list(data)
+    if imputation is not None:
+        frame = as_frame(data)
+        if imputation not in frame.columns:
+            raise SpecificationError(f"imputation={imputation!r} is not a column of the data.")
+        parts = [g.drop(columns=imputation).reset_index(drop=True) for _, g in frame.groupby(imputation, sort=True)]
+        if len(parts) < 2:
+            raise SpecificationError(f"The column '{imputation}' has one value: there is only one imputed data set.")
+        return parts
+    return None
+
+
 def fit_spec(
     spec: ModelSpec,
     data,
@@ -62,8 +80,15 @@ def fit_spec(
     sigma2: float | None = None,
     level2=None,
     level2_missing: str = "error",
-) -> Fit:
-    """Fit a ModelSpec to data; with `tau` and `sigma2`, evaluate at them instead of optimising."""
+    imputation: str | None = None,
+):
+    """Fit a ModelSpec to data; with `tau` and `sigma2`, evaluate at them instead of optimising.
+    With several imputed data sets, fit each and pool them (`multilevel.imputation.pool`)."""
+    sets = imputations(data, imputation)
+    if sets is not None:
+        from .imputation import pool
+
+        return pool([fit_spec(spec, d, method, tau, sigma2, level2, level2_missing) for d in sets])
     method = _method(method)
     design = prepare(spec, data, level2, level2_missing)
     summ = GroupSummaries.from_arrays(design.Z, design.X, design.y, design.codes, design.n_groups)
@@ -83,9 +108,10 @@ def fit(
     *,
     level2=None,
     level2_missing: str = "error",
+    imputation: str | None = None,
     tau=None,
     sigma2: float | None = None,
-) -> Fit:
+):
     """Fit a two-level model written as an lme4-style formula.
 
     `ml.fit("mathach ~ (sector + meanses) * cses + (cses | school)", hsb)`; `(x || g)` for
@@ -93,9 +119,11 @@ def fit(
     data: a table (pandas, polars, pyarrow) or a file path (`ml.read`); level2: a level-2 table or
     path joined on the unit id (HLM's MDM step); level2_missing: "error" (HLM's rule) or "drop".
     method: "REML" (default) or "ML". With `tau` and `sigma2` the model is evaluated there, not fitted.
+    Multiply imputed data: `data=[df1, df2, ...]` (tables or paths), or `imputation="column"`
+    naming the imputation in one table; each is fitted and the results pooled (a `PooledFit`).
     """
     spec = formula if isinstance(formula, ModelSpec) else parse_formula(formula)
-    return fit_spec(spec, data, method, tau, sigma2, level2, level2_missing)
+    return fit_spec(spec, data, method, tau, sigma2, level2, level2_missing, imputation)
 
 
 def fit_levels(
@@ -107,9 +135,10 @@ def fit_levels(
     method: str = "REML",
     level2_data=None,
     level2_missing: str = "error",
+    imputation: str | None = None,
     tau=None,
     sigma2: float | None = None,
-) -> Fit:
+):
     """Fit a two-level model written as HLM's level equations (see `multilevel.level_equations`).
 
     fit_levels("mathach ~ 1 + cwc(ses)",
@@ -118,4 +147,4 @@ def fit_levels(
     `level2_data`: a level-2 table or path joined on `group` (HLM's MDM step; `level2` holds the
     level-2 equations here); `data` may be a path too.
     """
-    return fit_spec(parse_levels(level1, level2, group), data, method, tau, sigma2, level2_data, level2_missing)
+    return fit_spec(parse_levels(level1, level2, group), data, method, tau, sigma2, level2_data, level2_missing, imputation)
