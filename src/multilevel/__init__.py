@@ -15,6 +15,7 @@ from .imputation import PooledFit, pool
 from .reading import read
 from .results import Fit
 from .spec import ModelSpec, RandomTerm
+from .weights import Weights
 
 __all__ = [
     "DataError",
@@ -25,6 +26,7 @@ __all__ = [
     "MultilevelError",
     "RandomTerm",
     "SpecificationError",
+    "Weights",
     "compare",
     "datasets",
     "design_effect",

@@ -21,6 +21,7 @@ from .reading import as_frame
 from .results import Fit
 from .spec import ModelSpec
 from .summaries import GroupSummaries
+from .weights import Weights
 
 METHODS = ("REML", "ML")
 
@@ -37,7 +38,7 @@ def _method(method: str) -> str:
     return m
 
 
-def prepare(spec: ModelSpec, data, level2=None, level2_missing: str = "error"):
+def prepare(spec: ModelSpec, data, level2=None, level2_missing: str = "error", weights=None):
     """Data in: a path or table (`reading.as_frame`), joined with a level-2 table when given
     (`join.join_level2`), then checked and made numeric (`design.build_design`)."""
     frame = as_frame(data)
@@ -51,7 +52,7 @@ def prepare(spec: ModelSpec, data, level2=None, level2_missing: str = "error"):
         frame, join = join_level2(frame, schools, spec.groups[0], level2_missing)
         frame.attrs["source"] = " + ".join(x for x in (source, schools.attrs.get("source", "")) if x)
         level2_vars = join.level2_variables
-    return build_design(spec, frame, level2_vars, level2_missing, join)
+    return build_design(spec, frame, level2_vars, level2_missing, join, Weights.of(weights))
 
 
 def imputations(data, imputation: str | None) -> list | None:
@@ -81,6 +82,7 @@ def fit_spec(
     level2=None,
     level2_missing: str = "error",
     imputation: str | None = None,
+    weights=None,
 ):
     """Fit a ModelSpec to data; with `tau` and `sigma2`, evaluate at them instead of optimising.
     With several imputed data sets, fit each and pool them (`multilevel.imputation.pool`)."""
@@ -88,10 +90,19 @@ def fit_spec(
     if sets is not None:
         from .imputation import pool
 
-        return pool([fit_spec(spec, d, method, tau, sigma2, level2, level2_missing) for d in sets])
+        return pool([fit_spec(spec, d, method, tau, sigma2, level2, level2_missing, None, weights) for d in sets])
     method = _method(method)
-    design = prepare(spec, data, level2, level2_missing)
-    summ = GroupSummaries.from_arrays(design.Z, design.X, design.y, design.codes, design.n_groups)
+    if weights is not None and method == "REML":
+        raise SpecificationError(
+            "Sampling weights need method='ML': the pseudo-likelihood is a maximum-likelihood criterion "
+            "(as in Stata's mixed with pweights and R's WeMix); a weighted REML is not defined."
+        )
+    design = prepare(spec, data, level2, level2_missing, weights)
+    w = design.weights
+    summ = GroupSummaries.from_arrays(
+        design.Z, design.X, design.y, design.codes, design.n_groups,
+        row_weights=None if w is None else w.row, unit_weights=None if w is None else w.unit,
+    )
     template = LambdaTemplate.from_blocks(design.blocks, design.z_names, design.group)
     if (tau is None) != (sigma2 is None):
         raise SpecificationError("Give both tau and sigma2 to evaluate at given variance components, or neither.")
@@ -109,6 +120,7 @@ def fit(
     level2=None,
     level2_missing: str = "error",
     imputation: str | None = None,
+    weights=None,
     tau=None,
     sigma2: float | None = None,
 ):
@@ -121,9 +133,11 @@ def fit(
     method: "REML" (default) or "ML". With `tau` and `sigma2` the model is evaluated there, not fitted.
     Multiply imputed data: `data=[df1, df2, ...]` (tables or paths), or `imputation="column"`
     naming the imputation in one table; each is fitted and the results pooled (a `PooledFit`).
+    Sampling weights: `weights="w"` (a level-1 weight) or `ml.Weights(level1=, level2=, ...)`;
+    pseudo-maximum likelihood with method="ML" (`multilevel.weights`).
     """
     spec = formula if isinstance(formula, ModelSpec) else parse_formula(formula)
-    return fit_spec(spec, data, method, tau, sigma2, level2, level2_missing, imputation)
+    return fit_spec(spec, data, method, tau, sigma2, level2, level2_missing, imputation, weights)
 
 
 def fit_levels(
@@ -136,6 +150,7 @@ def fit_levels(
     level2_data=None,
     level2_missing: str = "error",
     imputation: str | None = None,
+    weights=None,
     tau=None,
     sigma2: float | None = None,
 ):
@@ -147,4 +162,4 @@ def fit_levels(
     `level2_data`: a level-2 table or path joined on `group` (HLM's MDM step; `level2` holds the
     level-2 equations here); `data` may be a path too.
     """
-    return fit_spec(parse_levels(level1, level2, group), data, method, tau, sigma2, level2_data, level2_missing, imputation)
+    return fit_spec(parse_levels(level1, level2, group), data, method, tau, sigma2, level2_data, level2_missing, imputation, weights)

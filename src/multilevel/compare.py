@@ -112,6 +112,11 @@ def compare(*models, refit: str | None = None, labels: list[str] | None = None, 
                 f"Argument {i + 1} of compare() is a {type(m).__name__}; give fits (ml.fit(...)) or "
                 "ml.Deviance(deviance, n_params) numbers."
             )
+    if any(isinstance(m, Fit) and m.weighted for m in models):
+        raise SpecificationError(
+            "Fits with sampling weights maximise a pseudo-likelihood, whose differences are not chi-square "
+            "distributed: compare them by Wald tests (fit.test) instead."
+        )
     if len({id(m) for m in models}) < len(models):
         raise SpecificationError("The same fit is given twice; compare different models.")
     given = list(labels) if labels else None

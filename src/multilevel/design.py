@@ -18,6 +18,8 @@ import scipy.linalg
 from .data_checks import DataReport, check_outcome, check_values, select_rows
 from .errors import DataError, SpecificationError, close_matches, preview
 from .join import JoinReport
+from .weights import ScaledWeights, Weights
+from .weights import scale as scale_weights
 from .spec import Centering, ModelSpec
 
 INTERCEPT = "Intercept"
@@ -59,6 +61,7 @@ class Design:
     coefficients: tuple[Coefficient, ...]
     centering_means: dict[str, object]
     data_report: DataReport
+    weights: ScaledWeights | None = None
 
     @property
     def n_obs(self) -> int:
@@ -235,6 +238,7 @@ def build_design(
     level2_vars: tuple[str, ...] = (),
     level2_missing: str = "error",
     join: JoinReport | None = None,
+    weights: Weights | None = None,
 ) -> Design:
     """Check the data against the spec and build the numeric design (see module doc).
 
@@ -250,6 +254,11 @@ def build_design(
         )
     group = groups[0]
     variables = _check_columns(spec, data)
+    for w in weights.columns if weights else []:
+        if w not in data.columns:
+            raise DataError(f"The weight column '{w}' is not in the data." + close_matches(w, [str(c) for c in data.columns]))
+        if w not in variables:
+            variables.append(w)
     data = check_values(data, variables, spec.outcome, group)
     y_raw = data[spec.outcome]
     if not pd.api.types.is_numeric_dtype(y_raw) or pd.api.types.is_bool_dtype(y_raw):
@@ -295,6 +304,7 @@ def build_design(
     coefficients = _classify(spec, x_mm, used, codes, labels, tuple(z_names))
     y = used[spec.outcome].to_numpy(dtype=float)
     check_outcome(y, spec.outcome)
+    scaled = scale_weights(weights, used, codes, len(labels), labels) if weights else None
     return Design(
         spec=spec,
         y=y,
@@ -309,4 +319,5 @@ def build_design(
         coefficients=coefficients,
         centering_means=centering_means,
         data_report=report,
+        weights=scaled,
     )

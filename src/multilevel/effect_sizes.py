@@ -196,6 +196,8 @@ def effect_sizes(fit, df: str | None = None, level: float = 0.95) -> EffectSizes
     z = list(d.z_names)
     notes = []
 
+    if fit.weighted:
+        notes.append("The fit has sampling weights; these effect sizes use the unweighted rows (descriptive).")
     has_intercept = INTERCEPT in d.x_names
     if not has_intercept:
         notes.append(

@@ -39,7 +39,14 @@ def check_level(level: float) -> None:
 
 
 def resolve(fit, df: str | None, se: str | None) -> tuple[str, str]:
-    se = "model" if se is None else {m.lower(): m for m in SE_METHODS}.get(str(se).lower(), se)
+    weighted = fit.weighted
+    se = ("CR0" if weighted else "model") if se is None else {m.lower(): m for m in SE_METHODS}.get(str(se).lower(), se)
+    if weighted and (se == "CR2" or (df is not None and df.lower() in (*_MODEL_ONLY, "bell-mccaffrey"))):
+        raise SpecificationError(
+            "Satterthwaite, Kenward-Roger, CR2 and Bell-McCaffrey are derived for the unweighted likelihood; "
+            "with sampling weights use the sandwich (se='CR0' or 'CR1') with df='hlm', 'between-within', "
+            "'residual' or 'infinite'."
+        )
     if se not in SE_METHODS:
         raise SpecificationError(f"se={se!r} is not known; use one of {', '.join(SE_METHODS)}.")
     if df is None:

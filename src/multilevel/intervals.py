@@ -90,6 +90,8 @@ def _deviance_at_phi(fit, scale: VarianceScale, phi: np.ndarray) -> float:
 def wald(fit, level: float = 0.95) -> pd.DataFrame:
     z = scipy.stats.norm.ppf(0.5 + level / 2)
     fx = fit.coef_table(df="infinite", level=level)
+    if fit.weighted:  # the observed information of a pseudo-likelihood does not give variances
+        return _frame({n: (e, lo, hi) for n, e, lo, hi in zip(fx.index, fx["estimate"], fx["ci_low"], fx["ci_high"])}, level)
     rows = {n: (e, lo, hi) for n, e, lo, hi in zip(fx.index, fx["estimate"], fx["ci_low"], fx["ci_high"])}
     scale = VarianceScale.of(fit)
     phi = scale.values(fit.tau.to_numpy(), fit.sigma2)

@@ -16,6 +16,10 @@ and the profiled deviances (sigma2 at its optimum) are lme4's
     REML: d(theta) = log|L|^2 + log|R_X|^2 + (N-p)(1 + log(2 pi pwrss / (N-p)))      (`REMLcrit`)
 
 Cost per evaluation: O(J q^3 + J q^2 p + p^3), independent of the number of rows N.
+
+Sampling weights (pseudo-likelihood, `multilevel.weights`): the level-1 weights are inside the
+cross-products, and every sum over units above is weighted by the unit's level-2 weight w_j
+(log|L|^2 = sum_j w_j log|L_j|^2, A, X'y, pwrss alike); N becomes sum_j w_j sum_i w_i|j.
 """
 from __future__ import annotations
 
@@ -44,7 +48,7 @@ class Solution:
     pwrss: float
     logdet_L: float
     logdet_A: float
-    n: int
+    n: float  # the number of rows (sum_j w_j sum_i w_i|j under sampling weights)
     p: int
 
     def sigma2_hat(self, reml: bool) -> float:
@@ -60,17 +64,19 @@ def solve_at(s: GroupSummaries, lam: np.ndarray) -> Solution:
     LtLam = np.linalg.solve(L, np.broadcast_to(lam.T, L.shape))
     RZX = LtLam @ s.ZtX
     rZy = np.einsum("jab,jb->ja", LtLam, s.Zty)
-    XtX = s.XtX_j.sum(axis=0)
-    Xty = s.Xty_j.sum(axis=0)
-    A = XtX - np.einsum("jqa,jqb->ab", RZX, RZX)
-    b = Xty - np.einsum("jqa,jq->a", RZX, rZy)
+    w = s.w2
+    XtX = np.einsum("j,jab->ab", w, s.XtX_j)
+    Xty = w @ s.Xty_j
+    A = XtX - np.einsum("j,jqa,jqb->ab", w, RZX, RZX)
+    b = Xty - np.einsum("j,jqa,jq->a", w, RZX, rZy)
     RX = np.linalg.cholesky(A)
     A_inv = np.linalg.inv(A)
     beta = A_inv @ b
-    pwrss = float(s.yty_j.sum() - np.sum(rZy**2) - b @ beta)
-    logdet_L = 2.0 * float(np.log(np.diagonal(L, axis1=1, axis2=2)).sum())
+    pwrss = float(w @ s.yty_j - w @ np.sum(rZy**2, axis=1) - b @ beta)
+    logdet_L = 2.0 * float(w @ np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1))
     logdet_A = 2.0 * float(np.log(np.diag(RX)).sum())
-    return Solution(lam, L, LtLam, RZX, rZy, A, A_inv, beta, pwrss, logdet_L, logdet_A, s.n_obs, p)
+    n = s.total_weight if s.weighted else s.n_obs
+    return Solution(lam, L, LtLam, RZX, rZy, A, A_inv, beta, pwrss, logdet_L, logdet_A, n, p)
 
 
 def deviance(sol: Solution, reml: bool, sigma2: float | None = None) -> float:
@@ -109,12 +115,13 @@ def gradient(s: GroupSummaries, sol: Solution, template: LambdaTemplate, reml: b
     and d/dLambda = 2 G Lambda, read off at theta's positions.
     """
     ZWZ, ZWX, ZWr = weighted_cross_products(s, sol)
-    G = ZWZ.sum(axis=0)
+    w = s.w2
+    G = np.einsum("j,jab->ab", w, ZWZ)
     if reml:
-        G -= np.einsum("jap,pr,jbr->ab", ZWX, sol.A_inv, ZWX)
+        G -= np.einsum("j,jap,pr,jbr->ab", w, ZWX, sol.A_inv, ZWX)
         df = sol.n - sol.p
     else:
         df = sol.n
-    G -= (df / sol.pwrss) * np.einsum("ja,jb->ab", ZWr, ZWr)
+    G -= (df / sol.pwrss) * np.einsum("j,ja,jb->ab", w, ZWr, ZWr)
     dLam = 2.0 * G @ sol.lam
     return dLam[list(template.rows), list(template.cols)]

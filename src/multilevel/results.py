@@ -107,6 +107,18 @@ class Fit:
         return bool(self.template.boundary(self.theta))
 
     @property
+    def weighted(self) -> bool:
+        """Fitted with sampling weights (pseudo-maximum likelihood; `multilevel.weights`)."""
+        return self.design.weights is not None
+
+    def _refuse_weighted(self, what: str) -> None:
+        if self.weighted:
+            raise SpecificationError(
+                f"{what} is not defined for a pseudo-likelihood fit with sampling weights; use the robust "
+                "(sandwich) standard errors and Wald tests and intervals."
+            )
+
+    @property
     def converged(self) -> bool:
         return True if self.optimizer is None else self.optimizer.converged
 
@@ -249,6 +261,8 @@ class Fit:
 
         check_level(level)
         m = method.lower()
+        if m in ("profile", "bootstrap"):
+            self._refuse_weighted(f"A {m} interval")
         if m == "wald":
             return intervals.wald(self, level)
         if m == "profile":
@@ -261,6 +275,7 @@ class Fit:
         """Parametric bootstrap: refits on n_boot samples from this fitted model (`intervals.bootstrap`)."""
         from .intervals import bootstrap
 
+        self._refuse_weighted("The parametric bootstrap")
         return bootstrap(self, n_boot, seed, progress)
 
     # ----- variance components --------------------------------------------------------------

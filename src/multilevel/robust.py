@@ -28,8 +28,9 @@ def cluster_scores(s: GroupSummaries, sol: Solution) -> np.ndarray:
 
 
 def cr0_vcov(s: GroupSummaries, sol: Solution) -> np.ndarray:
-    """HLM's robust covariance of gamma-hat (CR0, no small-sample factor)."""
-    t = cluster_scores(s, sol)
+    """HLM's robust covariance of gamma-hat (CR0, no small-sample factor). Under sampling weights
+    each unit's score carries its level-2 weight: A^-1 [sum_j w_j^2 t_j t_j'] A^-1."""
+    t = cluster_scores(s, sol) * s.w2[:, None]
     meat = t.T @ t
     return sol.A_inv @ meat @ sol.A_inv
 

@@ -15,12 +15,34 @@ import numpy as np
 
 @dataclass(frozen=True, eq=False)
 class GroupSummaries:
-    """`C[j] = [Z_j X_j y_j]' [Z_j X_j y_j]` (J, k, k) and `n[j]` rows, for q random, p fixed columns."""
+    """`C[j] = [Z_j X_j y_j]' [Z_j X_j y_j]` (J, k, k) and `n[j]` rows, for q random, p fixed columns.
+
+    Under sampling weights (`multilevel.weights`) the cross-products carry the level-1 weights,
+    C[j] = [Z X y]' diag(w_i|j) [Z X y], `row_weights[j]` = sum_i w_i|j, and `unit_weights[j]`
+    = w_j multiplies unit j's contribution to the pseudo-likelihood.
+    """
 
     C: np.ndarray
     n: np.ndarray
     q: int
     p: int
+    unit_weights: np.ndarray | None = None
+    row_weights: np.ndarray | None = None
+
+    @property
+    def weighted(self) -> bool:
+        return self.unit_weights is not None or self.row_weights is not None
+
+    @property
+    def w2(self) -> np.ndarray:
+        """The level-2 weight of each unit (1 when unweighted)."""
+        return np.ones(self.C.shape[0]) if self.unit_weights is None else self.unit_weights
+
+    @property
+    def total_weight(self) -> float:
+        """N in the likelihood: sum_j w_j sum_i w_i|j (the number of rows when unweighted)."""
+        rows = self.n if self.row_weights is None else self.row_weights
+        return float(np.sum(self.w2 * rows))
 
     # Views of the blocks, named as in lme4's and HLM's algebra.
     @property
@@ -58,20 +80,36 @@ class GroupSummaries:
     def __add__(self, other: GroupSummaries) -> GroupSummaries:
         if (self.q, self.p, self.C.shape) != (other.q, other.p, other.C.shape):
             raise ValueError("Summaries of different models or groupings cannot be added.")
+        if self.weighted or other.weighted:
+            raise ValueError("Weighted summaries are built in one pass (the weights are scaled per unit); they cannot be added.")
         return GroupSummaries(self.C + other.C, self.n + other.n, self.q, self.p)
+
+    def with_C(self, C: np.ndarray, p: int | None = None) -> GroupSummaries:
+        """The same units (sizes and weights) with other cross-products."""
+        return GroupSummaries(C, self.n, self.q, self.p if p is None else p, self.unit_weights, self.row_weights)
 
     @classmethod
     def from_arrays(
-        cls, Z: np.ndarray, X: np.ndarray, y: np.ndarray, codes: np.ndarray, n_groups: int
+        cls,
+        Z: np.ndarray,
+        X: np.ndarray,
+        y: np.ndarray,
+        codes: np.ndarray,
+        n_groups: int,
+        row_weights: np.ndarray | None = None,
+        unit_weights: np.ndarray | None = None,
     ) -> GroupSummaries:
         """One pass over the rows: a weighted bincount for each of the k(k+1)/2 products."""
         W = np.column_stack([Z, X, y]).astype(float, copy=False)
         k = W.shape[1]
         C = np.empty((n_groups, k, k))
+        w = np.ones(W.shape[0]) if row_weights is None else row_weights
         for a in range(k):
+            wa = W[:, a] * w
             for b in range(a, k):
-                s = np.bincount(codes, weights=W[:, a] * W[:, b], minlength=n_groups)
+                s = np.bincount(codes, weights=wa * W[:, b], minlength=n_groups)
                 C[:, a, b] = s
                 C[:, b, a] = s
         n = np.bincount(codes, minlength=n_groups).astype(float)
-        return cls(C, n, Z.shape[1], X.shape[1])
+        sums = None if row_weights is None else np.bincount(codes, weights=row_weights, minlength=n_groups)
+        return cls(C, n, Z.shape[1], X.shape[1], unit_weights, sums)

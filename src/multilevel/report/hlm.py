@@ -38,6 +38,20 @@ def _tau_label(name: str, q: int) -> str:
     return f"INTRCPT1,B{q}" if name == INTERCEPT else f"{name},B{q}"
 
 
+def _weighting_rows(fit: Fit) -> list[str]:
+    w = fit.design.weights
+    if w is None:
+        return [" Level 1        no", " Level 2        no"]
+    rows = []
+    for level, r in w.table().iterrows():
+        if r["weighting"]:
+            norm = "no" if r["scaling"] == "raw" else f"yes ({r['scaling']})"
+            rows.append(f" {level:<15}yes          {r['name']:<12}{norm}")
+        else:
+            rows.append(f" {level:<15}no")
+    return rows
+
+
 def _specifications(fit: Fit) -> list[str]:
     dr = fit.data_report
     opt = fit.optimizer
@@ -59,8 +73,7 @@ def _specifications(fit: Fit) -> list[str]:
         " Weighting Specification",
         " -----------------------",
         "            Weighting?   Name        Normalized?",
-        " Level 1        no",
-        " Level 2        no",
+        *_weighting_rows(fit),
         " Precision      no",
         "",
         f"  The outcome variable is  {fit.spec.outcome}",
@@ -159,6 +172,8 @@ def _fixed_table(fit: Fit, table, robust: bool) -> list[str]:
 
     head += _gamma_rows(fit, row)
     head += [RULE, ""]
+    if fit.weighted and not robust:
+        head[-1:-1] = [" With sampling weights these model-based SEs are not valid: use the robust ones below."]
     return head
 
 
