@@ -78,3 +78,14 @@ class LambdaTemplate:
         if not np.allclose(self.lam(theta) @ self.lam(theta).T, rel, atol=1e-10 * max(1.0, np.abs(rel).max())):
             raise ValueError("tau does not have the structure of this model's random effects (or is not positive semidefinite).")
         return theta
+
+
+def correlations(cov):
+    """The correlation matrix of a covariance matrix (a DataFrame), NaN where a variance is 0."""
+    import pandas as pd
+
+    t = cov.to_numpy()
+    sd = np.sqrt(np.diag(t))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = t / np.outer(sd, sd)
+    return pd.DataFrame(r, index=cov.index, columns=cov.columns)

@@ -270,11 +270,9 @@ class PooledFit:
     @property
     def tau_correlations(self) -> pd.DataFrame:
         """Correlations of the averaged Tau."""
-        t = self.tau.to_numpy()
-        sd = np.sqrt(np.diag(t))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            r = t / np.outer(sd, sd)
-        return pd.DataFrame(r, index=self.tau.index, columns=self.tau.columns)
+        from .covariance import correlations
+
+        return correlations(self.tau)
 
     @cached_property
     def variance_components(self) -> pd.DataFrame:

@@ -288,11 +288,10 @@ class Fit:
 
     @property
     def tau_correlations(self) -> pd.DataFrame:
-        t = self.tau.to_numpy()
-        sd = np.sqrt(np.diag(t))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            r = t / np.outer(sd, sd)
-        return pd.DataFrame(r, index=self.tau.index, columns=self.tau.columns)
+        """Tau as correlations (HLM's "Tau (as correlations)")."""
+        from .covariance import correlations
+
+        return correlations(self.tau)
 
     @cached_property
     def _unit_ols(self) -> hs.UnitOLS:
