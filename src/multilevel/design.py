@@ -62,6 +62,16 @@ class Design:
     centering_means: dict[str, object]
     data_report: DataReport
     weights: ScaledWeights | None = None
+    frame: pd.DataFrame | None = None  # the rows used, all columns, before centring (for residual files)
+    x_model_spec: object = None  # formulaic's spec of X: builds X for new data (model graphs)
+
+    def centred_frame(self) -> pd.DataFrame:
+        """The rows used with centred variables as the model used them."""
+        out = self.frame.reset_index(drop=True).copy()
+        for var, state in self.centering_means.items():
+            v = out[var].to_numpy(dtype=float)
+            out[var] = v - (state[self.codes] if isinstance(state, np.ndarray) else state)
+        return out
 
     @property
     def n_obs(self) -> int:
@@ -278,6 +288,7 @@ def build_design(
             f"The grouping factor '{group}' has {len(labels)} unit(s) in the rows used; a multilevel "
             "model needs at least two (and in practice many more)."
         )
+    frame = used
     used, centering_means = _center(used, codes, spec.centering_map)
 
     x_mm = _model_matrix(spec.fixed_formula(), used, "fixed-effects design")
@@ -320,4 +331,6 @@ def build_design(
         centering_means=centering_means,
         data_report=report,
         weights=scaled,
+        frame=frame,
+        x_model_spec=x_mm.model_spec,
     )

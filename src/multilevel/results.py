@@ -335,6 +335,69 @@ class Fit:
         """Var(u_j | y, gamma-hat) per unit (J, q, q) (lme4 condVar; HLM's D_j)."""
         return conditional_variances(self.solution, self.sigma2)
 
+    @cached_property
+    def _eb(self) -> dict:
+        from .residual_files import eb_quantities
+
+        return eb_quantities(self)
+
+    @property
+    def ranef_pev(self) -> np.ndarray:
+        """Var(u_j - u*_j) per unit (J, q, q): condVar plus the uncertainty of gamma-hat (Henderson's
+        prediction error variance; HLM's posterior variance of the EB residuals)."""
+        return self._eb["PV"]
+
+    @property
+    def eb_coefficients(self) -> pd.DataFrame:
+        """HLM's EB coefficients beta*_j = W_j gamma + u*_j, units by random coefficient."""
+        return pd.DataFrame(self._eb["EC"], index=self.ranef.index, columns=self.ranef.columns)
+
+    def unit_ols(self) -> pd.DataFrame:
+        """HLM's "Level-1 OLS regressions": each unit's OLS estimates of the random coefficients
+        (with the fixed level-1 coefficients' part removed), its n, and whether it has sufficient data
+        (Z_j of full rank); units without are NaN."""
+        ols = self._unit_ols
+        z = list(self.design.z_names)
+        est = np.full((self.n_groups, len(z)), np.nan)
+        est[ols.used] = ols.beta_hat
+        out = pd.DataFrame(est, index=self.ranef.index, columns=z)
+        out.insert(0, "n", self.summaries.n.astype(int))
+        out["sufficient"] = ols.used
+        return out
+
+    def residuals(self, level: int = 2, extra=()) -> pd.DataFrame:
+        """HLM's residual files as tables: level=2 (one row per unit: EB and OLS residuals, fitted
+        values, EB coefficients, posterior variances, MDIST, CHIPCT, log residual SDs, level-2
+        predictors, `extra` columns) or level=1 (one row per row used). See `residual_files`."""
+        from . import residual_files as rf
+
+        if level == 2:
+            return rf.level2_table(self, tuple(extra))
+        if level == 1:
+            return rf.level1_table(self, tuple(extra))
+        raise SpecificationError(f"level must be 1 or 2, not {level!r}.")
+
+    def save_residuals(self, path, level: int = 2, extra=()):
+        """Write a residual file; the format follows the extension (.csv, .parquet, .sav, .dta)."""
+        from .residual_files import save
+
+        return save(self.residuals(level, extra), path)
+
+    def homogeneity_test(self, min_df: int = 10) -> dict:
+        """HLM's "Test of homogeneity of level-1 variance" (R&B eq. 9.5-9.6), over the units with
+        at least `min_df` residual df in their own OLS (`residual_files.homogeneity_test`)."""
+        from .residual_files import homogeneity_test
+
+        return homogeneity_test(self, min_df)
+
+    def plot(self, kind: str, path=None, **options):
+        """A diagnostic plot or model graph as a matplotlib Figure (saved to `path` when given):
+        "caterpillar", "qq", "residual-sd", "eb" (variable=...), "model" (x=..., lines={...}),
+        "residuals-fitted". See `multilevel.plots`."""
+        from .plots import plot
+
+        return plot(self, kind, path, **options)
+
     # ----- likelihood -----------------------------------------------------------------------
     @cached_property
     def deviance(self) -> float:
@@ -383,20 +446,33 @@ class Fit:
         return gamma_labels(self.design.coefficients)
 
     # ----- reports (formatting only) --------------------------------------------------------
-    def report(self, tests=(), effect_sizes: bool = True) -> str:
+    def report(self, tests=(), effect_sizes: bool = True, homogeneity: bool = False) -> str:
         """HLM's report as text. `tests`: contrasts (text or matrices, tested with HLM's robust
         covariance as HLM does) or `fit.test(...)` results, printed as HLM's General Linear
         Hypothesis tests; an effect-size section closes the report."""
         from .report.hlm import hlm_report
 
         done = [t if hasattr(t, "chisq") else self.test(t, se="CR0") for t in tests]
-        return hlm_report(self, done, effect_sizes)
+        return hlm_report(self, done, effect_sizes, self.homogeneity_test() if homogeneity else None)
 
     def summary(self, df: str = "satterthwaite") -> str:
         """An lme4/lmerTest-style summary as text (fixed-effect df by `df`, Satterthwaite by default)."""
         from .report.lme4 import lme4_summary
 
         return lme4_summary(self, df)
+
+    def to_html(self, path=None, title: str | None = None, plots: bool = True) -> str:
+        """One self-contained HTML page: the model in both forms, every table of the HLM report and
+        the lme4-style summary, the data report, effect sizes and the plots embedded. Written to
+        `path` when given; the HTML is returned."""
+        from pathlib import Path
+
+        from .report.html import html_document
+
+        page = html_document(self, title, plots)
+        if path is not None:
+            Path(path).write_text(page, encoding="utf-8")
+        return page
 
     def __str__(self) -> str:
         return self.summary()

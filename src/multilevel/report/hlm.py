@@ -273,7 +273,7 @@ def effect_size_block(fit: Fit) -> list[str]:
     return lines
 
 
-def hlm_report(fit: Fit, tests=(), effect_sizes: bool = True) -> str:
+def hlm_report(fit: Fit, tests=(), effect_sizes: bool = True, homogeneity: dict | None = None) -> str:
     """The report HLM 6 prints for a two-level run, section by section; `tests` are
     `HypothesisTest`s (fit.test(...)) printed as HLM's General Linear Hypothesis tests, and an
     effect-size section closes the report."""
@@ -308,6 +308,18 @@ def hlm_report(fit: Fit, tests=(), effect_sizes: bool = True) -> str:
         "   (HLM's REML deviance is lme4's minus log(2*pi) when there are two or more fixed effects).",
         f" lme4: logLik = {fit.loglik:.4f} (df = {fit.n_params}), AIC = {fit.aic:.4f}, BIC = {fit.bic:.4f}",
     ]
+    if homogeneity is not None:
+        h = homogeneity
+        lines += [
+            "",
+            " Test of homogeneity of level-1 variance",
+            " ----------------------------------------",
+            f" Chi-square statistic         = {h['chisq']:>12.5f}",
+            f" Number of degrees of freedom = {h['df']:>4d}",
+            f" P-value                      = {h['p']:.3f}" if h["p"] >= 0.001 else " P-value                      = 0.000",
+        ]
+        if h["units_left_out"]:
+            lines.append(f" ({h['units_left_out']} units with fewer than {h['min_df']} residual df left out)")
     for i, t in enumerate(tests, start=1):
         lines += glh_block(fit, t, i)
     if effect_sizes:

@@ -1,0 +1,195 @@
+"""Diagnostic plots and model graphs (matplotlib, an optional extra: pip install 'multilevel[plots]').
+
+`fit.plot(kind, ...)` returns a matplotlib Figure; with `path=` it is also saved (PNG, SVG or PDF
+by the extension). The kinds:
+
+    "caterpillar"       EB residuals of each random coefficient, sorted, with z * posterior SD bars
+    "qq"                CHIPCT against MDIST: the Q-Q plot of the Mahalanobis distances (R&B ch. 9)
+    "residual-sd"       histogram and normal Q-Q of the standardized log residual SDs (MDRSVAR)
+    "eb"                EB residuals of a coefficient against a level-2 variable
+    "model"             HLM's model graph: predicted outcome against a level-1 predictor, one line per
+                        chosen value (or quartile) of level-2 predictors
+    "residuals-fitted"  level-1 residuals against fitted values (fixed + EB)
+
+Plots only draw: every number comes from the fit (`residuals`, `ranef_pev`, the fixed effects).
+"""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+
+from .errors import DataError, SpecificationError
+
+KINDS = ("caterpillar", "qq", "residual-sd", "eb", "model", "residuals-fitted")
+
+
+def _figure(width: float = 6.4, height: float = 4.8):
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise SpecificationError("Plots need matplotlib: pip install 'multilevel[plots]'") from exc
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def caterpillar(fit, level: float = 0.95, variance: str = "full"):
+    """variance "full": posterior SD with gamma's uncertainty (HLM's PV); "unit": lme4's condVar."""
+    z = scipy.stats.norm.ppf(0.5 + level / 2)
+    u = fit.ranef
+    V = fit.ranef_pev if variance == "full" else fit.ranef_condvar
+    q = u.shape[1]
+    fig = _figure(4.0 * q + 1.0, 5.0)
+    axes = fig.subplots(1, q, squeeze=False)[0]
+    for k, name in enumerate(u.columns):
+        ax = axes[k]
+        est = u[name].to_numpy()
+        sd = np.sqrt(V[:, k, k])
+        order = np.argsort(est)
+        pos = np.arange(len(est))
+        ax.errorbar(est[order], pos, xerr=z * sd[order], fmt="o", ms=2.5, lw=0.6, color="tab:blue", ecolor="0.6")
+        ax.axvline(0, color="tab:red", lw=0.8)
+        ax.set_xlabel(f"EB residual of {name} ({level:.0%} interval)")
+        ax.set_yticks([])
+        ax.set_ylabel(f"{fit.design.group} (sorted, {len(est)} units)" if k == 0 else "")
+        ax.set_title(f"{name}")
+    fig.suptitle("Empirical Bayes residuals")
+    return fig
+
+
+def qq(fit):
+    r = fit.residuals(2)
+    ok = r["mdist"].notna()
+    fig = _figure(5.2, 5.0)
+    ax = fig.subplots()
+    x, y = r.loc[ok, "chipct"], r.loc[ok, "mdist"]
+    ax.scatter(x, y, s=12, alpha=0.8)
+    top = float(max(x.max(), y.max()))
+    ax.plot([0, top], [0, top], color="tab:red", lw=0.8, label="45-degree line")
+    ax.set_xlabel(f"Expected chi-square({len(fit.design.z_names)}) quantile (CHIPCT)")
+    ax.set_ylabel("Mahalanobis distance of the OLS residuals (MDIST)")
+    ax.set_title(f"Q-Q plot of MDIST ({int(ok.sum())} units with sufficient data)")
+    ax.legend(loc="upper left")
+    return fig
+
+
+def residual_sd(fit, which: str = "mdrsvar"):
+    r = fit.residuals(2)
+    v = r[which].dropna()
+    zs = (v - v.mean()) / v.std(ddof=1)
+    fig = _figure(9.0, 4.0)
+    a, b = fig.subplots(1, 2)
+    a.hist(zs, bins=20, color="tab:blue", alpha=0.8, edgecolor="white")
+    a.set_xlabel(f"standardized {which.upper()} (log residual SD)")
+    a.set_ylabel("number of units")
+    a.set_title("Histogram")
+    (osm, osr), (slope, intercept, _) = scipy.stats.probplot(zs.to_numpy())
+    b.scatter(osm, osr, s=10)
+    b.plot(osm, slope * osm + intercept, color="tab:red", lw=0.8)
+    b.set_xlabel("normal quantile")
+    b.set_ylabel(f"standardized {which.upper()}")
+    b.set_title("Normal Q-Q plot")
+    return fig
+
+
+def eb_against(fit, variable: str, coefficient: str | None = None):
+    d = fit.design
+    coefficient = coefficient or d.z_names[0]
+    if coefficient not in d.z_names:
+        raise SpecificationError(f"{coefficient!r} is not a random coefficient; those are {', '.join(d.z_names)}.")
+    r = fit.residuals(2, extra=[variable])
+    fig = _figure(5.6, 4.4)
+    ax = fig.subplots()
+    ax.scatter(r[variable], r[f"eb_{coefficient}"], s=12, alpha=0.8)
+    ax.axhline(0, color="tab:red", lw=0.8)
+    ax.set_xlabel(f"{variable} (level 2)")
+    ax.set_ylabel(f"EB residual of {coefficient}")
+    ax.set_title(f"EB residuals of {coefficient} against {variable}")
+    return fig
+
+
+def _line_values(values: pd.Series, spec) -> list[float]:
+    if isinstance(spec, str):
+        if spec == "quartiles":
+            return [float(v) for v in values.quantile([0.25, 0.75])]
+        if spec == "terciles":
+            return [float(v) for v in values.quantile([1 / 6, 0.5, 5 / 6])]
+        raise SpecificationError(f"Line values {spec!r}: give a list of values, 'quartiles' or 'terciles'.")
+    return [float(v) for v in spec]
+
+
+def model_graph(fit, x: str, lines: dict | None = None, n_points: int = 50):
+    """HLM's "Graph Equations": the fixed-part prediction against the level-1 predictor `x` (on the
+    scale the model uses: centred if centred), one line per combination of the `lines` values
+    (a list, or "quartiles": the 25th and 75th percentiles over units); every other variable at its
+    mean over the rows used (categorical ones at their first level)."""
+    d = fit.design
+    data = d.centred_frame()
+    if x not in data.columns:
+        raise DataError(f"'{x}' is not a variable of this fit.")
+    if lines is None:
+        lines = {}
+    for v in lines:
+        if v not in data.columns:
+            raise DataError(f"'{v}' (a line variable) is not a variable of this fit.")
+    units = data.groupby(d.codes).first()
+    grid_x = np.linspace(*np.nanpercentile(data[x].to_numpy(dtype=float), [5, 95]), n_points)
+    base = {}
+    for c in data.columns:
+        col = data[c]
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            base[c] = float(col.mean())
+        else:
+            base[c] = col.iloc[0]
+    combos = list(itertools.product(*[[(v, val) for val in _line_values(units[v], spec)] for v, spec in lines.items()]))
+    fig = _figure(6.4, 4.6)
+    ax = fig.subplots()
+    beta = fit.beta.to_numpy()
+    for combo in combos or [()]:
+        row = dict(base)
+        row.update(dict(combo))
+        grid = pd.DataFrame({k: [v] * n_points for k, v in row.items()})
+        grid[x] = grid_x
+        Xg = np.asarray(d.x_model_spec.get_model_matrix(grid).to_numpy(dtype=float))
+        label = ", ".join(f"{v} = {val:.3g}" for v, val in combo) or "all at their means"
+        ax.plot(grid_x, Xg @ beta, label=label)
+    centred = d.spec.centering_map.get(x)
+    ax.set_xlabel(x + ({"group": " (centred on the unit mean)", "grand": " (centred on the grand mean)"}.get(centred, "") if centred else ""))
+    ax.set_ylabel(f"predicted {d.spec.outcome} (fixed part)")
+    ax.set_title("Model graph")
+    ax.legend(fontsize="small", loc="best")
+    return fig
+
+
+def residuals_fitted(fit):
+    r = fit.residuals(1)
+    fig = _figure(6.0, 4.4)
+    ax = fig.subplots()
+    ax.scatter(r["fitted"], r["resid"], s=4, alpha=0.3)
+    ax.axhline(0, color="tab:red", lw=0.8)
+    ax.set_xlabel("fitted value (fixed part + EB)")
+    ax.set_ylabel("level-1 residual")
+    ax.set_title("Level-1 residuals against fitted values")
+    return fig
+
+
+def plot(fit, kind: str, path=None, **options):
+    makers = {
+        "caterpillar": caterpillar,
+        "qq": qq,
+        "residual-sd": residual_sd,
+        "eb": eb_against,
+        "model": model_graph,
+        "residuals-fitted": residuals_fitted,
+    }
+    if kind not in makers:
+        raise SpecificationError(f"kind={kind!r} is not known; the plots are: {', '.join(KINDS)}.")
+    fig = makers[kind](fit, **options)
+    if path is not None:
+        p = Path(path)
+        if p.suffix.lower() not in (".png", ".svg", ".pdf"):
+            raise SpecificationError(f"Save plots as .png, .svg or .pdf, not {p.suffix or p.name!r}.")
+        fig.savefig(p, dpi=150)
+    return fig

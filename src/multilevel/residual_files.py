@@ -1,0 +1,246 @@
+"""HLM's residual files and the empirical Bayes quantities in them (hlm-statistics.md section 8).
+
+For unit j, with D_j = sigma2 Lambda M_j^-1 Lambda' (lme4's condVar), M = Var(gamma-hat) and W_j the
+q x p matrix that maps gamma to the unit's fixed part of each random coefficient
+(beta_j = W_j gamma + u_j; W_j[q, c] = the level-2 predictor of column c in B_q's equation):
+
+    u*_j   = D_j Z_j'(y_j - X_j gamma)/sigma2                      EB residual (lme4 ranef)
+    EC_j   = W_j gamma + u*_j                                      EB coefficient
+    PV_j   = D_j + G_j M G_j',      G_j = D_j Z_j'X_j / sigma2     Var(u_j - u*_j): with gamma's uncertainty
+    PVC_j  = D_j + (W_j - G_j) M (W_j - G_j)'                      Var(beta_j - EC_j)
+    OL_j   = beta_hat_j - W_j gamma                                 OLS residual (units with full-rank Z_j)
+    MDIST_j = OL_j' (T + V_j)^-1 OL_j,   V_j = sigma2 (Z_j'Z_j)^-1  (R&B ch. 9; chi2_q under normality)
+    CHIPCT_j = F^-1_chi2_q((r_j - 0.5)/J*)                          r_j the rank of MDIST_j among the J* units
+    LNTOTVAR = ln SD(y_j) (divisor n_j - 1);  OLSRSVAR = ln of the residual SD of the unit's OLS on the full
+    level-1 model (divisor n_j - Q - 1);  MDRSVAR = ln of the SD of y - X gamma - Z u* (divisor n_j).
+The level-1 file has, per row, the fitted values from the fixed part and from fixed + EB, the
+residuals, the predictors as used in the model, and any extra columns of the data.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+
+from .design import INTERCEPT
+from .errors import DataError, SpecificationError
+
+
+def unit_W(fit) -> np.ndarray:
+    """W_j (J, q, p): W_j[k, c] = (Z'X)_j[k, c] / (Z'Z)_j[k, k] for the columns c of coefficient k's
+    equation (exact: the level-2 predictor is constant within the unit); NaN where z_k is all 0."""
+    s, d = fit.summaries, fit.design
+    J, q, p = s.n_groups, s.q, s.p
+    W = np.zeros((J, q, p))
+    z = list(d.z_names)
+    for c in d.coefficients:
+        if c.random and c.columns:
+            k = z.index(c.name)
+            zz = s.ZtZ[:, k, k]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                W[:, k, list(c.columns)] = s.ZtX[:, k, list(c.columns)] / zz[:, None]
+    return W
+
+
+def eb_quantities(fit) -> dict[str, np.ndarray]:
+    """u*, D, PV, EC and PVC of the module doc, for every unit."""
+    s = fit.summaries
+    u = fit.ranef.to_numpy()
+    D = fit.ranef_condvar
+    M = fit.vcov.to_numpy()
+    G = D @ s.ZtX / fit.sigma2
+    PV = D + G @ M @ np.swapaxes(G, 1, 2)
+    W = unit_W(fit)
+    beta = fit.beta.to_numpy()
+    fv = W @ beta
+    H = W - G
+    PVC = D + H @ M @ np.swapaxes(H, 1, 2)
+    return {"u": u, "D": D, "PV": PV, "FV": fv, "EC": fv + u, "PVC": PVC, "W": W}
+
+
+def _full_level1_columns(fit) -> list[int]:
+    """Columns of [Z X y] making the full level-1 model of a unit: Z, plus the own column of each
+    non-random level-1 coefficient (its INTRCPT2 column)."""
+    d = fit.design
+    cols = list(range(fit.summaries.q))
+    for c in d.coefficients:
+        if not c.random and c.name != INTERCEPT and c.columns:
+            own = [col for col, w in zip(c.columns, c.predictors) if w == INTERCEPT]
+            cols.append(fit.summaries.q + (own[0] if own else c.columns[0]))
+    return cols
+
+
+def unit_level1_ols(fit) -> tuple[np.ndarray, np.ndarray, int]:
+    """(RSS_j, f_j, Q) of each unit's OLS of y on the full level-1 model; f_j = n_j - Q - 1, and
+    RSS is NaN for units whose design is not of full rank or has f_j <= 0."""
+    s = fit.summaries
+    cols = _full_level1_columns(fit)
+    G = s.C[:, cols][:, :, cols]
+    g = s.C[:, cols, -1]
+    k = len(cols)
+    rss = np.full(s.n_groups, np.nan)
+    for j in range(s.n_groups):
+        if np.linalg.matrix_rank(G[j], hermitian=True) == k and s.n[j] > k:
+            b = np.linalg.solve(G[j], g[j])
+            rss[j] = s.C[j, -1, -1] - g[j] @ b
+    Q = k - 1 if INTERCEPT in fit.design.z_names else k
+    return rss, s.n - k, Q
+
+
+def mdist_chipct(fit) -> tuple[np.ndarray, np.ndarray]:
+    """MDIST and CHIPCT (module doc); NaN for units without sufficient data."""
+    ols = fit._unit_ols
+    J, q = fit.n_groups, len(fit.design.z_names)
+    mdist = np.full(J, np.nan)
+    used = np.flatnonzero(ols.used)
+    T = fit.tau.to_numpy()
+    V = fit.sigma2 * np.linalg.inv(fit.summaries.ZtZ[used])
+    delta = ols.beta_hat - ols.fitted
+    mdist[used] = np.einsum("ja,jab,jb->j", delta, np.linalg.inv(T + V), delta)
+    chipct = np.full(J, np.nan)
+    r = scipy.stats.rankdata(mdist[used])
+    chipct[used] = scipy.stats.chi2.ppf((r - 0.5) / used.size, q)
+    return mdist, chipct
+
+
+def level2_predictors(fit) -> list[str]:
+    """The level-2 predictors of the model (the W of the level-2 equations), as data columns."""
+    names = []
+    for c in fit.design.coefficients:
+        for w in c.predictors:
+            for part in w.split(":"):
+                if part != INTERCEPT and part in fit.design.frame.columns and part not in names:
+                    names.append(part)
+    return names
+
+
+def _unit_values(fit, columns: list[str]) -> pd.DataFrame:
+    frame = fit.design.frame
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"Extra column(s) {', '.join(repr(m) for m in missing)} are not in the data of this fit.")
+    first = frame.groupby(fit.design.codes, sort=True)[columns].first()
+    return first.reset_index(drop=True)
+
+
+def level2_table(fit, extra: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
+    """HLM's level-2 residual file as a DataFrame (module doc), one row per unit."""
+    d, s = fit.design, fit.summaries
+    eb = eb_quantities(fit)
+    ols = fit._unit_ols
+    mdist, chipct = mdist_chipct(fit)
+    n = s.n
+    y, codes = d.y, d.codes
+    mean = np.bincount(codes, weights=y) / n
+    ss = np.bincount(codes, weights=(y - mean[codes]) ** 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lntotvar = 0.5 * np.log(ss / (n - 1))
+        rss, f, _ = unit_level1_ols(fit)
+        olsrsvar = 0.5 * np.log(rss / f)
+        cond = y - d.X @ fit.beta.to_numpy() - np.einsum("ia,ia->i", d.Z, eb["u"][codes])
+        mdrsvar = 0.5 * np.log(np.bincount(codes, weights=cond**2) / n)
+    out = pd.DataFrame({d.group: list(d.group_labels), "nj": n.astype(int), "chipct": chipct, "mdist": mdist,
+                        "lntotvar": lntotvar, "olsrsvar": olsrsvar, "mdrsvar": mdrsvar})
+    z = list(d.z_names)
+    ol = np.full((len(n), len(z)), np.nan)
+    ol[ols.used] = ols.beta_hat - ols.fitted
+    for k, name in enumerate(z):
+        out[f"eb_{name}"] = eb["u"][:, k]
+        out[f"ol_{name}"] = ol[:, k]
+        out[f"fv_{name}"] = eb["FV"][:, k]
+        out[f"ec_{name}"] = eb["EC"][:, k]
+    for a in range(len(z)):
+        for b in range(a + 1):
+            out[f"pv_{z[a]}_{z[b]}"] = eb["PV"][:, a, b]
+    for a in range(len(z)):
+        for b in range(a + 1):
+            out[f"pvc_{z[a]}_{z[b]}"] = eb["PVC"][:, a, b]
+    cols = level2_predictors(fit) + [c for c in extra if c not in out.columns]
+    if cols:
+        out = pd.concat([out, _unit_values(fit, list(dict.fromkeys(cols)))], axis=1)
+    return out
+
+
+def level1_table(fit, extra: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
+    """HLM's level-1 residual file as a DataFrame, one row per row used."""
+    d = fit.design
+    u = fit.ranef.to_numpy()
+    fixed = d.X @ fit.beta.to_numpy()
+    fitted = fixed + np.einsum("ia,ia->i", d.Z, u[d.codes])
+    out = pd.DataFrame({
+        d.group: np.asarray(d.group_labels, dtype=object)[d.codes],
+        d.spec.outcome: d.y,
+        "fitted_fixed": fixed,
+        "fitted": fitted,
+        "resid_fixed": d.y - fixed,
+        "resid": d.y - fitted,
+        "sigma": np.sqrt(fit.sigma2),
+    })
+    predictors = pd.DataFrame(d.X, columns=list(d.x_names)).drop(columns=[INTERCEPT], errors="ignore")
+    out = pd.concat([out, predictors], axis=1)
+    if extra:
+        missing = [c for c in extra if c not in d.frame.columns]
+        if missing:
+            raise DataError(f"Extra column(s) {', '.join(repr(m) for m in missing)} are not in the data of this fit.")
+        out = pd.concat([out, d.frame[list(extra)].reset_index(drop=True)], axis=1)
+    return out
+
+
+def _safe_names(columns, limit: int) -> list[str]:
+    """Variable names SPSS and Stata accept: letters, digits and _, starting with a letter, unique."""
+    out = []
+    for c in columns:
+        name = re.sub(r"\W+", "_", str(c)).strip("_") or "v"
+        if not name[0].isalpha():
+            name = "v_" + name
+        name = name[:limit]
+        base, k = name, 1
+        while name in out:
+            k += 1
+            name = f"{base[: limit - len(str(k)) - 1]}_{k}"
+        out.append(name)
+    return out
+
+
+def save(table: pd.DataFrame, path) -> Path:
+    """Write a residual file by its extension: .csv, .parquet, .sav (SPSS) or .dta (Stata)."""
+    p = Path(path)
+    ext = p.suffix.lower()
+    if ext == ".csv":
+        table.to_csv(p, index=False)
+    elif ext in (".parquet", ".pq"):
+        from .reading import _need
+
+        _need("pyarrow", "parquet", "Parquet files")
+        table.to_parquet(p, index=False)
+    elif ext in (".sav", ".dta"):
+        from .reading import _need
+
+        pyreadstat = _need("pyreadstat", "files", f"{ext} files")
+        t = table.copy()
+        t.columns = _safe_names(t.columns, 64 if ext == ".sav" else 32)
+        (pyreadstat.write_sav if ext == ".sav" else pyreadstat.write_dta)(t, str(p))
+    else:
+        raise SpecificationError(f"Cannot write '{p}': use .csv, .parquet, .sav or .dta.")
+    return p
+
+
+def homogeneity_test(fit, min_df: int = 10) -> dict:
+    """H test of homogeneous level-1 variance (R&B 2002 eq. 9.5-9.6; hlm-statistics.md 4a):
+    s_j^2 = RSS_j/f_j from the unit's OLS on the full level-1 model, f_j = n_j - Q - 1, over the
+    units with f_j >= min_df; d_j = (ln s_j^2 - lbar)/sqrt(2/f_j), lbar = sum f_j ln s_j^2 / sum f_j;
+    H = sum d_j^2 ~ chi2 with J' - 1 df."""
+    rss, f, Q = unit_level1_ols(fit)
+    use = np.isfinite(rss) & (f >= min_df) & (rss > 0)
+    if use.sum() < 2:
+        raise DataError(f"Fewer than two units have at least {min_df} residual df for the homogeneity test; lower min_df.")
+    ls = np.log(rss[use] / f[use])
+    lbar = float(np.sum(f[use] * ls) / np.sum(f[use]))
+    dj = (ls - lbar) / np.sqrt(2 / f[use])
+    H = float(np.sum(dj**2))
+    df = int(use.sum() - 1)
+    return {"chisq": H, "df": df, "p": float(scipy.stats.chi2.sf(H, df)), "units_used": int(use.sum()),
+            "units_left_out": int(fit.n_groups - use.sum()), "min_df": min_df}
