@@ -238,3 +238,15 @@ def test_fit_takes_a_list_of_data_sets_paths_or_an_imputation_column(tmp_path):
         ml.fit(M4, [imputed(0)])
     with pytest.raises(SpecificationError, match="one value"):
         ml.fit(M4, imputed(0).assign(imp=1), imputation="imp")
+
+
+def test_imputation_column_rules_and_pooled_data_report():
+    stacked = pd.concat([imputed(k).assign(imp=k) for k in range(MI["m"])], ignore_index=True)  # 0, 1, ...
+    with pytest.raises(SpecificationError, match="data set 0 .* original, incomplete data"):
+        ml.fit(M4, stacked, imputation="imp")
+    gaps = pd.concat([imputed(k).assign(imp=k + 1.0) for k in range(2)], ignore_index=True)
+    gaps.loc[[3, 7], "imp"] = np.nan
+    with pytest.raises(SpecificationError, match="2 rows have no imputation number"):
+        ml.fit(M4, gaps, imputation="imp")
+    rep = pooled().data_report
+    assert list(rep["rows_used"]) == [7185] * MI["m"] and list(rep["units_used"]) == [160] * MI["m"]

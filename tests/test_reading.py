@@ -175,3 +175,58 @@ def test_level1_missing_values_are_dropped_listwise_and_reported_by_variable():
     r = fit.data_report
     assert r.n_rows_used == 7185 - 4
     assert dict(r.dropped_by_variable) == {"ses": 3, "mathach": 2}
+
+
+# ----- review findings: labels on some codes only, separators, ids, float32, polars order --------
+def test_labels_on_special_codes_only_keep_the_numbers(tmp_path):
+    d = schools()
+    pyreadstat.write_dta(d, tmp_path / "s.dta", variable_value_labels={"size": {9999: "huge"}, "sector": {0: "public", 1: "catholic"}})
+    r = ml.read(tmp_path / "s.dta")
+    assert pd.api.types.is_numeric_dtype(r["size"])  # partly labelled: numbers kept
+    assert list(r["sector"].cat.categories) == ["public", "catholic"]
+    fit = ml.fit("mathach ~ size + cses + (1 | school)", students(), level2=tmp_path / "s.dta")
+    assert "size" in fit.beta.index and len(fit.beta) == 3
+    assert any("'size' has value labels for 1 codes" in n for n in fit.data_report.notes)
+    assert "kept as numbers" in fit.report()
+
+
+def test_separator_of_a_csv(tmp_path):
+    d = hsb()[["school", "mathach", "meanses"]]
+    d.to_csv(tmp_path / "semi.csv", sep=";", index=False)
+    with pytest.raises(DataError, match=r"separator is probably ';'.*sep=';'"):
+        ml.read(tmp_path / "semi.csv")
+    same_fit(ml.fit(MODELS["M2"], ml.read(tmp_path / "semi.csv", sep=";")), fitted("M2", "REML"))
+    d.to_csv(tmp_path / "comma.csv", sep=";", decimal=",", index=False)
+    with pytest.raises(DataError, match="decimal commas"):
+        ml.fit(MODELS["M2"], ml.read(tmp_path / "comma.csv", sep=";"))
+    same_fit(ml.fit(MODELS["M2"], ml.read(tmp_path / "comma.csv", sep=";", decimal=",")), fitted("M2", "REML"))
+
+
+def test_join_hints_and_float32_copies(tmp_path):
+    s = schools()
+    padded = s.assign(school="0" + s["school"])
+    with pytest.raises(DataError, match="No id matches at all.*leading zeros"):
+        ml.fit(MODELS["M2"], students(), level2=padded)
+    # a shared variable stored in 4 bytes in one table (Stata's default float) still agrees
+    st = students().assign(meanses=hsb()["meanses"].astype(np.float32))
+    same_fit(ml.fit(MODELS["M2"], st, level2=s), fitted("M2", "REML"))
+    lab = students().assign(sector=pd.Categorical(hsb()["sector"].map({0: "public", 1: "catholic"})))
+    with pytest.raises(DataError, match="labelled \\(a category\\) in one and numeric in the other"):
+        ml.fit(MODELS["M2"], lab, level2=s)
+
+
+def test_polars_categories_give_the_same_reference_level_as_pandas():
+    import polars
+
+    d = hsb()[["school", "mathach", "sector"]].assign(kind=lambda x: np.where(x.sector == 1, "public", "catholic"))
+    d = d.iloc[::-1].reset_index(drop=True)  # "public" appears first
+    pl = polars.from_pandas(d).with_columns(polars.col("kind").cast(polars.Categorical))
+    a = ml.fit("mathach ~ kind + (1 | school)", d)
+    b = ml.fit("mathach ~ kind + (1 | school)", pl)
+    assert list(a.beta.index) == list(b.beta.index) == ["Intercept", "kind[T.public]"]
+
+
+def test_text_with_many_values_is_not_made_a_factor():
+    d = students().assign(code=lambda x: "id" + x.index.astype(str))
+    with pytest.raises(DataError, match="'code' is text with 7185 different values"):
+        ml.fit("mathach ~ code + (1 | school)", d)

@@ -145,8 +145,9 @@ def test_weighted_fit_rules_and_report():
     with pytest.raises(SpecificationError, match="sampling weights"):
         fit.confint("profile")
     text = fit.report()
-    assert " Level 1        yes          w1          yes (size)" in text
-    assert " Level 2        yes          w2          yes (normalize)" in text
+    assert " Level 1    yes          w1          yes (size)" in text
+    assert " Level 2    yes          w2          yes (normalize)" in text
+    assert "AIC, BIC and likelihood-ratio tests do not apply" in text
     # a single level-1 weight is scaled to sum to N (global)
     single = ml.fit(M, d, method="ML", weights="w1")
     assert single.design.weights.row.sum() == pytest.approx(len(d))
@@ -167,3 +168,31 @@ def test_bad_weights():
     assert dict(fit.data_report.dropped_by_variable) == {"w1": 2}
     with pytest.raises(DataError, match="weight column 'wt' is not in the data"):
         ml.fit(M, d, method="ML", weights="wt")
+
+
+def test_zero_level1_weights_drop_their_rows_with_a_report_line():
+    d = weighted_data()
+    zero = d.assign(w1=np.where(np.arange(len(d)) % 5 == 0, 0.0, d.w1))
+    spec = ml.Weights(level1="w1", level2="w2")
+    a = ml.fit(M, zero, method="ML", weights=spec)
+    b = ml.fit(M, zero[zero.w1 > 0], method="ML", weights=spec)
+    close_fits(a, b, rtol=1e-9)
+    r = a.data_report
+    assert r.zero_weight_rows == 1437 and r.n_rows_used == len(d) - 1437 and r.n_rows_in == len(d)
+    assert "level-1 weight 0: 1437 rows dropped" in str(r)
+    with pytest.raises(SpecificationError, match="cannot be refitted by REML"):
+        a.refit("REML")
+    neg = d.copy()
+    neg.loc[[1, 4], "w1"] = [np.nan, -1.0]
+    with pytest.raises(DataError, match=r"\(rows 4\)"):  # the input row, not the row after listwise deletion
+        ml.fit(M, neg, method="ML", weights="w1")
+
+
+def test_variance_components_maximise_the_pseudo_likelihood_in_every_direction():
+    d = weighted_data()
+    fit = ml.fit(M, d, method="ML", weights=ml.Weights(level1="w1", level2="w2"))
+    base = fit.deviance
+    tau, s2 = fit.tau.to_numpy(), fit.sigma2
+    for dt, ds in (([[0.05, 0], [0, 0]], 0), ([[-0.05, 0], [0, 0]], 0), ([[0, 0.02], [0.02, 0]], 0),
+                   ([[0, -0.02], [-0.02, 0]], 0), ([[0, 0], [0, 0.01]], 0), ([[0, 0], [0, 0]], 0.1), ([[0, 0], [0, 0]], -0.1)):
+        assert fit.at(tau + np.array(dt), s2 + ds).deviance > base

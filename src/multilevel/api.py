@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import pandas as pd
+
 from .covariance import LambdaTemplate
 from .design import build_design
 from .errors import SpecificationError
@@ -49,8 +51,10 @@ def prepare(spec: ModelSpec, data, level2=None, level2_missing: str = "error", w
             raise SpecificationError("A level-2 table can be joined only in a model with one grouping factor.")
         schools = as_frame(level2, "level-2 data")
         source = frame.attrs.get("source", "")
+        notes = list(frame.attrs.get("read_notes", []))
         frame, join = join_level2(frame, schools, spec.groups[0], level2_missing)
         frame.attrs["source"] = " + ".join(x for x in (source, schools.attrs.get("source", "")) if x)
+        frame.attrs["read_notes"] = notes + list(schools.attrs.get("read_notes", []))
         level2_vars = join.level2_variables
     return build_design(spec, frame, level2_vars, level2_missing, join, Weights.of(weights))
 
@@ -66,6 +70,18 @@ def imputations(data, imputation: str | None) -> list | None:
         frame = as_frame(data)
         if imputation not in frame.columns:
             raise SpecificationError(f"imputation={imputation!r} is not a column of the data.")
+        ids = frame[imputation]
+        if ids.isna().any():
+            rows = ids.index[ids.isna()].tolist()
+            raise SpecificationError(
+                f"{len(rows)} rows have no imputation number in '{imputation}' (rows {rows[:10]}); every row "
+                "belongs to one imputed data set: fill it in or drop those rows."
+            )
+        if pd.api.types.is_numeric_dtype(ids) and (ids == 0).any() and ids.nunique() > 2:
+            raise SpecificationError(
+                f"'{imputation}' has data set 0 beside 1, 2, ...: in mice's and Stata's long formats that is the "
+                f"original, incomplete data, not an imputation. Drop it first (data[data['{imputation}'] != 0])."
+            )
         parts = [g.drop(columns=imputation).reset_index(drop=True) for _, g in frame.groupby(imputation, sort=True)]
         if len(parts) < 2:
             raise SpecificationError(f"The column '{imputation}' has one value: there is only one imputed data set.")

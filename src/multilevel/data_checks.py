@@ -23,6 +23,9 @@ from .errors import DataError, preview
 from .join import JoinReport, id_kind, mixed_id_error
 
 _NUMBER = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
+_DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d*,\d+\s*$")
+#: a text predictor with more levels than this (and than 10% of the rows) is refused as a factor
+MAX_LEVELS = 50
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ class DataReport:
     level2_rows_without_units: tuple[str, ...] = ()  # level-2 rows no level-1 row refers to
     singleton_units: tuple[str, ...] = ()  # units with one row used
     source: str = ""
+    zero_weight_rows: int = 0  # rows with level-1 weight 0, dropped
+    notes: tuple[str, ...] = ()  # what reading the files did (e.g. labels kept as numbers)
 
     @property
     def n_rows_dropped(self) -> int:
@@ -58,6 +63,8 @@ class DataReport:
         ]
         for var, n in self.dropped_by_variable:
             lines.append(f"  missing in '{var}': {n} rows (dropped listwise)")
+        if self.zero_weight_rows:
+            lines.append(f"  level-1 weight 0: {self.zero_weight_rows} rows dropped (they carry no information)")
         if self.level2_dropped:
             lines.append(
                 f"  {len(self.level2_dropped)} units dropped for missing level-2 values: "
@@ -75,6 +82,7 @@ class DataReport:
             )
         if self.singleton_units:
             lines.append(f"  {len(self.singleton_units)} units have a single row: {preview(self.singleton_units)}")
+        lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
@@ -109,6 +117,13 @@ def check_values(data: pd.DataFrame, variables: list[str], outcome: str, group: 
             )
         if v == group:
             continue
+        if v != outcome and not pd.api.types.is_numeric_dtype(col) and not isinstance(col.dtype, pd.CategoricalDtype):
+            text = col.dropna().astype(str)
+            if len(text) and text.str.match(_DECIMAL_COMMA).mean() > 0.5:
+                raise DataError(
+                    f"'{v}' holds numbers written with decimal commas (e.g. {text.iloc[0]!r}). Read the file with "
+                    "decimal=',' (e.g. ml.read(path, sep=';', decimal=','))."
+                )
         numeric_text, bad = _numeric_looking_text(col)
         if bad:
             examples = "; ".join(f"{t!r} (row{'s' if len(r) > 1 else ''} {preview(r, 3)})" for t, r in list(bad.items())[:4])
@@ -121,6 +136,14 @@ def check_values(data: pd.DataFrame, variables: list[str], outcome: str, group: 
         if numeric_text:
             converted = data.copy() if converted is None else converted
             converted[v] = col = pd.to_numeric(col)
+        elif v != outcome and not pd.api.types.is_numeric_dtype(col):
+            levels = col.nunique(dropna=True)
+            if levels > MAX_LEVELS and levels > 0.1 * len(col):
+                raise DataError(
+                    f"'{v}' is text with {levels} different values in {len(col)} rows; as a factor it would make "
+                    f"{levels - 1} fixed-effect columns. If it holds numbers, convert it (pd.to_numeric); if it is an "
+                    "id, use it as the grouping factor instead."
+                )
         if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
             inf = np.isinf(col.to_numpy(dtype=float))
             if inf.any():
@@ -191,6 +214,7 @@ def select_rows(
         level2_rows_without_units=join.units_without_level1_rows if join else (),
         singleton_units=tuple(sorted(str(u) for u in sizes.index[sizes.to_numpy() == 1])),
         source=str(data.attrs.get("source", "")),
+        notes=tuple(data.attrs.get("read_notes", ())),
     )
     return used.reset_index(drop=True), report
 

@@ -7,6 +7,7 @@ every fixed-effect column into HLM's (level-1 coefficient, level-2 predictor) pa
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -18,7 +19,7 @@ import scipy.linalg
 from .data_checks import DataReport, check_outcome, check_values, select_rows
 from .errors import DataError, SpecificationError, close_matches, preview
 from .join import JoinReport
-from .weights import ScaledWeights, Weights
+from .weights import ScaledWeights, Weights, check_weight_column
 from .weights import scale as scale_weights
 from .spec import Centering, ModelSpec
 
@@ -270,6 +271,17 @@ def build_design(
         if w not in variables:
             variables.append(w)
     data = check_values(data, variables, spec.outcome, group)
+    zero_weight = 0
+    if weights is not None:
+        for w in weights.columns:
+            check_weight_column(data[w], w)  # rows named as in the input
+        if weights.level1 is not None:
+            zero = (data[weights.level1] == 0).to_numpy()
+            zero_weight = int(zero.sum())
+            if zero_weight:
+                attrs = dict(data.attrs)
+                data = data.loc[~zero]
+                data.attrs.update(attrs)
     y_raw = data[spec.outcome]
     if not pd.api.types.is_numeric_dtype(y_raw) or pd.api.types.is_bool_dtype(y_raw):
         raise DataError(
@@ -279,6 +291,8 @@ def build_design(
     declared = {v for expr in spec.level2 for v in _variables(expr)}
     l2 = [v for v in variables if v != group and (v in set(level2_vars) or v in declared)]
     used, report = select_rows(data, variables, group, l2, level2_missing, join)
+    if zero_weight:
+        report = dataclasses.replace(report, n_rows_in=report.n_rows_in + zero_weight, zero_weight_rows=zero_weight)
     if report.n_rows_used == 0:
         raise DataError("No row has all of the model's variables; every row has a missing value: " + str(report))
     codes, uniques = pd.factorize(used[group], sort=True)

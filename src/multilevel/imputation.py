@@ -326,6 +326,17 @@ class PooledFit:
             rows.append(row)
         return pd.DataFrame(rows, index=pd.Index(range(1, self.m + 1), name="imputation"))
 
+    @property
+    def data_report(self) -> pd.DataFrame:
+        """What went into each imputation's fit: rows and units used and left out (each fit's own
+        `data_report` has the details)."""
+        rows = []
+        for f in self.fits:
+            r = f.data_report
+            rows.append({"rows_in": r.n_rows_in, "rows_used": r.n_rows_used, "rows_dropped": r.n_rows_dropped,
+                         "units_in": r.n_units_in, "units_used": r.n_units_used})
+        return pd.DataFrame(rows, index=pd.Index(range(1, self.m + 1), name="imputation"))
+
     # ----- tests -----------------------------------------------------------------------------
     def test(self, contrast, rhs=None) -> PooledTest:
         """D1 test of L gamma = rhs ("sector = 0, sector:cses = 0", or a matrix) with the pooled

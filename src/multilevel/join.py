@@ -1,7 +1,8 @@
 """Joining a level-1 table and a level-2 table on the unit id, as HLM's MDM step does.
 
 Checks, each with a message that names the ids or the variable:
-  * the id column is in both tables, and ids of the same kind (numbers or text) in both;
+  * the id column is in both tables and neither mixes numbers and text; ids are compared as text
+    (whole numbers without a decimal point: 1224, 1224.0 and "1224" match);
   * duplicate ids in the level-2 table: refused;
   * level-1 ids with no level-2 row: refused (listed), or those rows dropped and reported with
     `level2_missing="drop"`;
@@ -79,11 +80,19 @@ def join_level2(level1: pd.DataFrame, level2: pd.DataFrame, group: str, level2_m
     known = set(ids2)
     unmatched_mask = ~ids1.isin(known) & ids1.notna()
     unmatched = tuple(pd.unique(ids1[unmatched_mask]).tolist())
-    if unmatched and level2_missing != "drop":
+    if unmatched and (level2_missing != "drop" or len(unmatched) == ids1.nunique()):
+        hint = ""
+        if len(unmatched) == ids1.nunique():
+            hint = (
+                f" No id matches at all: the level-1 ids look like {preview(pd.unique(ids1.dropna()).tolist(), 3)} and the "
+                f"level-2 ids like {preview(pd.unique(ids2).tolist(), 3)}. Check leading zeros, and read labelled ids "
+                "with value_labels='codes'."
+            )
         raise DataError(
             f"{len(unmatched)} unit id(s) of the level-1 table have no row in the level-2 table "
-            f"({preview(unmatched)}; {int(unmatched_mask.sum())} level-1 rows). Add their level-2 rows, "
-            "or pass level2_missing='drop' to leave those units out (the data report will list them)."
+            f"({preview(unmatched)}; {int(unmatched_mask.sum())} level-1 rows)."
+            + (hint or " Add their level-2 rows, or pass level2_missing='drop' to leave those units out (the data "
+               "report will list them).")
         )
     l1 = level1.loc[~unmatched_mask.to_numpy()].copy()
     l1_ids = ids1[~unmatched_mask.to_numpy()]
@@ -91,25 +100,36 @@ def join_level2(level1: pd.DataFrame, level2: pd.DataFrame, group: str, level2_m
     l2.index = ids2.to_numpy()
     shared = [c for c in l2.columns if c in l1.columns and c != group]
     for c in shared:
-        lv2 = l2[c].reindex(l1_ids.to_numpy()).to_numpy()
-        lv1 = l1[c].to_numpy()
-        same = (pd.isna(lv1) & pd.isna(lv2)) | (lv1 == lv2)
-        if pd.api.types.is_numeric_dtype(l1[c]) and pd.api.types.is_numeric_dtype(l2[c]):
-            same = same | np.isclose(lv1.astype(float), lv2.astype(float), rtol=1e-12, atol=0)
+        a, b = l1[c], l2[c]
+        if isinstance(a.dtype, pd.CategoricalDtype) != isinstance(b.dtype, pd.CategoricalDtype):
+            raise DataError(
+                f"'{c}' is in both tables, labelled (a category) in one and numeric in the other. Read both with "
+                "value_labels='codes', or keep the variable in one table."
+            )
+        lv2 = b.reindex(l1_ids.to_numpy()).to_numpy()
+        lv1 = a.to_numpy()
+        # a level-1 copy with a missing value takes the level-2 value (it is a unit's variable)
+        same = pd.isna(lv1) | (pd.isna(lv1) & pd.isna(lv2)) | (lv1 == lv2)
+        if pd.api.types.is_numeric_dtype(a) and pd.api.types.is_numeric_dtype(b):
+            # Stata stores floats in 4 bytes by default: compare at that precision then
+            single = np.float32 in (a.dtype, b.dtype)
+            same = same | np.isclose(lv1.astype(float), lv2.astype(float), rtol=1e-6 if single else 1e-12, atol=0)
         if not np.all(same):
             units = pd.unique(l1_ids.to_numpy()[~same]).tolist()
             raise DataError(
                 f"'{c}' is in both tables but differs in {len(units)} unit(s) ({preview(units)}). Keep it in one "
                 "table, or make the two agree."
             )
-    l2_vars = [c for c in l2.columns if c != group and c not in shared]
-    joined = l1.reset_index(drop=True)
+    # a variable in both tables is taken from the level-2 table: it is the unit's own value (and
+    # fills a level-1 copy's missing values, or its 4-byte rounding)
+    l2_vars = [c for c in l2.columns if c != group]
+    joined = l1.drop(columns=shared).reset_index(drop=True)
     joined[group] = l1_ids.to_numpy()  # one kind of id in both tables (text)
     add = l2[l2_vars].reindex(l1_ids.to_numpy()).reset_index(drop=True)
     joined = pd.concat([joined, add], axis=1)
     without = tuple(sorted(known - set(l1_ids.dropna()), key=str))
     report = JoinReport(
-        level2_variables=tuple(l2_vars) + tuple(shared),
+        level2_variables=tuple(l2_vars),
         level2_rows=int(len(level2)),
         units_without_level1_rows=without,
         unmatched_level1_ids=unmatched,

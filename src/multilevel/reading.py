@@ -64,8 +64,19 @@ def read(path: str | os.PathLike, *, value_labels: str = "categories", **kwargs)
         raise DataError(f"The file '{p}' is empty (0 bytes): there are no data to read.")
     try:
         if fmt in _TEXT:
-            sep = _TEXT[fmt]
-            frame = pd.read_csv(p, sep=sep, engine=None if sep else "python", **kwargs)
+            opts = dict(kwargs)
+            if "sep" not in opts and "delimiter" not in opts:  # the caller's separator wins
+                opts["sep"] = _TEXT[fmt]
+                if opts["sep"] is None:
+                    opts["engine"] = "python"  # sniffs the separator of .txt/.dat files
+            frame = pd.read_csv(p, **opts)
+            if frame.shape[1] == 1 and any(ch in str(frame.columns[0]) for ch in ";\t|"):
+                sep = next(ch for ch in ";\t|" if ch in str(frame.columns[0]))
+                raise DataError(
+                    f"'{p}' was read as one column named {str(frame.columns[0])[:60]!r}: its separator is probably "
+                    f"{sep!r}. Read it with ml.read(path, sep={sep!r})"
+                    + (" (and decimal=',' if numbers use decimal commas)." if sep == ";" else ".")
+                )
         elif fmt in _PARQUET:
             _need("pyarrow", "parquet", "Parquet files")
             frame = pd.read_parquet(p, **kwargs)
@@ -74,16 +85,15 @@ def read(path: str | os.PathLike, *, value_labels: str = "categories", **kwargs)
             reader = getattr(pyreadstat, _READSTAT[fmt])
             # Not every reader takes every option (SAS transport files carry no value labels; a
             # SAS data set's labels come in a catalog_file): pass those the reader knows.
-            wanted = {
-                "apply_value_formats": value_labels == "categories",
-                "formats_as_category": True,
-                "user_missing": False,  # SPSS user-defined missing codes, Stata .a-.z -> missing
-            }
+            # Value labels are applied here, not by the reader, so that a variable becomes a
+            # category only when every value has a label.
+            wanted = {"apply_value_formats": False, "user_missing": False}  # user-missing codes -> missing
             params = inspect.signature(reader).parameters
             opts = {k: v for k, v in wanted.items() if k in params}
             opts.update(kwargs)
             frame, meta = reader(str(p), **opts)
-            frame = _categories_in_code_order(frame, getattr(meta, "variable_value_labels", {}) or {})
+            if value_labels == "categories":
+                frame = apply_value_labels(frame, getattr(meta, "variable_value_labels", {}) or {})
     except DataError:
         raise
     except pd.errors.EmptyDataError as exc:
@@ -96,15 +106,27 @@ def read(path: str | os.PathLike, *, value_labels: str = "categories", **kwargs)
     return frame
 
 
-def _categories_in_code_order(frame: pd.DataFrame, labels: dict) -> pd.DataFrame:
-    """pyreadstat sorts a labelled variable's categories alphabetically; put them in the order of
-    their codes, so that the reference level of a factor is its lowest code (as with the codes)."""
+def apply_value_labels(frame: pd.DataFrame, labels: dict) -> pd.DataFrame:
+    """Turn each labelled variable whose every non-missing value has a label into a category, its
+    categories in the order of their codes (so the reference level of the factor is the lowest
+    code, as with the codes). A variable with unlabelled values too (labels for special codes
+    only, e.g. 9999 = "huge") keeps its numbers; `frame.attrs["read_notes"]` says so."""
+    notes = list(frame.attrs.get("read_notes", []))
     for var, mapping in labels.items():
-        if var in frame and isinstance(frame[var].dtype, pd.CategoricalDtype):
-            present = list(frame[var].cat.categories)
-            ordered = [lab for _, lab in sorted(mapping.items(), key=lambda kv: kv[0]) if lab in present]
-            ordered = list(dict.fromkeys(ordered)) + [c for c in present if c not in ordered]
-            frame[var] = frame[var].cat.reorder_categories(ordered)
+        if var not in frame or not mapping:
+            continue
+        values = pd.unique(frame[var].dropna())
+        unlabelled = [v for v in values if v not in mapping]
+        if unlabelled:
+            notes.append(
+                f"'{var}' has value labels for {len(mapping)} codes but also unlabelled values "
+                f"({', '.join(map(str, unlabelled[:3]))}{', ...' if len(unlabelled) > 3 else ''}): kept as numbers."
+            )
+            continue
+        codes = sorted(v for v in mapping if v in set(values))
+        order = list(dict.fromkeys(mapping[c] for c in codes))
+        frame[var] = pd.Categorical(frame[var].map(mapping), categories=order)
+    frame.attrs["read_notes"] = notes
     return frame
 
 
@@ -116,6 +138,13 @@ def as_frame(data, what: str = "data") -> pd.DataFrame:
         frame = data
     elif hasattr(data, "to_pandas"):  # polars and pyarrow tables
         frame = data.to_pandas()
+        # polars' Categorical keeps the order of first appearance; make it lexical, as pandas and
+        # formulaic order strings, so the same data give the same reference level in any container.
+        schema = getattr(data, "schema", None)
+        if schema is not None and hasattr(schema, "items"):
+            for name, dtype in schema.items():
+                if type(dtype).__name__ == "Categorical" and isinstance(frame[name].dtype, pd.CategoricalDtype):
+                    frame[name] = frame[name].cat.reorder_categories(sorted(frame[name].cat.categories))
     elif isinstance(data, dict):
         frame = pd.DataFrame(data)
     else:

@@ -68,6 +68,8 @@ class Fit:
         from .optimizer import optimize_theta
 
         method = _method(method)
+        if self.weighted and method == "REML":
+            raise SpecificationError("A fit with sampling weights cannot be refitted by REML: the pseudo-likelihood is an ML criterion.")
         theta, record = optimize_theta(self.summaries, self.template, method == "REML")
         return Fit.at_theta(self.design, self.summaries, self.template, method, theta, record)
 

@@ -96,7 +96,8 @@ class ScaledWeights:
 
 def check_weight_column(values: pd.Series, name: str) -> None:
     v = values.to_numpy(dtype=float)
-    bad = np.flatnonzero(~np.isfinite(v) | (v < 0))
+    with np.errstate(invalid="ignore"):
+        bad = np.flatnonzero(np.isinf(v) | (v < 0))  # missing weights are dropped listwise, not here
     if bad.size:
         raise DataError(
             f"The weight '{name}' has negative or infinite values (rows {preview(bad.tolist())}). Sampling weights "

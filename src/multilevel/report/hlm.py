@@ -41,14 +41,14 @@ def _tau_label(name: str, q: int) -> str:
 def _weighting_rows(fit: Fit) -> list[str]:
     w = fit.design.weights
     if w is None:
-        return [" Level 1        no", " Level 2        no"]
+        return [f" {'Level 1':<11}no", f" {'Level 2':<11}no"]
     rows = []
     for level, r in w.table().iterrows():
         if r["weighting"]:
             norm = "no" if r["scaling"] == "raw" else f"yes ({r['scaling']})"
-            rows.append(f" {level:<15}yes          {r['name']:<12}{norm}")
+            rows.append(f" {level:<11}{'yes':<13}{r['name']:<12}{norm}")
         else:
-            rows.append(f" {level:<15}no")
+            rows.append(f" {level:<11}no")
     return rows
 
 
@@ -72,9 +72,9 @@ def _specifications(fit: Fit) -> list[str]:
         "",
         " Weighting Specification",
         " -----------------------",
-        "            Weighting?   Name        Normalized?",
+        f" {'':<11}{'Weighting?':<13}{'Name':<12}Normalized?",
         *_weighting_rows(fit),
-        " Precision      no",
+        f" {'Precision':<11}no",
         "",
         f"  The outcome variable is  {fit.spec.outcome}",
         "",
@@ -306,8 +306,12 @@ def hlm_report(fit: Fit, tests=(), effect_sizes: bool = True, homogeneity: dict 
         "",
         f" Deviance in HLM's convention; the {crit} is {fit.deviance:.6f}",
         "   (HLM's REML deviance is lme4's minus log(2*pi) when there are two or more fixed effects).",
-        f" lme4: logLik = {fit.loglik:.4f} (df = {fit.n_params}), AIC = {fit.aic:.4f}, BIC = {fit.bic:.4f}",
+        f" lme4: logLik = {fit.loglik:.4f} (df = {fit.n_params}), AIC = {fit.aic:.4f}, BIC = {fit.bic:.4f}"
+        if not fit.weighted
+        else f" Pseudo-log-likelihood = {fit.loglik:.4f} (sampling weights: AIC, BIC and likelihood-ratio tests do not apply)",
     ]
+    if fit.weighted:
+        lines.append(" With sampling weights, reliabilities and chi-squares use the level-1-weighted unit OLS.")
     if homogeneity is not None:
         h = homogeneity
         lines += [
