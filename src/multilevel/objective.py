@@ -59,20 +59,28 @@ class Solution:
 def solve_at(s: GroupSummaries, lam: np.ndarray) -> Solution:
     """Penalised least squares at Lambda: beta, pwrss and the log-determinants (module doc)."""
     q, p = s.q, s.p
-    M = np.einsum("ab,jbc,cd->jad", lam.T, s.ZtZ, lam) + np.eye(q)
+    J = s.n_groups
+    # Batched matmuls, reshapes and BLAS products only: multi-operand einsums are several times
+    # slower on (J, q, q) stacks of small matrices.
+    M = lam.T @ s.ZtZ @ lam
+    M[:, range(q), range(q)] += 1.0
     L = np.linalg.cholesky(M)
     LtLam = np.linalg.solve(L, np.broadcast_to(lam.T, L.shape))
     RZX = LtLam @ s.ZtX
-    rZy = np.einsum("jab,jb->ja", LtLam, s.Zty)
+    rZy = (LtLam @ s.Zty[:, :, None])[:, :, 0]
     w = s.w2
-    XtX = np.einsum("j,jab->ab", w, s.XtX_j)
-    Xty = w @ s.Xty_j
-    A = XtX - np.einsum("j,jqa,jqb->ab", w, RZX, RZX)
-    b = Xty - np.einsum("j,jqa,jq->a", w, RZX, rZy)
+    if s.unit_weights is None:
+        RZXw, rZyw = RZX, rZy
+    else:
+        sw = np.sqrt(w)[:, None]
+        RZXw, rZyw = RZX * sw[:, :, None], rZy * sw
+    flat = RZXw.reshape(J * q, p)
+    A = s.XtX_total - flat.T @ flat
+    b = s.Xty_total - flat.T @ rZyw.reshape(J * q)
     RX = np.linalg.cholesky(A)
     A_inv = np.linalg.inv(A)
     beta = A_inv @ b
-    pwrss = float(w @ s.yty_j - w @ np.sum(rZy**2, axis=1) - b @ beta)
+    pwrss = float(s.yty_total - np.sum(rZyw**2) - b @ beta)
     logdet_L = 2.0 * float(w @ np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1))
     logdet_A = 2.0 * float(np.log(np.diag(RX)).sum())
     n = s.total_weight if s.weighted else s.n_obs
@@ -99,9 +107,10 @@ def weighted_cross_products(s: GroupSummaries, sol: Solution) -> tuple[np.ndarra
     """Per group, with W_j = (I + Z_j D Z_j')^-1 and r_j = y_j - X_j beta (Woodbury, summaries only):
     Z'WZ (J,q,q), Z'WX (J,q,p) and Z'Wr (J,q)."""
     P = sol.LtLam @ s.ZtZ  # L^-1 Lambda' Z'Z
-    ZWZ = s.ZtZ - np.swapaxes(P, 1, 2) @ P
-    ZWX = s.ZtX - np.swapaxes(P, 1, 2) @ sol.RZX
-    ZWy = s.Zty - np.einsum("jba,jb->ja", P, sol.rZy)
+    Pt = np.swapaxes(P, 1, 2)
+    ZWZ = s.ZtZ - Pt @ P
+    ZWX = s.ZtX - Pt @ sol.RZX
+    ZWy = s.Zty - (Pt @ sol.rZy[:, :, None])[:, :, 0]
     ZWr = ZWy - ZWX @ sol.beta
     return ZWZ, ZWX, ZWr
 
@@ -116,12 +125,14 @@ def gradient(s: GroupSummaries, sol: Solution, template: LambdaTemplate, reml: b
     """
     ZWZ, ZWX, ZWr = weighted_cross_products(s, sol)
     w = s.w2
-    G = np.einsum("j,jab->ab", w, ZWZ)
+    J, q = ZWr.shape
+    G = np.tensordot(w, ZWZ, axes=1)
     if reml:
-        G -= np.einsum("j,jap,pr,jbr->ab", w, ZWX, sol.A_inv, ZWX)
+        B = ZWX @ sol.A_inv  # (J, q, p)
+        G -= np.tensordot(w, B @ np.swapaxes(ZWX, 1, 2), axes=1)
         df = sol.n - sol.p
     else:
         df = sol.n
-    G -= (df / sol.pwrss) * np.einsum("j,ja,jb->ab", w, ZWr, ZWr)
+    G -= (df / sol.pwrss) * ((ZWr * w[:, None]).T @ ZWr)
     dLam = 2.0 * G @ sol.lam
     return dLam[list(template.rows), list(template.cols)]

@@ -9,6 +9,7 @@ which is what out-of-core and distributed fitting build on.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -37,6 +38,19 @@ class GroupSummaries:
     def w2(self) -> np.ndarray:
         """The level-2 weight of each unit (1 when unweighted)."""
         return np.ones(self.C.shape[0]) if self.unit_weights is None else self.unit_weights
+
+    @cached_property
+    def XtX_total(self) -> np.ndarray:
+        """sum_j w_j X_j'X_j (the level-2-weighted total)."""
+        return np.tensordot(self.w2, self.XtX_j, axes=1)
+
+    @cached_property
+    def Xty_total(self) -> np.ndarray:
+        return self.w2 @ self.Xty_j
+
+    @cached_property
+    def yty_total(self) -> float:
+        return float(self.w2 @ self.yty_j)
 
     @property
     def total_weight(self) -> float:
