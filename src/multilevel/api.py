@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 import pandas as pd
@@ -89,6 +90,38 @@ def imputations(data, imputation: str | None) -> list | None:
     return None
 
 
+#: a single Parquet file larger than this is streamed rather than read into memory
+STREAM_BYTES = 2 * 1024**3
+
+
+def _streamed_source(data, stream: bool | None) -> str | None:
+    """'dask' for a Dask DataFrame, 'parquet' for Parquet data to stream (a folder, a glob, a file
+    with stream=True or larger than STREAM_BYTES), else None."""
+    if type(data).__module__.startswith("dask") and hasattr(data, "npartitions"):
+        return "dask"
+    if isinstance(data, (str, os.PathLike)):
+        from .chunked import is_stream_source
+
+        text = os.fspath(data)
+        if is_stream_source(text):
+            return "parquet"
+        is_parquet = text.lower().endswith((".parquet", ".pq"))
+        if stream and not is_parquet:
+            raise SpecificationError("stream=True reads Parquet files (a file, a folder or a glob of them).")
+        if is_parquet and (stream or (stream is None and os.path.exists(text) and os.path.getsize(text) > STREAM_BYTES)):
+            return "parquet"
+    elif stream:
+        raise SpecificationError("stream=True needs Parquet files (a path, folder or glob) or a Dask DataFrame.")
+    return None
+
+
+def finish_fit(design, summ: GroupSummaries, method: str) -> Fit:
+    """Optimise from the summaries and make the Fit (the stages after the design)."""
+    template = LambdaTemplate.from_blocks(design.blocks, design.z_names, design.group)
+    theta, record = optimize_theta(summ, template, method == "REML")
+    return Fit.at_theta(design, summ, template, method, theta, record)
+
+
 def fit_spec(
     spec: ModelSpec,
     data,
@@ -99,6 +132,7 @@ def fit_spec(
     level2_missing: str = "error",
     imputation: str | None = None,
     weights=None,
+    stream: bool | None = None,
 ):
     """Fit a ModelSpec to data; with `tau` and `sigma2`, evaluate at them instead of optimising.
     With several imputed data sets, fit each and pool them (`multilevel.imputation.pool`)."""
@@ -113,19 +147,30 @@ def fit_spec(
             "Sampling weights need method='ML': the pseudo-likelihood is a maximum-likelihood criterion "
             "(as in Stata's mixed with pweights and R's WeMix); a weighted REML is not defined."
         )
+    if (tau is None) != (sigma2 is None):
+        raise SpecificationError("Give both tau and sigma2 to evaluate at given variance components, or neither.")
+    streamed = _streamed_source(data, stream)
+    if streamed is not None:
+        if level2 is not None or weights is not None or tau is not None:
+            raise SpecificationError(
+                "Streamed and Dask fits take one table without level2=, weights= or tau=; join the level-2 "
+                "table into the Parquet files (or the Dask DataFrame) first."
+            )
+        from . import chunked
+
+        if streamed == "dask":
+            return chunked.fit_dask(spec, data, method)
+        return chunked.fit_parquet(spec, data, method)
     design = prepare(spec, data, level2, level2_missing, weights)
     w = design.weights
     summ = GroupSummaries.from_arrays(
         design.Z, design.X, design.y, design.codes, design.n_groups,
         row_weights=None if w is None else w.row, unit_weights=None if w is None else w.unit,
     )
-    template = LambdaTemplate.from_blocks(design.blocks, design.z_names, design.group)
-    if (tau is None) != (sigma2 is None):
-        raise SpecificationError("Give both tau and sigma2 to evaluate at given variance components, or neither.")
     if tau is not None:
+        template = LambdaTemplate.from_blocks(design.blocks, design.z_names, design.group)
         return Fit.at_variance_components(design, summ, template, method, tau, sigma2)
-    theta, record = optimize_theta(summ, template, method == "REML")
-    return Fit.at_theta(design, summ, template, method, theta, record)
+    return finish_fit(design, summ, method)
 
 
 def fit(
@@ -137,6 +182,7 @@ def fit(
     level2_missing: str = "error",
     imputation: str | None = None,
     weights=None,
+    stream: bool | None = None,
     tau=None,
     sigma2: float | None = None,
 ):
@@ -151,9 +197,11 @@ def fit(
     naming the imputation in one table; each is fitted and the results pooled (a `PooledFit`).
     Sampling weights: `weights="w"` (a level-1 weight) or `ml.Weights(level1=, level2=, ...)`;
     pseudo-maximum likelihood with method="ML" (`multilevel.weights`).
+    Data beyond memory: a folder or glob of Parquet files (or one with stream=True) is streamed
+    in row groups; a Dask DataFrame is summarised partition by partition (`multilevel.chunked`).
     """
     spec = formula if isinstance(formula, ModelSpec) else parse_formula(formula)
-    return fit_spec(spec, data, method, tau, sigma2, level2, level2_missing, imputation, weights)
+    return fit_spec(spec, data, method, tau, sigma2, level2, level2_missing, imputation, weights, stream)
 
 
 def fit_levels(

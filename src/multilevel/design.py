@@ -74,9 +74,22 @@ class Design:
             out[var] = v - (state[self.codes] if isinstance(state, np.ndarray) else state)
         return out
 
+    levels: dict = dataclasses.field(default_factory=dict)  # text variable -> its levels (to rebuild X elsewhere)
+    streamed: bool = False  # built chunk by chunk (`chunked`): the rows were not kept (y, X, Z, codes are None)
+    n_rows: int = 0
+
     @property
     def n_obs(self) -> int:
-        return int(self.y.shape[0])
+        return self.n_rows if self.streamed else int(self.y.shape[0])
+
+    def require_rows(self, what: str) -> None:
+        if self.streamed:
+            from .errors import SpecificationError
+
+            raise SpecificationError(
+                f"{what} needs the rows, which a fit from streamed or distributed data does not keep. Fit the data "
+                "in memory for it (every estimate, test and EB residual of this fit is available)."
+            )
 
     @property
     def n_groups(self) -> int:
@@ -181,9 +194,7 @@ def _check_rank(X: np.ndarray, names: tuple[str, ...]) -> None:
 def _classify(
     spec: ModelSpec,
     x_mm: pd.DataFrame,
-    data: pd.DataFrame,
-    codes: np.ndarray,
-    labels: tuple[str, ...],
+    varying,
     z_names: tuple[str, ...],
 ) -> tuple[Coefficient, ...]:
     """Split each fixed-effect column into (level-1 coefficient, level-2 predictor).
@@ -196,16 +207,16 @@ def _classify(
 
     def is_level2(var: str) -> bool:
         if var not in level_of:
-            level_of[var] = 1 if _varying_groups(data[var], codes, labels) else 2
+            level_of[var] = 1 if varying(var) else 2
         return level_of[var] == 2
 
     for var in sorted(spec.level2):
         for v in sorted(_variables(var)):
-            varying = _varying_groups(data[v], codes, labels)
-            if varying:
+            units = varying(v)
+            if units:
                 raise DataError(
-                    f"'{v}' is given as a level-2 predictor but varies within {len(varying)} units "
-                    f"({preview(varying)}). A level-2 predictor must be constant within each unit: "
+                    f"'{v}' is given as a level-2 predictor but varies within {len(units)} units "
+                    f"({preview(units)}). A level-2 predictor must be constant within each unit: "
                     "use its unit mean or move it to the level-1 model."
                 )
     structure = x_mm.model_spec.structure
@@ -326,7 +337,7 @@ def build_design(
         z_parts.append(zm.to_numpy(dtype=float))
     Z = np.hstack(z_parts)
 
-    coefficients = _classify(spec, x_mm, used, codes, labels, tuple(z_names))
+    coefficients = _classify(spec, x_mm, lambda v: _varying_groups(used[v], codes, labels), tuple(z_names))
     y = used[spec.outcome].to_numpy(dtype=float)
     check_outcome(y, spec.outcome)
     scaled = scale_weights(weights, used, codes, len(labels), labels) if weights else None
@@ -347,4 +358,9 @@ def build_design(
         weights=scaled,
         frame=frame,
         x_model_spec=x_mm.model_spec,
+        levels={
+            v: (list(used[v].cat.categories) if isinstance(used[v].dtype, pd.CategoricalDtype) else sorted(pd.unique(used[v].astype(str))))
+            for v in variables
+            if v != group and not pd.api.types.is_numeric_dtype(used[v])
+        },
     )

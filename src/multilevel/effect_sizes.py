@@ -189,6 +189,7 @@ def effect_sizes(fit, df: str | None = None, level: float = 0.95) -> EffectSizes
     from .design import INTERCEPT
 
     d = fit.design
+    d.require_rows("Effect sizes")
     J, N = fit.n_groups, fit.n_obs
     sizes = fit.summaries.n
     tau = fit.tau.to_numpy()

@@ -244,6 +244,7 @@ class Bootstrap:
 
 def bootstrap(fit, n_boot: int = 1000, seed: int | None = None, progress: bool = True) -> Bootstrap:
     d, s = fit.design, fit.summaries
+    d.require_rows("The parametric bootstrap")
     rng = np.random.default_rng(seed)
     scale = VarianceScale.of(fit)
     names = list(d.x_names) + list(scale.names)

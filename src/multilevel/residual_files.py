@@ -129,6 +129,7 @@ def _unit_values(fit, columns: list[str]) -> pd.DataFrame:
 def level2_table(fit, extra: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
     """HLM's level-2 residual file as a DataFrame (module doc), one row per unit."""
     d, s = fit.design, fit.summaries
+    d.require_rows("The level-2 residual file")
     eb = eb_quantities(fit)
     ols = fit._unit_ols
     mdist, chipct = mdist_chipct(fit)
@@ -167,6 +168,7 @@ def level2_table(fit, extra: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
 def level1_table(fit, extra: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
     """HLM's level-1 residual file as a DataFrame, one row per row used."""
     d = fit.design
+    d.require_rows("The level-1 residual file (for Dask data: multilevel.chunked.dask_residuals)")
     u = fit.ranef.to_numpy()
     fixed = d.X @ fit.beta.to_numpy()
     fitted = fixed + np.einsum("ia,ia->i", d.Z, u[d.codes])

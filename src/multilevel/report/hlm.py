@@ -326,6 +326,6 @@ def hlm_report(fit: Fit, tests=(), effect_sizes: bool = True, homogeneity: dict 
             lines.append(f" ({h['units_left_out']} units with fewer than {h['min_df']} residual df left out)")
     for i, t in enumerate(tests, start=1):
         lines += glh_block(fit, t, i)
-    if effect_sizes:
+    if effect_sizes and not fit.design.streamed:
         lines += effect_size_block(fit)
     return "\n".join(lines) + "\n"

@@ -49,14 +49,18 @@ def _head(fit: Fit) -> str:
 
 def _core_tables(fit: Fit) -> list[str]:
     fixed = fit.fixed.join(fit.robust[["se"]].rename(columns={"se": "robust se"}))
-    es = fit.effect_sizes()
-    return [
+    tables = [
         "<h3>Fixed effects</h3><p>Model-based SEs with HLM's approximate df, and HLM's robust (CR0) SEs.</p>",
         _table(fixed),
         "<h3>Variance components</h3>",
         _table(fit.variance_components),
         "<p>Reliability</p>",
         _table(fit.reliability.to_frame(), 3),
+    ]
+    if fit.design.streamed:  # effect sizes need the rows
+        return tables
+    es = fit.effect_sizes()
+    return tables + [
         "<h3>Effect sizes</h3>",
         _table(es.icc, 4),
         _table(es.design_effects, 4),
@@ -106,7 +110,7 @@ def html_document(fit: Fit, title: str | None = None, plots: bool = True) -> str
         ("hlm", "HLM report", _pre(fit.report())),
         ("lme4", "lme4-style summary", _pre(fit.summary() if not fit.weighted else fit.summary(df="hlm"))),
     ]
-    if plots:
+    if plots and not fit.design.streamed:
         figs = []
         for caption, kind, options in default_plots(fit):
             fig = fit.plot(kind, **options)

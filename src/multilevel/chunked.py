@@ -1,0 +1,383 @@
+"""Fitting data that are not in memory: chunk by chunk (Parquet row groups) or partition by
+partition (Dask), with the same numbers as the in-memory fit.
+
+The likelihood needs only the per-unit summaries, and summaries of chunks add up. Two passes:
+
+  pass 1 (small state per chunk, combined): the unit ids, rows in and used, missing values per
+         variable, the unit sums and counts of group-mean-centred variables (their means are only
+         known after the whole pass: that is why centring needs its own pass), grand sums for
+         grand-mean centring, the levels of text variables, and whether each variable varies
+         within units (HLM's level of each predictor);
+  pass 2 (per chunk): listwise deletion, centring with the pass-1 means, X and Z with one
+         formulaic model spec for all chunks, and the unit summaries, added up.
+
+Memory is bounded by one chunk plus O(J k^2) for the summaries (J units, k = q + p + 1 columns),
+whatever the number of rows. The fit keeps no rows, so what needs them (level-1 residuals,
+effect sizes, plots) is refused for it, with the reason; Dask fits get them from `dask_residuals`.
+"""
+from __future__ import annotations
+
+import glob as globmod
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import formulaic
+import numpy as np
+import pandas as pd
+
+from .data_checks import DataReport
+from .design import Design, _check_columns, _classify, _variables
+from .errors import DataError, SpecificationError, preview
+from .spec import ModelSpec
+from .summaries import GroupSummaries
+
+
+# ----- pass 1 ----------------------------------------------------------------------------------
+@dataclass
+class Pass1:
+    """What pass 1 learns. Combined across chunks with `merge` (associative)."""
+
+    rows_in: int = 0
+    rows_used: int = 0
+    missing: dict = field(default_factory=dict)  # variable -> rows with a missing value
+    ids_in: set = field(default_factory=set)
+    sums: dict = field(default_factory=dict)  # (variable, id) is too slow: variable -> Series by id
+    counts: pd.Series | None = None  # rows used per id
+    grand: dict = field(default_factory=dict)  # variable -> (sum, count)
+    levels: dict = field(default_factory=dict)  # text variable -> set of values
+    lo: dict = field(default_factory=dict)  # variable -> Series of per-id minimum (numeric) / first (text)
+    hi: dict = field(default_factory=dict)
+    varies: dict = field(default_factory=dict)  # text variable -> set of ids where it varies
+
+    def merge(self, o: Pass1) -> Pass1:
+        self.rows_in += o.rows_in
+        self.rows_used += o.rows_used
+        for k, v in o.missing.items():
+            self.missing[k] = self.missing.get(k, 0) + v
+        self.ids_in |= o.ids_in
+        self.counts = o.counts if self.counts is None else self.counts.add(o.counts, fill_value=0)
+        for k, v in o.sums.items():
+            self.sums[k] = v if k not in self.sums else self.sums[k].add(v, fill_value=0)
+        for k, (s, c) in o.grand.items():
+            s0, c0 = self.grand.get(k, (0.0, 0))
+            self.grand[k] = (s0 + s, c0 + c)
+        for k, v in o.levels.items():
+            self.levels.setdefault(k, set()).update(v)
+        for k, v in o.lo.items():
+            if k in self.varies or k in o.varies:  # text: first values; differing firsts -> varies
+                a, b = self.lo.get(k), v
+                self.varies.setdefault(k, set()).update(o.varies.get(k, set()))
+                if a is not None:
+                    common = a.index.intersection(b.index)
+                    self.varies[k].update(common[a[common].astype(str).to_numpy() != b[common].astype(str).to_numpy()])
+                    self.lo[k] = pd.concat([a, b[~b.index.isin(a.index)]])
+                else:
+                    self.lo[k] = b
+            else:
+                self.lo[k] = v if k not in self.lo else np.fmin(self.lo[k].reindex(self.lo[k].index.union(v.index)), v.reindex(self.lo[k].index.union(v.index)))
+                h = o.hi[k]
+                self.hi[k] = h if k not in self.hi else np.fmax(self.hi[k].reindex(self.hi[k].index.union(h.index)), h.reindex(self.hi[k].index.union(h.index)))
+        return self
+
+
+def _numeric(col: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+
+
+def pass1(chunk: pd.DataFrame, spec: ModelSpec, variables: list[str], group: str) -> Pass1:
+    sub = chunk[variables]
+    miss = sub.isna()
+    if miss[group].any():
+        raise DataError(f"The grouping column '{group}' is missing in {int(miss[group].sum())} rows of a chunk; every row needs its unit's id.")
+    keep = ~miss.any(axis=1).to_numpy()
+    used = sub.loc[keep]
+    ids = used[group]
+    st = Pass1(rows_in=len(sub), rows_used=int(keep.sum()))
+    st.missing = {v: int(miss[v].sum()) for v in variables if miss[v].any()}
+    st.ids_in = set(pd.unique(sub[group]))
+    st.counts = ids.value_counts()
+    for var, kind in spec.centering_map.items():
+        x = used[var].astype(float)
+        if kind == "group":
+            st.sums[var] = x.groupby(ids.to_numpy()).sum()
+        else:
+            st.grand[var] = (float(x.sum()), int(x.size))
+    for v in variables:
+        if v == group:
+            continue
+        col = used[v]
+        if _numeric(col):
+            g = col.groupby(ids.to_numpy())
+            st.lo[v], st.hi[v] = g.min(), g.max()
+        else:
+            st.levels[v] = set(pd.unique(col.astype(str)))
+            g = col.astype(str).groupby(ids.to_numpy())
+            st.lo[v] = g.first()
+            nun = g.nunique()
+            st.varies[v] = set(nun.index[nun.to_numpy() > 1])
+    return st
+
+
+# ----- pass 2 ----------------------------------------------------------------------------------
+@dataclass
+class Plan:
+    """Everything pass 2 needs, fixed after pass 1."""
+
+    spec: ModelSpec
+    variables: list[str]
+    group: str
+    ids: pd.Index  # sorted unit ids: the codes
+    group_means: dict  # variable -> array over codes
+    grand_means: dict
+    levels: dict  # text variable -> sorted levels
+    x_spec: object = None
+    z_specs: list = field(default_factory=list)
+    q: int = 0
+    p: int = 0
+    n_columns: int = 0
+
+
+def prepare_chunk(chunk: pd.DataFrame, plan: Plan) -> tuple[pd.DataFrame, np.ndarray]:
+    sub = chunk[plan.variables]
+    used = sub.loc[~sub.isna().any(axis=1).to_numpy()].copy()
+    codes = plan.ids.get_indexer(used[plan.group])
+    for var, means in plan.group_means.items():
+        used[var] = used[var].astype(float).to_numpy() - means[codes]
+    for var, m in plan.grand_means.items():
+        used[var] = used[var].astype(float) - m
+    for var, levels in plan.levels.items():
+        used[var] = pd.Categorical(used[var].astype(str), categories=levels)
+    return used, codes
+
+
+def random_rhs(spec: ModelSpec) -> list[str]:
+    return [" + ".join(["1" if t.intercept else "0", *[x for x in t.terms if x != "1"]]) for t in spec.random]
+
+
+def pass2(chunk: pd.DataFrame, plan: Plan) -> GroupSummaries:
+    used, codes = prepare_chunk(chunk, plan)
+    J = len(plan.ids)
+    if len(used) == 0:
+        k = plan.n_columns
+        return GroupSummaries(np.zeros((J, k, k)), np.zeros(J), plan.q, plan.p)
+    X = np.asarray(plan.x_spec.get_model_matrix(used).to_numpy(dtype=float))
+    Z = np.hstack([np.asarray(zs.get_model_matrix(used).to_numpy(dtype=float)) for zs in plan.z_specs])
+    y = used[plan.spec.outcome].to_numpy(dtype=float)
+    return GroupSummaries.from_arrays(Z, X, y, codes, J)
+
+
+# ----- the driver --------------------------------------------------------------------------------
+def build(spec: ModelSpec, first: pd.DataFrame, stats: Pass1, source: str) -> tuple[Plan, Design]:
+    """The plan of pass 2 and the (row-free) Design, from pass 1's statistics and one chunk."""
+    group = spec.groups[0]
+    variables = _check_columns(spec, first)
+    if stats.rows_used == 0:
+        raise DataError("No row has all of the model's variables.")
+    ids = pd.Index(np.sort(np.array(list(stats.counts.index))))
+    J = len(ids)
+    if J < 2:
+        raise DataError(f"The grouping factor '{group}' has {J} unit(s) in the rows used; a multilevel model needs at least two.")
+    counts = stats.counts.reindex(ids).to_numpy(dtype=float)
+    group_means = {v: (s.reindex(ids).to_numpy(dtype=float) / counts) for v, s in stats.sums.items()}
+    grand_means = {v: s / c for v, (s, c) in stats.grand.items()}
+    levels = {v: sorted(lv) for v, lv in stats.levels.items() if v != spec.outcome}
+    plan = Plan(spec, variables, group, ids, group_means, grand_means, levels)
+    # one formulaic spec for every chunk: made on a frame holding every level of each text variable
+    sample, _ = prepare_chunk(first, plan)
+    if len(sample) == 0:
+        raise DataError("The first chunk has no complete row; put complete rows first or use larger chunks.")
+    x_mm = formulaic.model_matrix(spec.fixed_formula(), sample, na_action="raise")
+    plan.x_spec = x_mm.model_spec
+    z_names: list[str] = []
+    blocks = []
+    for rhs in random_rhs(spec):
+        zm = formulaic.model_matrix(rhs, sample, na_action="raise")
+        plan.z_specs.append(zm.model_spec)
+        names = [str(c) for c in zm.columns]
+        blocks.append(tuple(range(len(z_names), len(z_names) + len(names))))
+        z_names.extend(names)
+    plan.q, plan.p = len(z_names), x_mm.shape[1]
+    plan.n_columns = plan.q + plan.p + 1
+    labels = tuple(str(i) for i in ids)
+
+    def varying(v: str) -> list[str]:
+        if v in stats.varies:
+            return sorted(str(i) for i in stats.varies[v])
+        if v in stats.lo:
+            lo, hi = stats.lo[v], stats.hi[v]
+            return [str(i) for i in lo.index[(hi - lo).to_numpy() > 0]]
+        return []
+
+    coefficients = _classify(spec, x_mm, varying, tuple(z_names))
+    units_used = set(ids)
+    report = DataReport(
+        n_rows_in=stats.rows_in,
+        n_rows_used=stats.rows_used,
+        dropped_by_variable=tuple((v, n) for v, n in stats.missing.items()),
+        n_units_in=len(stats.ids_in),
+        n_units_used=J,
+        units_dropped=tuple(str(u) for u in sorted(stats.ids_in - units_used, key=str)),
+        singleton_units=tuple(str(i) for i, c in zip(ids, counts) if c == 1),
+        source=source,
+    )
+    design = Design(
+        spec=spec, y=None, X=None, Z=None, codes=None, group=group, group_labels=labels,
+        x_names=tuple(str(c) for c in x_mm.columns), z_names=tuple(z_names), blocks=tuple(blocks),
+        coefficients=coefficients, centering_means={**group_means, **grand_means}, data_report=report,
+        x_model_spec=x_mm.model_spec, streamed=True, n_rows=stats.rows_used, levels=levels,
+    )
+    return plan, design
+
+
+def fit_chunks(spec: ModelSpec, chunks: Callable[[], Iterable[pd.DataFrame]], method: str, source: str):
+    """Two passes over `chunks()` (called twice), then the fit from the added summaries."""
+    from .api import finish_fit
+
+    if len(spec.groups) != 1:
+        raise SpecificationError("Streamed fits support one grouping factor.")
+    group = spec.groups[0]
+    first = None
+    stats = Pass1()
+    variables = None
+    for chunk in chunks():
+        if first is None:
+            first = chunk
+            variables = _check_columns(spec, chunk)
+        stats.merge(pass1(chunk, spec, variables, group))
+    if first is None:
+        raise DataError(f"{source} has no rows.")
+    plan, design = build(spec, first, stats, source)
+    total = None
+    for chunk in chunks():
+        part = pass2(chunk, plan)
+        total = part if total is None else total + part
+    _check_rank_from_summaries(total, design.x_names)
+    return finish_fit(design, total, method)
+
+
+def _check_rank_from_summaries(s: GroupSummaries, names) -> None:
+    """Collinear fixed effects, from X'X (the rows are not at hand)."""
+    XtX = s.XtX_total
+    d = np.sqrt(np.diag(XtX))
+    if np.any(d == 0):
+        raise DataError(f"The fixed-effect column '{names[int(np.flatnonzero(d == 0)[0])]}' is zero in every row used.")
+    ev = np.linalg.eigvalsh(XtX / np.outer(d, d))
+    if ev.min() < 1e-10 * ev.max():
+        raise DataError("The fixed effects are collinear (X'X is singular); remove or recode a predictor.")
+
+
+# ----- sources ---------------------------------------------------------------------------------
+def parquet_files(path) -> list[Path]:
+    """A Parquet file, a folder of them, or a glob pattern."""
+    text = os.fspath(path)
+    if any(ch in text for ch in "*?["):
+        files = sorted(Path(p) for p in globmod.glob(text))
+    elif Path(text).is_dir():
+        files = sorted(Path(text).glob("*.parquet")) + sorted(Path(text).glob("*.pq"))
+    else:
+        files = [Path(text)]
+    if not files:
+        raise DataError(f"No Parquet file matches '{text}'.")
+    for f in files:
+        if not f.exists():
+            raise DataError(f"Cannot read '{f}': there is no such file.")
+    return files
+
+
+def is_stream_source(data) -> bool:
+    if not isinstance(data, (str, os.PathLike)):
+        return False
+    text = os.fspath(data)
+    return any(ch in text for ch in "*?[") or Path(text).is_dir()
+
+
+def parquet_chunks(files: list[Path], columns: list[str] | None, batch_rows: int = 1_000_000) -> Iterator[pd.DataFrame]:
+    import pyarrow.parquet as pq
+
+    for f in files:
+        pf = pq.ParquetFile(f)
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
+            yield batch.to_pandas()
+
+
+def fit_parquet(spec: ModelSpec, path, method: str, batch_rows: int = 1_000_000):
+    from .reading import _need
+
+    _need("pyarrow", "parquet", "Parquet files")
+    files = parquet_files(path)
+    import pyarrow.parquet as pq
+
+    names = pq.ParquetFile(files[0]).schema_arrow.names
+    wanted = sorted({spec.outcome, *spec.groups} | {v for t in spec.fixed for v in _variables(t)}
+                    | {v for r in spec.random for t in r.terms for v in _variables(t)})
+    columns = [c for c in wanted if c in names] or None  # missing ones are named by _check_columns
+    source = f"{len(files)} Parquet file(s): {preview([f.name for f in files], 3)}"
+    return fit_chunks(spec, lambda: parquet_chunks(files, columns, batch_rows), method, source)
+
+
+def fit_dask(spec: ModelSpec, ddf, method: str):
+    """Partial summaries per partition, added on the client."""
+    import dask
+
+    parts = ddf.to_delayed()
+    group = spec.groups[0] if len(spec.groups) == 1 else None
+    if group is None:
+        raise SpecificationError("Dask fits support one grouping factor.")
+    head = ddf.get_partition(0).compute()
+    variables = _check_columns(spec, head)
+    stats_list = dask.compute(*[dask.delayed(pass1)(p, spec, variables, group) for p in parts])
+    stats = Pass1()
+    for st in stats_list:
+        stats.merge(st)
+    plan, design = build(spec, head, stats, f"Dask DataFrame with {ddf.npartitions} partitions")
+    sums = dask.compute(*[dask.delayed(pass2)(p, plan) for p in parts])
+    total = sums[0]
+    for s in sums[1:]:
+        total = total + s
+    _check_rank_from_summaries(total, design.x_names)
+    from .api import finish_fit
+
+    fit = finish_fit(design, total, method)
+    return fit
+
+
+def dask_residuals(fit, ddf):
+    """Level-1 residuals of a fit on a Dask DataFrame, as a Dask DataFrame (fitted from the fixed
+    part and from fixed + EB, and the residuals), computed partition by partition."""
+    d = fit.design
+    beta = fit.beta.to_numpy()
+    u = fit.ranef.to_numpy()
+    spec = d.spec
+    means = {v: m for v, m in d.centering_means.items() if isinstance(m, np.ndarray)}
+    grand = {v: m for v, m in d.centering_means.items() if not isinstance(m, np.ndarray)}
+    rhs = random_rhs(spec)
+    x_spec = d.x_model_spec
+    labels = list(d.group_labels)
+
+    def one(part: pd.DataFrame) -> pd.DataFrame:
+        sub = part.copy()
+        code = pd.Index(labels).get_indexer(sub[d.group].astype(str))
+        for v, m in means.items():
+            sub[v] = sub[v].astype(float).to_numpy() - np.where(code >= 0, m[np.maximum(code, 0)], np.nan)
+        for v, m in grand.items():
+            sub[v] = sub[v].astype(float) - m
+        for v, lv in d.levels.items():
+            sub[v] = pd.Categorical(sub[v].astype(str).where(sub[v].notna()), categories=lv)
+        ok = (code >= 0) & ~sub[_check_columns(spec, sub)].isna().any(axis=1).to_numpy()
+        out = pd.DataFrame({d.group: part[d.group], "fitted_fixed": np.nan, "fitted": np.nan, "resid": np.nan}, index=part.index)
+        if ok.any():
+            s2 = sub.loc[ok]
+            X = np.asarray(x_spec.get_model_matrix(s2).to_numpy(dtype=float))
+            Z = np.hstack([np.asarray(formulaic.model_matrix(r, s2).to_numpy(dtype=float)) for r in rhs])
+            fixed = X @ beta
+            fitted = fixed + np.einsum("ia,ia->i", Z, u[code[ok]])
+            out.loc[ok, "fitted_fixed"] = fixed
+            out.loc[ok, "fitted"] = fitted
+            out.loc[ok, "resid"] = s2[spec.outcome].to_numpy(dtype=float) - fitted
+        return out
+
+    meta = pd.DataFrame({d.group: pd.Series(dtype=ddf[d.group].dtype), "fitted_fixed": pd.Series(dtype=float),
+                         "fitted": pd.Series(dtype=float), "resid": pd.Series(dtype=float)})
+    return ddf.map_partitions(one, meta=meta)
