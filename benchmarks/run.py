@@ -114,8 +114,9 @@ def run_peer(peer: str, path: Path | None, repeat: int, timeout: float) -> dict:
             return res
         runs.append(res)
     best = dict(runs[0])
-    for key in ("fit_s", "total_s", "wall_s"):
-        best[key] = statistics.median(r[key] for r in runs)
+    for key in ("fit_s", "total_s", "read_s", "wall_s"):
+        if all(r.get(key) is not None for r in runs):
+            best[key] = statistics.median(r[key] for r in runs)
     best["peak_mb"] = max(r["peak_mb"] for r in runs)
     best["repeat"] = repeat
     return best
@@ -240,7 +241,7 @@ def main() -> None:
     have_r = r_missing() if "lme4" in wanted else None
     python = sys.executable
 
-    load_before = os.getloadavg()
+    load_before, git_before = os.getloadavg(), git_state()
     results: dict[int, dict[str, dict]] = {}
     for n in sizes:
         label = generate.size_label(n)
@@ -256,6 +257,8 @@ def main() -> None:
             if peer == "lme4":
                 generate.csv_copy(n)
             results[n][peer] = run_peer(peer, path, repeat, args.timeout)
+            if peer == "ours":
+                results[n]["ours-path"] = run_peer("ours-path", path, repeat, args.timeout)
         if not args.no_extras:
             results[n]["floor"] = run_peer("floor", path, repeat, args.timeout)
     extras = {}
@@ -265,6 +268,7 @@ def main() -> None:
         extras["start"] = start_time(python)
 
     extras["load"] = (load_before, os.getloadavg())
+    extras["git"] = (git_before, git_state())
     report = render(sizes, wanted, results, extras)
     print(report)
     if args.out:
@@ -275,7 +279,9 @@ def main() -> None:
 
 
 def render(sizes, wanted, results, extras) -> str:
-    lines = [f"Machine: {machine()}", f"Versions: {versions()}", f"multilevel at git {git_state()}",
+    g0, g1 = extras.get("git", (git_state(), git_state()))
+    gits = g0 if g0 == g1 else f"{g0} at the start, {g1} at the end (src/ changed during the run)"
+    lines = [f"Machine: {machine()}", f"Versions: {versions()}", f"multilevel at git {gits}",
              f"Model: y ~ x * w + (x | g), REML; ~50 rows per group; date {time.strftime('%Y-%m-%d %H:%M')}"]
     if "load" in extras:
         (b1, b5, _), (e1, e5, _) = extras["load"]
@@ -315,9 +321,11 @@ def render(sizes, wanted, results, extras) -> str:
 
     # 2. the times
     lines += ["### Times and memory", "",
-              "Fit: the fit call on data already in memory. Incl. read: reading the Parquet file (lme4: "
-              "the CSV copy) and fitting; ours: `ml.fit(formula, path)`. Median of the runs; peak memory: "
-              "max RSS of the run's process (interpreter and imports included), the largest over the runs.", "",
+              "Fit: the fit call on data already in memory. Incl. read: reading the Parquet file with "
+              "`pd.read_parquet` (lme4: the CSV copy with `data.table::fread`) and fitting; the row "
+              "\"ours, `ml.fit(formula, path)`\" gives the file path to ml.fit in one call (its own process). "
+              "Median of the runs; peak memory: max RSS of the run's process (interpreter, imports and data "
+              "included), the largest over the runs. Ratios: peer / ours (above 1: ours is faster).", "",
               "| size | peer | runs | fit (s) | incl. read (s) | peak memory (MB) | peer / ours, fit | peer / ours, incl. read | agreement |",
               "|---|---|---|---|---|---|---|---|---|"]
     for n in sizes:
@@ -334,9 +342,20 @@ def render(sizes, wanted, results, extras) -> str:
             rt = fmt_ratio(res["total_s"], ref["total_s"]) if ok_ref and peer != "ours" else ("1" if peer == "ours" else "–")
             lines.append(f"| {label} | {peer} | {res['repeat']} | {fmt_s(res['fit_s'])} | {fmt_s(res['total_s'])} | "
                          f"{res['peak_mb']:.0f} | {rf} | {rt} | {verdict[n, peer]} |")
+            op = results[n].get("ours-path") if peer == "ours" else None
+            if op:
+                if "error" in op:
+                    lines.append(f"| {label} | ours, `ml.fit(formula, path)` | – | – | – | – | – | – | failed: {op['error']} |")
+                else:
+                    same = agreement(res, op)["ok"] if "beta" in res else False
+                    lines.append(f"| {label} | ours, `ml.fit(formula, path)` | {op['repeat']} | – | {fmt_s(op['total_s'])} | "
+                                 f"{op['peak_mb']:.0f} | – | – | {'same estimates' if same else '**differs from ours**'} |")
         fl = results[n].get("floor")
         if fl and "total_s" in fl:
             ratio = fmt_ratio(ref["total_s"], fl["total_s"]) if ok_ref else "–"
+            op = results[n].get("ours-path", {})
+            if "total_s" in op:
+                ratio += f"; `ml.fit(path)` / floor = {fmt_ratio(op['total_s'], fl['total_s'])}"
             lines.append(f"| {label} | floor (read + one pass) | {fl['repeat']} | – | {fmt_s(fl['total_s'])} | "
                          f"{fl['peak_mb']:.0f} | – | ours / floor = {ratio} | – |")
     lines.append("")
@@ -344,7 +363,8 @@ def render(sizes, wanted, results, extras) -> str:
                  + ", ".join(f"{generate.size_label(n)}: {32 * n / 2**20:.1f} MB" for n in sizes) + ".")
     floors = [(n, results[n]["floor"]) for n in sizes if "fit_s" in results[n].get("floor", {})]
     if floors:
-        lines.append("Floor: " + "; ".join(f"{generate.size_label(n)}: {f['notes']}" for n, f in floors) + ".")
+        lines.append("Floor (pd.read_parquet + a group-by sum of x*y), of which reading: "
+                     + ", ".join(f"{generate.size_label(n)}: {f['read_s']:.3f} s" for n, f in floors) + ".")
     lines.append("")
 
     if extras.get("model4") or extras.get("start"):

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import small_matrices as sm
 from .covariance import LambdaTemplate
 from .summaries import GroupSummaries
 
@@ -60,30 +61,33 @@ def solve_at(s: GroupSummaries, lam: np.ndarray) -> Solution:
     """Penalised least squares at Lambda: beta, pwrss and the log-determinants (module doc)."""
     q, p = s.q, s.p
     J = s.n_groups
-    # Batched matmuls, reshapes and BLAS products only: multi-operand einsums are several times
-    # slower on (J, q, q) stacks of small matrices.
-    M = lam.T @ s.ZtZ @ lam
-    M[:, range(q), range(q)] += 1.0
-    L = np.linalg.cholesky(M)
-    LtLam = np.linalg.solve(L, np.broadcast_to(lam.T, L.shape))
-    RZX = LtLam @ s.ZtX
-    rZy = (LtLam @ s.Zty[:, :, None])[:, :, 0]
+    # Units last ("structure of arrays", `small_matrices`): per-unit algebra on J-long vectors.
+    ZtZ, ZtX, Zty = s.soa_ZtZ, s.soa_ZtX, s.soa_Zty
+    M = sm.matmul(sm.matmul(lam.T, ZtZ), lam)
+    M[range(q), range(q)] += 1.0
+    L = sm.cholesky(M)
+    LtLam = sm.solve_lower(L, lam.T)
+    RZX = sm.matmul(LtLam, ZtX)  # (q, p, J)
+    rZy = sm.matmul(LtLam, Zty[:, None, :])[:, 0, :]  # (q, J)
     w = s.w2
     if s.unit_weights is None:
         RZXw, rZyw = RZX, rZy
     else:
-        sw = np.sqrt(w)[:, None]
-        RZXw, rZyw = RZX * sw[:, :, None], rZy * sw
-    flat = RZXw.reshape(J * q, p)
-    A = s.XtX_total - flat.T @ flat
-    b = s.Xty_total - flat.T @ rZyw.reshape(J * q)
+        sw = np.sqrt(w)
+        RZXw, rZyw = RZX * sw, rZy * sw
+    F = np.ascontiguousarray(RZXw.transpose(1, 0, 2)).reshape(p, q * J)
+    A = s.XtX_total - F @ F.T
+    b = s.Xty_total - F @ rZyw.reshape(q * J)
     RX = np.linalg.cholesky(A)
     A_inv = np.linalg.inv(A)
     beta = A_inv @ b
     pwrss = float(s.yty_total - np.sum(rZyw**2) - b @ beta)
-    logdet_L = 2.0 * float(w @ np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1))
+    logdet_L = 2.0 * float(np.log(L[range(q), range(q)]).sum(axis=0) @ w)
     logdet_A = 2.0 * float(np.log(np.diag(RX)).sum())
     n = s.total_weight if s.weighted else s.n_obs
+    # the Solution holds (J, ...) views of these arrays
+    L, LtLam, RZX = (np.moveaxis(a, -1, 0) for a in (L, LtLam, RZX))
+    rZy = rZy.T
     return Solution(lam, L, LtLam, RZX, rZy, A, A_inv, beta, pwrss, logdet_L, logdet_A, n, p)
 
 
@@ -105,13 +109,16 @@ def deviance(sol: Solution, reml: bool, sigma2: float | None = None) -> float:
 
 def weighted_cross_products(s: GroupSummaries, sol: Solution) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per group, with W_j = (I + Z_j D Z_j')^-1 and r_j = y_j - X_j beta (Woodbury, summaries only):
-    Z'WZ (J,q,q), Z'WX (J,q,p) and Z'Wr (J,q)."""
-    P = sol.LtLam @ s.ZtZ  # L^-1 Lambda' Z'Z
-    Pt = np.swapaxes(P, 1, 2)
-    ZWZ = s.ZtZ - Pt @ P
-    ZWX = s.ZtX - Pt @ sol.RZX
-    ZWy = s.Zty - (Pt @ sol.rZy[:, :, None])[:, :, 0]
-    ZWr = ZWy - ZWX @ sol.beta
+    Z'WZ (q,q,J), Z'WX (q,p,J) and Z'Wr (q,J), units last (`small_matrices`)."""
+    LtLam, RZX, rZy = (np.moveaxis(a, 0, -1) for a in (sol.LtLam, sol.RZX, sol.rZy))
+    P = sm.matmul(LtLam, s.soa_ZtZ)  # L^-1 Lambda' Z'Z
+    Pt = P.transpose(1, 0, 2)
+    ZWZ = s.soa_ZtZ - sm.matmul(Pt, P)
+    ZWX = s.soa_ZtX - sm.matmul(Pt, RZX)
+    ZWy = s.soa_Zty - sm.matmul(Pt, rZy[:, None, :])[:, 0, :]
+    ZWr = ZWy.copy()
+    for c, bc in enumerate(sol.beta):
+        ZWr -= bc * ZWX[:, c, :]
     return ZWZ, ZWX, ZWr
 
 
@@ -125,14 +132,15 @@ def gradient(s: GroupSummaries, sol: Solution, template: LambdaTemplate, reml: b
     """
     ZWZ, ZWX, ZWr = weighted_cross_products(s, sol)
     w = s.w2
-    J, q = ZWr.shape
-    G = np.tensordot(w, ZWZ, axes=1)
+    q, p, J = ZWX.shape
+    G = ZWZ @ w
     if reml:
-        B = ZWX @ sol.A_inv  # (J, q, p)
-        G -= np.tensordot(w, B @ np.swapaxes(ZWX, 1, 2), axes=1)
+        # B[a, d] = sum_c ZWX[a, c] A^-1[c, d], per unit
+        B = np.stack([sum(ZWX[:, c, :] * sol.A_inv[c, d] for c in range(p)) for d in range(p)], axis=1)
+        G -= (B * w).reshape(q, p * J) @ ZWX.reshape(q, p * J).T
         df = sol.n - sol.p
     else:
         df = sol.n
-    G -= (df / sol.pwrss) * ((ZWr * w[:, None]).T @ ZWr)
+    G -= (df / sol.pwrss) * ((ZWr * w) @ ZWr.T)
     dLam = 2.0 * G @ sol.lam
     return dLam[list(template.rows), list(template.cols)]

@@ -40,6 +40,23 @@ class GroupSummaries:
         return np.ones(self.C.shape[0]) if self.unit_weights is None else self.unit_weights
 
     @cached_property
+    def _soa(self) -> np.ndarray:
+        """C with the units last, (k, k, J), contiguous (`small_matrices`)."""
+        return np.ascontiguousarray(np.moveaxis(self.C, 0, -1))
+
+    @property
+    def soa_ZtZ(self) -> np.ndarray:
+        return self._soa[: self.q, : self.q]
+
+    @property
+    def soa_ZtX(self) -> np.ndarray:
+        return self._soa[: self.q, self.q : self.q + self.p]
+
+    @property
+    def soa_Zty(self) -> np.ndarray:
+        return self._soa[: self.q, -1]
+
+    @cached_property
     def XtX_total(self) -> np.ndarray:
         """sum_j w_j X_j'X_j (the level-2-weighted total)."""
         return np.tensordot(self.w2, self.XtX_j, axes=1)
