@@ -281,11 +281,11 @@ def main() -> None:
 def render(sizes, wanted, results, extras) -> str:
     g0, g1 = extras.get("git", (git_state(), git_state()))
     gits = g0 if g0 == g1 else f"{g0} at the start, {g1} at the end (src/ changed during the run)"
-    lines = [f"Machine: {machine()}", f"Versions: {versions()}", f"multilevel at git {gits}",
-             f"Model: y ~ x * w + (x | g), REML; ~50 rows per group; date {time.strftime('%Y-%m-%d %H:%M')}"]
+    lines = [f"- Machine: {machine()}", f"- Versions: {versions()}", f"- multilevel at git {gits}",
+             f"- Model: y ~ x * w + (x | g), REML; ~50 rows per group; date {time.strftime('%Y-%m-%d %H:%M')}"]
     if "load" in extras:
         (b1, b5, _), (e1, e5, _) = extras["load"]
-        lines.append(f"Load average (1 min / 5 min) at the start: {b1:.2f} / {b5:.2f}; at the end: {e1:.2f} / {e5:.2f} "
+        lines.append(f"- Load average (1 min / 5 min) at the start: {b1:.2f} / {b5:.2f}; at the end: {e1:.2f} / {e5:.2f} "
                      "(the runs themselves keep about one core busy; well above 1 means other work shared the 2 cores "
                      "and inflated the times)")
     lines.append("")
