@@ -149,6 +149,16 @@ def _center(data: pd.DataFrame, codes: np.ndarray, centering: dict[str, Centerin
 
 
 def _varying_groups(values: pd.Series, codes: np.ndarray, labels: tuple[str, ...]) -> list[str]:
+    """The units in which `values` is not constant."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values) and not values.isna().any():
+        # two bincounts instead of a groupby: the spread around the unit mean, up to rounding
+        x = values.to_numpy(dtype=float)
+        J = len(labels)
+        n = np.bincount(codes, minlength=J)
+        dev = x - (np.bincount(codes, weights=x, minlength=J) / np.maximum(n, 1))[codes]
+        spread = np.sqrt(np.bincount(codes, weights=dev * dev, minlength=J) / np.maximum(n, 1))
+        tol = 1e-12 * max(float(np.abs(x).max()), 1e-300)
+        return [labels[i] for i in np.flatnonzero(spread > tol)]
     nun = pd.Series(values.to_numpy()).groupby(codes).nunique(dropna=False)
     return [labels[i] for i in nun.index[nun.to_numpy() > 1]]
 
@@ -176,7 +186,12 @@ def _check_rank(X: np.ndarray, names: tuple[str, ...]) -> None:
                     f"The predictor '{n}' has the same value ({X[0, j]:g}) in every row used, so its effect cannot be "
                     "told apart from the intercept. Remove it from the model (or check the rows selected)."
                 )
-    _, r, piv = scipy.linalg.qr(X / scale, mode="economic", pivoting=True)
+    # Pivoted QR of the p x p factor B = S V' of the scaled Gram matrix (B'B = X'X/scale^2): the same
+    # pivots and rank as a QR of the N x p X itself, at O(N p^2) BLAS cost instead of a QR of X.
+    Xs = X / scale
+    lam, V = np.linalg.eigh(Xs.T @ Xs)
+    B = np.sqrt(np.clip(lam, 0.0, None))[:, None] * V.T
+    _, r, piv = scipy.linalg.qr(B, mode="economic", pivoting=True)
     diag = np.abs(np.diag(r))
     rank = int((diag > diag[0] * 1e-9 * max(X.shape)).sum())
     if rank < X.shape[1]:
