@@ -52,7 +52,12 @@ def optimize_theta(
         return d, gradient(s, sol, template, reml)
 
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
-    res = _lbfgsb(fun, template.start() if start is None else np.asarray(start, dtype=float), bounds)
+    if start is None:
+        start = moment_start(s, template)
+        # keep lme4's start when it is better (the moments can be poor for small or unbalanced units)
+        if not fun(start)[0] <= fun(template.start())[0]:
+            start = template.start()
+    res = _lbfgsb(fun, np.asarray(start, dtype=float), bounds)
     theta = np.asarray(res.x, dtype=float)
     theta, res = _leave_saddles(fun, theta, template, bounds, res)
     theta, polished = _polish(fun, theta, lower)
@@ -72,6 +77,35 @@ def optimize_theta(
         boundary=template.boundary(theta),
     )
     return theta, record
+
+
+def moment_start(s: GroupSummaries, template: LambdaTemplate) -> np.ndarray:
+    """A starting theta from the units' own OLS fits, as HLM starts its iterations: sigma2 from the
+    pooled within-unit residuals, T = cov(beta_hat_j) - mean(sigma2 (Z_j'Z_j)^-1), made positive
+    definite, and theta from T / sigma2 (the fixed part is ignored: it is only a start)."""
+    q = s.q
+    ZtZ, Zty = s.ZtZ, s.Zty
+    # units whose Z_j has full rank (a determinant well away from 0 relative to its diagonal)
+    ok = (s.n > q) & (np.linalg.det(ZtZ) > 1e-10 * np.prod(np.diagonal(ZtZ, axis1=1, axis2=2), axis=1))
+    if ok.sum() < q + 2:
+        return template.start()
+    inv = np.linalg.inv(ZtZ[ok])
+    b = (inv @ Zty[ok][:, :, None])[:, :, 0]
+    rss = s.yty_j[ok] - np.einsum("ja,ja->j", Zty[ok], b)
+    sigma2 = float(rss.sum() / (s.n[ok].sum() - q * ok.sum()))
+    if not sigma2 > 0:
+        return template.start()
+    T = np.atleast_2d(np.cov(b, rowvar=False)) - sigma2 * inv.mean(axis=0)
+    w, V = np.linalg.eigh(0.5 * (T + T.T))
+    T = (V * np.maximum(w, 0.05 * max(float(w.max()), 1e-8))) @ V.T
+    mask = np.zeros((q, q), dtype=bool)
+    mask[template.rows, template.cols] = True
+    mask = mask | mask.T
+    T = np.where(mask, T, 0.0)  # uncorrelated blocks stay uncorrelated
+    try:
+        return template.theta_from_tau(T, sigma2)
+    except ValueError:
+        return template.start()
 
 
 def _lbfgsb(fun, start: np.ndarray, bounds):
