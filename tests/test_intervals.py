@@ -115,3 +115,11 @@ def test_wald_interval_of_a_zero_variance_is_nan_without_numpy_warnings():
     assert np.isfinite(w.loc["sd_Intercept|school", "ci_low"])
     with pytest.raises(SpecificationError, match="which"):
         fit.confint("profile", which="bogus")
+
+
+def test_bootstrap_gives_the_same_replicates_on_one_or_two_processes():
+    fit = fitted("M2", "REML")
+    one = fit.bootstrap(24, seed=11, progress=False, n_jobs=1)
+    two = fit.bootstrap(24, seed=11, progress=False, n_jobs=2)
+    np.testing.assert_array_equal(one.replicates.to_numpy(), two.replicates.to_numpy())
+    assert len(one.replicates) == 24

@@ -273,12 +273,13 @@ class Fit:
             return self.bootstrap(n_boot, seed, progress).intervals(level)
         raise SpecificationError(f"method={method!r} is not known; use 'wald', 'profile' or 'bootstrap'.")
 
-    def bootstrap(self, n_boot: int = 1000, seed: int | None = None, progress: bool = True):
-        """Parametric bootstrap: refits on n_boot samples from this fitted model (`intervals.bootstrap`)."""
+    def bootstrap(self, n_boot: int = 1000, seed: int | None = None, progress: bool = True, n_jobs: int | None = None):
+        """Parametric bootstrap: refits on n_boot samples from this fitted model, on `n_jobs`
+        processes (1 by default); the same result for any n_jobs (`intervals.bootstrap`)."""
         from .intervals import bootstrap
 
         self._refuse_weighted("The parametric bootstrap")
-        return bootstrap(self, n_boot, seed, progress)
+        return bootstrap(self, n_boot, seed, progress, n_jobs)
 
     # ----- variance components --------------------------------------------------------------
     @cached_property
