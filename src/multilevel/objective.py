@@ -24,6 +24,7 @@ cross-products, and every sum over units above is weighted by the unit's level-2
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -51,6 +52,12 @@ class Solution:
     logdet_A: float
     n: float  # the number of rows (sum_j w_j sum_i w_i|j under sampling weights)
     p: int
+
+    @cached_property
+    def relative_condvar(self) -> np.ndarray:
+        """Lambda M_j^-1 Lambda' = (L_j^-1 Lambda')'(L_j^-1 Lambda') per unit (J, q, q): the
+        conditional covariance of u_j over sigma2, and the B of V_j^-1 = (I - Z_j B_j Z_j')/sigma2."""
+        return np.swapaxes(self.LtLam, 1, 2) @ self.LtLam
 
     def sigma2_hat(self, reml: bool) -> float:
         """The profiled residual variance: pwrss/(N-p) under REML, pwrss/N under ML."""

@@ -22,4 +22,4 @@ def conditional_modes(s: GroupSummaries, sol: Solution) -> np.ndarray:
 
 def conditional_variances(sol: Solution, sigma2: float) -> np.ndarray:
     """sigma2 Lambda M_j^-1 Lambda' for every group (J, q, q)."""
-    return sigma2 * np.swapaxes(sol.LtLam, 1, 2) @ sol.LtLam
+    return sigma2 * sol.relative_condvar

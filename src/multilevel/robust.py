@@ -119,7 +119,7 @@ def cr2(s: GroupSummaries, sol: Solution, adjust: bool = True) -> CR2:
     Zs = slice(0, q)
     D = sol.lam @ sol.lam.T
     V = space.operator(1.0, space.embed(D, Zs))
-    B = np.swapaxes(sol.LtLam, 1, 2) @ sol.LtLam
+    B = sol.relative_condvar
     W = space.operator(1.0, space.embed(-B, Zs))
     M = sol.A_inv  # (X'W X)^-1 for the relative W
     if adjust:

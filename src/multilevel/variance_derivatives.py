@@ -147,7 +147,7 @@ def variance_derivatives(summaries, solution, template, sigma2: float, reml: boo
     r = space.r
 
     # W = V^-1 = (I - Z B Z') / sigma2, B = Lambda M^-1 Lambda' = (L^-1 Lambda')'(L^-1 Lambda').
-    B = np.swapaxes(solution.LtLam, 1, 2) @ solution.LtLam
+    B = solution.relative_condvar
     W = space.operator(1.0 / sigma2, space.embed(-B / sigma2, Zs))
 
     # dV/dpsi_i as operators.
