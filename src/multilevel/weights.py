@@ -106,11 +106,11 @@ def check_weight_column(values: pd.Series, name: str) -> None:
 
 
 def scale(spec: Weights, used: pd.DataFrame, codes: np.ndarray, n_groups: int, labels: tuple[str, ...]) -> ScaledWeights:
-    """Check and scale the weights of the rows used (module doc)."""
+    """Scale the weights of the rows used (module doc). Their values were checked on the input rows
+    (`check_weight_column`, called by the design); here: constancy within units and zero sums."""
     row = unit = None
     if spec.level2 is not None:
         w2 = used[spec.level2].to_numpy(dtype=float)
-        check_weight_column(used[spec.level2], spec.level2)
         lo = np.full(n_groups, np.inf)
         hi = np.full(n_groups, -np.inf)
         np.minimum.at(lo, codes, w2)
@@ -132,7 +132,6 @@ def scale(spec: Weights, used: pd.DataFrame, codes: np.ndarray, n_groups: int, l
             unit = unit * n_groups / unit.sum()
     if spec.level1 is not None:
         w1 = used[spec.level1].to_numpy(dtype=float)
-        check_weight_column(used[spec.level1], spec.level1)
         s1 = np.bincount(codes, weights=w1, minlength=n_groups)
         if np.any(s1 == 0):
             zero = [labels[i] for i in np.flatnonzero(s1 == 0)]
