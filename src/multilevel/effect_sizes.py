@@ -187,6 +187,7 @@ class EffectSizes:
 
 def effect_sizes(fit, df: str | None = None, level: float = 0.95) -> EffectSizes:
     from .design import INTERCEPT
+    from .residual_files import unit_W
 
     d = fit.design
     d.require_rows("Effect sizes")
@@ -261,12 +262,9 @@ def effect_sizes(fit, df: str | None = None, level: float = 0.95) -> EffectSizes
         k = z.index(c.name)
         cols = list(c.columns)
         if cols:
-            # W_j'gamma_q at the mean over units of each level-2 predictor. A column of B_q's equation
-            # is z_q * W, W constant within a unit, so W_j = (Z'X)_j[q, c] / (Z'Z)_j[q, q], over the
-            # units where z_q is not all 0 (e.g. a group-mean-centred z in a unit of one row).
-            zz = fit.summaries.ZtZ[:, k, k]
-            ok = zz > 0
-            Wmean = (fit.summaries.ZtX[ok][:, k, cols] / zz[ok][:, None]).mean(axis=0)
+            # W_j'gamma_q at the mean over units of each level-2 predictor, over the units where z_q
+            # is not all 0 (e.g. a group-mean-centred z in a unit of one row: W_j is NaN there)
+            Wmean = np.nanmean(unit_W(fit)[:, k, cols], axis=0)
             centre = float(Wmean @ fit.solution.beta[cols])
         else:
             centre = 0.0
