@@ -41,6 +41,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -48,6 +49,7 @@ import scipy.stats
 
 from . import inference
 from .errors import SpecificationError
+from .inference import OneRowTable
 from .results import Fit
 
 
@@ -117,7 +119,7 @@ def d1_df_reiter(r1: float, k: int, m: int, df_com: float) -> float:
 
 # ----- the results -------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
-class PooledTest:
+class PooledTest(OneRowTable):
     """H0: L gamma = rhs tested on m imputations by D1 (Li, Raghunathan & Rubin 1991; mitml
     `testConstraints(method = "D1")`). `table` has F (D1), num_df (k), den_df (Reiter's df when
     the complete-data df is finite, as mitml with df.com; else nu_LRR), p, riv (r1), den_df_lrr,
@@ -125,6 +127,7 @@ class PooledTest:
 
     L: np.ndarray
     rhs: np.ndarray
+    _scalars: ClassVar[tuple[str, ...]] = ("F", "num_df", "den_df", "p", "riv", "den_df_lrr", "df_com")
     qbar: np.ndarray
     ubar: np.ndarray
     b: np.ndarray
@@ -133,11 +136,6 @@ class PooledTest:
     m: int
     df_method: str
     se_method: str
-
-    def __getattr__(self, name):
-        if name in ("F", "num_df", "den_df", "p", "riv", "den_df_lrr", "df_com"):
-            return float(self.table[name].iloc[0])
-        raise AttributeError(name)
 
 
 @dataclass(frozen=True, eq=False)

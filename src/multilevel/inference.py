@@ -21,6 +21,7 @@ use the smallest df of the coefficients it involves.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -134,11 +135,24 @@ def _f_sf(F: float, q: int, den: float) -> float:
     return float(scipy.stats.chi2.sf(F * q, q) if np.isinf(den) else scipy.stats.f.sf(F, q, den))
 
 
+class OneRowTable:
+    """Results whose `table` has one row: the columns named in `_scalars` read as attributes
+    (t.F, t.den_df)."""
+
+    _scalars: ClassVar[tuple[str, ...]] = ()
+
+    def __getattr__(self, name):
+        if name in type(self)._scalars:
+            return float(self.__dict__["table"][name].iloc[0])
+        raise AttributeError(name)
+
+
 @dataclass(frozen=True, eq=False)
-class HypothesisTest:
+class HypothesisTest(OneRowTable):
     """H0: L gamma = rhs. `table` has the Wald chi-square (HLM's "General Linear Hypothesis
     Testing") and the F test with the chosen df; `estimates` each row of L gamma - rhs."""
 
+    _scalars: ClassVar[tuple[str, ...]] = ("chisq", "chisq_df", "chisq_p", "F", "num_df", "den_df", "F_p")
     L: np.ndarray
     rhs: np.ndarray
     estimates: pd.DataFrame
@@ -146,20 +160,9 @@ class HypothesisTest:
     df_method: str
     se_method: str
 
-    def __getattr__(self, name):
-        if name in ("chisq", "chisq_df", "chisq_p", "F", "num_df", "den_df", "F_p"):
-            return float(self.table[name].iloc[0])
-        raise AttributeError(name)
-
 
 def hypothesis_test(fit, L: np.ndarray, rhs: np.ndarray, labels, df: str, se: str, level: float) -> HypothesisTest:
-    L = np.atleast_2d(np.asarray(L, dtype=float))
-    if L.shape[1] != len(fit.beta):
-        raise SpecificationError(f"The contrast matrix has {L.shape[1]} columns; this model has {len(fit.beta)} fixed effects ({', '.join(fit.beta.index)}).")
-    rhs = np.atleast_1d(np.asarray(rhs, dtype=float))
-    if rhs.size not in (1, L.shape[0]):
-        raise SpecificationError(f"rhs has {rhs.size} values for {L.shape[0]} contrast rows; give one value per row (or one for all).")
-    rhs = np.broadcast_to(rhs, (L.shape[0],)).copy()
+    """The test of `HypothesisTest`; L and rhs as `Fit._contrast` makes them (checked there)."""
     if np.linalg.matrix_rank(L) < L.shape[0]:
         raise SpecificationError("The rows of the contrast are linearly dependent; drop the redundant ones.")
     V = vcov(fit, df, se)

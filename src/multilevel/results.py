@@ -203,30 +203,27 @@ class Fit:
         return tab
 
     def _contrast(self, contrast, rhs):
+        """(L, rhs, labels) from text or a matrix; `rhs` (one value, or one per row) replaces the
+        right-hand sides of the text (0 for a matrix)."""
         from .contrasts import parse_contrasts
 
         if isinstance(contrast, str):
             L, r, labels = parse_contrasts(contrast, self.design.x_names, tuple(g.label for g in self.gamma_labels))
-            if rhs is None:
-                return L, r, labels
+        else:
+            L = np.atleast_2d(np.asarray(contrast, dtype=float))
+            if L.ndim != 2 or L.shape[1] != len(self.design.x_names):
+                raise SpecificationError(
+                    f"The contrast matrix has {L.shape[-1]} columns; this model has {len(self.design.x_names)} fixed effects "
+                    f"({', '.join(self.design.x_names)})."
+                )
+            labels = [" + ".join(f"{v:g}*{n}" for v, n in zip(row, self.design.x_names) if v) for row in L]
+            r = np.zeros(L.shape[0])
+        if rhs is not None:
             given = np.atleast_1d(np.asarray(rhs, dtype=float))
             if given.size not in (1, L.shape[0]):
                 raise SpecificationError(f"rhs has {given.size} values for {L.shape[0]} contrast rows; give one value per row (or one for all).")
-            return L, np.broadcast_to(given, r.shape).copy(), labels
-        L = np.atleast_2d(np.asarray(contrast, dtype=float))
-        if L.ndim != 2 or L.shape[1] != len(self.design.x_names):
-            raise SpecificationError(
-                f"The contrast matrix has {L.shape[-1]} columns; this model has {len(self.design.x_names)} fixed effects "
-                f"({', '.join(self.design.x_names)})."
-            )
-        names = list(self.design.x_names)
-        labels = [" + ".join(f"{v:g}*{n}" for v, n in zip(row, names) if v) for row in L]
-        if rhs is None:
-            return L, np.zeros(L.shape[0]), labels
-        r = np.atleast_1d(np.asarray(rhs, dtype=float))
-        if r.size not in (1, L.shape[0]):
-            raise SpecificationError(f"rhs has {r.size} values for {L.shape[0]} contrast rows; give one value per row (or one for all).")
-        return L, np.broadcast_to(r, (L.shape[0],)).copy(), labels
+            r = np.broadcast_to(given, (L.shape[0],)).copy()
+        return L, r, labels
 
     def test(self, contrast, rhs=None, df: str | None = None, se: str | None = None, level: float = 0.95):
         """Joint test of L gamma = rhs (a matrix, or text such as "sector = 0, sector:cses = 0"):
