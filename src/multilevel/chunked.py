@@ -43,7 +43,7 @@ class Pass1:
     rows_used: int = 0
     missing: dict = field(default_factory=dict)  # variable -> rows with a missing value
     ids_in: set = field(default_factory=set)
-    sums: dict = field(default_factory=dict)  # (variable, id) is too slow: variable -> Series by id
+    sums: dict = field(default_factory=dict)  # variable -> Series of per-unit sums, indexed by id
     counts: pd.Series | None = None  # rows used per id
     grand: dict = field(default_factory=dict)  # variable -> (sum, count)
     levels: dict = field(default_factory=dict)  # text variable -> set of values

@@ -209,18 +209,16 @@ def _safe_names(columns, limit: int) -> list[str]:
 
 def save(table: pd.DataFrame, path) -> Path:
     """Write a residual file by its extension: .csv, .parquet, .sav (SPSS) or .dta (Stata)."""
+    from .reading import _need
+
     p = Path(path)
     ext = p.suffix.lower()
     if ext == ".csv":
         table.to_csv(p, index=False)
     elif ext in (".parquet", ".pq"):
-        from .reading import _need
-
         _need("pyarrow", "parquet", "Parquet files")
         table.to_parquet(p, index=False)
     elif ext in (".sav", ".dta"):
-        from .reading import _need
-
         pyreadstat = _need("pyreadstat", "files", f"{ext} files")
         t = table.copy()
         t.columns = _safe_names(t.columns, 64 if ext == ".sav" else 32)
