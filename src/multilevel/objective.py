@@ -30,6 +30,7 @@ import numpy as np
 
 from . import small_matrices as sm
 from .covariance import LambdaTemplate
+from .kernels import kernel
 from .summaries import GroupSummaries
 
 LOG_2PI = float(np.log(2 * np.pi))
@@ -65,37 +66,30 @@ class Solution:
 
 
 def solve_at(s: GroupSummaries, lam: np.ndarray) -> Solution:
-    """Penalised least squares at Lambda: beta, pwrss and the log-determinants (module doc)."""
+    """Penalised least squares at Lambda: beta, pwrss and the log-determinants (module doc).
+    The per-unit part is one compiled loop over the units (`kernels.solve_units`)."""
     q, p = s.q, s.p
     J = s.n_groups
-    # Units last ("structure of arrays", `small_matrices`): per-unit algebra on J-long vectors.
-    ZtZ, ZtX, Zty = s.soa_ZtZ, s.soa_ZtX, s.soa_Zty
-    M = sm.matmul(sm.matmul(lam.T, ZtZ), lam)
-    M[range(q), range(q)] += 1.0
-    L = sm.cholesky(M)
-    LtLam = sm.solve_lower(L, lam.T)
-    RZX = sm.matmul(LtLam, ZtX)  # (q, p, J)
-    rZy = sm.matmul(LtLam, Zty[:, None, :])[:, 0, :]  # (q, J)
-    w = s.w2
-    if s.unit_weights is None:
-        RZXw, rZyw = RZX, rZy
-    else:
-        sw = np.sqrt(w)
-        RZXw, rZyw = RZX * sw, rZy * sw
-    F = np.ascontiguousarray(RZXw.transpose(1, 0, 2)).reshape(p, q * J)
-    A = s.XtX_total - F @ F.T
-    b = s.Xty_total - F @ rZyw.reshape(q * J)
+    L = np.empty((J, q, q))
+    LtLam = np.empty((J, q, q))
+    RZX = np.empty((J, q, p))
+    rZy = np.empty((J, q))
+    FtF = np.empty((p, p))
+    Ftr = np.empty(p)
+    logdet_L, ss = kernel("solve_units")(
+        s.C_contiguous, q, p, np.ascontiguousarray(lam, dtype=float), s.w2, L, LtLam, RZX, rZy, FtF, Ftr
+    )
+    if not np.isfinite(logdet_L):
+        raise np.linalg.LinAlgError("Matrix is not positive definite")
+    A = s.XtX_total - FtF
+    b = s.Xty_total - Ftr
     RX = np.linalg.cholesky(A)
     A_inv = np.linalg.inv(A)
     beta = A_inv @ b
-    pwrss = float(s.yty_total - np.sum(rZyw**2) - b @ beta)
-    logdet_L = 2.0 * float(np.log(L[range(q), range(q)]).sum(axis=0) @ w)
+    pwrss = float(s.yty_total - ss - b @ beta)
     logdet_A = 2.0 * float(np.log(np.diag(RX)).sum())
     n = s.total_weight if s.weighted else s.n_obs
-    # the Solution holds (J, ...) views of these arrays
-    L, LtLam, RZX = (np.moveaxis(a, -1, 0) for a in (L, LtLam, RZX))
-    rZy = rZy.T
-    return Solution(lam, L, LtLam, RZX, rZy, A, A_inv, beta, pwrss, logdet_L, logdet_A, n, p)
+    return Solution(lam, L, LtLam, RZX, rZy, A, A_inv, beta, pwrss, float(logdet_L), logdet_A, n, p)
 
 
 def deviance(sol: Solution, reml: bool, sigma2: float | None = None) -> float:
@@ -135,19 +129,14 @@ def gradient(s: GroupSummaries, sol: Solution, template: LambdaTemplate, reml: b
     With D = Lambda Lambda' the profiled deviance has
       d/dD = sum_j Z_j'W_jZ_j - [REML] sum_j Z_j'W_jX_j A^-1 X_j'W_jZ_j
              - (N-p or N)/pwrss * sum_j (Z_j'W_j r_j)(Z_j'W_j r_j)'   =: G,
-    and d/dLambda = 2 G Lambda, read off at theta's positions.
+    and d/dLambda = 2 G Lambda, read off at theta's positions (one compiled loop over the units,
+    `kernels.gradient_units`; `weighted_cross_products` gives the same per-unit terms in numpy).
     """
-    ZWZ, ZWX, ZWr = weighted_cross_products(s, sol)
-    w = s.w2
-    q, p, J = ZWX.shape
-    G = ZWZ @ w
-    if reml:
-        # B[a, d] = sum_c ZWX[a, c] A^-1[c, d], per unit
-        B = np.stack([sum(ZWX[:, c, :] * sol.A_inv[c, d] for c in range(p)) for d in range(p)], axis=1)
-        G -= (B * w).reshape(q, p * J) @ ZWX.reshape(q, p * J).T
-        df = sol.n - sol.p
-    else:
-        df = sol.n
-    G -= (df / sol.pwrss) * ((ZWr * w) @ ZWr.T)
+    q = s.q
+    df = sol.n - sol.p if reml else sol.n
+    G = np.empty((q, q))
+    kernel("gradient_units")(
+        s.C_contiguous, q, s.p, s.w2, sol.LtLam, sol.RZX, sol.rZy, sol.beta, sol.A_inv, df / sol.pwrss, reml, G
+    )
     dLam = 2.0 * G @ sol.lam
     return dLam[list(template.rows), list(template.cols)]

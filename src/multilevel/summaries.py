@@ -13,6 +13,8 @@ from functools import cached_property
 
 import numpy as np
 
+from .kernels import BLOCK_ROWS, cross_products
+
 
 @dataclass(frozen=True, eq=False)
 class GroupSummaries:
@@ -34,10 +36,16 @@ class GroupSummaries:
     def weighted(self) -> bool:
         return self.unit_weights is not None or self.row_weights is not None
 
-    @property
+    @cached_property
     def w2(self) -> np.ndarray:
         """The level-2 weight of each unit (1 when unweighted)."""
-        return np.ones(self.C.shape[0]) if self.unit_weights is None else self.unit_weights
+        w = np.ones(self.C.shape[0]) if self.unit_weights is None else self.unit_weights
+        return np.ascontiguousarray(w, dtype=float)
+
+    @cached_property
+    def C_contiguous(self) -> np.ndarray:
+        """C as a C-ordered float array (what the compiled loops of `kernels` take)."""
+        return np.ascontiguousarray(self.C, dtype=float)
 
     @cached_property
     def _soa(self) -> np.ndarray:
@@ -130,17 +138,22 @@ class GroupSummaries:
         row_weights: np.ndarray | None = None,
         unit_weights: np.ndarray | None = None,
     ) -> GroupSummaries:
-        """One pass over the rows: a weighted bincount for each of the k(k+1)/2 products."""
-        W = np.column_stack([Z, X, y]).astype(float, copy=False)
-        k = W.shape[1]
-        C = np.empty((n_groups, k, k))
-        w = np.ones(W.shape[0]) if row_weights is None else row_weights
-        for a in range(k):
-            wa = W[:, a] * w
-            for b in range(a, k):
-                s = np.bincount(codes, weights=wa * W[:, b], minlength=n_groups)
-                C[:, a, b] = s
-                C[:, b, a] = s
+        """One pass over the rows (`kernels.cross_products`), a block of rows at a time."""
+        k = Z.shape[1] + X.shape[1] + 1
+        N = y.shape[0]
+        codes = np.asarray(codes, dtype=np.intp)
+
+        def blocks():
+            for a in range(0, N, BLOCK_ROWS):
+                b = min(a + BLOCK_ROWS, N)
+                W = np.empty((b - a, k))
+                W[:, : Z.shape[1]] = Z[a:b]
+                W[:, Z.shape[1] : k - 1] = X[a:b]
+                W[:, -1] = y[a:b]
+                yield a, W
+
+        rw = None if row_weights is None else np.ascontiguousarray(row_weights, dtype=float)
+        C = cross_products(blocks(), codes, n_groups, k, rw)
         n = np.bincount(codes, minlength=n_groups).astype(float)
         sums = None if row_weights is None else np.bincount(codes, weights=row_weights, minlength=n_groups)
         return cls(C, n, Z.shape[1], X.shape[1], unit_weights, sums)
