@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from .covariance import LambdaTemplate
-from .design import build_design
+from .design import build_design, check_rank
 from .errors import SpecificationError
 from .formula import parse_formula
 from .join import join_level2
@@ -162,11 +162,8 @@ def fit_spec(
             return chunked.fit_dask(spec, data, method)
         return chunked.fit_parquet(spec, data, method)
     design = prepare(spec, data, level2, level2_missing, weights)
-    w = design.weights
-    summ = GroupSummaries.from_arrays(
-        design.Z, design.X, design.y, design.codes, design.n_groups,
-        row_weights=None if w is None else w.row, unit_weights=None if w is None else w.unit,
-    )
+    summ = design.summaries()
+    check_rank(summ.XtX_total, design.x_names)
     if tau is not None:
         template = LambdaTemplate.from_blocks(design.blocks, design.z_names, design.group)
         return Fit.at_variance_components(design, summ, template, method, tau, sigma2)

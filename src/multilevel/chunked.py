@@ -210,7 +210,7 @@ def build(spec: ModelSpec, first: pd.DataFrame, stats: Pass1, source: str) -> tu
             return [str(i) for i in lo.index[(hi - lo).to_numpy() > 0]]
         return []
 
-    coefficients = _classify(spec, x_mm, varying, tuple(z_names))
+    coefficients = _classify(spec, x_mm.model_spec.structure, varying, tuple(z_names))
     units_used = set(ids)
     report = DataReport(
         n_rows_in=stats.rows_in,
@@ -223,7 +223,7 @@ def build(spec: ModelSpec, first: pd.DataFrame, stats: Pass1, source: str) -> tu
         source=source,
     )
     design = Design(
-        spec=spec, y=None, X=None, Z=None, codes=None, group=group, group_labels=labels,
+        spec=spec, columns=None, codes=None, group=group, group_labels=labels,
         x_names=tuple(str(c) for c in x_mm.columns), z_names=tuple(z_names), blocks=tuple(blocks),
         coefficients=coefficients, centering_means={**group_means, **grand_means}, data_report=report,
         x_model_spec=x_mm.model_spec, streamed=True, n_rows=stats.rows_used, levels=levels,

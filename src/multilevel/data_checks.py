@@ -172,20 +172,23 @@ def select_rows(
     level2_vars: list[str],
     level2_missing: str,
     join: JoinReport | None,
-) -> tuple[pd.DataFrame, DataReport]:
-    """Apply the level-2 and level-1 missing-data rules (module doc)."""
+    codes: np.ndarray,
+    units: np.ndarray,
+) -> tuple[pd.DataFrame, DataReport, np.ndarray, np.ndarray]:
+    """Apply the level-2 and level-1 missing-data rules (module doc). `codes` number the rows'
+    units 0..len(units)-1 (-1: no id). Returns the rows used, the report, and the codes and units
+    of the rows used (units without rows left are dropped from both)."""
     if level2_missing not in ("error", "drop"):
         raise DataError(f"level2_missing must be 'error' or 'drop', not {level2_missing!r}.")
     sub = data[variables]
-    bad_id = sub[group].isna().to_numpy()
-    if bad_id.any():
-        rows = np.flatnonzero(bad_id)
+    if codes.size and codes.min() < 0:
+        rows = np.flatnonzero(codes < 0)
         raise DataError(
             f"The grouping column '{group}' is missing in {rows.size} rows (row positions "
             f"{preview(rows.tolist())}). Every row needs its unit's id: fill it in or drop those rows."
         )
-    units_in = pd.unique(sub[group])
-    l2_missing = level2_missing_units(sub, [v for v in level2_vars if v in variables], group)
+    l2 = [v for v in level2_vars if v in variables and sub[v].hasnans]
+    l2_missing = level2_missing_units(sub, l2, group) if l2 else {}
     if l2_missing and level2_missing == "error":
         raise DataError(
             f"{len(l2_missing)} units have missing level-2 values: "
@@ -193,36 +196,44 @@ def select_rows(
             + ". HLM refuses missing level-2 data; fill them in, or pass level2_missing='drop' to leave those "
             "units out (the data report lists them)."
         )
-    keep_l2 = ~sub[group].astype(str).isin(set(l2_missing)).to_numpy()
-    miss = sub.isna() & keep_l2[:, None]
-    keep = keep_l2 & ~miss.any(axis=1).to_numpy()
-    by_var = tuple((v, int(miss[v].sum())) for v in variables if miss[v].any())
-    used = data.loc[keep]
-    sizes = used[group].value_counts()
-    units_used = set(sizes.index)
-    dropped_units = tuple(str(u) for u in units_in if u not in units_used and str(u) not in l2_missing)
+    with_missing = [v for v in variables if sub[v].hasnans]
+    keep = None
+    by_var: tuple[tuple[str, int], ...] = ()
+    if with_missing or l2_missing:
+        keep_l2 = ~sub[group].astype(str).isin(set(l2_missing)).to_numpy() if l2_missing else np.ones(len(sub), bool)
+        miss = sub[with_missing].isna().to_numpy() & keep_l2[:, None]
+        keep = keep_l2 & ~miss.any(axis=1)
+        by_var = tuple((v, int(miss[:, i].sum())) for i, v in enumerate(with_missing) if miss[:, i].any())
+    kept_codes = codes if keep is None else codes[keep]
+    sizes = np.bincount(kept_codes, minlength=len(units))
+    has_rows = sizes > 0
+    dropped_units = tuple(str(u) for u in units[~has_rows] if str(u) not in l2_missing)
     report = DataReport(
         n_rows_in=int(len(data)) + (join.unmatched_level1_rows if join else 0),
-        n_rows_used=int(keep.sum()),
+        n_rows_used=int(kept_codes.size),
         dropped_by_variable=by_var,
-        n_units_in=int(len(units_in)) + (len(join.unmatched_level1_ids) if join else 0),
-        n_units_used=len(units_used),
+        n_units_in=int(len(units)) + (len(join.unmatched_level1_ids) if join else 0),
+        n_units_used=int(has_rows.sum()),
         units_dropped=dropped_units,
         level2_dropped=tuple(l2_missing.items()),
         unmatched_level1_ids=join.unmatched_level1_ids if join else (),
         unmatched_level1_rows=join.unmatched_level1_rows if join else 0,
         level2_rows_without_units=join.units_without_level1_rows if join else (),
-        singleton_units=tuple(sorted(str(u) for u in sizes.index[sizes.to_numpy() == 1])),
+        singleton_units=tuple(sorted(str(u) for u in units[sizes == 1])),
         source=str(data.attrs.get("source", "")),
         notes=tuple(data.attrs.get("read_notes", ())),
     )
-    return used.reset_index(drop=True), report
+    if keep is None:
+        return data.reset_index(drop=True), report, codes, units
+    if not has_rows.all():
+        renumber = np.cumsum(has_rows) - 1
+        kept_codes = renumber[kept_codes]
+    return data.loc[keep].reset_index(drop=True), report, kept_codes.astype(np.intp, copy=False), units[has_rows]
 
 
 def check_outcome(y: np.ndarray, outcome: str) -> None:
-    values = np.unique(y)
-    if values.size == 1:
+    if y.size and y.min() == y.max():
         raise DataError(
-            f"The outcome '{outcome}' takes a single value ({values[0]:g}) in every row used: there is no "
+            f"The outcome '{outcome}' takes a single value ({y[0]:g}) in every row used: there is no "
             "variation to model. Check the outcome column and the rows selected."
         )

@@ -18,7 +18,10 @@ import scipy.linalg
 
 from .data_checks import DataReport, check_outcome, check_values, select_rows
 from .errors import DataError, SpecificationError, close_matches, preview
+from .columns import Columns
 from .join import JoinReport
+from .kernels import group_ranges
+from .summaries import GroupSummaries
 from .weights import ScaledWeights, Weights, check_weight_column
 from .weights import scale as scale_weights
 from .spec import Centering, ModelSpec
@@ -50,9 +53,7 @@ class Design:
     """
 
     spec: ModelSpec
-    y: np.ndarray
-    X: np.ndarray
-    Z: np.ndarray
+    columns: Columns | None  # [Z X y] as recipes over the data (`columns`); None when streamed
     codes: np.ndarray
     group: str
     group_labels: tuple[str, ...]
@@ -80,7 +81,27 @@ class Design:
 
     @property
     def n_obs(self) -> int:
-        return self.n_rows if self.streamed else int(self.y.shape[0])
+        return self.n_rows if self.streamed else self.columns.n
+
+    # The whole matrices, built on first use (the fit itself needs only the one pass).
+    @property
+    def y(self) -> np.ndarray | None:
+        return None if self.columns is None else self.columns.y
+
+    @property
+    def X(self) -> np.ndarray | None:
+        return None if self.columns is None else self.columns.X
+
+    @property
+    def Z(self) -> np.ndarray | None:
+        return None if self.columns is None else self.columns.Z
+
+    def summaries(self) -> GroupSummaries:
+        """The per-unit cross-products: the one pass over the rows (`columns.Columns.summaries`)."""
+        w = self.weights
+        return self.columns.summaries(
+            self.codes, self.n_groups, None if w is None else w.row, None if w is None else w.unit
+        )
 
     def require_rows(self, what: str) -> None:
         if self.streamed:
@@ -126,11 +147,10 @@ def _check_columns(spec: ModelSpec, data: pd.DataFrame) -> list[str]:
     return list(needed)
 
 
-def _center(data: pd.DataFrame, codes: np.ndarray, centering: dict[str, Centering]) -> tuple[pd.DataFrame, dict[str, object]]:
-    """Centre the named variables on the rows used: group means (per code) or the grand mean."""
-    if not centering:
-        return data, {}
-    data = data.copy()
+def _center(data: pd.DataFrame, codes: np.ndarray, n_groups: int, centering: dict[str, Centering]) -> tuple[dict[str, np.ndarray], dict[str, object]]:
+    """Centre the named variables on the rows used: group means (per code) or the grand mean.
+    Returns the centred columns (the data are not copied) and the means used."""
+    columns: dict[str, np.ndarray] = {}
     state: dict[str, object] = {}
     for var, kind in centering.items():
         x = data[var]
@@ -138,27 +158,23 @@ def _center(data: pd.DataFrame, codes: np.ndarray, centering: dict[str, Centerin
             raise DataError(f"'{var}' is centred but is not numeric (dtype {x.dtype}); only numbers can be centred.")
         xv = x.to_numpy(dtype=float)
         if kind == "group":
-            means = np.bincount(codes, weights=xv) / np.bincount(codes)
-            data[var] = xv - means[codes]
+            means = np.bincount(codes, weights=xv, minlength=n_groups) / np.bincount(codes, minlength=n_groups)
+            columns[var] = xv - means[codes]
             state[var] = means
         else:
             m = float(xv.mean())
-            data[var] = xv - m
+            columns[var] = xv - m
             state[var] = m
-    return data, state
+    return columns, state
 
 
 def _varying_groups(values: pd.Series, codes: np.ndarray, labels: tuple[str, ...]) -> list[str]:
-    """The units in which `values` is not constant."""
-    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values) and not values.isna().any():
-        # two bincounts instead of a groupby: the spread around the unit mean, up to rounding
+    """The units in which `values` is not constant (numbers: max - min per unit, beyond rounding)."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values) and not values.hasnans:
         x = values.to_numpy(dtype=float)
-        J = len(labels)
-        n = np.bincount(codes, minlength=J)
-        dev = x - (np.bincount(codes, weights=x, minlength=J) / np.maximum(n, 1))[codes]
-        spread = np.sqrt(np.bincount(codes, weights=dev * dev, minlength=J) / np.maximum(n, 1))
-        tol = 1e-12 * max(float(np.abs(x).max()), 1e-300)
-        return [labels[i] for i in np.flatnonzero(spread > tol)]
+        lo, hi = group_ranges(codes, x, len(labels))
+        tol = 1e-12 * max(float(np.max(np.abs(np.concatenate([lo, hi])))), 1e-300)
+        return [labels[i] for i in np.flatnonzero(hi - lo > tol)]
     nun = pd.Series(values.to_numpy()).groupby(codes).nunique(dropna=False)
     return [labels[i] for i in nun.index[nun.to_numpy() > 1]]
 
@@ -171,30 +187,38 @@ def _model_matrix(rhs: str, data: pd.DataFrame, what: str) -> pd.DataFrame:
     return mm
 
 
-def _check_rank(X: np.ndarray, names: tuple[str, ...]) -> None:
-    """Name the fixed-effect columns that are constant or linear combinations of earlier ones."""
-    if X.shape[1] == 0:
+def check_rank(XtX: np.ndarray, names: tuple[str, ...]) -> None:
+    """Name the fixed-effect columns that are zero, constant, or linear combinations of earlier
+    ones, from the Gram matrix X'X (sum_j X_j'X_j of the summaries: no pass over the rows)."""
+    p = XtX.shape[0]
+    if p == 0:
         return
-    scale = np.sqrt((X**2).sum(axis=0))
-    for j, s in enumerate(scale):
-        if s == 0:
+    d = np.diag(XtX).copy()
+    for j in range(p):
+        if d[j] == 0:
             raise DataError(f"The fixed-effect column '{names[j]}' is zero in every row used; remove it.")
     if INTERCEPT in names:
-        for j, n in enumerate(names):
-            if n != INTERCEPT and np.ptp(X[:, j]) == 0:
+        i0 = names.index(INTERCEPT)
+        n = XtX[i0, i0]
+        for j, name in enumerate(names):
+            if j == i0:
+                continue
+            mean = XtX[i0, j] / n
+            # the spread around the mean, relative to the sum of squares: zero up to rounding
+            if d[j] - n * mean * mean <= 1e-13 * d[j]:
                 raise DataError(
-                    f"The predictor '{n}' has the same value ({X[0, j]:g}) in every row used, so its effect cannot be "
-                    "told apart from the intercept. Remove it from the model (or check the rows selected)."
+                    f"The predictor '{name}' has the same value ({mean:g}) in every row used, so its effect cannot "
+                    "be told apart from the intercept. Remove it from the model (or check the rows selected)."
                 )
     # Pivoted QR of the p x p factor B = S V' of the scaled Gram matrix (B'B = X'X/scale^2): the same
-    # pivots and rank as a QR of the N x p X itself, at O(N p^2) BLAS cost instead of a QR of X.
-    Xs = X / scale
-    lam, V = np.linalg.eigh(Xs.T @ Xs)
+    # pivots and rank as a QR of the N x p X itself.
+    scale = np.sqrt(d)
+    lam, V = np.linalg.eigh(XtX / np.outer(scale, scale))
     B = np.sqrt(np.clip(lam, 0.0, None))[:, None] * V.T
     _, r, piv = scipy.linalg.qr(B, mode="economic", pivoting=True)
     diag = np.abs(np.diag(r))
-    rank = int((diag > diag[0] * 1e-9 * max(X.shape)).sum())
-    if rank < X.shape[1]:
+    rank = int((diag > diag[0] * 1e-6).sum())
+    if rank < p:
         dependent = sorted(piv[rank:].tolist())
         raise DataError(
             "The fixed effects are collinear: "
@@ -208,7 +232,7 @@ def _check_rank(X: np.ndarray, names: tuple[str, ...]) -> None:
 
 def _classify(
     spec: ModelSpec,
-    x_mm: pd.DataFrame,
+    structure,
     varying,
     z_names: tuple[str, ...],
 ) -> tuple[Coefficient, ...]:
@@ -234,7 +258,6 @@ def _classify(
                     f"({preview(units)}). A level-2 predictor must be constant within each unit: "
                     "use its unit mean or move it to the level-1 model."
                 )
-    structure = x_mm.model_spec.structure
     coef_cols: dict[str, list[int]] = {}
     coef_preds: dict[str, list[str]] = {}
     col = 0
@@ -316,31 +339,50 @@ def build_design(
         )
     declared = {v for expr in spec.level2 for v in _variables(expr)}
     l2 = [v for v in variables if v != group and (v in set(level2_vars) or v in declared)]
-    used, report = select_rows(data, variables, group, l2, level2_missing, join)
+    codes_in, units_in = unit_codes(data[group], group)
+    used, report, codes, uniques = select_rows(data, variables, group, l2, level2_missing, join, codes_in, units_in)
     if zero_weight:
         report = dataclasses.replace(report, n_rows_in=report.n_rows_in + zero_weight, zero_weight_rows=zero_weight)
     if report.n_rows_used == 0:
         raise DataError("No row has all of the model's variables; every row has a missing value: " + str(report))
-    codes, uniques = pd.factorize(used[group], sort=True)
-    labels = tuple(str(u) for u in uniques)
+    labels = _labels(uniques)
     if len(labels) < 2:
         raise DataError(
             f"The grouping factor '{group}' has {len(labels)} unit(s) in the rows used; a multilevel "
             "model needs at least two (and in practice many more)."
         )
-    frame = used
-    used, centering_means = _center(used, codes, spec.centering_map)
+    J = len(labels)
+    centred, centering_means = _center(used, codes, J, spec.centering_map)
+    x_rhs = spec.fixed_formula()
+    z_rhs = [" + ".join(["1" if t.intercept else "0", *[x for x in t.terms if x != "1"]]) for t in spec.random]
+    numeric = [_numeric_columns(rhs, used) for rhs in (x_rhs, *z_rhs)]
+    if all(n is not None for n in numeric):
+        # every column is a product of numeric variables: recipes over the data's own arrays
+        arrays: dict[str, np.ndarray] = {}
 
-    x_mm = _model_matrix(spec.fixed_formula(), used, "fixed-effects design")
-    X = np.asarray(x_mm.to_numpy(dtype=float))
-    x_names = tuple(str(c) for c in x_mm.columns)
-    _check_rank(X, x_names)
+        def factor(v: str) -> np.ndarray:
+            if v not in arrays:
+                arrays[v] = centred[v] if v in centred else used[v].to_numpy(dtype=float)
+            return arrays[v]
 
-    z_parts, blocks, z_names = [], [], []
-    for term in spec.random:
-        rhs = " + ".join(["1" if term.intercept else "0", *[t for t in term.terms if t != "1"]])
-        zm = _model_matrix(rhs, used, f"random-effects design of '{rhs} | {term.group}'")
-        names = [str(c) for c in zm.columns]
+        x_names = tuple(name for name, _ in numeric[0][0])
+        x_factors = [tuple(factor(v) for v in fs) for _, fs in numeric[0][0]]
+        structure, x_model_spec = numeric[0][1].structure, numeric[0][1]
+        z_groups = [([name for name, _ in n[0]], [tuple(factor(v) for v in fs) for _, fs in n[0]]) for n in numeric[1:]]
+    else:
+        mframe = used.assign(**centred) if centred else used
+        x_mm = _model_matrix(x_rhs, mframe, "fixed-effects design")
+        X = np.asarray(x_mm.to_numpy(dtype=float))
+        x_names = tuple(str(c) for c in x_mm.columns)
+        x_factors = [(X[:, c],) for c in range(X.shape[1])]
+        structure, x_model_spec = x_mm.model_spec.structure, x_mm.model_spec
+        z_groups = []
+        for rhs, term in zip(z_rhs, spec.random):
+            zm = _model_matrix(rhs, mframe, f"random-effects design of '{rhs} | {term.group}'")
+            Zt = zm.to_numpy(dtype=float)
+            z_groups.append(([str(c) for c in zm.columns], [(Zt[:, c],) for c in range(Zt.shape[1])]))
+    blocks, z_names, z_factors = [], [], []
+    for (names, factors), term in zip(z_groups, spec.random):
         dup = set(names) & set(z_names)
         if dup:
             raise SpecificationError(
@@ -349,19 +391,17 @@ def build_design(
             )
         blocks.append(tuple(range(len(z_names), len(z_names) + len(names))))
         z_names.extend(names)
-        z_parts.append(zm.to_numpy(dtype=float))
-    Z = np.hstack(z_parts)
+        z_factors.extend(factors)
 
-    coefficients = _classify(spec, x_mm, lambda v: _varying_groups(used[v], codes, labels), tuple(z_names))
+    coefficients = _classify(spec, structure, lambda v: _varying_groups(used[v], codes, labels), tuple(z_names))
     y = used[spec.outcome].to_numpy(dtype=float)
     check_outcome(y, spec.outcome)
-    scaled = scale_weights(weights, used, codes, len(labels), labels) if weights else None
+    columns = Columns(tuple(z_factors) + tuple(x_factors) + ((y,),), len(z_names), len(x_names), int(y.shape[0]))
+    scaled = scale_weights(weights, used, codes, J, labels) if weights else None
     return Design(
         spec=spec,
-        y=y,
-        X=X,
-        Z=Z,
-        codes=codes.astype(np.intp),
+        columns=columns,
+        codes=codes,
         group=group,
         group_labels=labels,
         x_names=x_names,
@@ -371,11 +411,62 @@ def build_design(
         centering_means=centering_means,
         data_report=report,
         weights=scaled,
-        frame=frame,
-        x_model_spec=x_mm.model_spec,
+        frame=used,
+        x_model_spec=x_model_spec,
         levels={
             v: (list(used[v].cat.categories) if isinstance(used[v].dtype, pd.CategoricalDtype) else sorted(pd.unique(used[v].astype(str))))
             for v in variables
             if v != group and not pd.api.types.is_numeric_dtype(used[v])
         },
     )
+
+
+def unit_codes(ids: pd.Series, group: str) -> tuple[np.ndarray, np.ndarray]:
+    """Codes 0..J-1 of the units, in the sorted order of their ids (`pd.factorize(sort=True)`;
+    -1 for a missing id). Integer ids already in order, the usual layout of grouped files, take one
+    comparison pass instead of a hash table."""
+    v = ids.to_numpy()
+    if v.dtype.kind in "iu" and v.size > 1 and bool(np.all(v[1:] >= v[:-1])):
+        change = v[1:] != v[:-1]
+        codes = np.empty(v.size, dtype=np.intp)
+        codes[0] = 0
+        np.cumsum(change, out=codes[1:])
+        return codes, v[np.concatenate([[True], change])]
+    codes, uniques = pd.factorize(ids, sort=True)
+    return codes.astype(np.intp, copy=False), np.asarray(uniques)
+
+
+def _labels(uniques: np.ndarray) -> tuple[str, ...]:
+    if isinstance(uniques, np.ndarray) and uniques.dtype.kind in "iuf":
+        return tuple(uniques.astype(str).tolist())
+    return tuple(str(u) for u in uniques)
+
+
+def _numeric_columns(rhs: str, frame: pd.DataFrame):
+    """((column name, its factor variables), ...), formulaic's model spec) when every column
+    formulaic makes from `rhs` is a product of numeric variables of `frame`; None otherwise."""
+    variables = sorted(_variables(rhs))
+    for v in variables:
+        if v not in frame.columns:
+            return None
+        dt = frame[v].dtype
+        if not pd.api.types.is_numeric_dtype(dt) or pd.api.types.is_bool_dtype(dt):
+            return None
+    return _numeric_structure(rhs, tuple(variables))
+
+
+@lru_cache(maxsize=256)
+def _numeric_structure(rhs: str, variables: tuple[str, ...]):
+    # formulaic decides the terms, their order and names, on three rows of stand-in numbers
+    dummy = pd.DataFrame({v: np.arange(1.0, 4.0) * (i + 2) for i, v in enumerate(variables)})
+    try:
+        mm = formulaic.model_matrix(rhs, dummy, na_action="raise")
+    except Exception:
+        return None  # the general path raises the error with its message
+    cols = []
+    for entry in mm.model_spec.structure:
+        factors = _term_factors(str(entry.term))
+        if len(entry.columns) != 1 or any(f not in variables for f in factors):
+            return None
+        cols.append((str(entry.columns[0]), tuple(factors)))
+    return tuple(cols), mm.model_spec

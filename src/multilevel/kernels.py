@@ -17,181 +17,316 @@ from functools import cache
 import numpy as np
 
 
-@cache
-def _compiled():
-    import numba
+# ----- the loops, as plain Python that numba compiles (`_generic`, `_specialised`) -----------------
 
-    jit = numba.njit(cache=True, nogil=True, fastmath=False)
+def accumulate(W, codes, weights, C):
+    """C[j] += sum_{i in j} w_i W_i W_i' (upper triangle only; `finish` mirrors it)."""
+    n, k = W.shape
+    use_w = weights.shape[0] == n
+    for i in range(n):
+        j = codes[i]
+        wi = weights[i] if use_w else 1.0
+        for a in range(k):
+            wa = wi * W[i, a]
+            for b in range(a, k):
+                C[j, a, b] += wa * W[i, b]
 
-    @jit
-    def accumulate(W, codes, weights, C):
-        """C[j] += sum_{i in j} w_i W_i W_i' (upper triangle only; `finish` mirrors it)."""
-        n, k = W.shape
-        use_w = weights.shape[0] == n
-        for i in range(n):
-            j = codes[i]
-            wi = weights[i] if use_w else 1.0
-            for a in range(k):
-                wa = wi * W[i, a]
-                for b in range(a, k):
-                    C[j, a, b] += wa * W[i, b]
+def mirror(C):
+    J, k, _ = C.shape
+    for j in range(J):
+        for a in range(k):
+            for b in range(a + 1, k):
+                C[j, b, a] = C[j, a, b]
 
-    @jit
-    def mirror(C):
-        J, k, _ = C.shape
-        for j in range(J):
-            for a in range(k):
-                for b in range(a + 1, k):
-                    C[j, b, a] = C[j, a, b]
+def group_range(codes, x, lo, hi):
+    """Per unit minimum and maximum of x (lo, hi start at +inf, -inf)."""
+    for i in range(x.shape[0]):
+        j = codes[i]
+        v = x[i]
+        if v < lo[j]:
+            lo[j] = v
+        if v > hi[j]:
+            hi[j] = v
 
-    @jit
-    def group_range(codes, x, lo, hi):
-        """Per unit minimum and maximum of x (lo, hi start at +inf, -inf)."""
-        for i in range(x.shape[0]):
-            j = codes[i]
-            v = x[i]
-            if v < lo[j]:
-                lo[j] = v
-            if v > hi[j]:
-                hi[j] = v
-
-    @jit
-    def solve_units(C, q, p, lam, w, L, LtLam, RZX, rZy, FtF, Ftr):
-        """Per unit j (module doc of `objective`): M_j = Lambda' Z'Z Lambda + I = L_j L_j',
-        LtLam_j = L_j^-1 Lambda', RZX_j = LtLam_j Z'X, rZy_j = LtLam_j Z'y; and the weighted sums
-        FtF = sum_j w_j RZX_j' RZX_j, Ftr = sum_j w_j RZX_j' rZy_j. Returns (sum_j w_j log|L_j|^2,
-        sum_j w_j |rZy_j|^2), or (nan, nan) when an M_j is not positive definite."""
-        J = C.shape[0]
-        y = q + p
-        T = np.empty((q, q))  # Lambda' Z'Z
-        M = np.empty((q, q))
-        logdet = 0.0
-        ss = 0.0
-        for a in range(p):
-            Ftr[a] = 0.0
-            for b in range(p):
-                FtF[a, b] = 0.0
-        for j in range(J):
-            for a in range(q):
-                for b in range(q):
-                    s = 0.0
-                    for c in range(q):
-                        s += lam[c, a] * C[j, c, b]
-                    T[a, b] = s
-            for a in range(q):
-                for b in range(a + 1):
-                    s = 0.0
-                    for c in range(q):
-                        s += T[a, c] * lam[c, b]
-                    M[a, b] = s + (1.0 if a == b else 0.0)
-            # Cholesky M = L L'
-            for a in range(q):
-                for b in range(a + 1):
-                    s = M[a, b]
-                    for c in range(b):
-                        s -= L[j, a, c] * L[j, b, c]
-                    if a == b:
-                        if not s > 0.0:
-                            return np.nan, np.nan
-                        L[j, a, a] = np.sqrt(s)
-                    else:
-                        L[j, a, b] = s / L[j, b, b]
-                for b in range(a + 1, q):
-                    L[j, a, b] = 0.0
-            wj = w[j]
-            for a in range(q):
-                logdet += wj * 2.0 * np.log(L[j, a, a])
-            # LtLam = L^-1 Lambda' (forward substitution, column by column)
+def solve_units(C, q, p, lam, w, L, LtLam, RZX, rZy, FtF, Ftr):
+    """Per unit j (module doc of `objective`): M_j = Lambda' Z'Z Lambda + I = L_j L_j',
+    LtLam_j = L_j^-1 Lambda', RZX_j = LtLam_j Z'X, rZy_j = LtLam_j Z'y; and the weighted sums
+    FtF = sum_j w_j RZX_j' RZX_j, Ftr = sum_j w_j RZX_j' rZy_j. Returns (sum_j w_j log|L_j|^2,
+    sum_j w_j |rZy_j|^2), or (nan, nan) when an M_j is not positive definite."""
+    J = C.shape[0]
+    y = q + p
+    T = np.empty((q, q))  # Lambda' Z'Z
+    M = np.empty((q, q))
+    logdet = 0.0
+    ss = 0.0
+    for a in range(p):
+        Ftr[a] = 0.0
+        for b in range(p):
+            FtF[a, b] = 0.0
+    for j in range(J):
+        for a in range(q):
             for b in range(q):
-                for a in range(q):
-                    s = lam[b, a]
-                    for c in range(a):
-                        s -= L[j, a, c] * LtLam[j, c, b]
-                    LtLam[j, a, b] = s / L[j, a, a]
-            for a in range(q):
-                for b in range(p):
-                    s = 0.0
-                    for c in range(q):
-                        s += LtLam[j, a, c] * C[j, c, q + b]
-                    RZX[j, a, b] = s
                 s = 0.0
                 for c in range(q):
-                    s += LtLam[j, a, c] * C[j, c, y]
-                rZy[j, a] = s
-                ss += wj * s * s
-            for a in range(p):
+                    s += lam[c, a] * C[j, c, b]
+                T[a, b] = s
+        for a in range(q):
+            for b in range(a + 1):
+                s = 0.0
                 for c in range(q):
-                    f = wj * RZX[j, c, a]
-                    Ftr[a] += f * rZy[j, c]
-                    for b in range(a, p):
-                        FtF[a, b] += f * RZX[j, c, b]
+                    s += T[a, c] * lam[c, b]
+                M[a, b] = s + (1.0 if a == b else 0.0)
+        # Cholesky M = L L'
+        for a in range(q):
+            for b in range(a + 1):
+                s = M[a, b]
+                for c in range(b):
+                    s -= L[j, a, c] * L[j, b, c]
+                if a == b:
+                    if not s > 0.0:
+                        return np.nan, np.nan
+                    L[j, a, a] = np.sqrt(s)
+                else:
+                    L[j, a, b] = s / L[j, b, b]
+            for b in range(a + 1, q):
+                L[j, a, b] = 0.0
+        wj = w[j]
+        for a in range(q):
+            logdet += wj * 2.0 * np.log(L[j, a, a])
+        # LtLam = L^-1 Lambda' (forward substitution, column by column)
+        for b in range(q):
+            for a in range(q):
+                s = lam[b, a]
+                for c in range(a):
+                    s -= L[j, a, c] * LtLam[j, c, b]
+                LtLam[j, a, b] = s / L[j, a, a]
+        for a in range(q):
+            for b in range(p):
+                s = 0.0
+                for c in range(q):
+                    s += LtLam[j, a, c] * C[j, c, q + b]
+                RZX[j, a, b] = s
+            s = 0.0
+            for c in range(q):
+                s += LtLam[j, a, c] * C[j, c, y]
+            rZy[j, a] = s
+            ss += wj * s * s
         for a in range(p):
-            for b in range(a):
-                FtF[a, b] = FtF[b, a]
-        return logdet, ss
+            for c in range(q):
+                f = wj * RZX[j, c, a]
+                Ftr[a] += f * rZy[j, c]
+                for b in range(a, p):
+                    FtF[a, b] += f * RZX[j, c, b]
+    for a in range(p):
+        for b in range(a):
+            FtF[a, b] = FtF[b, a]
+    return logdet, ss
 
-    @jit
-    def gradient_units(C, q, p, w, LtLam, RZX, rZy, beta, A_inv, factor, reml, G):
-        """G = sum_j w_j [Z'WZ - (REML) Z'WX A^-1 X'WZ - factor (Z'Wr)(Z'Wr)'] with, per unit,
-        P = LtLam Z'Z, Z'WZ = Z'Z - P'P, Z'WX = Z'X - P' RZX, Z'Wr = Z'y - P' rZy - Z'WX beta
-        (W_j = (I + Z_j Lambda Lambda' Z_j')^-1 by Woodbury: `objective.gradient`)."""
-        J = C.shape[0]
-        y = q + p
-        P = np.empty((q, q))
-        ZWX = np.empty((q, p))
-        ZWr = np.empty(q)
-        B = np.empty((q, p))
+def gradient_units(C, q, p, w, LtLam, RZX, rZy, beta, A_inv, factor, reml, G):
+    """G = sum_j w_j [Z'WZ - (REML) Z'WX A^-1 X'WZ - factor (Z'Wr)(Z'Wr)'] with, per unit,
+    P = LtLam Z'Z, Z'WZ = Z'Z - P'P, Z'WX = Z'X - P' RZX, Z'Wr = Z'y - P' rZy - Z'WX beta
+    (W_j = (I + Z_j Lambda Lambda' Z_j')^-1 by Woodbury: `objective.gradient`)."""
+    J = C.shape[0]
+    y = q + p
+    P = np.empty((q, q))
+    ZWX = np.empty((q, p))
+    ZWr = np.empty(q)
+    B = np.empty((q, p))
+    for a in range(q):
+        for b in range(q):
+            G[a, b] = 0.0
+    for j in range(J):
+        wj = w[j]
         for a in range(q):
             for b in range(q):
-                G[a, b] = 0.0
-        for j in range(J):
-            wj = w[j]
-            for a in range(q):
-                for b in range(q):
-                    s = 0.0
-                    for c in range(q):
-                        s += LtLam[j, a, c] * C[j, c, b]
-                    P[a, b] = s
-            for a in range(q):
-                for b in range(p):
-                    s = C[j, a, q + b]
-                    for c in range(q):
-                        s -= P[c, a] * RZX[j, c, b]
-                    ZWX[a, b] = s
-                s = C[j, a, y]
+                s = 0.0
                 for c in range(q):
-                    s -= P[c, a] * rZy[j, c]
-                for b in range(p):
-                    s -= ZWX[a, b] * beta[b]
-                ZWr[a] = s
-            if reml:
-                for a in range(q):
-                    for d in range(p):
-                        s = 0.0
-                        for c in range(p):
-                            s += ZWX[a, c] * A_inv[c, d]
-                        B[a, d] = s
-            for a in range(q):
-                for b in range(a + 1):
-                    s = C[j, a, b]
-                    for c in range(q):
-                        s -= P[c, a] * P[c, b]
-                    if reml:
-                        for d in range(p):
-                            s -= B[a, d] * ZWX[b, d]
-                    s -= factor * ZWr[a] * ZWr[b]
-                    G[a, b] += wj * s
+                    s += LtLam[j, a, c] * C[j, c, b]
+                P[a, b] = s
         for a in range(q):
-            for b in range(a + 1, q):
-                G[a, b] = G[b, a]
+            for b in range(p):
+                s = C[j, a, q + b]
+                for c in range(q):
+                    s -= P[c, a] * RZX[j, c, b]
+                ZWX[a, b] = s
+            s = C[j, a, y]
+            for c in range(q):
+                s -= P[c, a] * rZy[j, c]
+            for b in range(p):
+                s -= ZWX[a, b] * beta[b]
+            ZWr[a] = s
+        if reml:
+            for a in range(q):
+                for d in range(p):
+                    s = 0.0
+                    for c in range(p):
+                        s += ZWX[a, c] * A_inv[c, d]
+                    B[a, d] = s
+        for a in range(q):
+            for b in range(a + 1):
+                s = C[j, a, b]
+                for c in range(q):
+                    s -= P[c, a] * P[c, b]
+                if reml:
+                    for d in range(p):
+                        s -= B[a, d] * ZWX[b, d]
+                s -= factor * ZWr[a] * ZWr[b]
+                G[a, b] += wj * s
+    for a in range(q):
+        for b in range(a + 1, q):
+            G[a, b] = G[b, a]
 
-    return dict(accumulate=accumulate, mirror=mirror, group_range=group_range,
-                solve_units=solve_units, gradient_units=gradient_units)
+def deviance_terms(K, q, p, lam, w, FtF, Ftr, ZWZ, Syy, SyX, SXX):
+    """One pass over the units for the deviance and its gradient together, writing nothing
+    per unit. K[j] = [Z'Z | Z'X | Z'y] (q rows). With the per-unit quantities of `solve_units`
+    and of `gradient_units`, accumulate (weights w_j):
+      FtF = sum RZX'RZX, Ftr = sum RZX'rZy, ZWZ = sum Z'WZ,
+      Syy[a,b] = sum Z'Wy_a Z'Wy_b, SyX[a,b,c] = sum Z'Wy_a Z'WX_bc,
+      SXX[a,b,c,d] = sum Z'WX_ac Z'WX_bd,
+    from which the gradient at any beta follows without a second pass (`objective.
+    deviance_and_gradient`). Returns (sum w log|L_j|^2, sum w |rZy_j|^2), nan if not PD."""
+    J = K.shape[0]
+    y = q + p
+    T = np.empty((q, q))
+    Lj = np.zeros((q, q))
+    Gj = np.empty((q, q))  # L^-1 Lambda'
+    R = np.empty((q, p))
+    r = np.empty(q)
+    P = np.empty((q, q))
+    X = np.empty((q, p))
+    v = np.empty(q)
+    logdet = 0.0
+    ss = 0.0
+    FtF[:] = 0.0
+    Ftr[:] = 0.0
+    ZWZ[:] = 0.0
+    Syy[:] = 0.0
+    SyX[:] = 0.0
+    SXX[:] = 0.0
+    for j in range(J):
+        wj = w[j]
+        for a in range(q):
+            for b in range(q):
+                s = 0.0
+                for c in range(q):
+                    s += lam[c, a] * K[j, c, b]
+                T[a, b] = s
+        prod = 1.0
+        for a in range(q):
+            for b in range(a + 1):
+                s = (1.0 if a == b else 0.0)
+                for c in range(q):
+                    s += T[a, c] * lam[c, b]
+                for c in range(b):
+                    s -= Lj[a, c] * Lj[b, c]
+                if a == b:
+                    if not s > 0.0:
+                        return np.nan, np.nan
+                    Lj[a, a] = np.sqrt(s)
+                    prod *= s
+                else:
+                    Lj[a, b] = s / Lj[b, b]
+        logdet += wj * np.log(prod)
+        for b in range(q):
+            for a in range(q):
+                s = lam[b, a]
+                for c in range(a):
+                    s -= Lj[a, c] * Gj[c, b]
+                Gj[a, b] = s / Lj[a, a]
+        for a in range(q):
+            for b in range(p):
+                s = 0.0
+                for c in range(q):
+                    s += Gj[a, c] * K[j, c, q + b]
+                R[a, b] = s
+            s = 0.0
+            for c in range(q):
+                s += Gj[a, c] * K[j, c, y]
+            r[a] = s
+            ss += wj * s * s
+            for b in range(q):
+                s = 0.0
+                for c in range(q):
+                    s += Gj[a, c] * K[j, c, b]
+                P[a, b] = s
+        for a in range(p):
+            for c in range(q):
+                f = wj * R[c, a]
+                Ftr[a] += f * r[c]
+                for b in range(a, p):
+                    FtF[a, b] += f * R[c, b]
+        # Z'WX = Z'X - P'R, Z'Wy = Z'y - P'r, Z'WZ = Z'Z - P'P
+        for a in range(q):
+            for b in range(p):
+                s = K[j, a, q + b]
+                for c in range(q):
+                    s -= P[c, a] * R[c, b]
+                X[a, b] = s
+            s = K[j, a, y]
+            for c in range(q):
+                s -= P[c, a] * r[c]
+            v[a] = s
+        for a in range(q):
+            for b in range(q):
+                s = K[j, a, b]
+                for c in range(q):
+                    s -= P[c, a] * P[c, b]
+                ZWZ[a, b] += wj * s
+                Syy[a, b] += wj * v[a] * v[b]
+                for c in range(p):
+                    SyX[a, b, c] += wj * v[a] * X[b, c]
+                    f = wj * X[a, c]
+                    for d in range(p):
+                        SXX[a, b, c, d] += f * X[b, d]
+    for a in range(p):
+        for b in range(a):
+            FtF[a, b] = FtF[b, a]
+    return logdet, ss
 
 
-def kernel(name: str):
-    """The compiled function `name` (compiling, or loading from the disk cache, on first use)."""
-    return _compiled()[name]
+_SPECIALISED = ("solve_units", "gradient_units", "deviance_terms")
+
+
+@cache
+def _generic():
+    import numba
+
+    jit = numba.njit(cache=True, nogil=True)
+    return {f.__name__: jit(f) for f in (accumulate, mirror, group_range)}
+
+
+@cache
+def _specialised(q: int, p: int):
+    """The per-unit loops compiled for given q and p: with the sizes known to the compiler the
+    small loops unroll (about twice as fast as with q and p as arguments, measured)."""
+    import numba
+
+    jit = numba.njit(cache=True, nogil=True)
+    solve = numba.njit(solve_units, inline="always")
+    grad = numba.njit(gradient_units, inline="always")
+    terms = numba.njit(deviance_terms, inline="always")
+
+    @jit
+    def solve_qp(C, lam, w, L, LtLam, RZX, rZy, FtF, Ftr):
+        return solve(C, q, p, lam, w, L, LtLam, RZX, rZy, FtF, Ftr)
+
+    @jit
+    def gradient_qp(C, w, LtLam, RZX, rZy, beta, A_inv, factor, reml, G):
+        return grad(C, q, p, w, LtLam, RZX, rZy, beta, A_inv, factor, reml, G)
+
+    @jit
+    def terms_qp(K, lam, w, FtF, Ftr, ZWZ, Syy, SyX, SXX):
+        return terms(K, q, p, lam, w, FtF, Ftr, ZWZ, Syy, SyX, SXX)
+
+    return dict(solve_units=solve_qp, gradient_units=gradient_qp, deviance_terms=terms_qp)
+
+
+def kernel(name: str, q: int | None = None, p: int | None = None):
+    """The compiled function `name` (compiling, or loading from the disk cache, on first use); the
+    per-unit loops take (q, p) and are compiled for them."""
+    if name in _SPECIALISED:
+        return _specialised(int(q), int(p))[name]
+    return _generic()[name]
 
 
 #: rows per block of the one pass: the block's [Z X y] (rows x k doubles) stays in cache-sized memory

@@ -76,8 +76,8 @@ def solve_at(s: GroupSummaries, lam: np.ndarray) -> Solution:
     rZy = np.empty((J, q))
     FtF = np.empty((p, p))
     Ftr = np.empty(p)
-    logdet_L, ss = kernel("solve_units")(
-        s.C_contiguous, q, p, np.ascontiguousarray(lam, dtype=float), s.w2, L, LtLam, RZX, rZy, FtF, Ftr
+    logdet_L, ss = kernel("solve_units", q, p)(
+        s.C_contiguous, np.ascontiguousarray(lam, dtype=float), s.w2, L, LtLam, RZX, rZy, FtF, Ftr
     )
     if not np.isfinite(logdet_L):
         raise np.linalg.LinAlgError("Matrix is not positive definite")
@@ -135,8 +135,47 @@ def gradient(s: GroupSummaries, sol: Solution, template: LambdaTemplate, reml: b
     q = s.q
     df = sol.n - sol.p if reml else sol.n
     G = np.empty((q, q))
-    kernel("gradient_units")(
-        s.C_contiguous, q, s.p, s.w2, sol.LtLam, sol.RZX, sol.rZy, sol.beta, sol.A_inv, df / sol.pwrss, reml, G
+    kernel("gradient_units", q, s.p)(
+        s.C_contiguous, s.w2, sol.LtLam, sol.RZX, sol.rZy, sol.beta, sol.A_inv, df / sol.pwrss, reml, G
     )
     dLam = 2.0 * G @ sol.lam
     return dLam[list(template.rows), list(template.cols)]
+
+
+def deviance_and_gradient(s: GroupSummaries, lam: np.ndarray, reml: bool) -> tuple[float, np.ndarray]:
+    """The profiled deviance and d deviance / d Lambda-bar (G of `gradient`, q x q) in one pass
+    over the units that reads only `GroupSummaries.compact` and writes nothing per unit.
+
+    The gradient's per-unit terms are quadratic in Z'Wr = Z'Wy - Z'WX beta, so with the sums
+    Syy, SyX, SXX of `kernels.deviance_terms`
+      sum_j (Z'Wr)(Z'Wr)' = Syy - SyX.beta - (SyX.beta)' + SXX:(beta beta'),
+      sum_j Z'WX A^-1 X'WZ = SXX:A^-1,
+    and beta (which needs the whole pass) enters only afterwards. The optimiser's evaluation;
+    `solve_at` keeps the per-unit factors for everything after the fit.
+    """
+    q, p = s.q, s.p
+    FtF, Ftr = np.empty((p, p)), np.empty(p)
+    ZWZ, Syy = np.empty((q, q)), np.empty((q, q))
+    SyX, SXX = np.empty((q, q, p)), np.empty((q, q, p, p))
+    logdet_L, ss = kernel("deviance_terms", q, p)(
+        s.compact, np.ascontiguousarray(lam, dtype=float), s.w2, FtF, Ftr, ZWZ, Syy, SyX, SXX
+    )
+    if not np.isfinite(logdet_L):
+        raise np.linalg.LinAlgError("Matrix is not positive definite")
+    A = s.XtX_total - FtF
+    b = s.Xty_total - Ftr
+    RX = np.linalg.cholesky(A)
+    beta = np.linalg.solve(A, b)
+    pwrss = float(s.yty_total - ss - b @ beta)
+    n = s.total_weight if s.weighted else s.n_obs
+    df = n - p if reml else n
+    sigma2 = pwrss / df
+    d = df * (LOG_2PI + np.log(sigma2)) + logdet_L + pwrss / sigma2
+    if reml:
+        d += 2.0 * float(np.log(np.diag(RX)).sum())
+    SyXb = SyX @ beta
+    rr = Syy - SyXb - SyXb.T + np.einsum("abcd,c,d->ab", SXX, beta, beta)
+    G = ZWZ - (df / pwrss) * rr
+    if reml:
+        G -= np.einsum("abcd,cd->ab", SXX, np.linalg.inv(A))
+    return float(d), G

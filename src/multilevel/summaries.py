@@ -13,7 +13,6 @@ from functools import cached_property
 
 import numpy as np
 
-from .kernels import BLOCK_ROWS, cross_products
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,6 +45,12 @@ class GroupSummaries:
     def C_contiguous(self) -> np.ndarray:
         """C as a C-ordered float array (what the compiled loops of `kernels` take)."""
         return np.ascontiguousarray(self.C, dtype=float)
+
+    @cached_property
+    def compact(self) -> np.ndarray:
+        """[Z'Z | Z'X | Z'y] per unit, (J, q, q+p+1) contiguous: the only per-unit numbers an
+        evaluation of the deviance reads (`objective.deviance_and_gradient`); a quarter of C."""
+        return np.ascontiguousarray(self.C[:, : self.q, :], dtype=float)
 
     @cached_property
     def _soa(self) -> np.ndarray:
@@ -138,22 +143,8 @@ class GroupSummaries:
         row_weights: np.ndarray | None = None,
         unit_weights: np.ndarray | None = None,
     ) -> GroupSummaries:
-        """One pass over the rows (`kernels.cross_products`), a block of rows at a time."""
-        k = Z.shape[1] + X.shape[1] + 1
-        N = y.shape[0]
-        codes = np.asarray(codes, dtype=np.intp)
+        """One pass over the rows (`columns.Columns.summaries`), a block of rows at a time."""
+        from .columns import Columns
 
-        def blocks():
-            for a in range(0, N, BLOCK_ROWS):
-                b = min(a + BLOCK_ROWS, N)
-                W = np.empty((b - a, k))
-                W[:, : Z.shape[1]] = Z[a:b]
-                W[:, Z.shape[1] : k - 1] = X[a:b]
-                W[:, -1] = y[a:b]
-                yield a, W
-
-        rw = None if row_weights is None else np.ascontiguousarray(row_weights, dtype=float)
-        C = cross_products(blocks(), codes, n_groups, k, rw)
-        n = np.bincount(codes, minlength=n_groups).astype(float)
-        sums = None if row_weights is None else np.bincount(codes, weights=row_weights, minlength=n_groups)
-        return cls(C, n, Z.shape[1], X.shape[1], unit_weights, sums)
+        cols = Columns.of_matrices(np.asarray(Z, float), np.asarray(X, float), np.asarray(y, float))
+        return cols.summaries(np.asarray(codes, dtype=np.intp), n_groups, row_weights, unit_weights)

@@ -1,0 +1,99 @@
+"""The model's columns W = [Z X y], held as recipes over the data's arrays and built a block of
+rows at a time.
+
+Every column of X and Z that formulaic would make from numeric variables is a product of data
+columns: the intercept is the empty product, `x` is x, the interaction `x:w` is x*w. Holding the
+factors (views of the data's own arrays, or a centred copy) instead of the N x k matrix lets the
+one pass over the rows (`summaries`) build each block of `BLOCK_ROWS` rows in cache-sized memory
+and accumulate it, so a fit adds O(J k^2) memory to the data, not O(N k). Columns formulaic has to
+make itself (factors, transforms) enter as one materialised factor each. X, Z and y as whole
+matrices are built only when something asks for the rows (residual files, effect sizes, plots).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from .kernels import BLOCK_ROWS, cross_products
+from .summaries import GroupSummaries
+
+
+@dataclass(frozen=True, eq=False)
+class Columns:
+    """`factors[c]`: the arrays (length N) whose elementwise product is column c of [Z X y]."""
+
+    factors: tuple[tuple[np.ndarray, ...], ...]
+    q: int
+    p: int
+    n: int
+
+    @property
+    def k(self) -> int:
+        return self.q + self.p + 1
+
+    def block(self, a: int, b: int) -> np.ndarray:
+        """Rows a..b of W, (b - a, k), C-ordered."""
+        W = np.empty((b - a, self.k))
+        for c, fs in enumerate(self.factors):
+            col = W[:, c]
+            if not fs:
+                col[:] = 1.0
+                continue
+            col[:] = fs[0][a:b]
+            for f in fs[1:]:
+                col *= f[a:b]
+        return W
+
+    def blocks(self, size: int = BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
+        for a in range(0, self.n, size):
+            yield a, self.block(a, min(a + size, self.n))
+
+    def column(self, c: int) -> np.ndarray:
+        fs = self.factors[c]
+        if not fs:
+            return np.ones(self.n)
+        out = np.array(fs[0], dtype=float)
+        for f in fs[1:]:
+            out *= f
+        return out
+
+    def _matrix(self, cols: range) -> np.ndarray:
+        out = np.empty((self.n, len(cols)))
+        for i, c in enumerate(cols):
+            out[:, i] = self.column(c)
+        return out
+
+    @cached_property
+    def Z(self) -> np.ndarray:
+        return self._matrix(range(self.q))
+
+    @cached_property
+    def X(self) -> np.ndarray:
+        return self._matrix(range(self.q, self.q + self.p))
+
+    @cached_property
+    def y(self) -> np.ndarray:
+        return self.column(self.k - 1)
+
+    def summaries(
+        self,
+        codes: np.ndarray,
+        n_groups: int,
+        row_weights: np.ndarray | None = None,
+        unit_weights: np.ndarray | None = None,
+    ) -> GroupSummaries:
+        """The per-unit cross-products in one pass over the rows, a block at a time."""
+        rw = None if row_weights is None else np.ascontiguousarray(row_weights, dtype=float)
+        C = cross_products(self.blocks(), codes, n_groups, self.k, rw)
+        n = np.bincount(codes, minlength=n_groups).astype(float)
+        sums = None if row_weights is None else np.bincount(codes, weights=row_weights, minlength=n_groups)
+        return GroupSummaries(C, n, self.q, self.p, unit_weights, sums)
+
+    @classmethod
+    def of_matrices(cls, Z: np.ndarray, X: np.ndarray, y: np.ndarray) -> Columns:
+        """Materialised matrices (formulaic's, or arrays given directly) as one factor per column."""
+        factors = [(Z[:, c],) for c in range(Z.shape[1])] + [(X[:, c],) for c in range(X.shape[1])] + [(y,)]
+        return cls(tuple(factors), Z.shape[1], X.shape[1], int(y.shape[0]))
