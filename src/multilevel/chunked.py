@@ -200,7 +200,6 @@ def build(spec: ModelSpec, first: pd.DataFrame, stats: Pass1, source: str) -> tu
         z_names.extend(names)
     plan.q, plan.p = len(z_names), x_mm.shape[1]
     plan.n_columns = plan.q + plan.p + 1
-    labels = tuple(str(i) for i in ids)
 
     def varying(v: str) -> list[str]:
         if v in stats.varies:
@@ -223,7 +222,7 @@ def build(spec: ModelSpec, first: pd.DataFrame, stats: Pass1, source: str) -> tu
         source=source,
     )
     design = Design(
-        spec=spec, columns=None, codes=None, group=group, group_labels=labels,
+        spec=spec, columns=None, codes=None, group=group, units=np.asarray(ids),
         x_names=tuple(str(c) for c in x_mm.columns), z_names=tuple(z_names), blocks=tuple(blocks),
         coefficients=coefficients, centering_means={**group_means, **grand_means}, data_report=report,
         x_model_spec=x_mm.model_spec, streamed=True, n_rows=stats.rows_used, levels=levels,

@@ -1,10 +1,9 @@
-"""The model's columns W = [Z X y], held as recipes over the data's arrays and built a block of
-rows at a time.
+"""The model's columns W = [Z X y], held as recipes over the data's arrays.
 
 Every column of X and Z that formulaic would make from numeric variables is a product of data
 columns: the intercept is the empty product, `x` is x, the interaction `x:w` is x*w. Holding the
 factors (views of the data's own arrays, or a centred copy) instead of the N x k matrix lets the
-one pass over the rows (`summaries`) build each block of `BLOCK_ROWS` rows in cache-sized memory
+one pass over the rows (`kernels.accumulate`) make each row of W as it goes
 and accumulate it, so a fit adds O(J k^2) memory to the data, not O(N k). Columns formulaic has to
 make itself (factors, transforms) enter as one materialised factor each. X, Z and y as whole
 matrices are built only when something asks for the rows (residual files, effect sizes, plots).
@@ -17,7 +16,7 @@ from functools import cached_property
 
 import numpy as np
 
-from .kernels import BLOCK_ROWS, cross_products
+from .kernels import cross_products
 from .summaries import GroupSummaries
 
 
@@ -34,22 +33,25 @@ class Columns:
     def k(self) -> int:
         return self.q + self.p + 1
 
-    def block(self, a: int, b: int) -> np.ndarray:
-        """Rows a..b of W, (b - a, k), C-ordered."""
-        W = np.empty((b - a, self.k))
+    def recipe(self) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+        """The distinct factor arrays (contiguous float) and, per column, their indices (-1: none)."""
+        bases: list[np.ndarray] = []
+        index: dict[int, int] = {}
+        width = max(1, max(len(fs) for fs in self.factors))
+        recipe = np.full((self.k, width), -1, dtype=np.int64)
         for c, fs in enumerate(self.factors):
-            col = W[:, c]
-            if not fs:
-                col[:] = 1.0
-                continue
-            col[:] = fs[0][a:b]
-            for f in fs[1:]:
-                col *= f[a:b]
-        return W
-
-    def blocks(self, size: int = BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
-        for a in range(0, self.n, size):
-            yield a, self.block(a, min(a + size, self.n))
+            for f, arr in enumerate(fs):
+                if id(arr) not in index:
+                    index[id(arr)] = len(bases)
+                    base = np.ascontiguousarray(arr, dtype=float).view()
+                    base.flags.writeable = False  # one array type for all (pandas may hand out read-only views)
+                    bases.append(base)
+                recipe[c, f] = index[id(arr)]
+        if not bases:
+            ones = np.ones(self.n)
+            ones.flags.writeable = False
+            bases.append(ones)
+        return tuple(bases), recipe
 
     def column(self, c: int) -> np.ndarray:
         fs = self.factors[c]
@@ -85,9 +87,10 @@ class Columns:
         row_weights: np.ndarray | None = None,
         unit_weights: np.ndarray | None = None,
     ) -> GroupSummaries:
-        """The per-unit cross-products in one pass over the rows, a block at a time."""
+        """The per-unit cross-products in one pass over the rows (`kernels.cross_products`)."""
         rw = None if row_weights is None else np.ascontiguousarray(row_weights, dtype=float)
-        C = cross_products(self.blocks(), codes, n_groups, self.k, rw)
+        bases, recipe = self.recipe()
+        C = cross_products(bases, recipe, codes, n_groups, rw)
         n = np.bincount(codes, minlength=n_groups).astype(float)
         sums = None if row_weights is None else np.bincount(codes, weights=row_weights, minlength=n_groups)
         return GroupSummaries(C, n, self.q, self.p, unit_weights, sums)

@@ -88,8 +88,10 @@ class DataReport:
 
 def _numeric_looking_text(col: pd.Series) -> tuple[bool, dict[str, list[int]]]:
     """(True, {bad text: rows}) when most values of a text column are numbers."""
+    if pd.api.types.is_numeric_dtype(col) or isinstance(col.dtype, pd.CategoricalDtype):
+        return False, {}
     v = col.dropna()
-    if len(v) == 0 or pd.api.types.is_numeric_dtype(v) or isinstance(v.dtype, pd.CategoricalDtype):
+    if len(v) == 0:
         return False, {}
     text = v.astype(str)
     is_num = text.str.match(_NUMBER)
@@ -101,16 +103,36 @@ def _numeric_looking_text(col: pd.Series) -> tuple[bool, dict[str, list[int]]]:
     return True, bad
 
 
-def check_values(data: pd.DataFrame, variables: list[str], outcome: str, group: str) -> pd.DataFrame:
+def missing_and_infinite(col: pd.Series) -> tuple[int, int]:
+    """(missing, infinite) values of a column; one compiled pass for float columns."""
+    dt = col.dtype
+    if isinstance(dt, np.dtype) and dt.kind in "iub":
+        return 0, 0
+    if isinstance(dt, np.dtype) and dt.kind == "f":
+        from .kernels import kernel
+
+        nan, inf = kernel("nonfinite")(np.ascontiguousarray(col.to_numpy()))
+        return int(nan), int(inf)
+    nan = int(col.isna().sum())
+    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col) and nan < len(col):
+        return nan, int(np.isinf(col.to_numpy(dtype=float, na_value=np.nan)).sum())
+    return nan, 0
+
+
+def check_values(data: pd.DataFrame, variables: list[str], outcome: str, group: str) -> tuple[pd.DataFrame, dict[str, int]]:
     """The bad-input catalogue, before any row is dropped. Returns the data with numeric text
-    columns (all values numbers written as text) converted to numbers."""
+    columns (all values numbers written as text) converted to numbers, and the number of missing
+    values of each variable (for `select_rows`)."""
     kind = id_kind(data[group])
     if kind == "mixed":
         raise mixed_id_error(data[group], group, "the data")
     converted = None
+    missing: dict[str, int] = {}
     for v in variables:
         col = data[v]
-        if col.isna().all():
+        n_missing, n_infinite = missing_and_infinite(col)
+        missing[v] = n_missing
+        if n_missing == len(col):
             raise DataError(
                 f"'{v}' has no value in any of the {len(col)} rows (all missing). Drop it from the model or "
                 "check how the file was read (a misspelt missing-value code, a wrong separator)."
@@ -136,6 +158,8 @@ def check_values(data: pd.DataFrame, variables: list[str], outcome: str, group: 
         if numeric_text:
             converted = data.copy() if converted is None else converted
             converted[v] = col = pd.to_numeric(col)
+            n_missing, n_infinite = missing_and_infinite(col)
+            missing[v] = n_missing
         elif v != outcome and not pd.api.types.is_numeric_dtype(col):
             levels = col.nunique(dropna=True)
             if levels > MAX_LEVELS and levels > 0.1 * len(col):
@@ -144,15 +168,15 @@ def check_values(data: pd.DataFrame, variables: list[str], outcome: str, group: 
                     f"{levels - 1} fixed-effect columns. If it holds numbers, convert it (pd.to_numeric); if it is an "
                     "id, use it as the grouping factor instead."
                 )
-        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
-            inf = np.isinf(col.to_numpy(dtype=float))
+        if n_infinite:
+            inf = np.isinf(col.to_numpy(dtype=float, na_value=np.nan))
             if inf.any():
                 rows = np.flatnonzero(inf).tolist()
                 raise DataError(
                     f"'{v}' has {len(rows)} infinite value{'s' if len(rows) > 1 else ''} (row{'s' if len(rows) > 1 else ''} "
                     f"{preview(rows)}). Replace them by missing values, or correct them."
                 )
-    return data if converted is None else converted
+    return (data if converted is None else converted), missing
 
 
 def level2_missing_units(data: pd.DataFrame, level2_vars: list[str], group: str) -> dict[str, tuple[str, ...]]:
@@ -174,6 +198,7 @@ def select_rows(
     join: JoinReport | None,
     codes: np.ndarray,
     units: np.ndarray,
+    missing: dict[str, int] | None = None,
 ) -> tuple[pd.DataFrame, DataReport, np.ndarray, np.ndarray]:
     """Apply the level-2 and level-1 missing-data rules (module doc). `codes` number the rows'
     units 0..len(units)-1 (-1: no id). Returns the rows used, the report, and the codes and units
@@ -187,7 +212,12 @@ def select_rows(
             f"The grouping column '{group}' is missing in {rows.size} rows (row positions "
             f"{preview(rows.tolist())}). Every row needs its unit's id: fill it in or drop those rows."
         )
-    l2 = [v for v in level2_vars if v in variables and sub[v].hasnans]
+    missing = missing or {}
+
+    def has_missing(v: str) -> bool:
+        return missing[v] > 0 if v in missing else bool(sub[v].hasnans)
+
+    l2 = [v for v in level2_vars if v in variables and has_missing(v)]
     l2_missing = level2_missing_units(sub, l2, group) if l2 else {}
     if l2_missing and level2_missing == "error":
         raise DataError(
@@ -196,7 +226,7 @@ def select_rows(
             + ". HLM refuses missing level-2 data; fill them in, or pass level2_missing='drop' to leave those "
             "units out (the data report lists them)."
         )
-    with_missing = [v for v in variables if sub[v].hasnans]
+    with_missing = [v for v in variables if has_missing(v)]
     keep = None
     by_var: tuple[tuple[str, int], ...] = ()
     if with_missing or l2_missing:
