@@ -28,7 +28,9 @@ import numpy as np
 import pandas as pd
 
 from .data_checks import DataReport
-from .design import Design, _check_columns, _classify, _variables
+from .columns import Columns
+from .design import Design, _check_columns, _classify, _numeric_columns, _variables
+from .kernels import accumulate_into, mirror_upper
 from .errors import DataError, SpecificationError, preview
 from .spec import ModelSpec
 from .summaries import GroupSummaries
@@ -134,6 +136,7 @@ class Plan:
     levels: dict  # text variable -> sorted levels
     x_spec: object = None
     z_specs: list = field(default_factory=list)
+    numeric: list | None = None  # per part (X, then each random term): the factor variables of each column
     q: int = 0
     p: int = 0
     n_columns: int = 0
@@ -156,16 +159,41 @@ def random_rhs(spec: ModelSpec) -> list[str]:
     return [" + ".join(["1" if t.intercept else "0", *[x for x in t.terms if x != "1"]]) for t in spec.random]
 
 
-def pass2(chunk: pd.DataFrame, plan: Plan) -> GroupSummaries:
-    used, codes = prepare_chunk(chunk, plan)
-    J = len(plan.ids)
-    if len(used) == 0:
-        k = plan.n_columns
-        return GroupSummaries(np.zeros((J, k, k)), np.zeros(J), plan.q, plan.p)
+def chunk_columns(used: pd.DataFrame, plan: Plan) -> Columns:
+    """[Z X y] of a prepared chunk: recipes over its arrays when every column is a product of
+    numeric variables (as `design.build_design` does), else formulaic's matrices."""
+    if plan.numeric is not None:
+        arrays: dict[str, np.ndarray] = {}
+
+        def factor(v: str) -> np.ndarray:
+            if v not in arrays:
+                arrays[v] = used[v].to_numpy(dtype=float)
+            return arrays[v]
+
+        factors = [tuple(factor(v) for v in fs) for part in plan.numeric for fs in part]
+        y = used[plan.spec.outcome].to_numpy(dtype=float)
+        return Columns(tuple(factors) + ((y,),), plan.q, plan.p, len(used))
     X = np.asarray(plan.x_spec.get_model_matrix(used).to_numpy(dtype=float))
     Z = np.hstack([np.asarray(zs.get_model_matrix(used).to_numpy(dtype=float)) for zs in plan.z_specs])
-    y = used[plan.spec.outcome].to_numpy(dtype=float)
-    return GroupSummaries.from_arrays(Z, X, y, codes, J)
+    return Columns.of_matrices(Z, X, used[plan.spec.outcome].to_numpy(dtype=float))
+
+
+def pass2_into(chunk: pd.DataFrame, plan: Plan, C: np.ndarray, n: np.ndarray) -> None:
+    """Add one chunk's cross-products into C (upper triangles) and its rows per unit into n."""
+    used, codes = prepare_chunk(chunk, plan)
+    if len(used) == 0:
+        return
+    bases, recipe = chunk_columns(used, plan).recipe()
+    accumulate_into(bases, recipe, codes, C)
+    n += np.bincount(codes, minlength=len(plan.ids))
+
+
+def pass2(chunk: pd.DataFrame, plan: Plan) -> GroupSummaries:
+    """One chunk's (or partition's) summaries, to be added to the others'."""
+    J, k = len(plan.ids), plan.n_columns
+    C, n = np.zeros((J, k, k)), np.zeros(J)
+    pass2_into(chunk, plan, C, n)
+    return GroupSummaries(mirror_upper(C), n, plan.q, plan.p)
 
 
 # ----- the driver --------------------------------------------------------------------------------
@@ -199,6 +227,9 @@ def build(spec: ModelSpec, first: pd.DataFrame, stats: Pass1, source: str) -> tu
         blocks.append(tuple(range(len(z_names), len(z_names) + len(names))))
         z_names.extend(names)
     plan.q, plan.p = len(z_names), x_mm.shape[1]
+    numeric = [_numeric_columns(rhs, sample) for rhs in random_rhs(spec) + [spec.fixed_formula()]]
+    if all(m is not None for m in numeric):
+        plan.numeric = [[fs for _, fs in m[0]] for m in numeric]
     plan.n_columns = plan.q + plan.p + 1
 
     def varying(v: str) -> list[str]:
@@ -248,10 +279,11 @@ def fit_chunks(spec: ModelSpec, chunks: Callable[[], Iterable[pd.DataFrame]], me
     if first is None:
         raise DataError(f"{source} has no rows.")
     plan, design = build(spec, first, stats, source)
-    total = None
+    J, k = len(plan.ids), plan.n_columns
+    C, n = np.zeros((J, k, k)), np.zeros(J)
     for chunk in chunks():
-        part = pass2(chunk, plan)
-        total = part if total is None else total + part
+        pass2_into(chunk, plan, C, n)  # one J x k x k array for all chunks: memory O(J k^2)
+    total = GroupSummaries(mirror_upper(C), n, plan.q, plan.p)
     _check_rank_from_summaries(total, design.x_names)
     return finish_fit(design, total, method)
 

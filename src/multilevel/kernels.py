@@ -12,6 +12,7 @@ The functions release the GIL (`nogil=True`), so parallel refits can use threads
 """
 from __future__ import annotations
 
+import os
 from functools import cache
 
 import numpy as np
@@ -379,44 +380,108 @@ def _generic():
     return {f.__name__: jit(f) for f in (mirror, group_range, sorted_codes, varies, nonfinite)}
 
 
+# Specialising the loops for their sizes (q, p; k = q + p + 1) lets the compiler unroll them: about
+# twice as fast, measured. numba's disk cache does not take closures (they recompile in every
+# process, seconds each), so each size gets a small generated module in which the sizes are
+# module constants; its functions are cached like any module's. The module embeds a hash of this
+# file, so a changed loop makes a new module, never a stale cache entry.
+_TEMPLATE = '''"""multilevel.kernels specialised for {what} (generated; source hash {digest})."""
+import numba
+from multilevel import kernels as _k
+
+{constants}
+
+jit = numba.njit(cache=True, nogil=True)
+{body}
+'''
+
+_UNITS = '''
+_solve = numba.njit(_k.solve_units, inline="always")
+_grad = numba.njit(_k.gradient_units, inline="always")
+_terms = numba.njit(_k.deviance_terms, inline="always")
+
+
+@jit
+def solve_units(C, lam, w, L, LtLam, RZX, rZy, FtF, Ftr):
+    return _solve(C, Q, P, lam, w, L, LtLam, RZX, rZy, FtF, Ftr)
+
+
+@jit
+def gradient_units(C, w, LtLam, RZX, rZy, beta, A_inv, factor, reml, G):
+    return _grad(C, Q, P, w, LtLam, RZX, rZy, beta, A_inv, factor, reml, G)
+
+
+@jit
+def deviance_terms(K, lam, w, FtF, Ftr, ZWZ, Syy, SyX, SXX):
+    return _terms(K, Q, P, lam, w, FtF, Ftr, ZWZ, Syy, SyX, SXX)
+'''
+
+_ACCUMULATE = '''
+_acc = numba.njit(_k.accumulate, inline="always")
+
+
+@jit
+def accumulate(bases, recipe, codes, weights, C, W):
+    _acc(bases, recipe, K, codes, weights, C, W)
+'''
+
+
+def _cache_dir():
+    import os
+    import tempfile
+    from pathlib import Path
+
+    base = os.environ.get("MULTILEVEL_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "multilevel"
+    )
+    for d in (Path(base), Path(tempfile.gettempdir()) / f"multilevel-{os.getuid() if hasattr(os, 'getuid') else 0}"):
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            probe = d / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+            return d
+        except OSError:
+            continue
+    raise OSError("No writable folder for the compiled kernels; set MULTILEVEL_CACHE_DIR.")
+
+
+def _generated(stem: str, what: str, constants: dict[str, int], body: str):
+    """Import (writing it first if needed) the generated module `stem` (see _TEMPLATE)."""
+    import hashlib
+    import importlib.util
+    import sys
+
+    digest = hashlib.sha256(open(__file__, "rb").read()).hexdigest()[:16]
+    name = f"multilevel_kernels_{stem}_{digest}"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = _cache_dir() / f"{name}.py"
+    text = _TEMPLATE.format(
+        what=what, digest=digest, constants="\n".join(f"{k} = {v}" for k, v in constants.items()), body=body
+    )
+    if not path.exists() or path.read_text() != text:
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)  # atomic: parallel processes never see half a file
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 @cache
 def _accumulate(k: int):
-    """`accumulate` compiled for k columns (buffer and loops of known size: ~2.5x faster)."""
-    import numba
-
-    body = numba.njit(accumulate, inline="always")
-
-    @numba.njit(cache=True, nogil=True)
-    def accumulate_k(bases, recipe, codes, weights, C, W):
-        body(bases, recipe, k, codes, weights, C, W)
-
-    return accumulate_k
+    """`accumulate` compiled for k columns."""
+    return _generated(f"k{k}", f"k = {k} columns", {"K": k}, _ACCUMULATE).accumulate
 
 
 @cache
 def _specialised(q: int, p: int):
-    """The per-unit loops compiled for given q and p: with the sizes known to the compiler the
-    small loops unroll (about twice as fast as with q and p as arguments, measured)."""
-    import numba
-
-    jit = numba.njit(cache=True, nogil=True)
-    solve = numba.njit(solve_units, inline="always")
-    grad = numba.njit(gradient_units, inline="always")
-    terms = numba.njit(deviance_terms, inline="always")
-
-    @jit
-    def solve_qp(C, lam, w, L, LtLam, RZX, rZy, FtF, Ftr):
-        return solve(C, q, p, lam, w, L, LtLam, RZX, rZy, FtF, Ftr)
-
-    @jit
-    def gradient_qp(C, w, LtLam, RZX, rZy, beta, A_inv, factor, reml, G):
-        return grad(C, q, p, w, LtLam, RZX, rZy, beta, A_inv, factor, reml, G)
-
-    @jit
-    def terms_qp(K, lam, w, FtF, Ftr, ZWZ, Syy, SyX, SXX):
-        return terms(K, q, p, lam, w, FtF, Ftr, ZWZ, Syy, SyX, SXX)
-
-    return dict(solve_units=solve_qp, gradient_units=gradient_qp, deviance_terms=terms_qp)
+    """The per-unit loops compiled for q random effects and p fixed effects."""
+    m = _generated(f"q{q}_p{p}", f"q = {q}, p = {p}", {"Q": q, "P": p}, _UNITS)
+    return {name: getattr(m, name) for name in _SPECIALISED}
 
 
 def kernel(name: str, q: int | None = None, p: int | None = None):
@@ -431,17 +496,29 @@ def kernel(name: str, q: int | None = None, p: int | None = None):
 BLOCK_ROWS = 4096
 
 
+def accumulate_into(bases: tuple[np.ndarray, ...], recipe: np.ndarray, codes: np.ndarray, C: np.ndarray,
+                    weights: np.ndarray | None = None) -> None:
+    """C[j] += sum_i w_i W_i W_i' over the rows given (upper triangles; `mirror_upper` completes
+    them): the one pass, W made row by row from the `bases` arrays by `recipe` (`accumulate`), so
+    no N x k matrix is ever held. Chunks of rows add into the same C."""
+    k = recipe.shape[0]
+    W = np.empty((BLOCK_ROWS, k))
+    _accumulate(int(k))(bases, recipe, codes, np.empty(0) if weights is None else weights, C, W)
+
+
+def mirror_upper(C: np.ndarray) -> np.ndarray:
+    kernel("mirror")(C)
+    return C
+
+
 def cross_products(
     bases: tuple[np.ndarray, ...], recipe: np.ndarray, codes: np.ndarray, n_groups: int, weights: np.ndarray | None = None
 ) -> np.ndarray:
-    """sum_i w_i W_i W_i' per unit, (J, k, k): the one pass over the rows, W made row by row from
-    the `bases` arrays by `recipe` (`accumulate`), so no N x k matrix is ever held."""
+    """sum_i w_i W_i W_i' per unit, (J, k, k), in one pass over the rows (`accumulate_into`)."""
     k = recipe.shape[0]
     C = np.zeros((n_groups, k, k))
-    W = np.empty((BLOCK_ROWS, k))
-    _accumulate(int(k))(bases, recipe, codes, np.empty(0) if weights is None else weights, C, W)
-    kernel("mirror")(C)
-    return C
+    accumulate_into(bases, recipe, codes, C, weights)
+    return mirror_upper(C)
 
 
 def group_ranges(codes: np.ndarray, x: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
