@@ -95,6 +95,10 @@ class Columns:
         sums = None if row_weights is None else np.bincount(codes, weights=row_weights, minlength=n_groups)
         return GroupSummaries(C, n, self.q, self.p, unit_weights, sums)
 
+    def with_outcome(self, y: np.ndarray) -> Columns:
+        """The same Z and X with another outcome (a bootstrap replicate's)."""
+        return Columns(self.factors[:-1] + ((y,),), self.q, self.p, self.n)
+
     @classmethod
     def of_matrices(cls, Z: np.ndarray, X: np.ndarray, y: np.ndarray) -> Columns:
         """Materialised matrices (formulaic's, or arrays given directly) as one factor per column."""

@@ -24,9 +24,11 @@ import pandas as pd
 import scipy.optimize
 import scipy.stats
 
+from .columns import Columns
 from .errors import SpecificationError
 from .objective import deviance, solve_at
 from .optimizer import optimize_theta
+from .parallel import default_jobs
 from .summaries import GroupSummaries
 
 
@@ -244,10 +246,10 @@ class Bootstrap:
 
 @dataclass(frozen=True, eq=False)
 class _BootTask:
-    """What one worker needs to refit samples: the design's columns and the fitted model."""
+    """What the refits share: the design's columns and the fitted model."""
 
     Z: np.ndarray
-    W: np.ndarray
+    columns: Columns
     codes: np.ndarray
     mean: np.ndarray
     factor: np.ndarray  # tau = factor factor'
@@ -257,19 +259,6 @@ class _BootTask:
     reml: bool
     theta: np.ndarray
     scale: VarianceScale
-
-
-_WORKER_TASK: _BootTask | None = None
-
-
-def _init_worker(task: _BootTask) -> None:
-    """Each worker process receives the task once (not with every chunk of seeds)."""
-    global _WORKER_TASK
-    _WORKER_TASK = task
-
-
-def _refit_in_worker(seeds: list) -> tuple[np.ndarray, int]:
-    return _refit(_WORKER_TASK, seeds)
 
 
 def _refit(task: _BootTask, seeds: list) -> tuple[np.ndarray, int]:
@@ -283,12 +272,7 @@ def _refit(task: _BootTask, seeds: list) -> tuple[np.ndarray, int]:
         rng = np.random.default_rng(ss)
         u = rng.standard_normal((J, q)) @ task.factor.T
         y = task.mean + np.einsum("ia,ia->i", task.Z, u[task.codes]) + rng.standard_normal(task.mean.size) * task.sigma
-        C = s.C.copy()
-        for a in range(q + p):
-            v = np.bincount(task.codes, weights=task.W[:, a] * y, minlength=J)
-            C[:, a, -1] = C[:, -1, a] = v
-        C[:, -1, -1] = np.bincount(task.codes, weights=y * y, minlength=J)
-        sb = GroupSummaries(C, s.n, q, p)
+        sb = task.columns.with_outcome(y).summaries(task.codes, J)
         try:
             theta, _ = optimize_theta(sb, task.template, task.reml, start=task.theta)
         except (np.linalg.LinAlgError, ValueError):
@@ -302,10 +286,9 @@ def _refit(task: _BootTask, seeds: list) -> tuple[np.ndarray, int]:
 
 def bootstrap(fit, n_boot: int = 1000, seed: int | None = None, progress: bool = True, n_jobs: int | None = None) -> Bootstrap:
     """Parametric bootstrap (module doc). Replicate b draws from its own seed (SeedSequence(seed)
-    child b), so the result is the same for any `n_jobs` (worker processes). The default is 1:
-    on the 2-core machine of the benchmarks two processes were slower than one (numpy already
-    uses both cores, and each process pays its start-up), at 7185 and at 100 000 rows."""
-    from concurrent.futures import ProcessPoolExecutor
+    child b), so the result is the same for any `n_jobs` (threads; default: the available cores,
+    `parallel.default_jobs`)."""
+    from concurrent.futures import ThreadPoolExecutor
 
     d, s = fit.design, fit.summaries
     d.require_rows("The parametric bootstrap")
@@ -314,10 +297,10 @@ def bootstrap(fit, n_boot: int = 1000, seed: int | None = None, progress: bool =
     estimate = pd.Series(np.concatenate([fit.solution.beta, scale.values(fit.tau.to_numpy(), fit.sigma2)]), index=names)
     tau = fit.tau.to_numpy()
     w, V = np.linalg.eigh(tau)  # tau = F F', also when tau is singular
-    task = _BootTask(d.Z, np.column_stack([d.Z, d.X]), d.codes, d.X @ fit.solution.beta, V * np.sqrt(np.clip(w, 0, None)),
+    task = _BootTask(d.Z, d.columns, d.codes, d.X @ fit.solution.beta, V * np.sqrt(np.clip(w, 0, None)),
                      float(np.sqrt(fit.sigma2)), s, fit.template, fit.reml, fit.theta, scale)
     seeds = np.random.SeedSequence(seed).spawn(n_boot)
-    n_jobs = max(1, min(n_jobs or 1, n_boot))
+    n_jobs = max(1, min(n_jobs or default_jobs(), n_boot))
     n_chunks = max(1, min(n_boot, 50 if n_jobs == 1 else 4 * n_jobs))
     chunks = [seeds[i::n_chunks] for i in range(n_chunks)]
     order = [list(range(n_boot))[i::n_chunks] for i in range(n_chunks)]
@@ -338,8 +321,9 @@ def bootstrap(fit, n_boot: int = 1000, seed: int | None = None, progress: bool =
         for k, c in enumerate(chunks):
             record(k, _refit(task, c))
     else:
-        with ProcessPoolExecutor(max_workers=n_jobs, initializer=_init_worker, initargs=(task,)) as pool:
-            futures = [pool.submit(_refit_in_worker, c) for c in chunks]
+        # threads: the compiled loops release the GIL, and the task is shared, not copied
+        with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+            futures = [pool.submit(_refit, task, c) for c in chunks]
             for k, fut in enumerate(futures):
                 record(k, fut.result())
     if progress:

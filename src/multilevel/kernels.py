@@ -13,6 +13,7 @@ The functions release the GIL (`nogil=True`), so parallel refits can use threads
 from __future__ import annotations
 
 import os
+import threading
 from functools import cache
 
 import numpy as np
@@ -446,8 +447,16 @@ def _cache_dir():
     raise OSError("No writable folder for the compiled kernels; set MULTILEVEL_CACHE_DIR.")
 
 
+_GENERATE = threading.Lock()  # refits in threads may ask for the same module at once
+
+
 def _generated(stem: str, what: str, constants: dict[str, int], body: str):
     """Import (writing it first if needed) the generated module `stem` (see _TEMPLATE)."""
+    with _GENERATE:
+        return _generate(stem, what, constants, body)
+
+
+def _generate(stem: str, what: str, constants: dict[str, int], body: str):
     import hashlib
     import importlib.util
     import sys
