@@ -250,3 +250,18 @@ def test_imputation_column_rules_and_pooled_data_report():
         ml.fit(M4, gaps, imputation="imp")
     rep = pooled().data_report
     assert list(rep["rows_used"]) == [7185] * MI["m"] and list(rep["units_used"]) == [160] * MI["m"]
+
+
+def test_imputations_fitted_in_threads_pool_as_fitted_one_by_one(monkeypatch):
+    """Large imputed data sets are fitted in threads (api.PARALLEL_ROWS); forced here on HSB."""
+    import multilevel.api as api
+
+    sets = [imputed(k) for k in range(MI["m"])]
+    serial = ml.fit(M4, sets)
+    monkeypatch.setattr(api, "PARALLEL_ROWS", 0)
+    monkeypatch.setattr("multilevel.parallel.default_jobs", lambda: 2)
+    threaded = ml.fit(M4, sets)
+    assert len(threaded.fits) == MI["m"]
+    for a, b in zip(serial.fits, threaded.fits):
+        np.testing.assert_array_equal(a.beta.to_numpy(), b.beta.to_numpy())
+        np.testing.assert_array_equal(a.theta, b.theta)

@@ -117,7 +117,7 @@ def test_wald_interval_of_a_zero_variance_is_nan_without_numpy_warnings():
         fit.confint("profile", which="bogus")
 
 
-def test_bootstrap_gives_the_same_replicates_on_one_or_two_processes():
+def test_bootstrap_gives_the_same_replicates_on_one_or_two_threads():
     fit = fitted("M2", "REML")
     one = fit.bootstrap(24, seed=11, progress=False, n_jobs=1)
     two = fit.bootstrap(24, seed=11, progress=False, n_jobs=2)

@@ -262,33 +262,30 @@ def gradient_units(C, q, p, w, LtLam, RZX, rZy, beta, A_inv, factor, reml, G):
         for b in range(a + 1, q):
             G[a, b] = G[b, a]
 
-def deviance_terms(K, q, p, lam, w, FtF, Ftr, ZWZ, Syy, SyX, SXX):
+def deviance_terms(K, q, p, lam, w, FtF, Ftr, ZWZ, S):
     """One pass over the units for the deviance and its gradient together, writing nothing
     per unit. K[j] = [Z'Z | Z'X | Z'y] (q rows). With the per-unit quantities of `solve_units`
     and of `gradient_units`, accumulate (weights w_j):
-      FtF = sum RZX'RZX, Ftr = sum RZX'rZy, ZWZ = sum Z'WZ,
-      Syy[a,b] = sum Z'Wy_a Z'Wy_b, SyX[a,b,c] = sum Z'Wy_a Z'WX_bc,
-      SXX[a,b,c,d] = sum Z'WX_ac Z'WX_bd,
+      FtF = sum RZX'RZX, Ftr = sum RZX'rZy, ZWZ = sum Z'WZ, and
+      S = sum z z' (upper triangle) for z = [vec(Z'WX) (row-major), Z'Wy], length q p + q,
     from which the gradient at any beta follows without a second pass (`objective.
     deviance_and_gradient`). Returns (sum w log|L_j|^2, sum w |rZy_j|^2), nan if not PD."""
     J = K.shape[0]
     y = q + p
+    D = q * p + q
     T = np.empty((q, q))
     Lj = np.zeros((q, q))
     Gj = np.empty((q, q))  # L^-1 Lambda'
     R = np.empty((q, p))
     r = np.empty(q)
     P = np.empty((q, q))
-    X = np.empty((q, p))
-    v = np.empty(q)
+    z = np.empty(D)
     logdet = 0.0
     ss = 0.0
     FtF[:] = 0.0
     Ftr[:] = 0.0
     ZWZ[:] = 0.0
-    Syy[:] = 0.0
-    SyX[:] = 0.0
-    SXX[:] = 0.0
+    S[:] = 0.0
     for j in range(J):
         wj = w[j]
         for a in range(q):
@@ -347,26 +344,29 @@ def deviance_terms(K, q, p, lam, w, FtF, Ftr, ZWZ, Syy, SyX, SXX):
                 s = K[j, a, q + b]
                 for c in range(q):
                     s -= P[c, a] * R[c, b]
-                X[a, b] = s
+                z[a * p + b] = s
             s = K[j, a, y]
             for c in range(q):
                 s -= P[c, a] * r[c]
-            v[a] = s
-        for a in range(q):
-            for b in range(q):
+            z[q * p + a] = s
+            for b in range(a + 1):
                 s = K[j, a, b]
                 for c in range(q):
                     s -= P[c, a] * P[c, b]
                 ZWZ[a, b] += wj * s
-                Syy[a, b] += wj * v[a] * v[b]
-                for c in range(p):
-                    SyX[a, b, c] += wj * v[a] * X[b, c]
-                    f = wj * X[a, c]
-                    for d in range(p):
-                        SXX[a, b, c, d] += f * X[b, d]
+        for a in range(D):
+            f = wj * z[a]
+            for b in range(a, D):
+                S[a, b] += f * z[b]
     for a in range(p):
         for b in range(a):
             FtF[a, b] = FtF[b, a]
+    for a in range(q):
+        for b in range(a + 1, q):
+            ZWZ[a, b] = ZWZ[b, a]
+    for a in range(D):
+        for b in range(a):
+            S[a, b] = S[b, a]
     return logdet, ss
 
 
@@ -413,8 +413,8 @@ def gradient_units(C, w, LtLam, RZX, rZy, beta, A_inv, factor, reml, G):
 
 
 @jit
-def deviance_terms(K, lam, w, FtF, Ftr, ZWZ, Syy, SyX, SXX):
-    return _terms(K, Q, P, lam, w, FtF, Ftr, ZWZ, Syy, SyX, SXX)
+def deviance_terms(K, lam, w, FtF, Ftr, ZWZ, S):
+    return _terms(K, Q, P, lam, w, FtF, Ftr, ZWZ, S)
 '''
 
 _ACCUMULATE = '''

@@ -147,7 +147,8 @@ def deviance_and_gradient(s: GroupSummaries, lam: np.ndarray, reml: bool) -> tup
     over the units that reads only `GroupSummaries.compact` and writes nothing per unit.
 
     The gradient's per-unit terms are quadratic in Z'Wr = Z'Wy - Z'WX beta, so with the sums
-    Syy, SyX, SXX of `kernels.deviance_terms`
+    S = sum_j z_j z_j', z_j = [vec(Z'WX_j), Z'Wy_j] of `kernels.deviance_terms`, i.e. the blocks
+    SXX[a,b,c,d] = sum Z'WX_ac Z'WX_bd, SyX[a,b,c] = sum Z'Wy_a Z'WX_bc, Syy = sum Z'Wy Z'Wy',
       sum_j (Z'Wr)(Z'Wr)' = Syy - SyX.beta - (SyX.beta)' + SXX:(beta beta'),
       sum_j Z'WX A^-1 X'WZ = SXX:A^-1,
     and beta (which needs the whole pass) enters only afterwards. The optimiser's evaluation;
@@ -155,10 +156,10 @@ def deviance_and_gradient(s: GroupSummaries, lam: np.ndarray, reml: bool) -> tup
     """
     q, p = s.q, s.p
     FtF, Ftr = np.empty((p, p)), np.empty(p)
-    ZWZ, Syy = np.empty((q, q)), np.empty((q, q))
-    SyX, SXX = np.empty((q, q, p)), np.empty((q, q, p, p))
+    ZWZ = np.empty((q, q))
+    S = np.empty((q * p + q, q * p + q))
     logdet_L, ss = kernel("deviance_terms", q, p)(
-        s.compact, np.ascontiguousarray(lam, dtype=float), s.w2, FtF, Ftr, ZWZ, Syy, SyX, SXX
+        s.compact, np.ascontiguousarray(lam, dtype=float), s.w2, FtF, Ftr, ZWZ, S
     )
     if not np.isfinite(logdet_L):
         raise np.linalg.LinAlgError("Matrix is not positive definite")
@@ -173,6 +174,10 @@ def deviance_and_gradient(s: GroupSummaries, lam: np.ndarray, reml: bool) -> tup
     d = df * (LOG_2PI + np.log(sigma2)) + logdet_L + pwrss / sigma2
     if reml:
         d += 2.0 * float(np.log(np.diag(RX)).sum())
+    qp = q * p
+    SXX = S[:qp, :qp].reshape(q, p, q, p).transpose(0, 2, 1, 3)  # [a, b, c, d]
+    SyX = S[qp:, :qp].reshape(q, q, p)  # [a, b, c]
+    Syy = S[qp:, qp:]
     SyXb = SyX @ beta
     rr = Syy - SyXb - SyXb.T + np.einsum("abcd,c,d->ab", SXX, beta, beta)
     G = ZWZ - (df / pwrss) * rr

@@ -17,6 +17,7 @@ import inspect
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .errors import DataError
@@ -79,7 +80,7 @@ def read(path: str | os.PathLike, *, value_labels: str = "categories", **kwargs)
                 )
         elif fmt in _PARQUET:
             _need("pyarrow", "parquet", "Parquet files")
-            frame = pd.read_parquet(p, **kwargs)
+            frame = read_parquet_lean(p) if not kwargs else pd.read_parquet(p, **kwargs)
         else:
             pyreadstat = _need("pyreadstat", "files", f"{fmt} files")
             reader = getattr(pyreadstat, _READSTAT[fmt])
@@ -104,6 +105,52 @@ def read(path: str | os.PathLike, *, value_labels: str = "categories", **kwargs)
         raise DataError(f"The file '{p}' has no rows (only the column names {list(frame.columns)[:10]}).")
     frame.attrs["source"] = str(p)
     return frame
+
+
+def read_parquet_lean(path: Path) -> pd.DataFrame:
+    """A Parquet file as a DataFrame holding each plain numeric column once.
+
+    pd.read_parquet holds the whole Arrow table and its pandas copy at the same time (twice the
+    data at the peak). Here every int/float column gets one numpy array of its final size, filled
+    a row group at a time, so the peak is the data plus one row group; the DataFrame wraps the
+    arrays without copying them. Other columns (text, categories, dates) go through pandas.
+    Integer columns with missing values become float (NaN), as in pandas."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    schema = pf.schema_arrow
+    n = pf.metadata.num_rows
+    plain = [f.name for f in schema if (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))
+             and not pa.types.is_float16(f.type)]
+    if not plain or pf.metadata.num_row_groups == 0 or schema.pandas_metadata and any(
+        c.get("name") is None for c in schema.pandas_metadata.get("index_columns", []) if isinstance(c, dict)
+    ):
+        return pd.read_parquet(path)
+    arrays = {name: np.empty(n, dtype=schema.field(name).type.to_pandas_dtype()) for name in plain}
+    others = [f.name for f in schema if f.name not in arrays]
+    parts: list = []
+    start = 0
+    for g in range(pf.metadata.num_row_groups):
+        table = pf.read_row_group(g)
+        m = table.num_rows
+        for name in plain:
+            col = table.column(name)
+            if col.null_count and arrays[name].dtype.kind in "iu":
+                arrays[name] = arrays[name].astype(float)  # a missing value: the column becomes float
+            at = start
+            for chunk in col.chunks:  # each chunk's buffer viewed, then copied once into place
+                arrays[name][at : at + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
+                at += len(chunk)
+        if others:
+            parts.append(table.select(others))
+        start += m
+    frame = pd.DataFrame(arrays, copy=False)
+    if others:
+        rest = pa.concat_tables(parts).to_pandas()
+        for name in others:
+            frame[name] = rest[name].to_numpy() if not isinstance(rest[name].dtype, pd.CategoricalDtype) else rest[name].values
+    return frame[[f.name for f in schema if f.name in frame.columns]]
 
 
 def apply_value_labels(frame: pd.DataFrame, labels: dict) -> pd.DataFrame:
