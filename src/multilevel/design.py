@@ -127,8 +127,9 @@ def _variables(expr: str) -> frozenset[str]:
     return frozenset(formulaic.Formula(expr).required_variables) if expr != "1" else frozenset()
 
 
-def _term_factors(term: str) -> list[str]:
-    return [f.expr for t in formulaic.Formula(term) if str(t) != "1" for f in t.factors] if term != "1" else []
+@lru_cache(maxsize=512)
+def _term_factors(term: str) -> tuple[str, ...]:
+    return tuple(f.expr for t in formulaic.Formula(term) if str(t) != "1" for f in t.factors) if term != "1" else ()
 
 
 def _check_columns(spec: ModelSpec, data: pd.DataFrame) -> list[str]:

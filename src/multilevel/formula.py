@@ -8,6 +8,7 @@ at the grand mean (HLM's group-mean and grand-mean centring).
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import formulaic
 
@@ -55,6 +56,7 @@ def split_top_level(text: str, sep: str = "+") -> list[str]:
     return parts
 
 
+@lru_cache(maxsize=512)
 def rhs_terms(rhs: str) -> tuple[str, ...]:
     """The terms of a right-hand side, in formulaic's order ('1' for the intercept)."""
     try:
@@ -68,7 +70,13 @@ _BAR_RE = re.compile(r"^\((.*?)(\|\|?)(.*)\)$", re.S)
 
 
 def parse_formula(formula: str) -> ModelSpec:
-    """`"mathach ~ (sector + meanses) * cses + (cses | school)"` -> `ModelSpec`."""
+    """`"mathach ~ (sector + meanses) * cses + (cses | school)"` -> `ModelSpec`. The spec is frozen,
+    so the parse of a formula is kept (refits and repeated fits parse it once)."""
+    return _parse_formula(str(formula))
+
+
+@lru_cache(maxsize=256)
+def _parse_formula(formula: str) -> ModelSpec:
     if "~" not in formula:
         raise SpecificationError(
             f"The formula '{formula}' has no '~'. Write it as 'outcome ~ predictors + (terms | group)'."

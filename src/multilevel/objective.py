@@ -154,33 +154,11 @@ def deviance_and_gradient(s: GroupSummaries, lam: np.ndarray, reml: bool) -> tup
     and beta (which needs the whole pass) enters only afterwards. The optimiser's evaluation;
     `solve_at` keeps the per-unit factors for everything after the fit.
     """
-    q, p = s.q, s.p
-    FtF, Ftr = np.empty((p, p)), np.empty(p)
-    ZWZ = np.empty((q, q))
-    S = np.empty((q * p + q, q * p + q))
-    logdet_L, ss = kernel("deviance_terms", q, p)(
-        s.compact, np.ascontiguousarray(lam, dtype=float), s.w2, FtF, Ftr, ZWZ, S
-    )
-    if not np.isfinite(logdet_L):
-        raise np.linalg.LinAlgError("Matrix is not positive definite")
-    A = s.XtX_total - FtF
-    b = s.Xty_total - Ftr
-    RX = np.linalg.cholesky(A)
-    beta = np.linalg.solve(A, b)
-    pwrss = float(s.yty_total - ss - b @ beta)
+    G = np.empty((s.q, s.q))
     n = s.total_weight if s.weighted else s.n_obs
-    df = n - p if reml else n
-    sigma2 = pwrss / df
-    d = df * (LOG_2PI + np.log(sigma2)) + logdet_L + pwrss / sigma2
-    if reml:
-        d += 2.0 * float(np.log(np.diag(RX)).sum())
-    qp = q * p
-    SXX = S[:qp, :qp].reshape(q, p, q, p).transpose(0, 2, 1, 3)  # [a, b, c, d]
-    SyX = S[qp:, :qp].reshape(q, q, p)  # [a, b, c]
-    Syy = S[qp:, qp:]
-    SyXb = SyX @ beta
-    rr = Syy - SyXb - SyXb.T + np.einsum("abcd,c,d->ab", SXX, beta, beta)
-    G = ZWZ - (df / pwrss) * rr
-    if reml:
-        G -= np.einsum("abcd,cd->ab", SXX, np.linalg.inv(A))
+    d = kernel("deviance_gradient", s.q, s.p)(
+        s.compact, np.ascontiguousarray(lam, dtype=float), s.w2, s.XtX_total, s.Xty_total, s.yty_total, float(n), reml, G
+    )
+    if not np.isfinite(d):
+        raise np.linalg.LinAlgError("Matrix is not positive definite")
     return float(d), G

@@ -145,6 +145,8 @@ def read_parquet_lean(path: Path) -> pd.DataFrame:
         if others:
             parts.append(table.select(others))
         start += m
+        del table
+        pa.default_memory_pool().release_unused()  # Arrow would keep the freed row group's buffers
     frame = pd.DataFrame(arrays, copy=False)
     if others:
         rest = pa.concat_tables(parts).to_pandas()
