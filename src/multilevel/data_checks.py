@@ -205,7 +205,6 @@ def select_rows(
     of the rows used (units without rows left are dropped from both)."""
     if level2_missing not in ("error", "drop"):
         raise DataError(f"level2_missing must be 'error' or 'drop', not {level2_missing!r}.")
-    sub = data[variables]
     if codes.size and codes.min() < 0:
         rows = np.flatnonzero(codes < 0)
         raise DataError(
@@ -215,10 +214,10 @@ def select_rows(
     missing = missing or {}
 
     def has_missing(v: str) -> bool:
-        return missing[v] > 0 if v in missing else bool(sub[v].hasnans)
+        return missing[v] > 0 if v in missing else bool(data[v].hasnans)
 
     l2 = [v for v in level2_vars if v in variables and has_missing(v)]
-    l2_missing = level2_missing_units(sub, l2, group) if l2 else {}
+    l2_missing = level2_missing_units(data, l2, group) if l2 else {}
     if l2_missing and level2_missing == "error":
         raise DataError(
             f"{len(l2_missing)} units have missing level-2 values: "
@@ -230,8 +229,8 @@ def select_rows(
     keep = None
     by_var: tuple[tuple[str, int], ...] = ()
     if with_missing or l2_missing:
-        keep_l2 = ~sub[group].astype(str).isin(set(l2_missing)).to_numpy() if l2_missing else np.ones(len(sub), bool)
-        miss = sub[with_missing].isna().to_numpy() & keep_l2[:, None]
+        keep_l2 = ~data[group].astype(str).isin(set(l2_missing)).to_numpy() if l2_missing else np.ones(len(data), bool)
+        miss = data[with_missing].isna().to_numpy() & keep_l2[:, None]
         keep = keep_l2 & ~miss.any(axis=1)
         by_var = tuple((v, int(miss[:, i].sum())) for i, v in enumerate(with_missing) if miss[:, i].any())
     kept_codes = codes if keep is None else codes[keep]
@@ -254,7 +253,8 @@ def select_rows(
         notes=tuple(data.attrs.get("read_notes", ())),
     )
     if keep is None:
-        return data.reset_index(drop=True), report, codes, units
+        plain = isinstance(data.index, pd.RangeIndex) and data.index.start == 0 and data.index.step == 1
+        return (data if plain else data.reset_index(drop=True)), report, codes, units
     if not has_rows.all():
         renumber = np.cumsum(has_rows) - 1
         kept_codes = renumber[kept_codes]
