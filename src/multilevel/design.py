@@ -177,7 +177,8 @@ def _center(data: pd.DataFrame, codes: np.ndarray, n_groups: int, centering: dic
 def _varies(values: pd.Series, codes: np.ndarray, n_groups: int) -> bool:
     """Whether `values` differs within some unit (numbers: beyond rounding, 1e-12 relative); for a
     level-1 variable this stops after a few rows (`kernels.varies`)."""
-    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values) and not values.hasnans:
+    # (the rows used have no missing values)
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         x = np.ascontiguousarray(values.to_numpy(dtype=float))
         return bool(kernel("varies")(codes, x, np.empty(n_groups), np.zeros(n_groups, dtype=np.bool_), 1e-12))
     return bool(_varying_groups(values, codes, tuple(str(i) for i in range(n_groups))))
@@ -361,6 +362,7 @@ def build_design(
         report = dataclasses.replace(report, n_rows_in=report.n_rows_in + zero_weight, zero_weight_rows=zero_weight)
     if report.n_rows_used == 0:
         raise DataError("No row has all of the model's variables; every row has a missing value: " + str(report))
+    column = _column_cache(used)
     J = len(uniques)
     if J < 2:
         raise DataError(
@@ -370,14 +372,14 @@ def build_design(
     centred, centering_means = _center(used, codes, J, spec.centering_map)
     x_rhs = spec.fixed_formula()
     z_rhs = [" + ".join(["1" if t.intercept else "0", *[x for x in t.terms if x != "1"]]) for t in spec.random]
-    numeric = [_numeric_columns(rhs, used) for rhs in (x_rhs, *z_rhs)]
+    numeric = [_numeric_columns(rhs, used, column) for rhs in (x_rhs, *z_rhs)]
     if all(n is not None for n in numeric):
         # every column is a product of numeric variables: recipes over the data's own arrays
         arrays: dict[str, np.ndarray] = {}
 
         def factor(v: str) -> np.ndarray:
             if v not in arrays:
-                arrays[v] = centred[v] if v in centred else used[v].to_numpy(dtype=float)
+                arrays[v] = centred[v] if v in centred else column(v).to_numpy(dtype=float)
             return arrays[v]
 
         x_names = tuple(name for name, _ in numeric[0][0])
@@ -409,10 +411,10 @@ def build_design(
         z_factors.extend(factors)
 
     coefficients = _classify(
-        spec, structure, lambda v: _varying_groups(used[v], codes, _labels(uniques)), tuple(z_names),
-        varies=lambda v: _varies(used[v], codes, J),
+        spec, structure, lambda v: _varying_groups(column(v), codes, _labels(uniques)), tuple(z_names),
+        varies=lambda v: _varies(column(v), codes, J),
     )
-    y = used[spec.outcome].to_numpy(dtype=float)
+    y = column(spec.outcome).to_numpy(dtype=float)
     check_outcome(y, spec.outcome)
     columns = Columns(tuple(z_factors) + tuple(x_factors) + ((y,),), len(z_names), len(x_names), int(y.shape[0]))
     scaled = scale_weights(weights, used, codes, J, _labels(uniques)) if weights else None
@@ -432,9 +434,9 @@ def build_design(
         frame=used,
         x_model_spec=x_model_spec,
         levels={
-            v: (list(used[v].cat.categories) if isinstance(used[v].dtype, pd.CategoricalDtype) else sorted(pd.unique(used[v].astype(str))))
+            v: (list(column(v).cat.categories) if isinstance(column(v).dtype, pd.CategoricalDtype) else sorted(pd.unique(column(v).astype(str))))
             for v in variables
-            if v != group and not pd.api.types.is_numeric_dtype(used[v])
+            if v != group and not pd.api.types.is_numeric_dtype(column(v))
         },
     )
 
@@ -462,14 +464,27 @@ def _labels(uniques: np.ndarray) -> tuple[str, ...]:
     return tuple(str(u) for u in uniques)
 
 
-def _numeric_columns(rhs: str, frame: pd.DataFrame):
+def _column_cache(frame: pd.DataFrame):
+    """frame[v], each column taken once (a DataFrame lookup costs tens of microseconds)."""
+    cache: dict[str, pd.Series] = {}
+
+    def column(v: str) -> pd.Series:
+        if v not in cache:
+            cache[v] = frame[v]
+        return cache[v]
+
+    return column
+
+
+def _numeric_columns(rhs: str, frame: pd.DataFrame, column=None):
     """((column name, its factor variables), ...), formulaic's model spec) when every column
     formulaic makes from `rhs` is a product of numeric variables of `frame`; None otherwise."""
+    column = column or frame.__getitem__
     variables = sorted(_variables(rhs))
     for v in variables:
         if v not in frame.columns:
             return None
-        dt = frame[v].dtype
+        dt = column(v).dtype
         if not pd.api.types.is_numeric_dtype(dt) or pd.api.types.is_bool_dtype(dt):
             return None
     return _numeric_structure(rhs, tuple(variables))
