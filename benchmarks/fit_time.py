@@ -21,7 +21,7 @@ def main() -> None:
     print(f"{'model':<6}{'method':<7}{'fit (s)':>10}{'evaluations':>13}")
     for name, formula in MODELS.items():
         for method in ("REML", "ML"):
-            t = best_of(lambda: ml.fit(formula, data, method=method))
+            t = best_of(lambda formula=formula, method=method: ml.fit(formula, data, method=method))
             n = ml.fit(formula, data, method=method).optimizer.n_evaluations
             print(f"{name:<6}{method:<7}{t:>10.3f}{n:>13}")
 

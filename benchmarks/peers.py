@@ -85,13 +85,22 @@ def run_ours(path):
     return {**_ours_estimates(f), "read_s": read_s}, fit_s, read_s + fit_s, "pd.read_parquet, then ml.fit(formula, df)"
 
 
+def _rss_mb() -> float:
+    """The process's resident size now (Linux /proc), in MB."""
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def run_ours_path(path):
-    """Ours as a user writes it: the file path given to ml.fit (one call, reading included)."""
+    """Ours as a user writes it: the file path given to ml.fit (one call, reading included).
+    Also reports baseline_mb: the process's size after the imports and the warm-up fit, before
+    the data (so that peak - baseline is what the data and the fit take)."""
     import multilevel as ml
 
     ml.fit(FORMULA, _warmup_frame())
+    baseline = _rss_mb()
     f, total_s = _timed(ml.fit, FORMULA, str(path))
-    return _ours_estimates(f), None, total_s, "ml.fit(formula, path)"
+    return {**_ours_estimates(f), "baseline_mb": baseline}, None, total_s, "ml.fit(formula, path)"
 
 
 def run_statsmodels(path):

@@ -214,7 +214,8 @@ def start_time(python: str, repeat: int = 10) -> dict:
     probe = subprocess.run(
         [python, "-c", "import sys, multilevel; print(' '.join(m for m in %r if m in sys.modules))" % (heavy,)],
         capture_output=True, text=True).stdout.strip()
-    return dict(import_s=median_run("import multilevel"), bare_s=median_run("pass"), loaded=probe)
+    return dict(import_s=median_run("import multilevel"), bare_s=median_run("pass"), loaded=probe,
+                first_use_s=median_run("import multilevel; multilevel.fit"))
 
 
 # --- main -----------------------------------------------------------------------------------------
@@ -361,6 +362,14 @@ def render(sizes, wanted, results, extras) -> str:
     lines.append("")
     lines.append("Numeric columns the model uses (g, y, x, w as 8-byte numbers): "
                  + ", ".join(f"{generate.size_label(n)}: {32 * n / 2**20:.1f} MB" for n in sizes) + ".")
+    paths = [(n, results[n]["ours-path"]) for n in sizes if "baseline_mb" in results[n].get("ours-path", {})]
+    if paths:
+        lines.append("Ours, `ml.fit(formula, path)`: peak memory above the process's size after the imports and a "
+                     "warm-up fit (the interpreter, numpy, pandas, scipy, pyarrow and numba: the baseline), i.e. "
+                     "what the data and the fit take, and its ratio to the numeric columns: "
+                     + ", ".join(f"{generate.size_label(n)}: {op['peak_mb'] - op['baseline_mb']:.0f} MB "
+                                 f"({(op['peak_mb'] - op['baseline_mb']) / (32 * n / 2**20):.2f}x; baseline "
+                                 f"{op['baseline_mb']:.0f} MB)" for n, op in paths) + ".")
     floors = [(n, results[n]["floor"]) for n in sizes if "fit_s" in results[n].get("floor", {})]
     if floors:
         lines.append("Floor (pd.read_parquet + a group-by sum of x*y), of which reading: "
@@ -380,7 +389,9 @@ def render(sizes, wanted, results, extras) -> str:
         if st:
             lines.append(f"- `python -c \"import multilevel\"`: {1000 * st['import_s']:.0f} ms "
                          f"(bare interpreter `python -c pass`: {1000 * st['bare_s']:.0f} ms; median of 10); "
-                         f"heavy modules loaded by the import: {st['loaded'] or 'none'}.")
+                         f"heavy modules loaded by the import: {st['loaded'] or 'none'}. The names load on first "
+                         f"use: `import multilevel; multilevel.fit` (pandas, scipy, formulaic) takes "
+                         f"{1000 * st.get('first_use_s', float('nan')):.0f} ms; numba loads at the first fit.")
         lines.append("")
     return "\n".join(lines)
 

@@ -10,7 +10,6 @@ matrices are built only when something asks for the rows (residual files, effect
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
