@@ -37,9 +37,12 @@ def test_one_pass_equals_per_unit_products(ordered, weighted):
     w = rng.uniform(0.5, 2, n) if weighted else None
     # columns: 1, x | 1, x, v, x*v | y (the intercept and x shared by Z and X)
     cols = Columns(((), (x,), (), (x,), (v,), (x, v), (y,)), 2, 4, n)
-    C = kernels.cross_products(*cols.recipe(), codes, J, w)
+    C, total, counts = kernels.cross_products(*cols.recipe(), codes, J, w)
+    assert cols.recipe()[1].shape[0] == 5  # 7 columns, 5 distinct: the shared 1 and x once each
     W = np.column_stack([np.ones(n), x, np.ones(n), x, v, x * v, y])
     np.testing.assert_allclose(C, _dense_cross_products(W, codes, J, w), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(total, C.sum(axis=0), rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(counts, np.bincount(codes, minlength=J))
     # chunks of rows add into the same array
     C2 = np.zeros_like(C)
     for a in range(0, n, 1234):

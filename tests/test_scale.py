@@ -114,5 +114,8 @@ def test_dask_on_two_workers_equals_the_in_memory_fit(client):
     # the same partition code on the in-memory fit reproduces its level-1 file exactly
     exact = dask_residuals(ref, ddf).compute().dropna()
     np.testing.assert_allclose(exact["resid"].to_numpy(), want["resid"].to_numpy(), rtol=1e-10, atol=1e-10)
-    eb = dd.from_pandas(fit.ranef.reset_index(), npartitions=2)  # EB residuals as a Dask collection
-    np.testing.assert_allclose(eb.compute().iloc[:, 1:].to_numpy(), fit.ranef.to_numpy())
+    eb = dask_residuals(fit, ddf, level=2)  # the EB residuals as a Dask collection
+    assert isinstance(eb, dd.DataFrame)
+    eb = eb.compute()
+    for c in ref.ranef.columns:
+        np.testing.assert_allclose(eb[f"eb_{c}"].to_numpy(), ref.ranef[c].to_numpy(), rtol=1e-6, atol=1e-8)

@@ -183,9 +183,7 @@ def pass2_into(chunk: pd.DataFrame, plan: Plan, C: np.ndarray, n: np.ndarray) ->
     used, codes = prepare_chunk(chunk, plan)
     if len(used) == 0:
         return
-    bases, recipe = chunk_columns(used, plan).recipe()
-    accumulate_into(bases, recipe, codes, C)
-    n += np.bincount(codes, minlength=len(plan.ids))
+    accumulate_into(*chunk_columns(used, plan).recipe(), codes, C, counts=n)
 
 
 def pass2(chunk: pd.DataFrame, plan: Plan) -> GroupSummaries:
@@ -374,9 +372,27 @@ def fit_dask(spec: ModelSpec, ddf, method: str):
     return fit
 
 
-def dask_residuals(fit, ddf):
-    """Level-1 residuals of a fit on a Dask DataFrame, as a Dask DataFrame (fitted from the fixed
-    part and from fixed + EB, and the residuals), computed partition by partition."""
+def dask_residuals(fit, ddf, level: int = 1):
+    """Residuals of a fit on a Dask DataFrame, as a Dask DataFrame.
+
+    level=1: per row, fitted from the fixed part and from fixed + EB, and the residuals, computed
+    partition by partition. level=2: per unit, the empirical Bayes residuals u*_j (eb_<effect>,
+    lme4's ranef) and their conditional variances (cv_<effect>, lme4's condVar), which come from
+    the summaries on the client, as a Dask DataFrame of as many partitions as `ddf`."""
+    if level == 2:
+        import dask.dataframe as dd
+
+        u = fit.ranef
+        d = fit.design
+        table = pd.DataFrame({d.group: list(u.index)})
+        for c in u.columns:
+            table[f"eb_{c}"] = u[c].to_numpy()
+        cv = np.asarray(fit.ranef_condvar)
+        for i, c in enumerate(u.columns):
+            table[f"cv_{c}"] = cv[:, i, i]
+        return dd.from_pandas(table, npartitions=max(1, min(ddf.npartitions, len(table))))
+    if level != 1:
+        raise SpecificationError(f"level must be 1 or 2, not {level!r}.")
     d = fit.design
     beta = fit.beta.to_numpy()
     u = fit.ranef.to_numpy()

@@ -32,25 +32,39 @@ class Columns:
     def k(self) -> int:
         return self.q + self.p + 1
 
-    def recipe(self) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
-        """The distinct factor arrays (contiguous float) and, per column, their indices (-1: none)."""
+    def recipe(self) -> tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray]:
+        """(bases, recipe, cmap): the distinct factor arrays (contiguous float, read-only), the
+        factors of each distinct column (indices into bases, -1: none), and for each column of W
+        its distinct column (Z and X share the intercept and the random slopes: the one pass
+        multiplies each distinct pair once)."""
         bases: list[np.ndarray] = []
         index: dict[int, int] = {}
-        width = max(1, max(len(fs) for fs in self.factors))
-        recipe = np.full((self.k, width), -1, dtype=np.int64)
+        distinct: dict[tuple[int, ...], int] = {}
+        rows: list[tuple[int, ...]] = []
+        cmap = np.empty(self.k, dtype=np.int64)
         for c, fs in enumerate(self.factors):
-            for f, arr in enumerate(fs):
+            key = []
+            for arr in fs:
                 if id(arr) not in index:
                     index[id(arr)] = len(bases)
                     base = np.ascontiguousarray(arr, dtype=float).view()
                     base.flags.writeable = False  # one array type for all (pandas may hand out read-only views)
                     bases.append(base)
-                recipe[c, f] = index[id(arr)]
+                key.append(index[id(arr)])
+            key_t = tuple(sorted(key))
+            if key_t not in distinct:
+                distinct[key_t] = len(rows)
+                rows.append(key_t)
+            cmap[c] = distinct[key_t]
+        width = max(1, max(len(r) for r in rows))
+        recipe = np.full((len(rows), width), -1, dtype=np.int64)
+        for d, r in enumerate(rows):
+            recipe[d, : len(r)] = r
         if not bases:
             ones = np.ones(self.n)
             ones.flags.writeable = False
             bases.append(ones)
-        return tuple(bases), recipe
+        return tuple(bases), recipe, cmap
 
     def column(self, c: int) -> np.ndarray:
         fs = self.factors[c]
@@ -88,11 +102,9 @@ class Columns:
     ) -> GroupSummaries:
         """The per-unit cross-products in one pass over the rows (`kernels.cross_products`)."""
         rw = None if row_weights is None else np.ascontiguousarray(row_weights, dtype=float)
-        bases, recipe = self.recipe()
-        C = cross_products(bases, recipe, codes, n_groups, rw)
-        n = np.bincount(codes, minlength=n_groups).astype(float)
+        C, total, n = cross_products(*self.recipe(), codes, n_groups, rw)
         sums = None if row_weights is None else np.bincount(codes, weights=row_weights, minlength=n_groups)
-        return GroupSummaries(C, n, self.q, self.p, unit_weights, sums)
+        return GroupSummaries(C, n, self.q, self.p, unit_weights, sums, total=total)
 
     def with_outcome(self, y: np.ndarray) -> Columns:
         """The same Z and X with another outcome (a bootstrap replicate's)."""

@@ -14,7 +14,6 @@ from functools import cached_property, lru_cache
 import formulaic
 import numpy as np
 import pandas as pd
-import scipy.linalg
 
 from .data_checks import DataReport, check_outcome, check_values, select_rows
 from .errors import DataError, SpecificationError, close_matches, preview
@@ -226,22 +225,25 @@ def check_rank(XtX: np.ndarray, names: tuple[str, ...]) -> None:
                     f"The predictor '{name}' has the same value ({mean:g}) in every row used, so its effect cannot "
                     "be told apart from the intercept. Remove it from the model (or check the rows selected)."
                 )
-    # Pivoted QR of the p x p factor B = S V' of the scaled Gram matrix (B'B = X'X/scale^2): the same
-    # pivots and rank as a QR of the N x p X itself.
+    # Columns in their order, each kept when it adds to the rank of those kept before it (the
+    # scaled Gram matrix's smallest eigenvalue stays clear of rounding), so that the later of two
+    # dependent columns is the one named, whatever the rounding of the sums.
     scale = np.sqrt(d)
-    lam, V = np.linalg.eigh(XtX / np.outer(scale, scale))
-    B = np.sqrt(np.clip(lam, 0.0, None))[:, None] * V.T
-    _, r, piv = scipy.linalg.qr(B, mode="economic", pivoting=True)
-    diag = np.abs(np.diag(r))
-    rank = int((diag > diag[0] * 1e-6).sum())
+    R = XtX / np.outer(scale, scale)
+    kept: list[int] = []
+    dependent: list[int] = []
+    for j in range(p):
+        trial = kept + [j]
+        ev = np.linalg.eigvalsh(R[np.ix_(trial, trial)])
+        (kept if ev[0] > 1e-12 * max(1.0, ev[-1]) else dependent).append(j)
+    rank = len(kept)
     if rank < p:
-        dependent = sorted(piv[rank:].tolist())
         raise DataError(
             "The fixed effects are collinear: "
             + ", ".join(f"'{names[j]}'" for j in dependent)
             + (" is a linear combination" if len(dependent) == 1 else " are linear combinations")
             + " of the other columns ("
-            + ", ".join(f"'{names[j]}'" for j in sorted(piv[:rank].tolist()))
+            + ", ".join(f"'{names[j]}'" for j in kept)
             + "). Remove or recode one of them."
         )
 

@@ -21,24 +21,35 @@ import numpy as np
 
 # ----- the loops, as plain Python that numba compiles (`_generic`, `_specialised`) -----------------
 
-def accumulate(bases, recipe, k, codes, weights, C, W):
-    """C[j] += sum_{i in j} w_i W_i W_i' (upper triangle only; `mirror` fills the rest), where
-    W_ic = prod_f bases[recipe[c, f]][i] (recipe -1: no factor; none at all: the intercept, 1).
-    W is made a block of rows at a time in the scratch array W (rows x k, cache-sized), column by
-    column. Rows of one unit that follow each other (grouped data) are summed in a local buffer
-    and added to C once per run, so C is touched once per unit, not once per row."""
+def accumulate(bases, recipe, cmap, u, k, codes, weights, C, W, total, counts):
+    """C[j] += sum_{i in j} w_i W_i W_i' (upper triangle only; `mirror` fills the rest), total +=
+    the same summed over units, counts[j] += rows. W has k columns of which u are distinct (Z and
+    X share the intercept and the random slopes): column c of W is distinct column cmap[c], and
+    distinct column d is V_id = prod_f bases[recipe[d, f]][i] (recipe -1: no factor; none at
+    all: the intercept, 1). V is made a block of rows at a time in the scratch array W (rows x u,
+    cache-sized), column by column, and only its u(u+1)/2 products are summed per row. Rows of
+    one unit that follow each other (grouped data) are summed in a local buffer and added to C
+    once per run, so C is touched once per unit, not once per row."""
     n = codes.shape[0]
     if n == 0:
         return
     nf = recipe.shape[1]
     size = W.shape[0]
     use_w = weights.shape[0] == n
-    buf = np.zeros(k * (k + 1) // 2)
+    pair = np.empty((u, u), dtype=np.int64)
+    t = 0
+    for a in range(u):
+        for b in range(a, u):
+            pair[a, b] = t
+            pair[b, a] = t
+            t += 1
+    buf = np.zeros(u * (u + 1) // 2)
     cur = codes[0]
-    for start in range(0, n, size):
+    run = 0
+    for start in range(0, n + size, size):
         stop = min(start + size, n)
-        m = stop - start
-        for c in range(k):
+        m = stop - start if stop > start else 0
+        for c in range(u):
             for i in range(m):
                 W[i, c] = 1.0
             for f in range(nf):
@@ -48,28 +59,31 @@ def accumulate(bases, recipe, k, codes, weights, C, W):
                 base = bases[r]
                 for i in range(m):
                     W[i, c] *= base[start + i]
-        for i in range(m):
-            j = codes[start + i]
+        for i in range(m + (1 if stop == n else 0)):
+            j = codes[start + i] if i < m else -1
             if j != cur:
-                t = 0
                 for a in range(k):
                     for b in range(a, k):
-                        C[cur, a, b] += buf[t]
-                        buf[t] = 0.0
-                        t += 1
+                        v = buf[pair[cmap[a], cmap[b]]]
+                        C[cur, a, b] += v
+                        total[a, b] += v
+                for t in range(buf.shape[0]):
+                    buf[t] = 0.0
+                counts[cur] += run
+                run = 0
                 cur = j
+                if i == m:
+                    break
             wi = weights[start + i] if use_w else 1.0
+            run += 1
             t = 0
-            for a in range(k):
+            for a in range(u):
                 wa = wi * W[i, a]
-                for b in range(a, k):
+                for b in range(a, u):
                     buf[t] += wa * W[i, b]
                     t += 1
-    t = 0
-    for a in range(k):
-        for b in range(a, k):
-            C[cur, a, b] += buf[t]
-            t += 1
+        if stop == n:
+            break
 
 
 def nonfinite(x):
@@ -505,8 +519,8 @@ _acc = numba.njit(_k.accumulate, inline="always")
 
 
 @jit
-def accumulate(bases, recipe, codes, weights, C, W):
-    _acc(bases, recipe, K, codes, weights, C, W)
+def accumulate(bases, recipe, cmap, codes, weights, C, W, total, counts):
+    _acc(bases, recipe, cmap, U, K, codes, weights, C, W, total, counts)
 '''
 
 
@@ -564,9 +578,9 @@ def _generate(stem: str, what: str, constants: dict[str, int], body: str):
 
 
 @cache
-def _accumulate(k: int):
-    """`accumulate` compiled for k columns."""
-    return _generated(f"k{k}", f"k = {k} columns", {"K": k}, _ACCUMULATE).accumulate
+def _accumulate(u: int, k: int):
+    """`accumulate` compiled for k columns of which u are distinct."""
+    return _generated(f"u{u}_k{k}", f"k = {k} columns, u = {u} distinct", {"U": u, "K": k}, _ACCUMULATE).accumulate
 
 
 @cache
@@ -588,14 +602,18 @@ def kernel(name: str, q: int | None = None, p: int | None = None):
 BLOCK_ROWS = 4096
 
 
-def accumulate_into(bases: tuple[np.ndarray, ...], recipe: np.ndarray, codes: np.ndarray, C: np.ndarray,
-                    weights: np.ndarray | None = None) -> None:
+def accumulate_into(bases: tuple[np.ndarray, ...], recipe: np.ndarray, cmap: np.ndarray, codes: np.ndarray,
+                    C: np.ndarray, weights: np.ndarray | None = None, total: np.ndarray | None = None,
+                    counts: np.ndarray | None = None) -> None:
     """C[j] += sum_i w_i W_i W_i' over the rows given (upper triangles; `mirror_upper` completes
-    them): the one pass, W made row by row from the `bases` arrays by `recipe` (`accumulate`), so
-    no N x k matrix is ever held. Chunks of rows add into the same C."""
-    k = recipe.shape[0]
-    W = np.empty((BLOCK_ROWS, k))
-    _accumulate(int(k))(bases, recipe, codes, np.empty(0) if weights is None else weights, C, W)
+    them), and total, counts (rows per unit) alike: the one pass, W made row by row from the
+    `bases` arrays by `recipe` and `cmap` (`accumulate`), so no N x k matrix is ever held.
+    Chunks of rows add into the same arrays."""
+    u, k = recipe.shape[0], cmap.shape[0]
+    W = np.empty((BLOCK_ROWS, u))
+    total = np.zeros((k, k)) if total is None else total
+    counts = np.zeros(C.shape[0]) if counts is None else counts
+    _accumulate(int(u), int(k))(bases, recipe, cmap, codes, np.empty(0) if weights is None else weights, C, W, total, counts)
 
 
 def mirror_upper(C: np.ndarray) -> np.ndarray:
@@ -604,13 +622,18 @@ def mirror_upper(C: np.ndarray) -> np.ndarray:
 
 
 def cross_products(
-    bases: tuple[np.ndarray, ...], recipe: np.ndarray, codes: np.ndarray, n_groups: int, weights: np.ndarray | None = None
-) -> np.ndarray:
-    """sum_i w_i W_i W_i' per unit, (J, k, k), in one pass over the rows (`accumulate_into`)."""
-    k = recipe.shape[0]
+    bases: tuple[np.ndarray, ...], recipe: np.ndarray, cmap: np.ndarray, codes: np.ndarray, n_groups: int,
+    weights: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(C, total, counts): sum_i w_i W_i W_i' per unit (J, k, k), over all rows (k, k), and the
+    rows per unit (J,), in one pass over the rows (`accumulate_into`)."""
+    k = cmap.shape[0]
     C = np.zeros((n_groups, k, k))
-    accumulate_into(bases, recipe, codes, C, weights)
-    return mirror_upper(C)
+    total = np.zeros((k, k))
+    counts = np.zeros(n_groups)
+    accumulate_into(bases, recipe, cmap, codes, C, weights, total, counts)
+    total = np.triu(total) + np.triu(total, 1).T
+    return mirror_upper(C), total, counts
 
 
 def group_ranges(codes: np.ndarray, x: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:

@@ -30,6 +30,7 @@ class GroupSummaries:
     p: int
     unit_weights: np.ndarray | None = None
     row_weights: np.ndarray | None = None
+    total: np.ndarray | None = None  # sum_j C[j], when the one pass made it (saves a pass over C)
 
     @property
     def weighted(self) -> bool:
@@ -70,17 +71,26 @@ class GroupSummaries:
         return self._soa[: self.q, -1]
 
     @cached_property
+    def _total(self) -> np.ndarray:
+        """sum_j w_j C[j] (the level-2-weighted total)."""
+        if self.total is not None and self.unit_weights is None:
+            return self.total
+        return np.tensordot(self.w2, self.C, axes=1)
+
+    @property
     def XtX_total(self) -> np.ndarray:
         """sum_j w_j X_j'X_j (the level-2-weighted total)."""
-        return np.tensordot(self.w2, self.XtX_j, axes=1)
+        q, p = self.q, self.p
+        return np.ascontiguousarray(self._total[q : q + p, q : q + p])
 
-    @cached_property
+    @property
     def Xty_total(self) -> np.ndarray:
-        return self.w2 @ self.Xty_j
+        q, p = self.q, self.p
+        return np.ascontiguousarray(self._total[q : q + p, -1])
 
-    @cached_property
+    @property
     def yty_total(self) -> float:
-        return float(self.w2 @ self.yty_j)
+        return float(self._total[-1, -1])
 
     @property
     def total_weight(self) -> float:
