@@ -112,9 +112,10 @@ def read_parquet_lean(path: Path) -> pd.DataFrame:
 
     pd.read_parquet holds the whole Arrow table and its pandas copy at the same time (twice the
     data at the peak). Here every int/float column gets one numpy array of its final size, filled
-    a row group at a time, so the peak is the data plus one row group; the DataFrame wraps the
-    arrays without copying them. Other columns (text, categories, dates) go through pandas.
-    Integer columns with missing values become float (NaN), as in pandas."""
+    a row group at a time (two row groups in parallel threads), so the peak is the data plus two
+    row groups; the DataFrame wraps the arrays without copying them. Other columns (text,
+    categories, dates) go through pandas. Integer columns that may hold missing values (by the
+    row groups' statistics) become float (NaN), as in pandas."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -127,26 +128,44 @@ def read_parquet_lean(path: Path) -> pd.DataFrame:
         c.get("name") is None for c in schema.pandas_metadata.get("index_columns", []) if isinstance(c, dict)
     ):
         return pd.read_parquet(path)
-    arrays = {name: np.empty(n, dtype=schema.field(name).type.to_pandas_dtype()) for name in plain}
+    meta = pf.metadata
+    groups = meta.num_row_groups
+    starts = np.concatenate([[0], np.cumsum([meta.row_group(g).num_rows for g in range(groups)])])
+    position = {meta.schema.column(i).name: i for i in range(meta.num_columns)}
+
+    def may_miss(name: str) -> bool:
+        """Whether some row group says (or does not say) that the column has missing values."""
+        for g in range(groups):
+            st = meta.row_group(g).column(position[name]).statistics if name in position else None
+            if st is None or not st.has_null_count or st.null_count > 0:
+                return True
+        return False
+
+    # integer columns that may hold missing values are read as float (NaN), as pandas does
+    dtypes = {name: np.dtype(schema.field(name).type.to_pandas_dtype()) for name in plain}
+    arrays = {name: np.empty(n, dtype=float if dt.kind in "iu" and may_miss(name) else dt) for name, dt in dtypes.items()}
     others = [f.name for f in schema if f.name not in arrays]
-    parts: list = []
-    start = 0
-    for g in range(pf.metadata.num_row_groups):
-        table = pf.read_row_group(g)
-        m = table.num_rows
+    parts: list = [None] * groups
+
+    def read_group(g: int) -> None:
+        table = pf.read_row_group(g) if groups == 1 else pq.ParquetFile(path).read_row_group(g)
         for name in plain:
-            col = table.column(name)
-            if col.null_count and arrays[name].dtype.kind in "iu":
-                arrays[name] = arrays[name].astype(float)  # a missing value: the column becomes float
-            at = start
-            for chunk in col.chunks:  # each chunk's buffer viewed, then copied once into place
+            at = int(starts[g])
+            for chunk in table.column(name).chunks:  # each chunk's buffer viewed, copied once into place
                 arrays[name][at : at + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
                 at += len(chunk)
         if others:
-            parts.append(table.select(others))
-        start += m
-        del table
-        pa.default_memory_pool().release_unused()  # Arrow would keep the freed row group's buffers
+            parts[g] = table.select(others)
+
+    # Row groups are read in parallel threads (Arrow and the copies release the GIL), two at a
+    # time at most, so that the peak stays the data plus two row groups.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .parallel import default_jobs
+
+    with ThreadPoolExecutor(max_workers=max(1, min(2, default_jobs(), groups))) as ex:
+        for _ in ex.map(read_group, range(groups)):
+            pa.default_memory_pool().release_unused()  # Arrow would keep the freed row groups' buffers
     frame = pd.DataFrame(arrays, copy=False)
     if others:
         rest = pa.concat_tables(parts).to_pandas()
