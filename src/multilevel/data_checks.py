@@ -119,17 +119,18 @@ def missing_and_infinite(col: pd.Series) -> tuple[int, int]:
     return nan, 0
 
 
-def check_values(data: pd.DataFrame, variables: list[str], outcome: str, group: str) -> tuple[pd.DataFrame, dict[str, int]]:
+def check_values(data: pd.DataFrame, variables: list[str], outcome: str, group: str, column=None) -> tuple[pd.DataFrame, dict[str, int]]:
     """The bad-input catalogue, before any row is dropped. Returns the data with numeric text
     columns (all values numbers written as text) converted to numbers, and the number of missing
     values of each variable (for `select_rows`)."""
-    kind = id_kind(data[group])
+    column = column or data.__getitem__
+    kind = id_kind(column(group))
     if kind == "mixed":
-        raise mixed_id_error(data[group], group, "the data")
+        raise mixed_id_error(column(group), group, "the data")
     converted = None
     missing: dict[str, int] = {}
     for v in variables:
-        col = data[v]
+        col = column(v)
         n_missing, n_infinite = missing_and_infinite(col)
         missing[v] = n_missing
         if n_missing == len(col):

@@ -338,7 +338,10 @@ def build_design(
             raise DataError(f"The weight column '{w}' is not in the data." + close_matches(w, [str(c) for c in data.columns]))
         if w not in variables:
             variables.append(w)
-    data, missing = check_values(data, variables, spec.outcome, group)
+    column = _column_cache(data)
+    checked, missing = check_values(data, variables, spec.outcome, group, column)
+    if checked is not data:  # text columns of numbers were converted
+        data, column = checked, _column_cache(checked)
     zero_weight = 0
     if weights is not None:
         for w in weights.columns:
@@ -350,7 +353,8 @@ def build_design(
                 attrs = dict(data.attrs)
                 data = data.loc[~zero]
                 data.attrs.update(attrs)
-    y_raw = data[spec.outcome]
+                column = _column_cache(data)
+    y_raw = column(spec.outcome)
     if not pd.api.types.is_numeric_dtype(y_raw) or pd.api.types.is_bool_dtype(y_raw):
         raise DataError(
             f"The outcome '{spec.outcome}' is not numeric (dtype {y_raw.dtype}). A linear mixed model "
@@ -358,13 +362,14 @@ def build_design(
         )
     declared = {v for expr in spec.level2 for v in _variables(expr)}
     l2 = [v for v in variables if v != group and (v in set(level2_vars) or v in declared)]
-    codes_in, units_in = unit_codes(data[group], group)
+    codes_in, units_in = unit_codes(column(group), group)
     used, report, codes, uniques = select_rows(data, variables, group, l2, level2_missing, join, codes_in, units_in, missing)
     if zero_weight:
         report = dataclasses.replace(report, n_rows_in=report.n_rows_in + zero_weight, zero_weight_rows=zero_weight)
     if report.n_rows_used == 0:
         raise DataError("No row has all of the model's variables; every row has a missing value: " + str(report))
-    column = _column_cache(used)
+    if used is not data:  # rows were dropped: other columns
+        column = _column_cache(used)
     J = len(uniques)
     if J < 2:
         raise DataError(
