@@ -90,8 +90,8 @@ def imputations(data, imputation: str | None) -> list | None:
     return None
 
 
-#: imputed data sets of at least this many rows are fitted in parallel threads
-PARALLEL_ROWS = 100_000
+#: imputed data sets of at least this many rows are fitted in parallel threads (None: never)
+PARALLEL_ROWS: int | None = None
 
 #: a single Parquet file larger than this is streamed rather than read into memory
 STREAM_BYTES = 2 * 1024**3
@@ -151,10 +151,12 @@ def fit_spec(
             return fit_spec(spec, d, method, tau, sigma2, level2, level2_missing, None, weights)
 
         first = one(sets[0])
-        # The other imputed data sets are fitted in threads, one per available core (`parallel`),
-        # when the data are large enough for the compiled pass to dominate: below ~100,000 rows
-        # the Python parts hold the GIL and two threads were slower than one (measured on HSB).
-        jobs = default_jobs() if first.n_obs >= PARALLEL_ROWS else 1
+        # The other imputed data sets can be fitted in threads, one per core (`parallel`). Off by
+        # default: on the 2-core benchmark machine two threads did not pay (0.93x with five sets
+        # of 10^6 rows, whose passes are bound by memory bandwidth; 0.96x on HSB, where the
+        # Python parts hold the GIL: benchmarks/parallel.py). PARALLEL_ROWS = n turns them on
+        # for data sets of n rows or more.
+        jobs = default_jobs() if PARALLEL_ROWS is not None and first.n_obs >= PARALLEL_ROWS else 1
         if jobs == 1:
             return pool([first] + [one(d) for d in sets[1:]])
         with ThreadPoolExecutor(max_workers=min(jobs, len(sets) - 1)) as ex:

@@ -284,10 +284,16 @@ def _refit(task: _BootTask, seeds: list) -> tuple[np.ndarray, int]:
     return out, failed
 
 
+#: from this many rows on, bootstrap refits use all cores by default
+BOOTSTRAP_PARALLEL_ROWS = 20_000
+
+
 def bootstrap(fit, n_boot: int = 1000, seed: int | None = None, progress: bool = True, n_jobs: int | None = None) -> Bootstrap:
     """Parametric bootstrap (module doc). Replicate b draws from its own seed (SeedSequence(seed)
-    child b), so the result is the same for any `n_jobs` (threads; default: the available cores,
-    `parallel.default_jobs`)."""
+    child b), so the result is the same for any `n_jobs` (threads). Default: the available cores
+    (`parallel.default_jobs`) from BOOTSTRAP_PARALLEL_ROWS rows on, one thread below (measured on
+    2 cores, benchmarks/parallel.py: 1.5x faster with two threads at 10^5 rows; slower on HSB's
+    7,185 rows, where each refit is milliseconds of Python holding the GIL)."""
     from concurrent.futures import ThreadPoolExecutor
 
     d, s = fit.design, fit.summaries
@@ -300,7 +306,9 @@ def bootstrap(fit, n_boot: int = 1000, seed: int | None = None, progress: bool =
     task = _BootTask(d.Z, d.columns, d.codes, d.X @ fit.solution.beta, V * np.sqrt(np.clip(w, 0, None)),
                      float(np.sqrt(fit.sigma2)), s, fit.template, fit.reml, fit.theta, scale)
     seeds = np.random.SeedSequence(seed).spawn(n_boot)
-    n_jobs = max(1, min(n_jobs or default_jobs(), n_boot))
+    if n_jobs is None:
+        n_jobs = default_jobs() if fit.n_obs >= BOOTSTRAP_PARALLEL_ROWS else 1
+    n_jobs = max(1, min(n_jobs, n_boot))
     n_chunks = max(1, min(n_boot, 50 if n_jobs == 1 else 4 * n_jobs))
     chunks = [seeds[i::n_chunks] for i in range(n_chunks)]
     order = [list(range(n_boot))[i::n_chunks] for i in range(n_chunks)]
