@@ -253,7 +253,7 @@ def test_imputation_column_rules_and_pooled_data_report():
 
 
 def test_imputations_fitted_in_threads_pool_as_fitted_one_by_one(monkeypatch):
-    """Imputed data sets can be fitted in threads (api.PARALLEL_ROWS, off by default); on HSB here."""
+    """Large imputed data sets are fitted in threads (api.PARALLEL_ROWS); forced here on HSB."""
     import multilevel.api as api
 
     sets = [imputed(k) for k in range(MI["m"])]

@@ -91,7 +91,7 @@ def imputations(data, imputation: str | None) -> list | None:
 
 
 #: imputed data sets of at least this many rows are fitted in parallel threads (None: never)
-PARALLEL_ROWS: int | None = None
+PARALLEL_ROWS: int | None = 100_000
 
 #: a single Parquet file larger than this is streamed rather than read into memory
 STREAM_BYTES = 2 * 1024**3
@@ -151,11 +151,10 @@ def fit_spec(
             return fit_spec(spec, d, method, tau, sigma2, level2, level2_missing, None, weights)
 
         first = one(sets[0])
-        # The other imputed data sets can be fitted in threads, one per core (`parallel`). Off by
-        # default: on the 2-core benchmark machine two threads did not pay (0.93x with five sets
-        # of 10^6 rows, whose passes are bound by memory bandwidth; 0.96x on HSB, where the
-        # Python parts hold the GIL: benchmarks/parallel.py). PARALLEL_ROWS = n turns them on
-        # for data sets of n rows or more.
+        # The other imputed data sets are fitted in threads, one per core (`parallel`), when they
+        # are large: on the 2-core benchmark machine two threads took five sets of 10^6 rows 1.35x
+        # faster (once 0.93x, right after a run that had filled the memory), and HSB's sets 1.02x
+        # (the Python parts hold the GIL): benchmarks/parallel.py. None turns them off.
         jobs = default_jobs() if PARALLEL_ROWS is not None and first.n_obs >= PARALLEL_ROWS else 1
         if jobs == 1:
             return pool([first] + [one(d) for d in sets[1:]])

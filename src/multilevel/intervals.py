@@ -292,8 +292,8 @@ def bootstrap(fit, n_boot: int = 1000, seed: int | None = None, progress: bool =
     """Parametric bootstrap (module doc). Replicate b draws from its own seed (SeedSequence(seed)
     child b), so the result is the same for any `n_jobs` (threads). Default: the available cores
     (`parallel.default_jobs`) from BOOTSTRAP_PARALLEL_ROWS rows on, one thread below (measured on
-    2 cores, benchmarks/parallel.py: 1.5x faster with two threads at 10^5 rows; slower on HSB's
-    7,185 rows, where each refit is milliseconds of Python holding the GIL)."""
+    2 cores, benchmarks/parallel.py: 1.5-1.7x faster with two threads at 10^5 rows; 0.84-1.15x on
+    HSB's 7,185 rows, where each refit is milliseconds of Python holding the GIL)."""
     from concurrent.futures import ThreadPoolExecutor
 
     d, s = fit.design, fit.summaries
