@@ -514,6 +514,48 @@ def deviance_gradient(K, lam, w, XtX, Xty, yty, n, reml, G):
     return _finish(Q, P, logdet, ss, FtF, Ftr, ZWZ, S, XtX, Xty, yty, n, reml, G)
 '''
 
+# The same loops with the sizes as arguments: compiled once for every model, used where the data
+# are small enough for the unrolling not to matter (a new model shape then costs no compilation).
+_UNITS_ANY = '''
+_solve = numba.njit(_k.solve_units)
+_grad = numba.njit(_k.gradient_units)
+_terms = numba.njit(_k.deviance_terms)
+_finish = numba.njit(_k.finish_deviance)
+
+
+@jit
+def solve_units(C, q, p, lam, w, L, LtLam, RZX, rZy, FtF, Ftr):
+    return _solve(C, q, p, lam, w, L, LtLam, RZX, rZy, FtF, Ftr)
+
+
+@jit
+def gradient_units(C, q, p, w, LtLam, RZX, rZy, beta, A_inv, factor, reml, G):
+    return _grad(C, q, p, w, LtLam, RZX, rZy, beta, A_inv, factor, reml, G)
+
+
+@jit
+def deviance_terms(K, q, p, lam, w, FtF, Ftr, ZWZ, S):
+    return _terms(K, q, p, lam, w, FtF, Ftr, ZWZ, S)
+
+
+@jit
+def deviance_gradient(K, q, p, lam, w, XtX, Xty, yty, n, reml, G):
+    FtF = np.empty((p, p))
+    Ftr = np.empty(p)
+    ZWZ = np.empty((q, q))
+    S = np.empty((q * p + q, q * p + q))
+    logdet, ss = _terms(K, q, p, lam, w, FtF, Ftr, ZWZ, S)
+    return _finish(q, p, logdet, ss, FtF, Ftr, ZWZ, S, XtX, Xty, yty, n, reml, G)
+
+
+_acc = numba.njit(_k.accumulate)
+
+
+@jit
+def accumulate(bases, recipe, cmap, u, k, codes, weights, C, W, total, counts):
+    _acc(bases, recipe, cmap, u, k, codes, weights, C, W, total, counts)
+'''
+
 _ACCUMULATE = '''
 _acc = numba.njit(_k.accumulate, inline="always")
 
@@ -577,9 +619,29 @@ def _generate(stem: str, what: str, constants: dict[str, int], body: str):
     return module
 
 
+#: per-unit loops are specialised for (q, p) from this many units on, the one pass for its
+#: columns from this many rows on; below, the loops compiled once for all sizes serve (about half
+#: as fast per unit, which at these sizes is microseconds), so that a model of a new shape on
+#: ordinary data costs no compilation (~10 s once per shape and machine otherwise).
+SPECIALISE_UNITS = 20_000
+SPECIALISE_ROWS = 1_000_000
+
+
 @cache
-def _accumulate(u: int, k: int):
-    """`accumulate` compiled for k columns of which u are distinct."""
+def _any():
+    return _generated("any", "any sizes (given as arguments)", {}, _UNITS_ANY)
+
+
+@cache
+def _accumulate(u: int, k: int, large: bool = True):
+    """`accumulate` for k columns of which u are distinct (compiled for them when `large`)."""
+    if not large:
+        f = _any().accumulate
+
+        def accumulate_any(bases, recipe, cmap, codes, weights, C, W, total, counts):
+            f(bases, recipe, cmap, u, k, codes, weights, C, W, total, counts)
+
+        return accumulate_any
     return _generated(f"u{u}_k{k}", f"k = {k} columns, u = {u} distinct", {"U": u, "K": k}, _ACCUMULATE).accumulate
 
 
@@ -590,10 +652,24 @@ def _specialised(q: int, p: int):
     return {name: getattr(m, name) for name in _SPECIALISED}
 
 
-def kernel(name: str, q: int | None = None, p: int | None = None):
-    """The compiled function `name` (compiling, or loading from the disk cache, on first use); the
-    per-unit loops take (q, p) and are compiled for them."""
+@cache
+def _sized(name: str, q: int, p: int):
+    """The loop compiled for all sizes, called like the specialised one (q, p bound here)."""
+    f = getattr(_any(), name)
+
+    def bound(first, *rest):
+        return f(first, q, p, *rest)
+
+    return bound
+
+
+def kernel(name: str, q: int | None = None, p: int | None = None, units: int | None = None):
+    """The compiled function `name` (compiling, or loading from the disk cache, on first use). The
+    per-unit loops take (q, p): compiled for them when `units` (J) is None or reaches
+    SPECIALISE_UNITS, else the loop for all sizes with q and p bound; both are called alike."""
     if name in _SPECIALISED:
+        if units is not None and units < SPECIALISE_UNITS:
+            return _sized(name, int(q), int(p))
         return _specialised(int(q), int(p))[name]
     return _generic()[name]
 
@@ -613,7 +689,8 @@ def accumulate_into(bases: tuple[np.ndarray, ...], recipe: np.ndarray, cmap: np.
     W = np.empty((BLOCK_ROWS, u))
     total = np.zeros((k, k)) if total is None else total
     counts = np.zeros(C.shape[0]) if counts is None else counts
-    _accumulate(int(u), int(k))(bases, recipe, cmap, codes, np.empty(0) if weights is None else weights, C, W, total, counts)
+    large = codes.shape[0] >= SPECIALISE_ROWS
+    _accumulate(int(u), int(k), large)(bases, recipe, cmap, codes, np.empty(0) if weights is None else weights, C, W, total, counts)
 
 
 def mirror_upper(C: np.ndarray) -> np.ndarray:

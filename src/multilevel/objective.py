@@ -76,7 +76,7 @@ def solve_at(s: GroupSummaries, lam: np.ndarray) -> Solution:
     rZy = np.empty((J, q))
     FtF = np.empty((p, p))
     Ftr = np.empty(p)
-    logdet_L, ss = kernel("solve_units", q, p)(
+    logdet_L, ss = kernel("solve_units", q, p, J)(
         s.C_contiguous, np.ascontiguousarray(lam, dtype=float), s.w2, L, LtLam, RZX, rZy, FtF, Ftr
     )
     if not np.isfinite(logdet_L):
@@ -135,7 +135,7 @@ def gradient(s: GroupSummaries, sol: Solution, template: LambdaTemplate, reml: b
     q = s.q
     df = sol.n - sol.p if reml else sol.n
     G = np.empty((q, q))
-    kernel("gradient_units", q, s.p)(
+    kernel("gradient_units", q, s.p, s.n_groups)(
         s.C_contiguous, s.w2, sol.LtLam, sol.RZX, sol.rZy, sol.beta, sol.A_inv, df / sol.pwrss, reml, G
     )
     dLam = 2.0 * G @ sol.lam
@@ -156,7 +156,7 @@ def deviance_and_gradient(s: GroupSummaries, lam: np.ndarray, reml: bool) -> tup
     """
     G = np.empty((s.q, s.q))
     n = s.total_weight if s.weighted else s.n_obs
-    d = kernel("deviance_gradient", s.q, s.p)(
+    d = kernel("deviance_gradient", s.q, s.p, s.n_groups)(
         s.compact, np.ascontiguousarray(lam, dtype=float), s.w2, s.XtX_total, s.Xty_total, s.yty_total, float(n), reml, G
     )
     if not np.isfinite(d):
