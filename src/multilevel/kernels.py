@@ -148,79 +148,90 @@ def group_range(codes, x, lo, hi):
         if v > hi[j]:
             hi[j] = v
 
-def solve_units(C, q, p, lam, w, L, LtLam, RZX, rZy, FtF, Ftr):
-    """Per unit j (module doc of `objective`): M_j = Lambda' Z'Z Lambda + I = L_j L_j',
-    LtLam_j = L_j^-1 Lambda', RZX_j = LtLam_j Z'X, rZy_j = LtLam_j Z'y; and the weighted sums
-    FtF = sum_j w_j RZX_j' RZX_j, Ftr = sum_j w_j RZX_j' rZy_j. Returns (sum_j w_j log|L_j|^2,
-    sum_j w_j |rZy_j|^2), or (nan, nan) when an M_j is not positive definite."""
-    J = C.shape[0]
+def factor_unit(Kj, q, p, lam, L, G, R, r, T):
+    """One unit's factors from its first q rows Kj = [Z'Z | Z'X | Z'y] (module doc of
+    `objective`): M = Lambda' Z'Z Lambda + I = L L', G = L^-1 Lambda', R = G Z'X, r = G Z'y
+    (written into L, G, R, r; T is scratch). Returns (log|L|^2, |r|^2), or (nan, nan) when M is
+    not positive definite. Shared by `solve_units` and `deviance_terms`; compiled inline into
+    both (`_jit_helpers`)."""
     y = q + p
-    T = np.empty((q, q))  # Lambda' Z'Z
-    M = np.empty((q, q))
-    logdet = 0.0
-    ss = 0.0
-    for a in range(p):
-        Ftr[a] = 0.0
-        for b in range(p):
-            FtF[a, b] = 0.0
-    for j in range(J):
-        for a in range(q):
-            for b in range(q):
-                s = 0.0
-                for c in range(q):
-                    s += lam[c, a] * C[j, c, b]
-                T[a, b] = s
-        for a in range(q):
-            for b in range(a + 1):
-                s = 0.0
-                for c in range(q):
-                    s += T[a, c] * lam[c, b]
-                M[a, b] = s + (1.0 if a == b else 0.0)
-        # Cholesky M = L L'
-        for a in range(q):
-            for b in range(a + 1):
-                s = M[a, b]
-                for c in range(b):
-                    s -= L[j, a, c] * L[j, b, c]
-                if a == b:
-                    if not s > 0.0:
-                        return np.nan, np.nan
-                    L[j, a, a] = np.sqrt(s)
-                else:
-                    L[j, a, b] = s / L[j, b, b]
-            for b in range(a + 1, q):
-                L[j, a, b] = 0.0
-        wj = w[j]
-        for a in range(q):
-            logdet += wj * 2.0 * np.log(L[j, a, a])
-        # LtLam = L^-1 Lambda' (forward substitution, column by column)
+    for a in range(q):
         for b in range(q):
-            for a in range(q):
-                s = lam[b, a]
-                for c in range(a):
-                    s -= L[j, a, c] * LtLam[j, c, b]
-                LtLam[j, a, b] = s / L[j, a, a]
-        for a in range(q):
-            for b in range(p):
-                s = 0.0
-                for c in range(q):
-                    s += LtLam[j, a, c] * C[j, c, q + b]
-                RZX[j, a, b] = s
             s = 0.0
             for c in range(q):
-                s += LtLam[j, a, c] * C[j, c, y]
-            rZy[j, a] = s
-            ss += wj * s * s
-        for a in range(p):
+                s += lam[c, a] * Kj[c, b]
+            T[a, b] = s
+    prod = 1.0
+    for a in range(q):
+        for b in range(a + 1):
+            s = 1.0 if a == b else 0.0
             for c in range(q):
-                f = wj * RZX[j, c, a]
-                Ftr[a] += f * rZy[j, c]
-                for b in range(a, p):
-                    FtF[a, b] += f * RZX[j, c, b]
+                s += T[a, c] * lam[c, b]
+            for c in range(b):
+                s -= L[a, c] * L[b, c]
+            if a == b:
+                if not s > 0.0:
+                    return np.nan, np.nan
+                L[a, a] = np.sqrt(s)
+                prod *= s
+            else:
+                L[a, b] = s / L[b, b]
+        for b in range(a + 1, q):
+            L[a, b] = 0.0
+    for b in range(q):
+        for a in range(q):
+            s = lam[b, a]
+            for c in range(a):
+                s -= L[a, c] * G[c, b]
+            G[a, b] = s / L[a, a]
+    ss = 0.0
+    for a in range(q):
+        for b in range(p):
+            s = 0.0
+            for c in range(q):
+                s += G[a, c] * Kj[c, q + b]
+            R[a, b] = s
+        s = 0.0
+        for c in range(q):
+            s += G[a, c] * Kj[c, y]
+        r[a] = s
+        ss += s * s
+    return np.log(prod), ss
+
+
+def add_cross(R, r, q, p, wj, FtF, Ftr):
+    """FtF += wj R'R (upper triangle), Ftr += wj R'r."""
+    for a in range(p):
+        for c in range(q):
+            f = wj * R[c, a]
+            Ftr[a] += f * r[c]
+            for b in range(a, p):
+                FtF[a, b] += f * R[c, b]
+
+
+def solve_units(C, q, p, lam, w, L, LtLam, RZX, rZy, FtF, Ftr):
+    """Per unit j (`factor_unit`): L_j, LtLam_j = L_j^-1 Lambda', RZX_j, rZy_j, kept; and the
+    weighted sums FtF = sum_j w_j RZX_j' RZX_j, Ftr = sum_j w_j RZX_j' rZy_j. Returns
+    (sum_j w_j log|L_j|^2, sum_j w_j |rZy_j|^2), or (nan, nan) when an M_j is not positive definite."""
+    J = C.shape[0]
+    T = np.empty((q, q))
+    logdet = 0.0
+    ss = 0.0
+    FtF[:] = 0.0
+    Ftr[:] = 0.0
+    for j in range(J):
+        ld, s2 = factor_unit(C[j], q, p, lam, L[j], LtLam[j], RZX[j], rZy[j], T)
+        if not ld == ld:
+            return np.nan, np.nan
+        wj = w[j]
+        logdet += wj * ld
+        ss += wj * s2
+        add_cross(RZX[j], rZy[j], q, p, wj, FtF, Ftr)
     for a in range(p):
         for b in range(a):
             FtF[a, b] = FtF[b, a]
     return logdet, ss
+
 
 def gradient_units(C, q, p, w, LtLam, RZX, rZy, beta, A_inv, factor, reml, G):
     """G = sum_j w_j [Z'WZ - (REML) Z'WX A^-1 X'WZ - factor (Z'Wr)(Z'Wr)'] with, per unit,
@@ -302,56 +313,18 @@ def deviance_terms(K, q, p, lam, w, FtF, Ftr, ZWZ, S):
     S[:] = 0.0
     for j in range(J):
         wj = w[j]
+        ld, s2 = factor_unit(K[j], q, p, lam, Lj, Gj, R, r, T)
+        if not ld == ld:
+            return np.nan, np.nan
+        logdet += wj * ld
+        ss += wj * s2
         for a in range(q):
-            for b in range(q):
-                s = 0.0
-                for c in range(q):
-                    s += lam[c, a] * K[j, c, b]
-                T[a, b] = s
-        prod = 1.0
-        for a in range(q):
-            for b in range(a + 1):
-                s = (1.0 if a == b else 0.0)
-                for c in range(q):
-                    s += T[a, c] * lam[c, b]
-                for c in range(b):
-                    s -= Lj[a, c] * Lj[b, c]
-                if a == b:
-                    if not s > 0.0:
-                        return np.nan, np.nan
-                    Lj[a, a] = np.sqrt(s)
-                    prod *= s
-                else:
-                    Lj[a, b] = s / Lj[b, b]
-        logdet += wj * np.log(prod)
-        for b in range(q):
-            for a in range(q):
-                s = lam[b, a]
-                for c in range(a):
-                    s -= Lj[a, c] * Gj[c, b]
-                Gj[a, b] = s / Lj[a, a]
-        for a in range(q):
-            for b in range(p):
-                s = 0.0
-                for c in range(q):
-                    s += Gj[a, c] * K[j, c, q + b]
-                R[a, b] = s
-            s = 0.0
-            for c in range(q):
-                s += Gj[a, c] * K[j, c, y]
-            r[a] = s
-            ss += wj * s * s
             for b in range(q):
                 s = 0.0
                 for c in range(q):
                     s += Gj[a, c] * K[j, c, b]
                 P[a, b] = s
-        for a in range(p):
-            for c in range(q):
-                f = wj * R[c, a]
-                Ftr[a] += f * r[c]
-                for b in range(a, p):
-                    FtF[a, b] += f * R[c, b]
+        add_cross(R, r, q, p, wj, FtF, Ftr)
         # Z'WX = Z'X - P'R, Z'Wy = Z'y - P'r, Z'WZ = Z'Z - P'P
         for a in range(q):
             for b in range(p):
@@ -459,8 +432,21 @@ _SPECIALISED = ("solve_units", "gradient_units", "deviance_terms", "deviance_gra
 
 
 @cache
+def _jit_helpers() -> None:
+    """The helpers the loops call (`factor_unit`, `add_cross`) become compiled functions here, so
+    that numba compiles the loops that name them; done before any loop compiles."""
+    import numba
+
+    g = globals()
+    for name in ("factor_unit", "add_cross"):
+        g[name] = numba.njit(g[name], inline="always", cache=True)
+
+
+@cache
 def _generic():
     import numba
+
+    _jit_helpers()
 
     jit = numba.njit(cache=True, nogil=True)
     return {f.__name__: jit(f) for f in (mirror, group_range, sorted_codes, varies, nonfinite)}
@@ -596,6 +582,7 @@ def _generated(stem: str, what: str, constants: dict[str, int], body: str):
 
 
 def _generate(stem: str, what: str, constants: dict[str, int], body: str):
+    _jit_helpers()
     import hashlib
     import importlib.util
     import sys
