@@ -1,9 +1,12 @@
 """Design: ModelSpec + data -> the numeric matrices, the grouping and the centring state.
 
 This is the only stage that sees a DataFrame. It checks the input (columns, types, groups,
-constancy of level-2 predictors, collinearity), drops rows with missing values listwise and
-reports it, centres variables, builds X with formulaic and Z per random term, and classifies
-every fixed-effect column into HLM's (level-1 coefficient, level-2 predictor) pair.
+constancy of level-2 predictors), drops rows with missing values listwise and reports it, centres
+variables, and describes the columns of X and Z (`columns.Columns`): as products of the data's own
+numeric arrays where every term is such a product (formulaic decides the terms, their order and
+names on three stand-in rows), else as formulaic's matrices. It classifies every fixed-effect
+column into HLM's (level-1 coefficient, level-2 predictor) pair. The one pass over the rows
+(`Design.summaries`) and the collinearity check on X'X (`check_rank`) follow it.
 """
 from __future__ import annotations
 
