@@ -168,3 +168,22 @@ def test_lean_parquet_reader_equals_pandas(tmp_path):
     for c in ref.columns:
         np.testing.assert_array_equal(lean[c].to_numpy(), ref[c].to_numpy())
     assert lean["f32"].dtype == ref["f32"].dtype and lean["k"].dtype.kind == "f"
+
+
+def test_lean_parquet_reader_keeps_what_pandas_wrote(tmp_path, monkeypatch):
+    """Files written by pandas carry its metadata: a RangeIndex (described, rebuilt) or a stored
+    index column (left to pandas); both must read as pd.read_parquet reads them."""
+    pytest.importorskip("pyarrow")
+    d = pd.DataFrame({"a": np.arange(6.0), "k": np.arange(6), "b": list("xyzzyx")})
+    cases = {"default": d, "sliced": d.iloc[2:], "stored_index": d.set_index("b"), "named": d.rename_axis("row")}
+    for name, frame in cases.items():
+        path = tmp_path / f"{name}.parquet"
+        frame.to_parquet(path)
+        expected = pd.read_parquet(path)
+        if name != "stored_index":  # read without pandas' reader (it would be a silent fallback)
+            with monkeypatch.context() as m:
+                m.setattr(pd, "read_parquet", lambda *a, **k: pytest.fail("fell back to pd.read_parquet"))
+                got = ml.read(path)
+        else:
+            got = ml.read(path)
+        pd.testing.assert_frame_equal(got, expected)

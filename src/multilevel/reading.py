@@ -124,9 +124,11 @@ def read_parquet_lean(path: Path) -> pd.DataFrame:
     n = pf.metadata.num_rows
     plain = [f.name for f in schema if (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))
              and not pa.types.is_float16(f.type)]
-    if not plain or pf.metadata.num_row_groups == 0 or schema.pandas_metadata and any(
-        c.get("name") is None for c in schema.pandas_metadata.get("index_columns", []) if isinstance(c, dict)
-    ):
+    # pandas' own metadata: a stored index (a column named in index_columns) is left to pandas,
+    # which restores it; a RangeIndex is only described there, and is rebuilt below as pandas does
+    index_columns = (schema.pandas_metadata or {}).get("index_columns", [])
+    stored_index = any(isinstance(c, str) for c in index_columns)
+    if not plain or pf.metadata.num_row_groups == 0 or stored_index:
         return pd.read_parquet(path)
     meta = pf.metadata
     groups = meta.num_row_groups
@@ -171,7 +173,12 @@ def read_parquet_lean(path: Path) -> pd.DataFrame:
         rest = pa.concat_tables(parts).to_pandas()
         for name in others:
             frame[name] = rest[name].to_numpy() if not isinstance(rest[name].dtype, pd.CategoricalDtype) else rest[name].values
-    return frame[[f.name for f in schema if f.name in frame.columns]]
+    frame = frame[[f.name for f in schema if f.name in frame.columns]]
+    ranges = [c for c in index_columns if isinstance(c, dict) and c.get("kind") == "range"]
+    if len(ranges) == 1 and len(index_columns) == 1:
+        r = ranges[0]
+        frame.index = pd.RangeIndex(r.get("start", 0), r.get("stop", n), r.get("step", 1), name=r.get("name"))
+    return frame
 
 
 def apply_value_labels(frame: pd.DataFrame, labels: dict) -> pd.DataFrame:
