@@ -2,7 +2,7 @@
 
     spec    = parse_formula(...) | levels(...)          (ModelSpec, no data)
     design  = build_design(spec, data)                   (the only stage that sees the DataFrame)
-    summ    = GroupSummaries.from_arrays(...)            (one pass over the rows)
+    summ    = design.summaries()                         (one pass over the rows)
     theta   = optimize_theta(summ, template, reml)      (never touches the rows)
     Fit     = Fit.at_theta(...)                          (numbers; reports format them)
 """

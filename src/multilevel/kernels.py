@@ -428,7 +428,7 @@ def finish_deviance(q, p, logdet, ss, FtF, Ftr, ZWZ, S, XtX, Xty, yty, n, reml, 
     return d
 
 
-_SPECIALISED = ("solve_units", "gradient_units", "deviance_terms", "deviance_gradient")
+_SPECIALISED = ("solve_units", "gradient_units", "deviance_gradient")
 
 
 @cache
@@ -486,11 +486,6 @@ def gradient_units(C, w, LtLam, RZX, rZy, beta, A_inv, factor, reml, G):
 
 
 @jit
-def deviance_terms(K, lam, w, FtF, Ftr, ZWZ, S):
-    return _terms(K, Q, P, lam, w, FtF, Ftr, ZWZ, S)
-
-
-@jit
 def deviance_gradient(K, lam, w, XtX, Xty, yty, n, reml, G):
     FtF = np.empty((P, P))
     Ftr = np.empty(P)
@@ -517,11 +512,6 @@ def solve_units(C, q, p, lam, w, L, LtLam, RZX, rZy, FtF, Ftr):
 @jit
 def gradient_units(C, q, p, w, LtLam, RZX, rZy, beta, A_inv, factor, reml, G):
     return _grad(C, q, p, w, LtLam, RZX, rZy, beta, A_inv, factor, reml, G)
-
-
-@jit
-def deviance_terms(K, q, p, lam, w, FtF, Ftr, ZWZ, S):
-    return _terms(K, q, p, lam, w, FtF, Ftr, ZWZ, S)
 
 
 @jit

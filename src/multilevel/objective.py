@@ -28,7 +28,6 @@ from functools import cached_property
 
 import numpy as np
 
-from . import small_matrices as sm
 from .covariance import LambdaTemplate
 from .kernels import kernel
 from .summaries import GroupSummaries
@@ -108,21 +107,6 @@ def deviance(sol: Solution, reml: bool, sigma2: float | None = None) -> float:
     return n * (LOG_2PI + np.log(sigma2)) + sol.logdet_L + sol.pwrss / sigma2
 
 
-def weighted_cross_products(s: GroupSummaries, sol: Solution) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per group, with W_j = (I + Z_j D Z_j')^-1 and r_j = y_j - X_j beta (Woodbury, summaries only):
-    Z'WZ (q,q,J), Z'WX (q,p,J) and Z'Wr (q,J), units last (`small_matrices`)."""
-    LtLam, RZX, rZy = (np.moveaxis(a, 0, -1) for a in (sol.LtLam, sol.RZX, sol.rZy))
-    P = sm.matmul(LtLam, s.soa_ZtZ)  # L^-1 Lambda' Z'Z
-    Pt = P.transpose(1, 0, 2)
-    ZWZ = s.soa_ZtZ - sm.matmul(Pt, P)
-    ZWX = s.soa_ZtX - sm.matmul(Pt, RZX)
-    ZWy = s.soa_Zty - sm.matmul(Pt, rZy[:, None, :])[:, 0, :]
-    ZWr = ZWy.copy()
-    for c, bc in enumerate(sol.beta):
-        ZWr -= bc * ZWX[:, c, :]
-    return ZWZ, ZWX, ZWr
-
-
 def gradient(s: GroupSummaries, sol: Solution, template: LambdaTemplate, reml: bool) -> np.ndarray:
     """d deviance / d theta, analytically, from the summaries.
 
@@ -130,7 +114,8 @@ def gradient(s: GroupSummaries, sol: Solution, template: LambdaTemplate, reml: b
       d/dD = sum_j Z_j'W_jZ_j - [REML] sum_j Z_j'W_jX_j A^-1 X_j'W_jZ_j
              - (N-p or N)/pwrss * sum_j (Z_j'W_j r_j)(Z_j'W_j r_j)'   =: G,
     and d/dLambda = 2 G Lambda, read off at theta's positions (one compiled loop over the units,
-    `kernels.gradient_units`; `weighted_cross_products` gives the same per-unit terms in numpy).
+    `kernels.gradient_units`). The optimiser uses `deviance_and_gradient`, which gets the same
+    from one pass that keeps no per-unit factors; this one serves as its factorised counterpart.
     """
     q = s.q
     df = sol.n - sol.p if reml else sol.n

@@ -54,23 +54,6 @@ class GroupSummaries:
         return np.ascontiguousarray(self.C[:, : self.q, :], dtype=float)
 
     @cached_property
-    def _soa(self) -> np.ndarray:
-        """C with the units last, (k, k, J), contiguous (`small_matrices`)."""
-        return np.ascontiguousarray(np.moveaxis(self.C, 0, -1))
-
-    @property
-    def soa_ZtZ(self) -> np.ndarray:
-        return self._soa[: self.q, : self.q]
-
-    @property
-    def soa_ZtX(self) -> np.ndarray:
-        return self._soa[: self.q, self.q : self.q + self.p]
-
-    @property
-    def soa_Zty(self) -> np.ndarray:
-        return self._soa[: self.q, -1]
-
-    @cached_property
     def _total(self) -> np.ndarray:
         """sum_j w_j C[j] (the level-2-weighted total)."""
         if self.total is not None and self.unit_weights is None:
