@@ -134,14 +134,16 @@ def moment_start(s: GroupSummaries, template: LambdaTemplate) -> np.ndarray:
         return template.start()
 
 
-def _fd_hessian(fun, x: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Forward differences of the analytic gradient (m evaluations), symmetrised."""
-    H = np.empty((x.size, x.size))
-    for i in range(x.size):
+def _fd_hessian(fun, x: np.ndarray, g: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
+    """Forward differences of the analytic gradient (one evaluation per parameter), symmetrised;
+    over the parameters `idx` only when given (the free ones)."""
+    idx = np.arange(x.size) if idx is None else idx
+    H = np.empty((idx.size, idx.size))
+    for k, i in enumerate(idx):
         h = 1e-6 * max(1.0, abs(float(x[i])))
         xp = x.copy()
         xp[i] += h
-        H[:, i] = (fun(xp)[1] - g) / h
+        H[:, k] = (fun(xp)[1][idx] - g[idx]) / h
     return 0.5 * (H + H.T)
 
 
@@ -243,13 +245,7 @@ def _polish(fun, theta: np.ndarray, lower: np.ndarray, steps: int = 4) -> tuple[
             break
         if H is None or not np.array_equal(np.flatnonzero(free), idx):
             idx = np.flatnonzero(free)
-            h = 1e-6 * np.maximum(1.0, np.abs(theta[idx]))
-            H = np.empty((idx.size, idx.size))
-            for k, i in enumerate(idx):
-                tp = theta.copy()
-                tp[i] += h[k]
-                H[:, k] = (fun(tp)[1][idx] - g0[idx]) / h[k]
-            H = 0.5 * (H + H.T)
+            H = _fd_hessian(fun, theta, g0, idx)
             if not np.all(np.linalg.eigvalsh(H) > 0):
                 break
         try:
