@@ -75,7 +75,7 @@ class GroupSummaries:
     def yty_total(self) -> float:
         return float(self._total[-1, -1])
 
-    @property
+    @cached_property
     def total_weight(self) -> float:
         """N in the likelihood: sum_j w_j sum_i w_i|j (the number of rows when unweighted)."""
         rows = self.n if self.row_weights is None else self.row_weights
@@ -110,7 +110,7 @@ class GroupSummaries:
     def n_groups(self) -> int:
         return int(self.C.shape[0])
 
-    @property
+    @cached_property
     def n_obs(self) -> int:
         return int(self.n.sum())
 
