@@ -59,9 +59,11 @@ def test_products_forms_traces_and_functions_equal_dense_matrices():
 
 def test_kenward_roger_pieces_equal_dense_computation():
     """P_i, Q_ij and tr(W G_i W G_j) of variance_derivatives against the full N x N algebra on a
-    subset of the HSB schools."""
+    subset of the HSB schools. The pieces are in the summaries' internal coordinates
+    (`multilevel.coordinates`: X' = X S), so the dense algebra uses X S."""
     fit = fitted("M4", "REML")
     d = fit.design
+    X_internal = d.X @ d.coords.S
     vd = fit._variance_derivatives
     tau, s2 = fit.tau.to_numpy(), fit.sigma2
     k = vd.k
@@ -71,7 +73,7 @@ def test_kenward_roger_pieces_equal_dense_computation():
     T = np.zeros_like(vd.T)
     for j in range(d.n_groups):
         rows = d.codes == j
-        Z, X = d.Z[rows], d.X[rows]
+        Z, X = d.Z[rows], X_internal[rows]
         V = Z @ tau @ Z.T + s2 * np.eye(len(Z))
         W = np.linalg.inv(V)
         G = [Z @ E @ Z.T for E in Gs] + [np.eye(len(Z))]

@@ -127,7 +127,8 @@ def test_weighted_fused_evaluation_equals_the_factorised_one():
 def test_summaries_from_matrices_equal_those_from_recipes():
     d = prepare(ml.parse_formula("mathach ~ (sector + meanses) * cses + (cses | school)"), hsb())
     a = d.summaries()
-    b = GroupSummaries.from_arrays(d.Z, d.X, d.y, d.codes, d.n_groups)
+    # in the summaries' internal coordinates (`multilevel.coordinates`): X S and y - m_y
+    b = GroupSummaries.from_arrays(d.Z, d.X @ d.coords.S, d.y - d.coords.y_shift, d.codes, d.n_groups)
     np.testing.assert_allclose(a.C, b.C, rtol=1e-12, atol=1e-9)
 
 

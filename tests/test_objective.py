@@ -108,8 +108,10 @@ def test_summaries_add_up_over_chunks():
     fit = ml.fit("y ~ x + (x | g)", data)
     d = fit.design
     half = d.n_obs // 2
+    # in the summaries' internal coordinates (`multilevel.coordinates`): X S and y - m_y
+    X, y = d.X @ d.coords.S, d.y - d.coords.y_shift
     parts = [
-        GroupSummaries.from_arrays(d.Z[sl], d.X[sl], d.y[sl], d.codes[sl], d.n_groups)
+        GroupSummaries.from_arrays(d.Z[sl], X[sl], y[sl], d.codes[sl], d.n_groups)
         for sl in (slice(0, half), slice(half, None))
     ]
     whole = parts[0] + parts[1]

@@ -182,7 +182,7 @@ def fit_spec(
         return chunked.fit_parquet(spec, data, method)
     design = prepare(spec, data, level2, level2_missing, weights)
     summ = design.summaries()
-    check_rank(summ.XtX_total, design.x_names)
+    check_rank(summ.XtX_total, design.x_names, design.coordinates)
     if tau is not None:
         template = LambdaTemplate.from_blocks(design.blocks, design.z_names, design.group)
         return Fit.at_variance_components(design, summ, template, method, tau, sigma2)

@@ -29,7 +29,8 @@ import pandas as pd
 
 from .data_checks import DataReport
 from .columns import Columns
-from .design import Design, _check_columns, _classify, _numeric_columns, _variables
+from .coordinates import choose as choose_coordinates
+from .design import INTERCEPT, Design, _check_columns, _classify, _numeric_columns, _variables, check_rank
 from .kernels import accumulate_into, mirror_upper
 from .errors import DataError, SpecificationError, preview
 from .spec import ModelSpec
@@ -176,6 +177,7 @@ class Plan:
     q: int = 0
     p: int = 0
     n_columns: int = 0
+    affine: tuple | None = None  # the internal coordinates' (shift, scale) per column (`coordinates`)
 
 
 def prepare_chunk(chunk: pd.DataFrame, plan: Plan) -> tuple[pd.DataFrame, np.ndarray]:
@@ -208,10 +210,11 @@ def chunk_columns(used: pd.DataFrame, plan: Plan) -> Columns:
 
         factors = [tuple(factor(v) for v in fs) for part in plan.numeric for fs in part]
         y = used[plan.spec.outcome].to_numpy(dtype=float)
-        return Columns(tuple(factors) + ((y,),), plan.q, plan.p, len(used))
+        return Columns(tuple(factors) + ((y,),), plan.q, plan.p, len(used), plan.affine)
     X = np.asarray(plan.x_spec.get_model_matrix(used).to_numpy(dtype=float))
     Z = np.hstack([np.asarray(zs.get_model_matrix(used).to_numpy(dtype=float)) for zs in plan.z_specs])
-    return Columns.of_matrices(Z, X, used[plan.spec.outcome].to_numpy(dtype=float))
+    cols = Columns.of_matrices(Z, X, used[plan.spec.outcome].to_numpy(dtype=float))
+    return cols if plan.affine is None else cols.with_affine(plan.affine)
 
 
 def pass2_into(chunk: pd.DataFrame, plan: Plan, C: np.ndarray, n: np.ndarray) -> None:
@@ -265,6 +268,9 @@ def build(spec: ModelSpec, first: pd.DataFrame, stats: Pass1, source: str) -> tu
     if all(m is not None for m in numeric):
         plan.numeric = [[fs for _, fs in m[0]] for m in numeric]
     plan.n_columns = plan.q + plan.p + 1
+    # the internal coordinates (`coordinates`) from the first chunk: any shift is exact
+    x_names = tuple(str(c) for c in x_mm.columns)
+    coordinates, plan.affine = choose_coordinates(chunk_columns(sample, plan), x_names, tuple(z_names), spec.outcome, INTERCEPT)
 
     def varying(v: str) -> list[str]:
         if v in stats.varies:
@@ -291,6 +297,7 @@ def build(spec: ModelSpec, first: pd.DataFrame, stats: Pass1, source: str) -> tu
         x_names=tuple(str(c) for c in x_mm.columns), z_names=tuple(z_names), blocks=tuple(blocks),
         coefficients=coefficients, centering_means={**group_means, **grand_means}, data_report=report,
         x_model_spec=x_mm.model_spec, streamed=True, n_rows=stats.rows_used, levels=levels,
+        coordinates=coordinates,
     )
     return plan, design
 
@@ -322,19 +329,13 @@ def fit_chunks(spec: ModelSpec, chunks: Callable[[], Iterable[pd.DataFrame]], me
     for chunk in chunks():
         pass2_into(chunk, plan, C, n)  # one J x k x k array for all chunks: memory O(J k^2)
     total = GroupSummaries(mirror_upper(C), n, plan.q, plan.p)
-    _check_rank_from_summaries(total, design.x_names)
+    _check_rank_from_summaries(total, design)
     return finish_fit(design, total, method)
 
 
-def _check_rank_from_summaries(s: GroupSummaries, names) -> None:
-    """Collinear fixed effects, from X'X (the rows are not at hand)."""
-    XtX = s.XtX_total
-    d = np.sqrt(np.diag(XtX))
-    if np.any(d == 0):
-        raise DataError(f"The fixed-effect column '{names[int(np.flatnonzero(d == 0)[0])]}' is zero in every row used.")
-    ev = np.linalg.eigvalsh(XtX / np.outer(d, d))
-    if ev.min() < 1e-10 * ev.max():
-        raise DataError("The fixed effects are collinear (X'X is singular); remove or recode a predictor.")
+def _check_rank_from_summaries(s: GroupSummaries, design: Design) -> None:
+    """Zero, constant and collinear fixed effects, from X'X (`design.check_rank`, as in memory)."""
+    check_rank(s.XtX_total, design.x_names, design.coordinates)
 
 
 # ----- sources ---------------------------------------------------------------------------------
@@ -403,7 +404,7 @@ def fit_dask(spec: ModelSpec, ddf, method: str):
     total = sums[0]
     for s in sums[1:]:
         total = total + s
-    _check_rank_from_summaries(total, design.x_names)
+    _check_rank_from_summaries(total, design)
     from .api import finish_fit
 
     fit = finish_fit(design, total, method)

@@ -7,6 +7,11 @@ one pass over the rows (`kernels.accumulate`) make each row of W as it goes
 and accumulate it, so a fit adds O(J k^2) memory to the data, not O(N k). Columns formulaic has to
 make itself (factors, transforms) enter as one materialised factor each. X, Z and y as whole
 matrices are built only when something asks for the rows (residual files, effect sizes, plots).
+
+The one pass accumulates each column in the fit's internal coordinates, (column - shift) * scale
+(`affine`, chosen by `coordinates.choose`): sums of products of raw columns cancel when a
+column's mean is large against its spread (an outcome of 1e7 + N(0, 1)), shifted ones do not.
+X, Z and y as whole matrices are the data's own (original) columns.
 """
 from __future__ import annotations
 
@@ -27,22 +32,30 @@ class Columns:
     q: int
     p: int
     n: int
+    #: per column (shift, scale): the one pass sums ((column - shift) * scale) products; None: raw
+    affine: tuple[tuple[float, float], ...] | None = None
 
     @property
     def k(self) -> int:
         return self.q + self.p + 1
 
-    def recipe(self) -> tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray]:
-        """(bases, recipe, cmap): the distinct factor arrays (contiguous float, read-only), the
-        factors of each distinct column (indices into bases, -1: none), and for each column of W
-        its distinct column (Z and X share the intercept and the random slopes: the one pass
-        multiplies each distinct pair once)."""
+    def with_affine(self, affine: tuple[tuple[float, float], ...]) -> Columns:
+        """The same columns, summed in the internal coordinates (shift, scale) per column."""
+        return Columns(self.factors, self.q, self.p, self.n, tuple((float(a), float(b)) for a, b in affine))
+
+    def recipe(self) -> tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray, np.ndarray]:
+        """(bases, recipe, affine, cmap): the distinct factor arrays (contiguous float, read-only),
+        the factors of each distinct column (indices into bases, -1: none), each distinct column's
+        (shift, scale), and for each column of W its distinct column (Z and X share the intercept
+        and the random slopes: the one pass multiplies each distinct pair once)."""
         bases: list[np.ndarray] = []
         index: dict[int, int] = {}
-        distinct: dict[tuple[int, ...], int] = {}
+        distinct: dict[tuple, int] = {}
         rows: list[tuple[int, ...]] = []
+        maps: list[tuple[float, float]] = []
         cmap = np.empty(self.k, dtype=np.int64)
         for c, fs in enumerate(self.factors):
+            shift, scale = self.affine[c] if self.affine is not None else (0.0, 1.0)
             key = []
             for arr in fs:
                 if id(arr) not in index:
@@ -52,10 +65,12 @@ class Columns:
                     bases.append(base)
                 key.append(index[id(arr)])
             key_t = tuple(sorted(key))
-            if key_t not in distinct:
-                distinct[key_t] = len(rows)
+            full = (key_t, shift, scale)
+            if full not in distinct:
+                distinct[full] = len(rows)
                 rows.append(key_t)
-            cmap[c] = distinct[key_t]
+                maps.append((shift, scale))
+            cmap[c] = distinct[full]
         width = max(1, max(len(r) for r in rows))
         recipe = np.full((len(rows), width), -1, dtype=np.int64)
         for d, r in enumerate(rows):
@@ -64,7 +79,7 @@ class Columns:
             ones = np.ones(self.n)
             ones.flags.writeable = False
             bases.append(ones)
-        return tuple(bases), recipe, cmap
+        return tuple(bases), recipe, np.array(maps, dtype=float).reshape(len(rows), 2), cmap
 
     def column(self, c: int) -> np.ndarray:
         fs = self.factors[c]
@@ -107,8 +122,8 @@ class Columns:
         return GroupSummaries(C, n, self.q, self.p, unit_weights, sums, total=total)
 
     def with_outcome(self, y: np.ndarray) -> Columns:
-        """The same Z and X with another outcome (a bootstrap replicate's)."""
-        return Columns(self.factors[:-1] + ((y,),), self.q, self.p, self.n)
+        """The same Z and X with another outcome (a bootstrap replicate's), in the same coordinates."""
+        return Columns(self.factors[:-1] + ((y,),), self.q, self.p, self.n, self.affine)
 
     @classmethod
     def of_matrices(cls, Z: np.ndarray, X: np.ndarray, y: np.ndarray) -> Columns:

@@ -21,6 +21,7 @@ import pandas as pd
 from .data_checks import DataReport, check_outcome, check_values, select_rows
 from .errors import DataError, SpecificationError, close_matches, preview
 from .columns import Columns
+from .coordinates import Coordinates, choose as choose_coordinates
 from .join import JoinReport
 from .kernels import group_ranges, kernel
 from .summaries import GroupSummaries
@@ -68,6 +69,7 @@ class Design:
     weights: ScaledWeights | None = None
     frame: pd.DataFrame | None = None  # the rows used, all columns, before centring (for residual files)
     x_model_spec: object = None  # formulaic's spec of X: builds X for new data (model graphs)
+    coordinates: Coordinates | None = None  # the shifts of X and y the summaries are in (`coordinates`)
 
     def centred_frame(self) -> pd.DataFrame:
         """The rows used with centred variables as the model used them."""
@@ -117,6 +119,11 @@ class Design:
     @property
     def n_groups(self) -> int:
         return len(self.units)
+
+    @property
+    def coords(self) -> Coordinates:
+        """The internal coordinates of the summaries (identity when none were chosen)."""
+        return self.coordinates if self.coordinates is not None else Coordinates.identity(len(self.x_names))
 
     @cached_property
     def group_labels(self) -> tuple[str, ...]:
@@ -205,15 +212,22 @@ def _model_matrix(rhs: str, data: pd.DataFrame, what: str) -> pd.DataFrame:
     return mm
 
 
-def check_rank(XtX: np.ndarray, names: tuple[str, ...]) -> None:
+def check_rank(XtX: np.ndarray, names: tuple[str, ...], coords: Coordinates | None = None) -> None:
     """Name the fixed-effect columns that are zero, constant, or linear combinations of earlier
-    ones, from the Gram matrix X'X (sum_j X_j'X_j of the summaries: no pass over the rows)."""
+    ones, from the Gram matrix X'X (sum_j X_j'X_j of the summaries: no pass over the rows), in
+    the summaries' coordinates (`coordinates`: column c shifted by shift[c])."""
     p = XtX.shape[0]
     if p == 0:
         return
+    shift = coords.shift if coords is not None else np.zeros(p)
     d = np.diag(XtX).copy()
     for j in range(p):
         if d[j] == 0:
+            if shift[j] != 0:
+                raise DataError(
+                    f"The predictor '{names[j]}' has the same value ({shift[j]:g}) in every row used, so its effect "
+                    "cannot be told apart from the intercept. Remove it from the model (or check the rows selected)."
+                )
             raise DataError(f"The fixed-effect column '{names[j]}' is zero in every row used; remove it.")
     if INTERCEPT in names:
         i0 = names.index(INTERCEPT)
@@ -225,7 +239,7 @@ def check_rank(XtX: np.ndarray, names: tuple[str, ...]) -> None:
             # the spread around the mean, relative to the sum of squares: zero up to rounding
             if d[j] - n * mean * mean <= 1e-13 * d[j]:
                 raise DataError(
-                    f"The predictor '{name}' has the same value ({mean:g}) in every row used, so its effect cannot "
+                    f"The predictor '{name}' has the same value ({mean + shift[j]:g}) in every row used, so its effect cannot "
                     "be told apart from the intercept. Remove it from the model (or check the rows selected)."
                 )
     # Columns in their order, each kept when it adds to the rank of those kept before it (the
@@ -427,6 +441,8 @@ def build_design(
     y = column(spec.outcome).to_numpy(dtype=float)
     check_outcome(y, spec.outcome)
     columns = Columns(tuple(z_factors) + tuple(x_factors) + ((y,),), len(z_names), len(x_names), int(y.shape[0]))
+    coordinates, affine = choose_coordinates(columns, x_names, tuple(z_names), spec.outcome, INTERCEPT)
+    columns = columns.with_affine(affine)
     scaled = scale_weights(weights, used, codes, J, _labels(uniques)) if weights else None
     return Design(
         spec=spec,
@@ -443,6 +459,7 @@ def build_design(
         weights=scaled,
         frame=used,
         x_model_spec=x_model_spec,
+        coordinates=coordinates,
         levels={
             v: (list(column(v).cat.categories) if isinstance(column(v).dtype, pd.CategoricalDtype) else sorted(pd.unique(column(v).astype(str))))
             for v in variables

@@ -210,7 +210,8 @@ def effect_sizes(fit, df: str | None = None, level: float = 0.95) -> EffectSizes
     # ICCs
     Zmat = d.Z
     ran = float(np.mean(np.einsum("ia,ab,ib->i", Zmat, tau, Zmat)))  # mean z_i' T z_i (Johnson 2014)
-    yhat = d.X @ fit.solution.beta
+    beta = fit.beta.to_numpy()
+    yhat = d.X @ beta
     fixed_var = float(np.var(yhat, ddof=1))
     icc_rows = {}
     if INTERCEPT in z:
@@ -239,7 +240,7 @@ def effect_sizes(fit, df: str | None = None, level: float = 0.95) -> EffectSizes
     y = d.y
     total_r2 = float(np.corrcoef(y, yhat)[0, 1] ** 2) if np.ptp(yhat) > 0 else 0.0
     levels = column_levels(d.X, d.codes, J)
-    rs = rights_sterba(fit.solution.beta, tau, s2, d.X, Zmat, levels)
+    rs = rights_sterba(beta, tau, s2, d.X, Zmat, levels)
     r2 = pd.DataFrame({"r2": {"total R2 (corr(y, fixed-only prediction)^2)": total_r2}})
     if not rs.cmc:
         notes.append(
@@ -265,7 +266,7 @@ def effect_sizes(fit, df: str | None = None, level: float = 0.95) -> EffectSizes
             # W_j'gamma_q at the mean over units of each level-2 predictor, over the units where z_q
             # is not all 0 (e.g. a group-mean-centred z in a unit of one row: W_j is NaN there)
             Wmean = np.nanmean(unit_W(fit)[:, k, cols], axis=0)
-            centre = float(Wmean @ fit.solution.beta[cols])
+            centre = float(Wmean @ beta[cols])
         else:
             centre = 0.0
         sd = float(np.sqrt(tau[k, k]))
@@ -277,7 +278,7 @@ def effect_sizes(fit, df: str | None = None, level: float = 0.95) -> EffectSizes
     iv = pd.DataFrame()
     if INTERCEPT in z:
         k = z.index(INTERCEPT)
-        means = fit.summaries.Zty[:, k] / sizes
+        means = fit._Zty[:, k] / sizes
         observed = float(np.var(means, ddof=1))
         rows = {}
         for kind in CLUSTER_SIZES:

@@ -41,14 +41,19 @@ class UnitOLS:
 
 
 def unit_ols(
-    s: GroupSummaries, coefficients: tuple[Coefficient, ...], z_names: tuple[str, ...], beta: np.ndarray, sigma2: float
+    s: GroupSummaries, coefficients: tuple[Coefficient, ...], z_names: tuple[str, ...], beta: np.ndarray, sigma2: float,
+    ZtX: np.ndarray | None = None, Zty: np.ndarray | None = None,
 ) -> UnitOLS:
+    """The UnitOLS of the class doc; `beta`, `ZtX` and `Zty` in the data's coordinates (the
+    summaries' own blocks when not given)."""
     q = s.q
     ZtZ = s.ZtZ
+    ZtX = s.ZtX if ZtX is None else ZtX
+    Zty = s.Zty if Zty is None else Zty
     rank = np.linalg.matrix_rank(ZtZ, hermitian=True)
     used = rank == q
     fixed_cols = [i for c in coefficients if not c.random for i in c.columns]
-    Zty = s.Zty - (s.ZtX[:, :, fixed_cols] @ beta[fixed_cols] if fixed_cols else 0.0)
+    Zty = Zty - (ZtX[:, :, fixed_cols] @ beta[fixed_cols] if fixed_cols else 0.0)
     S = ZtZ[used]
     S_inv = np.linalg.inv(S)
     beta_hat = np.einsum("jab,jb->ja", S_inv, Zty[used])
@@ -59,7 +64,7 @@ def unit_ols(
     for c in coefficients:
         if c.random and c.columns:
             k = z_names.index(c.name)
-            W = s.ZtX[used][:, k, list(c.columns)] / S[:, k, k][:, None]
+            W = ZtX[used][:, k, list(c.columns)] / S[:, k, k][:, None]
             fitted[:, k] = W @ beta[list(c.columns)]
     return UnitOLS(used, beta_hat, v_diag, fitted)
 

@@ -188,7 +188,7 @@ class PooledFit:
     @cached_property
     def q(self) -> pd.DataFrame:
         """Q_i: the estimates, one row per imputation."""
-        return pd.DataFrame([f.solution.beta for f in self.fits], index=range(1, self.m + 1), columns=self.x_names)
+        return pd.DataFrame([f.beta.to_numpy() for f in self.fits], index=range(1, self.m + 1), columns=self.x_names)
 
     @cached_property
     def u(self) -> pd.DataFrame:
@@ -314,7 +314,7 @@ class PooledFit:
         """One row per imputation: the estimates, the variance components and the deviance."""
         rows = []
         for f in self.fits:
-            row = dict(zip(self.x_names, f.solution.beta))
+            row = dict(zip(self.x_names, f.beta.to_numpy()))
             tau = f.tau
             for i, a in enumerate(tau.index):
                 for bname in tau.columns[i:]:
@@ -437,6 +437,6 @@ def pool(fits: Sequence[Fit], df: str | None = None, se: str | None = None, leve
     inference.check_level(level)
     _check_same_model(fits)
     df, se = inference.resolve(fits[0], df, se)
-    vcovs = np.array([inference.vcov(f, df, se) for f in fits])
+    vcovs = np.array([f.coordinates.vcov(inference.vcov(f, df, se)) for f in fits])  # in the data's coordinates
     df_com = np.mean([f.coef_table(df=df, se=se, level=level)["df"].to_numpy() for f in fits], axis=0)
     return PooledFit(fits, df, se, level, vcovs, pd.Series(df_com, index=list(fits[0].design.x_names), name="df_com"))

@@ -71,14 +71,22 @@ def resolve(fit, df: str | None, se: str | None) -> tuple[str, str]:
 
 
 def vcov(fit, df: str, se: str) -> np.ndarray:
+    """Var(gamma-hat) in the summaries' internal coordinates (`coordinates`): contrasts are mapped
+    to them (`internal_contrast`) before they meet it."""
     if se == "model":
-        return fit._kenward_roger.vcov_adjusted if df == "kenward-roger" else fit.vcov.to_numpy()
+        return fit._kenward_roger.vcov_adjusted if df == "kenward-roger" else fit._vcov_internal
     if se == "CR0":
-        return fit.vcov_robust.to_numpy()
+        return fit._vcov_robust_internal
     if se == "CR1":
         J = fit.n_groups
-        return fit.vcov_robust.to_numpy() * J / (J - 1)
+        return fit._vcov_robust_internal * J / (J - 1)
     return fit._cr2.vcov
+
+
+def internal_contrast(fit, L: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """L gamma = rhs written in the summaries' coordinates: (L S) gamma' = rhs - m_y L e_i0
+    (`coordinates.Coordinates.contrast`); df, SEs and tests are the same in both."""
+    return fit.coordinates.contrast(L, rhs)
 
 
 def per_column_df(fit, df: str) -> np.ndarray:
@@ -99,9 +107,12 @@ def per_column_df(fit, df: str) -> np.ndarray:
 
 
 def combination_df(fit, l: np.ndarray, df: str, se: str) -> float:
-    """Denominator df of the single contrast l'gamma."""
+    """Denominator df of the single contrast l'gamma (l in the data's coordinates: the per-column
+    methods take the columns it involves; the derived ones work in the summaries' coordinates)."""
     if df == "infinite":
         return np.inf
+    if df in ("satterthwaite", "kenward-roger", "bell-mccaffrey"):
+        l = internal_contrast(fit, l[None, :], np.zeros(1))[0][0]
     if df == "satterthwaite":
         from .satterthwaite import df_1d
 
@@ -118,9 +129,10 @@ def t_table(fit, L: np.ndarray, rhs: np.ndarray, labels, df: str, se: str, level
     """estimate, se, df, t, p, ci_low, ci_high of each row of L gamma - rhs."""
     check_level(level)
     V = vcov(fit, df, se)
+    d = np.array([combination_df(fit, row, df, se) for row in L])
+    L, rhs = internal_contrast(fit, L, rhs)
     est = L @ fit.solution.beta - rhs
     s = np.sqrt(np.einsum("ka,ab,kb->k", L, V, L))
-    d = np.array([combination_df(fit, row, df, se) for row in L])
     t = est / s
     p = 2 * scipy.stats.t.sf(np.abs(t), d)
     crit = scipy.stats.t.ppf(0.5 + level / 2, d)
@@ -166,6 +178,8 @@ def hypothesis_test(fit, L: np.ndarray, rhs: np.ndarray, labels, df: str, se: st
     if np.linalg.matrix_rank(L) < L.shape[0]:
         raise SpecificationError("The rows of the contrast are linearly dependent; drop the redundant ones.")
     V = vcov(fit, df, se)
+    given = (L, rhs)
+    L, rhs = internal_contrast(fit, L, rhs)
     beta = fit.solution.beta
     diff = L @ beta - rhs
     q = L.shape[0]
@@ -185,11 +199,11 @@ def hypothesis_test(fit, L: np.ndarray, rhs: np.ndarray, labels, df: str, se: st
             F, den, _ = pieces.htz(L, chisq)
     else:
         F = chisq / q
-        den = np.inf if df == "infinite" else min(combination_df(fit, row, df, se) for row in L)
+        den = np.inf if df == "infinite" else min(combination_df(fit, row, df, se) for row in given[0])
     table = pd.DataFrame(
         {
             "chisq": [chisq], "chisq_df": [float(q)], "chisq_p": [float(scipy.stats.chi2.sf(chisq, q))],
             "F": [F], "num_df": [float(q)], "den_df": [float(den)], "F_p": [_f_sf(F, q, den)],
         }
     )
-    return HypothesisTest(L, rhs, t_table(fit, L, rhs, labels, df, se, level), table, df, se)
+    return HypothesisTest(given[0], given[1], t_table(fit, given[0], given[1], labels, df, se, level), table, df, se)

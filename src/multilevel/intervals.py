@@ -195,11 +195,11 @@ def profile(fit, level: float = 0.95, which: str = "all") -> pd.DataFrame:
         se = np.sqrt(np.diag(ml_fit.vcov.to_numpy()))
         theta0 = ml_fit.theta
         for k, name in enumerate(fit.design.x_names):
-            b_hat = ml_fit.solution.beta[k]
+            b_hat = float(ml_fit.beta.iloc[k])
             g = _fixed_profile(ml_fit, k, dmin, crit, theta0)
             lo = _search(g, b_hat, 1.5 * se[k], -np.inf, np.inf, -1)
             hi = _search(g, b_hat, 1.5 * se[k], -np.inf, np.inf, +1)
-            rows[name] = (fit.solution.beta[k], lo, hi)
+            rows[name] = (float(fit.beta.iloc[k]), lo, hi)
     return _frame(rows, level)
 
 
@@ -219,8 +219,12 @@ def fixed_summaries(s: GroupSummaries, k: int, b: float) -> GroupSummaries:
 def _fixed_profile(ml_fit, k: int, dmin: float, crit: float, theta0: np.ndarray):
     start = {"theta": theta0.copy()}
 
+    # gamma_k is held in the data's own coordinates (`coordinates`: the summaries are shifted)
+    base = ml_fit.summaries
+    original = GroupSummaries(ml_fit.design.coords.original_C(base), base.n, base.q, base.p)
+
     def g(b: float) -> float:
-        s = fixed_summaries(ml_fit.summaries, k, b)
+        s = fixed_summaries(original, k, b)
         theta, rec = optimize_theta(s, ml_fit.template, False, start=start["theta"])
         start["theta"] = theta
         return float(deviance(solve_at(s, ml_fit.template.lam(theta)), False)) - dmin - crit
@@ -259,6 +263,7 @@ class _BootTask:
     reml: bool
     theta: np.ndarray
     scale: VarianceScale
+    coords: object  # the columns' internal coordinates: refits' beta mapped back (`coordinates`)
 
 
 def _refit(task: _BootTask, seeds: list) -> tuple[np.ndarray, int]:
@@ -280,7 +285,7 @@ def _refit(task: _BootTask, seeds: list) -> tuple[np.ndarray, int]:
             continue
         sol = solve_at(sb, task.template.lam(theta))
         s2 = sol.sigma2_hat(task.reml)
-        out[i] = np.concatenate([sol.beta, task.scale.values(s2 * sol.lam @ sol.lam.T, s2)])
+        out[i] = np.concatenate([task.coords.beta(sol.beta), task.scale.values(s2 * sol.lam @ sol.lam.T, s2)])
     return out, failed
 
 
@@ -300,11 +305,11 @@ def bootstrap(fit, n_boot: int = 1000, seed: int | None = None, progress: bool =
     d.require_rows("The parametric bootstrap")
     scale = VarianceScale.of(fit)
     names = list(d.x_names) + list(scale.names)
-    estimate = pd.Series(np.concatenate([fit.solution.beta, scale.values(fit.tau.to_numpy(), fit.sigma2)]), index=names)
+    estimate = pd.Series(np.concatenate([fit.beta.to_numpy(), scale.values(fit.tau.to_numpy(), fit.sigma2)]), index=names)
     tau = fit.tau.to_numpy()
     w, V = np.linalg.eigh(tau)  # tau = F F', also when tau is singular
-    task = _BootTask(d.Z, d.columns, d.codes, d.X @ fit.solution.beta, V * np.sqrt(np.clip(w, 0, None)),
-                     float(np.sqrt(fit.sigma2)), s, fit.template, fit.reml, fit.theta, scale)
+    task = _BootTask(d.Z, d.columns, d.codes, d.X @ fit.beta.to_numpy(), V * np.sqrt(np.clip(w, 0, None)),
+                     float(np.sqrt(fit.sigma2)), s, fit.template, fit.reml, fit.theta, scale, d.coords)
     seeds = np.random.SeedSequence(seed).spawn(n_boot)
     if n_jobs is None:
         n_jobs = default_jobs() if fit.n_obs >= BOOTSTRAP_PARALLEL_ROWS else 1

@@ -23,12 +23,13 @@ import numpy as np
 
 # ----- the loops, as plain Python that numba compiles (`_generic`, `_specialised`) -----------------
 
-def accumulate(bases, recipe, cmap, u, k, codes, weights, C, W, total, counts):
+def accumulate(bases, recipe, affine, cmap, u, k, codes, weights, C, W, total, counts):
     """C[j] += sum_{i in j} w_i W_i W_i' (upper triangle only; `mirror` fills the rest), total +=
     the same summed over units, counts[j] += rows. W has k columns of which u are distinct (Z and
     X share the intercept and the random slopes): column c of W is distinct column cmap[c], and
-    distinct column d is V_id = prod_f bases[recipe[d, f]][i] (recipe -1: no factor; none at
-    all: the intercept, 1). V is made a block of rows at a time in the scratch array W (rows x u,
+    distinct column d is V_id = (prod_f bases[recipe[d, f]][i] - affine[d, 0]) * affine[d, 1]
+    (recipe -1: no factor; none at all: the intercept, 1; the affine map shifts and scales a
+    column into the fit's internal coordinates, `coordinates`, so that the sums do not cancel). V is made a block of rows at a time in the scratch array W (rows x u,
     cache-sized), column by column, and only its u(u+1)/2 products are summed per row. Rows of
     one unit that follow each other (grouped data) are summed in a local buffer and added to C
     once per run, so C is touched once per unit, not once per row."""
@@ -61,6 +62,11 @@ def accumulate(bases, recipe, cmap, u, k, codes, weights, C, W, total, counts):
                 base = bases[r]
                 for i in range(m):
                     W[i, c] *= base[start + i]
+            shift = affine[c, 0]
+            factor = affine[c, 1]
+            if shift != 0.0 or factor != 1.0:
+                for i in range(m):
+                    W[i, c] = (W[i, c] - shift) * factor
         for i in range(m + (1 if stop == n else 0)):
             j = codes[start + i] if i < m else -1
             if j != cur:
@@ -530,8 +536,8 @@ _acc = numba.njit(_k.accumulate)
 
 
 @jit
-def accumulate(bases, recipe, cmap, u, k, codes, weights, C, W, total, counts):
-    _acc(bases, recipe, cmap, u, k, codes, weights, C, W, total, counts)
+def accumulate(bases, recipe, affine, cmap, u, k, codes, weights, C, W, total, counts):
+    _acc(bases, recipe, affine, cmap, u, k, codes, weights, C, W, total, counts)
 '''
 
 _ACCUMULATE = '''
@@ -539,8 +545,8 @@ _acc = numba.njit(_k.accumulate, inline="always")
 
 
 @jit
-def accumulate(bases, recipe, cmap, codes, weights, C, W, total, counts):
-    _acc(bases, recipe, cmap, U, K, codes, weights, C, W, total, counts)
+def accumulate(bases, recipe, affine, cmap, codes, weights, C, W, total, counts):
+    _acc(bases, recipe, affine, cmap, U, K, codes, weights, C, W, total, counts)
 '''
 
 
@@ -617,8 +623,8 @@ def _accumulate(u: int, k: int, large: bool = True):
     if not large:
         f = _any().accumulate
 
-        def accumulate_any(bases, recipe, cmap, codes, weights, C, W, total, counts):
-            f(bases, recipe, cmap, u, k, codes, weights, C, W, total, counts)
+        def accumulate_any(bases, recipe, affine, cmap, codes, weights, C, W, total, counts):
+            f(bases, recipe, affine, cmap, u, k, codes, weights, C, W, total, counts)
 
         return accumulate_any
     return _generated(f"u{u}_k{k}", f"k = {k} columns, u = {u} distinct", {"U": u, "K": k}, _ACCUMULATE).accumulate
@@ -657,19 +663,19 @@ def kernel(name: str, q: int | None = None, p: int | None = None, units: int | N
 BLOCK_ROWS = 4096
 
 
-def accumulate_into(bases: tuple[np.ndarray, ...], recipe: np.ndarray, cmap: np.ndarray, codes: np.ndarray,
-                    C: np.ndarray, weights: np.ndarray | None = None, total: np.ndarray | None = None,
-                    counts: np.ndarray | None = None) -> None:
+def accumulate_into(bases: tuple[np.ndarray, ...], recipe: np.ndarray, affine: np.ndarray, cmap: np.ndarray,
+                    codes: np.ndarray, C: np.ndarray, weights: np.ndarray | None = None,
+                    total: np.ndarray | None = None, counts: np.ndarray | None = None) -> None:
     """C[j] += sum_i w_i W_i W_i' over the rows given (upper triangles; `mirror_upper` completes
     them), and total, counts (rows per unit) alike: the one pass, W made row by row from the
-    `bases` arrays by `recipe` and `cmap` (`accumulate`), so no N x k matrix is ever held.
+    `bases` arrays by `recipe`, `affine` and `cmap` (`accumulate`), so no N x k matrix is ever held.
     Chunks of rows add into the same arrays."""
     u, k = recipe.shape[0], cmap.shape[0]
     W = np.empty((BLOCK_ROWS, u))
     total = np.zeros((k, k)) if total is None else total
     counts = np.zeros(C.shape[0]) if counts is None else counts
     large = codes.shape[0] >= SPECIALISE_ROWS
-    _accumulate(int(u), int(k), large)(bases, recipe, cmap, codes, np.empty(0) if weights is None else weights, C, W, total, counts)
+    _accumulate(int(u), int(k), large)(bases, recipe, affine, cmap, codes, np.empty(0) if weights is None else weights, C, W, total, counts)
 
 
 def mirror_upper(C: np.ndarray) -> np.ndarray:
@@ -678,8 +684,8 @@ def mirror_upper(C: np.ndarray) -> np.ndarray:
 
 
 def cross_products(
-    bases: tuple[np.ndarray, ...], recipe: np.ndarray, cmap: np.ndarray, codes: np.ndarray, n_groups: int,
-    weights: np.ndarray | None = None,
+    bases: tuple[np.ndarray, ...], recipe: np.ndarray, affine: np.ndarray, cmap: np.ndarray, codes: np.ndarray,
+    n_groups: int, weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(C, total, counts): sum_i w_i W_i W_i' per unit (J, k, k), over all rows (k, k), and the
     rows per unit (J,), in one pass over the rows (`accumulate_into`)."""
@@ -687,7 +693,7 @@ def cross_products(
     C = np.zeros((n_groups, k, k))
     total = np.zeros((k, k))
     counts = np.zeros(n_groups)
-    accumulate_into(bases, recipe, cmap, codes, C, weights, total, counts)
+    accumulate_into(bases, recipe, affine, cmap, codes, C, weights, total, counts)
     total = np.triu(total) + np.triu(total, 1).T
     return mirror_upper(C), total, counts
 

@@ -41,7 +41,7 @@ def unit_W(fit) -> np.ndarray:
             k = z.index(c.name)
             zz = s.ZtZ[:, k, k]
             with np.errstate(invalid="ignore", divide="ignore"):
-                W[:, k, list(c.columns)] = s.ZtX[:, k, list(c.columns)] / zz[:, None]
+                W[:, k, list(c.columns)] = fit._ZtX[:, k, list(c.columns)] / zz[:, None]
     return W
 
 
@@ -51,7 +51,7 @@ def eb_quantities(fit) -> dict[str, np.ndarray]:
     u = fit.ranef.to_numpy()
     D = fit.ranef_condvar
     M = fit.vcov.to_numpy()
-    G = D @ s.ZtX / fit.sigma2
+    G = D @ fit._ZtX / fit.sigma2  # in the data's coordinates, as fit.vcov
     PV = D + G @ M @ np.swapaxes(G, 1, 2)
     W = unit_W(fit)
     beta = fit.beta.to_numpy()
@@ -78,14 +78,17 @@ def unit_level1_ols(fit) -> tuple[np.ndarray, np.ndarray, int]:
     RSS is NaN for units whose design is not of full rank or has f_j <= 0."""
     s = fit.summaries
     cols = _full_level1_columns(fit)
-    G = s.C[:, cols][:, :, cols]
-    g = s.C[:, cols, -1]
+    # with a random intercept, y's and X's shifts (`coordinates`) are absorbed by it: the RSS is
+    # the same in the summaries' coordinates, where it is exact; without, use the data's own
+    C = s.C if INTERCEPT in fit.design.z_names else fit.design.coords.original_C(s)
+    G = C[:, cols][:, :, cols]
+    g = C[:, cols, -1]
     k = len(cols)
     rss = np.full(s.n_groups, np.nan)
     for j in range(s.n_groups):
         if np.linalg.matrix_rank(G[j], hermitian=True) == k and s.n[j] > k:
             b = np.linalg.solve(G[j], g[j])
-            rss[j] = s.C[j, -1, -1] - g[j] @ b
+            rss[j] = C[j, -1, -1] - g[j] @ b
     Q = k - 1 if INTERCEPT in fit.design.z_names else k
     return rss, s.n - k, Q
 

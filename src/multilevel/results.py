@@ -125,22 +125,46 @@ class Fit:
         return True if self.optimizer is None else self.optimizer.converged
 
     # ----- fixed effects --------------------------------------------------------------------
+    # The summaries and the solution are in the internal coordinates of `multilevel.coordinates`
+    # (X and y shifted); what is expressed in X's terms is mapped back here and in `inference`.
+    @property
+    def coordinates(self):
+        return self.design.coords
+
     @cached_property
     def beta(self) -> pd.Series:
         """gamma-hat (HLM) / beta-hat (lme4): the GLS estimate at the variance components."""
-        return pd.Series(self.solution.beta, index=list(self.design.x_names), name="estimate")
+        return pd.Series(self.coordinates.beta(self.solution.beta), index=list(self.design.x_names), name="estimate")
+
+    @cached_property
+    def _vcov_internal(self) -> np.ndarray:
+        return self.sigma2 * self.solution.A_inv
+
+    @cached_property
+    def _vcov_robust_internal(self) -> np.ndarray:
+        return cr0_vcov(self.summaries, self.solution)
 
     @cached_property
     def vcov(self) -> pd.DataFrame:
         """Model-based Var(gamma-hat) = (sum_j X_j'V_j^-1X_j)^-1 = sigma2 A^-1 (lme4 `vcov`)."""
         names = list(self.design.x_names)
-        return pd.DataFrame(self.sigma2 * self.solution.A_inv, index=names, columns=names)
+        return pd.DataFrame(self.coordinates.vcov(self._vcov_internal), index=names, columns=names)
 
     @cached_property
     def vcov_robust(self) -> pd.DataFrame:
         """HLM's robust (CR0 sandwich) Var(gamma-hat); see `multilevel.robust`."""
         names = list(self.design.x_names)
-        return pd.DataFrame(cr0_vcov(self.summaries, self.solution), index=names, columns=names)
+        return pd.DataFrame(self.coordinates.vcov(self._vcov_robust_internal), index=names, columns=names)
+
+    @cached_property
+    def _ZtX(self) -> np.ndarray:
+        """Z_j'X_j per unit in the data's coordinates (`coordinates.Coordinates.ZtX`)."""
+        return self.coordinates.ZtX(self.summaries)
+
+    @cached_property
+    def _Zty(self) -> np.ndarray:
+        """Z_j'y_j per unit in the data's coordinates."""
+        return self.coordinates.Zty(self.summaries)
 
     @cached_property
     def hlm_df(self) -> pd.Series:
@@ -148,7 +172,7 @@ class Fit:
         return pd.Series(hs.hlm_fixed_df(d.coefficients, d.n_obs, d.n_groups, len(d.x_names)), index=list(d.x_names))
 
     def _table(self, se: np.ndarray) -> pd.DataFrame:
-        est = self.solution.beta
+        est = self.beta.to_numpy()
         t = est / se
         df = self.hlm_df.to_numpy()
         p = 2 * scipy.stats.t.sf(np.abs(t), df)
@@ -296,7 +320,7 @@ class Fit:
     @cached_property
     def _unit_ols(self) -> hs.UnitOLS:
         d = self.design
-        return hs.unit_ols(self.summaries, d.coefficients, d.z_names, self.solution.beta, self.sigma2)
+        return hs.unit_ols(self.summaries, d.coefficients, d.z_names, self.beta.to_numpy(), self.sigma2, self._ZtX, self._Zty)
 
     @property
     def n_units_sufficient(self) -> int:
