@@ -17,6 +17,7 @@ from .covariance import LambdaTemplate
 from .design import build_design, check_rank
 from .errors import SpecificationError
 from .formula import parse_formula
+from .identification import check_level1_variance, check_not_exact
 from .join import join_level2
 from .level_equations import parse_levels
 from .optimizer import optimize_theta
@@ -119,10 +120,34 @@ def _streamed_source(data, stream: bool | None) -> str | None:
 
 
 def finish_fit(design, summ: GroupSummaries, method: str) -> Fit:
-    """Optimise from the summaries and make the Fit (the stages after the design)."""
+    """Optimise from the summaries and make the Fit (the stages after the design); refuse data
+    that do not identify the model (`identification`), and warn when the optimum could not be
+    checked (`optimizer.check_optimum`)."""
+    coords = design.coords
+    check_not_exact(summ, design.x_names, design.spec.outcome, coords.intercept)
     template = LambdaTemplate.from_blocks(design.blocks, design.z_names, design.group)
     theta, record = optimize_theta(summ, template, method == "REML")
-    return Fit.at_theta(design, summ, template, method, theta, record)
+    fit = Fit.at_theta(design, summ, template, method, theta, record)
+    check_level1_variance(summ, fit.sigma2, design.spec.outcome, design.group, coords.intercept)
+    warn_if_not_converged(fit)
+    return fit
+
+
+def warn_if_not_converged(fit: Fit) -> None:
+    """A ConvergenceWarning naming what the check found, when `fit.converged` is False."""
+    if fit.optimizer is not None and not fit.optimizer.converged:
+        import warnings
+
+        from .errors import ConvergenceWarning
+
+        warnings.warn(
+            ConvergenceWarning(
+                f"The fit of {fit.formula} did not reach a checked optimum: {fit.optimizer.check}. fit.converged is "
+                "False; its estimates are where the optimiser stopped, not maximum-likelihood estimates. "
+                "Try centring or rescaling the predictors, or a simpler random-effects structure."
+            ),
+            stacklevel=3,
+        )
 
 
 def fit_spec(

@@ -168,8 +168,9 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
         fs = columns.factors[c]
         if not fs:
             continue
-        m, sd = spread(_sample(fs, idx))
-        _check_magnitude(name, abs(m) + sd, "random effect's column")
+        v = _sample(fs, idx)
+        m, sd = spread(v)
+        _check_magnitude(name, float(np.max(np.abs(v), initial=0.0)), "random effect's column")
         if z_intercept and sd > 0 and abs(m) > MAX_RANDOM_OFFSET_SDS * sd:
             raise DataError(
                 f"'{name}' has a random slope and its values lie far from 0 against their spread (mean {m:.6g}, "
@@ -189,10 +190,10 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
     for c, name in enumerate(x_names):
         if c != i0:
             v = _sample(x_factors[c], idx) - shift[c]
-            _check_magnitude(name, float(np.sqrt(np.mean(v * v))), "predictor")
+            _check_magnitude(name, float(np.max(np.abs(v), initial=0.0)), "predictor")
     y = _sample(columns.factors[-1], idx)
     y_shift = float(y.mean()) if i0 is not None else 0.0
-    _check_magnitude(outcome, float(np.sqrt(np.mean((y - y_shift) ** 2))), "outcome")
+    _check_magnitude(outcome, float(np.max(np.abs(y - y_shift), initial=0.0)), "outcome")
     affine = [(0.0, 1.0)] * q + [(float(s), 1.0) for s in shift] + [(y_shift, 1.0)]
     return Coordinates(shift, y_shift, i0), tuple(affine)
 
@@ -200,6 +201,7 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
 def _check_magnitude(name: str, size: float, what: str) -> None:
     if size == 0.0 or not np.isfinite(size):
         return  # constant or missing columns are named by the checks that follow
+    # the largest deviation from the shift (no squares: they would underflow here themselves)
     if size < TINY or size > HUGE:
         power = int(np.round(-np.log10(size)))
         raise DataError(

@@ -24,6 +24,8 @@ class LambdaTemplate:
     rows: tuple[int, ...]
     cols: tuple[int, ...]
     names: tuple[str, ...]
+    blocks: tuple[tuple[int, ...], ...] = ()  # the Z columns of each term (uncorrelated blocks)
+    intercept: int | None = None  # the Z column of ones (the random intercept), if any
 
     @classmethod
     def from_blocks(cls, blocks: tuple[tuple[int, ...], ...], z_names: tuple[str, ...], group: str) -> LambdaTemplate:
@@ -34,7 +36,8 @@ class LambdaTemplate:
                     rows.append(r)
                     cols.append(c)
                     names.append(f"{group}.{z_names[c]}" if r == c else f"{group}.{z_names[r]}.{z_names[c]}")
-        return cls(sum(len(b) for b in blocks), tuple(rows), tuple(cols), tuple(names))
+        intercept = z_names.index("Intercept") if "Intercept" in z_names else None
+        return cls(sum(len(b) for b in blocks), tuple(rows), tuple(cols), tuple(names), tuple(tuple(b) for b in blocks), intercept)
 
     @property
     def size(self) -> int:

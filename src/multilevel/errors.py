@@ -17,6 +17,14 @@ class DataError(MultilevelError):
     """The data do not fit the model: a missing column, a bad value, a bad grouping."""
 
 
+class MultilevelWarning(UserWarning):
+    """Base class of the warnings this package gives: the result stands, with a caveat."""
+
+
+class ConvergenceWarning(MultilevelWarning):
+    """The optimiser did not reach a checked optimum (`fit.converged` is False)."""
+
+
 def close_matches(name: str, candidates: Iterable[str]) -> str:
     """A ' Did you mean ...?' hint listing the candidates closest to `name` (or '')."""
     cands = [str(c) for c in candidates]

@@ -225,7 +225,7 @@ def _fixed_profile(ml_fit, k: int, dmin: float, crit: float, theta0: np.ndarray)
 
     def g(b: float) -> float:
         s = fixed_summaries(original, k, b)
-        theta, rec = optimize_theta(s, ml_fit.template, False, start=start["theta"])
+        theta, rec = optimize_theta(s, ml_fit.template, False, start=start["theta"], check=False)
         start["theta"] = theta
         return float(deviance(solve_at(s, ml_fit.template.lam(theta)), False)) - dmin - crit
 
@@ -279,7 +279,7 @@ def _refit(task: _BootTask, seeds: list) -> tuple[np.ndarray, int]:
         y = task.mean + np.einsum("ia,ia->i", task.Z, u[task.codes]) + rng.standard_normal(task.mean.size) * task.sigma
         sb = task.columns.with_outcome(y).summaries(task.codes, J)
         try:
-            theta, _ = optimize_theta(sb, task.template, task.reml, start=task.theta)
+            theta, _ = optimize_theta(sb, task.template, task.reml, start=task.theta, check=False)
         except (np.linalg.LinAlgError, ValueError):
             failed += 1
             continue

@@ -70,8 +70,12 @@ class Fit:
         method = _method(method)
         if self.weighted and method == "REML":
             raise SpecificationError("A fit with sampling weights cannot be refitted by REML: the pseudo-likelihood is an ML criterion.")
+        from .api import warn_if_not_converged
+
         theta, record = optimize_theta(self.summaries, self.template, method == "REML")
-        return Fit.at_theta(self.design, self.summaries, self.template, method, theta, record)
+        fit = Fit.at_theta(self.design, self.summaries, self.template, method, theta, record)
+        warn_if_not_converged(fit)
+        return fit
 
     @property
     def evaluated_at_given(self) -> bool:

@@ -1,0 +1,162 @@
+"""Issue 11, items 1, 2 and 6: precision at any origin, a checked optimum, degenerate outcomes.
+
+Each test failed before the fix it names (internal coordinates, `multilevel.coordinates`; the
+optimiser's own Z coordinates and its check, `multilevel.optimizer`; `multilevel.identification`).
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import multilevel as ml
+from multilevel import optimizer
+from multilevel.covariance import LambdaTemplate
+from multilevel.errors import ConvergenceWarning, DataError
+
+from conftest import hsb
+
+MODEL = "mathach ~ meanses + cses + (cses | school)"
+
+
+@pytest.fixture(scope="module")
+def base():
+    return ml.fit(MODEL, hsb())
+
+
+@pytest.mark.parametrize("offset", [1e5, 1e7, 1e9])
+def test_an_outcome_far_from_zero_gives_the_same_fit(base, offset):
+    # before: +1e7 gave tau00 3.86 instead of 4.77 (converged); +1e9 sigma2 near 0 and a ZeroDivisionError
+    d = hsb().copy()
+    d["mathach"] = d["mathach"] + offset
+    f = ml.fit(MODEL, d)
+    assert f.converged
+    np.testing.assert_allclose(f.tau.to_numpy(), base.tau.to_numpy(), rtol=1e-6, atol=1e-9)
+    assert f.sigma2 == pytest.approx(base.sigma2, rel=1e-8)
+    assert f.deviance == pytest.approx(base.deviance, rel=1e-9)
+    expected = base.beta.copy()
+    expected["Intercept"] += offset
+    np.testing.assert_allclose(f.beta.to_numpy(), expected.to_numpy(), rtol=1e-12, atol=1e-6)
+    np.testing.assert_allclose(f.fixed["se"].to_numpy(), base.fixed["se"].to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(f.ranef.to_numpy(), base.ranef.to_numpy(), rtol=1e-6, atol=1e-8)
+
+
+def test_a_predictor_far_from_zero_is_not_collinear_with_the_intercept():
+    # before: 1e6 + N(0, 1) was refused as "collinear with the Intercept"
+    d = hsb().copy()
+    rng = np.random.default_rng(1)
+    d["z"] = 1e6 + rng.normal(size=len(d))
+    far = ml.fit("mathach ~ z + meanses + (1 | school)", d)
+    d["z0"] = d["z"] - 1e6  # exact: the two are within a factor 2
+    near = ml.fit("mathach ~ z0 + meanses + (1 | school)", d)
+    assert far.beta["z"] == pytest.approx(near.beta["z0"], rel=1e-9)
+    assert far.fixed.loc["z", "se"] == pytest.approx(near.fixed.loc["z0", "se"], rel=1e-9)
+    assert far.beta["Intercept"] == pytest.approx(near.beta["Intercept"] - 1e6 * near.beta["z0"], rel=1e-9)
+    assert far.deviance == pytest.approx(near.deviance, rel=1e-10)
+    # contrasts are written in the data's coordinates
+    t = far.test("z = 0")
+    assert t.chisq == pytest.approx(near.test("z0 = 0").chisq, rel=1e-8)
+    est = far.estimate("Intercept + 1000000 * z")
+    assert est["estimate"].iloc[0] == pytest.approx(near.beta["Intercept"], rel=1e-8)
+
+
+def test_a_random_slope_far_from_zero_is_refused_with_what_to_do():
+    d = hsb().copy()
+    d["far"] = d["cses"] + 1e9
+    with pytest.raises(DataError, match=r"'far'.*cgm\(far\)"):
+        ml.fit("mathach ~ far + (far | school)", d)
+
+
+def growth(seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for j in range(60):
+        u0, u1 = rng.multivariate_normal([0, 0], [[4, 0.3], [0.3, 0.09]])
+        for age in range(30, 38):
+            rows.append((j, age, 10 + u0 + (0.5 + u1) * (age - 33.5) + rng.normal()))
+    d = pd.DataFrame(rows, columns=["id", "age", "y"])
+    d["cage"] = d["age"] - 33.5
+    return d
+
+
+@pytest.mark.parametrize("method", ["REML", "ML"])
+@pytest.mark.parametrize("seed", [3, 5])
+def test_uncentred_time_reaches_the_same_optimum(seed, method):
+    # before (seed 3, REML): stopped on the boundary 74.5 deviance units above the optimum,
+    # singular=True and converged=True; the centred model (the same likelihood) was found
+    d = growth(seed)
+    raw = ml.fit("y ~ age + (age | id)", d, method=method)
+    centred = ml.fit("y ~ cage + (cage | id)", d, method=method)
+    assert raw.converged and raw.optimizer.checked and not raw.singular
+    assert raw.deviance == pytest.approx(centred.deviance, abs=1e-6)
+    # the same model: tau in the raw coordinates is T tau_c T' with age = cage + 33.5
+    T = np.array([[1.0, -33.5], [0.0, 1.0]])
+    np.testing.assert_allclose(raw.tau.to_numpy(), T @ centred.tau.to_numpy() @ T.T, rtol=1e-5)
+
+
+def test_the_check_catches_the_point_the_old_search_stopped_at():
+    # the search in the data's own coordinates (what the optimiser did before) stops on the
+    # boundary far above the optimum, where it is a local minimum of that parameterisation only
+    # (the map from theta to tau is singular on the boundary); in the optimiser's own coordinates
+    # (`ZFrame`), where it now searches and checks, that point is a saddle and the check says so
+    d = growth(3)
+    fit = ml.fit("y ~ age + (age | id)", d)
+    s, tpl = fit.summaries, fit.template
+    raw = optimizer._objective(s, tpl, True, [])
+    theta, res, _ = optimizer._search(raw, s, tpl, None)
+    assert raw(theta)[0] > fit.deviance + 10  # the old stop
+    frame = optimizer.ZFrame.of(s, tpl)
+    own = optimizer._objective(frame.summaries, tpl, True, [])
+    stuck = optimizer.check_optimum(own, frame.to_internal(theta), tpl.lower_bounds)
+    assert not stuck.ok and "saddle" in stuck.message
+    assert optimizer.check_optimum(own, frame.to_internal(fit.theta), tpl.lower_bounds).ok
+
+
+def test_a_non_finite_deviance_is_never_converged():
+    tpl = LambdaTemplate.from_blocks(((0,),), ("Intercept",), "g")
+
+    def fun(theta):
+        return np.inf, np.full(theta.shape, np.nan)
+
+    assert not optimizer.check_optimum(fun, np.array([1.0]), tpl.lower_bounds).ok
+
+
+def test_a_fit_that_fails_says_so_everywhere(monkeypatch):
+    # the search is made to stop at its start: the check must fail, and the fit must say so in
+    # fit.converged, in a warning and in both reports
+    monkeypatch.setattr(optimizer, "_search", lambda fun, s, tpl, start: (
+        np.asarray(tpl.start() * 3.0 if start is None else start, dtype=float),
+        optimizer.SimpleNamespace(x=None, nit=0, success=True, status=0, message="stopped"), False))
+    with pytest.warns(ConvergenceWarning, match="did not reach a checked optimum"):
+        f = ml.fit("mathach ~ meanses + (1 | school)", hsb())
+    assert not f.converged
+    assert "NOT" in f.optimizer.message
+    assert "NOT" in f.report() or "not converge" in f.report().lower()
+    assert "converge" in f.summary().lower()
+
+
+def degenerate_data() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    d = pd.DataFrame({"g": np.repeat(np.arange(20), 5), "x": rng.normal(size=100)})
+    d["exact"] = 1 + 2 * d["x"]
+    d["tiny"] = hsb()["mathach"].to_numpy()[:100] * 1e-200
+    d["unit_level"] = d["g"] * 1.5
+    return d
+
+
+@pytest.mark.parametrize(
+    "formula, message",
+    [
+        ("exact ~ x + (1 | g)", r"'exact' is an exact linear function"),  # before: sigma2 = -1.2e-15, no error
+        ("exact ~ x + (x | g)", r"'exact' is an exact linear function"),  # before: LinAlgError
+        ("tiny ~ x + (1 | g)", r"'tiny' has values of the order of 1\.\de-199"),  # before: ZeroDivisionError
+        ("unit_level ~ x + (1 | g)", r"'unit_level' has no variation left within the units of 'g'"),
+    ],
+)
+def test_degenerate_outcomes_get_a_clear_error(formula, message):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        with pytest.raises(DataError, match=message):
+            ml.fit(formula, degenerate_data())
