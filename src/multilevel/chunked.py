@@ -30,7 +30,11 @@ import pandas as pd
 from .data_checks import DataReport
 from .columns import Columns
 from .coordinates import choose as choose_coordinates
-from .design import INTERCEPT, Design, _check_columns, _classify, _numeric_columns, _variables, check_rank
+from .design import (
+    INTERCEPT, Design, _check_columns, _classify, _float_column, _numeric_columns, check_derived_input, check_rank,
+    check_within,
+)
+from .expressions import derived_values
 from .kernels import accumulate_into, mirror_upper
 from .errors import DataError, SpecificationError, preview
 from .spec import ModelSpec
@@ -137,12 +141,15 @@ def pass1(chunk: pd.DataFrame, spec: ModelSpec, variables: list[str], group: str
     st.missing = {v: int(miss[v].sum()) for v in variables if miss[v].any()}
     st.ids_in = set(pd.unique(sub[group]))
     st.counts = ids.value_counts()
-    for var, kind in spec.centering_map.items():
-        x = used[var].astype(float)
-        if kind == "group":
-            st.sums[var] = x.groupby(ids.to_numpy()).sum()
+    for d in spec.derived:  # the centred columns' sums, by their names ("cwc(ses)")
+        if d.kind not in ("group", "grand"):
+            continue
+        check_derived_input(d, used.__getitem__)
+        x = used[d.variables[0]].astype(float)
+        if d.kind == "group":
+            st.sums[d.name] = x.groupby(ids.to_numpy()).sum()
         else:
-            st.grand[var] = (float(x.sum()), int(x.size))
+            st.grand[d.name] = (float(x.sum()), int(x.size))
     for v in variables:
         if v == group:
             continue
@@ -184,17 +191,34 @@ def prepare_chunk(chunk: pd.DataFrame, plan: Plan) -> tuple[pd.DataFrame, np.nda
     sub = chunk[plan.variables]
     used = sub.loc[~sub.isna().any(axis=1).to_numpy()].copy()
     codes = plan.ids.get_indexer(used[plan.group])
-    for var, means in plan.group_means.items():
-        used[var] = used[var].astype(float).to_numpy() - means[codes]
-    for var, m in plan.grand_means.items():
-        used[var] = used[var].astype(float) - m
+    state = {**plan.group_means, **plan.grand_means}
+    floats = _float_column(used)
+    for d in plan.spec.derived:  # derived columns under their own names (the data's stay as they are)
+        check_derived_input(d, used.__getitem__)
+        for name, v in derived_values(d, floats, codes, state.get(d.name)).items():
+            used[name] = v
     for var, levels in plan.levels.items():
         used[var] = pd.Categorical(used[var].astype(str), categories=levels)
     return used, codes
 
 
 def random_rhs(spec: ModelSpec) -> list[str]:
-    return [" + ".join(["1" if t.intercept else "0", *[x for x in t.terms if x != "1"]]) for t in spec.random]
+    return [spec.random_formula(t) for t in spec.random]
+
+
+def _check_streamable(spec: ModelSpec) -> None:
+    """What a streamed fit cannot do yet: statistics over all rows other than means, offsets."""
+    for d in spec.derived:
+        if d.stateful and d.kind not in ("group", "grand"):
+            raise SpecificationError(
+                f"'{d.source}' needs statistics over all rows, which a streamed or distributed fit does not compute; "
+                "use cgm(x) for centring, poly(x, k, raw = TRUE) for polynomials, or fit the data in memory."
+            )
+    if spec.offsets:
+        raise SpecificationError(
+            "An offset (offset(...)) is not supported for streamed or distributed data yet; subtract it from the "
+            "outcome in the files, or fit the data in memory."
+        )
 
 
 def chunk_columns(used: pd.DataFrame, plan: Plan) -> Columns:
@@ -237,6 +261,7 @@ def pass2(chunk: pd.DataFrame, plan: Plan) -> GroupSummaries:
 def build(spec: ModelSpec, first: pd.DataFrame, stats: Pass1, source: str) -> tuple[Plan, Design]:
     """The plan of pass 2 and the (row-free) Design, from pass 1's statistics and one chunk."""
     group = spec.groups[0]
+    _check_streamable(spec)
     variables = _check_columns(spec, first)
     if stats.rows_used == 0:
         raise DataError("No row has all of the model's variables.")
@@ -253,12 +278,15 @@ def build(spec: ModelSpec, first: pd.DataFrame, stats: Pass1, source: str) -> tu
     sample, _ = prepare_chunk(first, plan)
     if len(sample) == 0:
         raise DataError("The first chunk has no complete row; put complete rows first or use larger chunks.")
-    x_mm = formulaic.model_matrix(spec.fixed_formula(), sample, na_action="raise")
+    for d in spec.derived:
+        if d.kind == "group":
+            check_within(d, sample[d.name].to_numpy(dtype=float), sample[d.variables[0]].to_numpy(dtype=float), group)
+    x_mm = formulaic.model_matrix(spec.fixed_formula(), sample, na_action="raise", context={})
     plan.x_spec = x_mm.model_spec
     z_names: list[str] = []
     blocks = []
     for rhs in random_rhs(spec):
-        zm = formulaic.model_matrix(rhs, sample, na_action="raise")
+        zm = formulaic.model_matrix(rhs, sample, na_action="raise", context={})
         plan.z_specs.append(zm.model_spec)
         names = [str(c) for c in zm.columns]
         blocks.append(tuple(range(len(z_names), len(z_names) + len(names))))
@@ -380,8 +408,8 @@ def fit_parquet(spec: ModelSpec, path, method: str, batch_rows: int = 1_000_000)
     import pyarrow.parquet as pq
 
     names = pq.ParquetFile(files[0]).schema_arrow.names
-    wanted = sorted({spec.outcome, *spec.groups} | {v for t in spec.fixed for v in _variables(t)}
-                    | {v for r in spec.random for t in r.terms for v in _variables(t)})
+    _check_streamable(spec)
+    wanted = sorted(spec.variables())
     columns = [c for c in wanted if c in names] or None  # missing ones are named by _check_columns
     source = f"{len(files)} Parquet file(s): {preview([f.name for f in files], 3)}"
     return fit_chunks(spec, lambda: parquet_chunks(files, columns, batch_rows), method, source)
@@ -436,8 +464,6 @@ def dask_residuals(fit, ddf, level: int = 1):
     beta = fit.beta.to_numpy()
     u = fit.ranef.to_numpy()
     spec = d.spec
-    means = {v: m for v, m in d.centering_means.items() if isinstance(m, np.ndarray)}
-    grand = {v: m for v, m in d.centering_means.items() if not isinstance(m, np.ndarray)}
     rhs = random_rhs(spec)
     x_spec = d.x_model_spec
     labels = list(d.group_labels)
@@ -445,18 +471,19 @@ def dask_residuals(fit, ddf, level: int = 1):
     def one(part: pd.DataFrame) -> pd.DataFrame:
         sub = part.copy()
         code = pd.Index(labels).get_indexer(sub[d.group].astype(str))
-        for v, m in means.items():
-            sub[v] = sub[v].astype(float).to_numpy() - np.where(code >= 0, m[np.maximum(code, 0)], np.nan)
-        for v, m in grand.items():
-            sub[v] = sub[v].astype(float) - m
+        floats = _float_column(sub)
+        for dv in spec.derived:
+            with np.errstate(all="ignore"):
+                for name, v in derived_values(dv, floats, code, d.centering_means.get(dv.name), check=False).items():
+                    sub[name] = v
         for v, lv in d.levels.items():
             sub[v] = pd.Categorical(sub[v].astype(str).where(sub[v].notna()), categories=lv)
-        ok = (code >= 0) & ~sub[_check_columns(spec, sub)].isna().any(axis=1).to_numpy()
+        ok = (code >= 0) & ~sub[_check_columns(spec, part)].isna().any(axis=1).to_numpy()
         out = pd.DataFrame({d.group: part[d.group], "fitted_fixed": np.nan, "fitted": np.nan, "resid": np.nan}, index=part.index)
         if ok.any():
             s2 = sub.loc[ok]
             X = np.asarray(x_spec.get_model_matrix(s2).to_numpy(dtype=float))
-            Z = np.hstack([np.asarray(formulaic.model_matrix(r, s2).to_numpy(dtype=float)) for r in rhs])
+            Z = np.hstack([np.asarray(formulaic.model_matrix(r, s2, context={}).to_numpy(dtype=float)) for r in rhs])
             fixed = X @ beta
             fitted = fixed + np.einsum("ia,ia->i", Z, u[code[ok]])
             out.loc[ok, "fitted_fixed"] = fixed

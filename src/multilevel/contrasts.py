@@ -1,5 +1,7 @@
 """Contrasts of the fixed effects written as text: "sector = 0, sector:cses = 0", "meanses - cses",
-"2*G01 - G11 = 1". Names are lme4's column names or HLM's gamma labels (G00, G01, ...).
+"2*G01 - G11 = 1". Names are lme4's column names or HLM's gamma labels (G00, G01, ...); names with
+parentheses and operators, as the model names derived columns ("sector:cwc(ses) = 0",
+"I(x^2) = 0", "poly(x, 2, raw = TRUE)2 = 0"), are read whole.
 """
 from __future__ import annotations
 
@@ -50,7 +52,7 @@ def _side(expr: str, names: dict[str, int], p: int) -> tuple[np.ndarray, float]:
             const += s * float(piece)
             continue
         if piece not in names:
-            known = ", ".join(n for n in names if not _GAMMA.fullmatch(n))
+            known = ", ".join(n for n in names if not _GAMMA.fullmatch(n) and not re.fullmatch(r"_N\d+_", n))
             raise SpecificationError(
                 f"{piece!r} in the contrast {expr!r} is not a fixed effect of this model. "
                 f"The fixed effects are: {known} (or HLM's labels G00, G01, ...)."
@@ -59,33 +61,51 @@ def _side(expr: str, names: dict[str, int], p: int) -> tuple[np.ndarray, float]:
     return coef, const
 
 
+def _protect(text: str, x_names: tuple[str, ...]) -> tuple[str, dict[str, str]]:
+    """Replace the names that hold characters the contrast grammar uses ("cwc(ses)", "I(x^2)",
+    "poly(x, 2, raw = TRUE)1") by placeholders, longest first, so that they are read whole."""
+    special = sorted((n for n in x_names if not re.fullmatch(r"[\w.:]+", n)), key=len, reverse=True)
+    back: dict[str, str] = {}
+    for k, n in enumerate(special):
+        if n in text:
+            key = f"_N{k}_"
+            text = text.replace(n, key)
+            back[key] = n
+    return text, back
+
+
 def parse_contrasts(text: str, x_names: tuple[str, ...], gamma_labels: tuple[str, ...] = ()) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """L (rows), rhs and a label per row, from comma-separated linear equations (or expressions = 0)."""
     names = {n: i for i, n in enumerate(x_names)}
     names.update({g: i for i, g in enumerate(gamma_labels)})
     p = len(x_names)
+    text, back = _protect(text, x_names)
+    names.update({key: names[n] for key, n in back.items()})
     rows, rhs, labels = [], [], []
     for _, eq in _split_top(text, ","):
         eq = eq.strip()
         if not eq:
             continue
+        shown = eq
+        for key, n in back.items():
+            shown = shown.replace(key, n)
         bad = re.search(r"[<>!/]|\*\s*(?:[-+]?\s*" + _NUMBER + r")\s*(?:$|[-+=])", eq)
         if bad:
             raise SpecificationError(
-                f"Cannot read the contrast {eq!r} at {bad.group(0).strip()!r}: write linear equations with '=' and "
+                f"Cannot read the contrast {shown!r} at {bad.group(0).strip()!r}: write linear equations with '=' and "
                 "numbers before the names, e.g. \"sector = 0\", \"2*meanses - cses = 0\", \"0.5*G01 + 0.5*G02 = 1\"."
             )
         parts = eq.split("=")
         if len(parts) > 2:
-            raise SpecificationError(f"Cannot read the contrast {eq!r}: more than one '='.")
+            raise SpecificationError(f"Cannot read the contrast {shown!r}: more than one '='.")
         left, lc = _side(parts[0], names, p)
         right, rc = _side(parts[1], names, p) if len(parts) == 2 else (np.zeros(p), 0.0)
         row = left - right
         if not row.any():
-            raise SpecificationError(f"The contrast {eq!r} has no fixed effect in it.")
+            raise SpecificationError(f"The contrast {shown!r} has no fixed effect in it.")
         rows.append(row)
         rhs.append(rc - lc)
-        labels.append(eq)
+        labels.append(shown)
     if not rows:
         raise SpecificationError("The contrast is empty: write e.g. \"sector = 0, sector:cses = 0\".")
     return np.array(rows), np.array(rhs), labels

@@ -27,7 +27,8 @@ from .kernels import group_ranges, kernel
 from .summaries import GroupSummaries
 from .weights import ScaledWeights, Weights, check_weight_column
 from .weights import scale as scale_weights
-from .spec import Centering, ModelSpec
+from .expressions import Derived, derived_state, derived_values
+from .spec import Centering, ModelSpec, term_factors
 
 INTERCEPT = "Intercept"
 
@@ -70,13 +71,15 @@ class Design:
     frame: pd.DataFrame | None = None  # the rows used, all columns, before centring (for residual files)
     x_model_spec: object = None  # formulaic's spec of X: builds X for new data (model graphs)
     coordinates: Coordinates | None = None  # the shifts of X and y the summaries are in (`coordinates`)
+    offset: np.ndarray | None = None  # lme4's offset per row used (subtracted from y in `columns`)
 
     def centred_frame(self) -> pd.DataFrame:
-        """The rows used with centred variables as the model used them."""
+        """The rows used, with the derived columns (`cwc(ses)`, `I(x^2)`, ...) as the model used them."""
         out = self.frame.reset_index(drop=True).copy()
-        for var, state in self.centering_means.items():
-            v = out[var].to_numpy(dtype=float)
-            out[var] = v - (state[self.codes] if isinstance(state, np.ndarray) else state)
+        column = _float_column(out)
+        for d in self.spec.derived:
+            for name, v in derived_values(d, column, self.codes, self.centering_means.get(d.name)).items():
+                out[name] = v
         return out
 
     levels: dict = dataclasses.field(default_factory=dict)  # text variable -> its levels (to rebuild X elsewhere)
@@ -133,12 +136,24 @@ class Design:
 
 @lru_cache(maxsize=512)
 def _variables(expr: str) -> frozenset[str]:
+    """The columns formulaic looks up for a formulaic right-hand side (`ModelSpec.fixed_formula`):
+    data columns and derived columns by name. (The data columns of a term: `ModelSpec.term_variables`.)"""
     return frozenset(formulaic.Formula(expr).required_variables) if expr != "1" else frozenset()
 
 
-@lru_cache(maxsize=512)
 def _term_factors(term: str) -> tuple[str, ...]:
-    return tuple(f.expr for t in formulaic.Formula(term) if str(t) != "1" for f in t.factors) if term != "1" else ()
+    return term_factors(term)
+
+
+def _float_column(frame: pd.DataFrame):
+    cache: dict[str, np.ndarray] = {}
+
+    def column(v: str) -> np.ndarray:
+        if v not in cache:
+            cache[v] = frame[v].to_numpy(dtype=float)
+        return cache[v]
+
+    return column
 
 
 def _check_columns(spec: ModelSpec, data: pd.DataFrame) -> list[str]:
@@ -147,12 +162,21 @@ def _check_columns(spec: ModelSpec, data: pd.DataFrame) -> list[str]:
     for g in spec.groups:
         needed.setdefault(g, "the grouping factor")
     for t in spec.fixed:
-        for v in sorted(_variables(t)):
+        for v in sorted(spec.term_variables(t)):
             needed.setdefault(v, f"the fixed-effect term '{t}'")
     for r in spec.random:
         for t in r.terms:
-            for v in sorted(_variables(t)):
+            for v in sorted(spec.term_variables(t)):
                 needed.setdefault(v, f"the random-effect term '({' + '.join(r.terms)} | {r.group})'")
+    for o in spec.offsets:
+        for v in o.variables:
+            needed.setdefault(v, f"the offset '{o.source}'")
+    clash = [c for c in cols if c in spec.derived_columns]
+    if clash:
+        raise DataError(
+            f"The data have a column named '{clash[0]}', which is also the name of the model's derived column "
+            f"'{clash[0]}'; rename the data column."
+        )
     for var, role in needed.items():
         if var not in data.columns:
             raise DataError(
@@ -162,25 +186,58 @@ def _check_columns(spec: ModelSpec, data: pd.DataFrame) -> list[str]:
     return list(needed)
 
 
-def _center(data: pd.DataFrame, codes: np.ndarray, n_groups: int, centering: dict[str, Centering]) -> tuple[dict[str, np.ndarray], dict[str, object]]:
-    """Centre the named variables on the rows used: group means (per code) or the grand mean.
-    Returns the centred columns (the data are not copied) and the means used."""
+def check_derived_input(d: Derived, column) -> None:
+    """The data columns of a derived column must be numbers."""
+    for var in d.variables:
+        x = column(var)
+        if not pd.api.types.is_numeric_dtype(x) or pd.api.types.is_bool_dtype(x):
+            what = "centred" if d.kind in ("group", "grand") else f"used in '{d.source}'"
+            raise DataError(
+                f"'{var}' is {what} but is not numeric (dtype {x.dtype}); only numbers can be {'centred' if d.kind in ('group', 'grand') else 'transformed'}."
+            )
+
+
+def check_within(d: Derived, values: np.ndarray, raw: np.ndarray, group: str) -> None:
+    """cwc(x) of a level-2 x (constant within every unit) is zero in every row: refuse it."""
+    if d.kind == "group" and np.all(np.abs(values) <= 1e-12 * max(float(np.max(np.abs(raw), initial=0.0)), 1e-300)):
+        v = d.variables[0]
+        raise DataError(
+            f"cwc({v}): '{v}' is constant within every unit of '{group}' (a level-2 variable), so its within-unit "
+            f"centred column is zero in every row. Use cgm({v}) (grand-mean centred) or {v} itself."
+        )
+
+
+def _center(spec: ModelSpec, data: pd.DataFrame, codes: np.ndarray, n_groups: int, group: str = "") -> tuple[dict[str, np.ndarray], dict[str, object]]:
+    """The derived columns of `spec` (`cwc(x)`, `cgm(x)`, `I(x^2)`, `poly(...)`, ...) on the rows used,
+    named as the model names them; the data are not copied. Returns them and the state of each
+    stateful one (unit means, the grand mean, scale's (mean, sd), poly's coefficients) by name."""
     columns: dict[str, np.ndarray] = {}
     state: dict[str, object] = {}
-    for var, kind in centering.items():
-        x = data[var]
-        if not pd.api.types.is_numeric_dtype(x) or pd.api.types.is_bool_dtype(x):
-            raise DataError(f"'{var}' is centred but is not numeric (dtype {x.dtype}); only numbers can be centred.")
-        xv = x.to_numpy(dtype=float)
-        if kind == "group":
-            means = np.bincount(codes, weights=xv, minlength=n_groups) / np.bincount(codes, minlength=n_groups)
-            columns[var] = xv - means[codes]
-            state[var] = means
-        else:
-            m = float(xv.mean())
-            columns[var] = xv - m
-            state[var] = m
+    column = _column_cache(data)
+    floats = _float_column(data)
+    for d in spec.derived:
+        check_derived_input(d, column)
+        st = derived_state(d, floats, codes, n_groups)
+        values = derived_values(d, floats, codes, st)
+        if d.kind == "group":
+            check_within(d, values[d.name], floats(d.variables[0]), group)
+        columns.update(values)
+        if st is not None:
+            state[d.name] = st
     return columns, state
+
+
+def _offset(spec: ModelSpec, data: pd.DataFrame, codes: np.ndarray) -> np.ndarray | None:
+    """The sum of the offsets on the rows used (None without)."""
+    if not spec.offsets:
+        return None
+    column = _column_cache(data)
+    floats = _float_column(data)
+    total = np.zeros(len(data))
+    for o in spec.offsets:
+        check_derived_input(o, column)
+        total = total + derived_values(o, floats, codes, None)[o.name]
+    return total
 
 
 def _varies(values: pd.Series, codes: np.ndarray, n_groups: int) -> bool:
@@ -205,8 +262,10 @@ def _varying_groups(values: pd.Series, codes: np.ndarray, labels: tuple[str, ...
 
 
 def _model_matrix(rhs: str, data: pd.DataFrame, what: str) -> pd.DataFrame:
+    # rhs holds only backticked look-ups and C(x) (`expressions`); an empty context keeps formulaic
+    # from reaching this module's names
     try:
-        mm = formulaic.model_matrix(rhs, data, na_action="raise")
+        mm = formulaic.model_matrix(rhs, data, na_action="raise", context={})
     except Exception as exc:
         raise SpecificationError(f"Cannot build the {what} from '{rhs}': {exc}") from exc
     return mm
@@ -286,7 +345,7 @@ def _classify(
         return level_of[var] == 2
 
     for var in sorted(spec.level2):
-        for v in sorted(_variables(var)):
+        for v in sorted(spec.factor_variables(var)):
             units = varying(v) if (varies is None or varies(v)) else []
             if units:
                 raise DataError(
@@ -300,7 +359,12 @@ def _classify(
     for entry in structure:
         term, columns = str(entry.term), list(entry.columns)
         factors = _term_factors(term)
-        lvl2 = [all(is_level2(v) for v in _variables(f)) and bool(_variables(f)) for f in factors]
+        # a derived column is level-2 when its variables are (cwc(x) never is: it varies within units)
+        lvl2 = [
+            all(is_level2(v) for v in spec.factor_variables(f)) and bool(spec.factor_variables(f))
+            and getattr(spec.derived_columns.get(f), "kind", "") != "group"
+            for f in factors
+        ]
         for cname in columns:
             pieces = cname.split(":") if len(factors) > 1 else [cname]
             if len(pieces) != len(factors):  # a ':' inside a level name; treat the term as one
@@ -377,7 +441,7 @@ def build_design(
             f"The outcome '{spec.outcome}' is not numeric (dtype {y_raw.dtype}). A linear mixed model "
             "needs a numeric outcome: convert it, e.g. with pd.to_numeric."
         )
-    declared = {v for expr in spec.level2 for v in _variables(expr)}
+    declared = {v for expr in spec.level2 for v in spec.factor_variables(expr)}
     l2 = [v for v in variables if v != group and (v in set(level2_vars) or v in declared)]
     codes_in, units_in = unit_codes(column(group), group)
     used, report, codes, uniques = select_rows(data, variables, group, l2, level2_missing, join, codes_in, units_in, missing)
@@ -393,10 +457,11 @@ def build_design(
             f"The grouping factor '{group}' has {J} unit(s) in the rows used; a multilevel "
             "model needs at least two (and in practice many more)."
         )
-    centred, centering_means = _center(used, codes, J, spec.centering_map)
+    centred, centering_means = _center(spec, used, codes, J, group)
+    offset = _offset(spec, used, codes)
     x_rhs = spec.fixed_formula()
-    z_rhs = [" + ".join(["1" if t.intercept else "0", *[x for x in t.terms if x != "1"]]) for t in spec.random]
-    numeric = [_numeric_columns(rhs, used, column) for rhs in (x_rhs, *z_rhs)]
+    z_rhs = [spec.random_formula(t) for t in spec.random]
+    numeric = [_numeric_columns(rhs, used, column, centred) for rhs in (x_rhs, *z_rhs)]
     if all(n is not None for n in numeric):
         # every column is a product of numeric variables: recipes over the data's own arrays
         arrays: dict[str, np.ndarray] = {}
@@ -440,6 +505,8 @@ def build_design(
     )
     y = column(spec.outcome).to_numpy(dtype=float)
     check_outcome(y, spec.outcome)
+    if offset is not None:
+        y = y - offset  # lme4: y = X beta + Z b + offset + e; fitted values add it back
     columns = Columns(tuple(z_factors) + tuple(x_factors) + ((y,),), len(z_names), len(x_names), int(y.shape[0]))
     coordinates, affine = choose_coordinates(columns, x_names, tuple(z_names), spec.outcome, INTERCEPT)
     columns = columns.with_affine(affine)
@@ -460,6 +527,7 @@ def build_design(
         frame=used,
         x_model_spec=x_model_spec,
         coordinates=coordinates,
+        offset=offset,
         levels={
             v: (list(column(v).cat.categories) if isinstance(column(v).dtype, pd.CategoricalDtype) else sorted(pd.unique(column(v).astype(str))))
             for v in variables
@@ -503,12 +571,16 @@ def _column_cache(frame: pd.DataFrame):
     return column
 
 
-def _numeric_columns(rhs: str, frame: pd.DataFrame, column=None):
+def _numeric_columns(rhs: str, frame: pd.DataFrame, column=None, derived: dict | None = None):
     """((column name, its factor variables), ...), formulaic's model spec) when every column
-    formulaic makes from `rhs` is a product of numeric variables of `frame`; None otherwise."""
+    formulaic makes from `rhs` is a product of numeric variables of `frame` or `derived` columns
+    (numbers by construction); None otherwise."""
     column = column or frame.__getitem__
+    derived = derived or {}
     variables = sorted(_variables(rhs))
     for v in variables:
+        if v in derived:
+            continue
         if v not in frame.columns:
             return None
         dt = column(v).dtype
@@ -522,7 +594,7 @@ def _numeric_structure(rhs: str, variables: tuple[str, ...]):
     # formulaic decides the terms, their order and names, on three rows of stand-in numbers
     dummy = pd.DataFrame({v: np.arange(1.0, 4.0) * (i + 2) for i, v in enumerate(variables)})
     try:
-        mm = formulaic.model_matrix(rhs, dummy, na_action="raise")
+        mm = formulaic.model_matrix(rhs, dummy, na_action="raise", context={})
     except Exception:
         return None  # the general path raises the error with its message
     cols = []

@@ -49,7 +49,8 @@ def level_equations(outcome: str, coefficients: tuple[Coefficient, ...]) -> list
     centred = [c for c in coefficients if c.centering]
     if centred:
         lines.append("")
-        lines.extend(f"    {c.name} has been {CENTERING_WORDS[c.centering]}." for c in centred)
+        # the column is named by its helper ("cwc(ses)"): say which variable it centres
+        lines.extend(f"    {c.name} is {c.name[4:-1] if c.name[3:4] == '(' else c.name} {CENTERING_WORDS[c.centering]}." for c in centred)
     return lines
 
 

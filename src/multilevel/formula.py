@@ -1,9 +1,16 @@
 """Parse an lme4-style formula into a `ModelSpec`.
 
-`y ~ fixed + (expr | g) + (expr || g)`: the bars are parsed here, everything inside them and the
-fixed part by formulaic, so that interactions (`a*b`, `a:b`) and categorical predictors (`C(x)`,
-string columns) mean what they mean in formulaic. `cwc(x)` and `cgm(x)` centre x within groups and
-at the grand mean (HLM's group-mean and grand-mean centring).
+`y ~ fixed + (expr | g) + (expr || g) + offset(z)`: the bars are parsed here, and every term is
+read by `multilevel.expressions`, which checks it against the whitelist (formula text is never
+run as code; see that module for what a formula may say) and turns transforms, centring helpers
+and polynomials into derived columns. formulaic then sees only backticked column look-ups and
+`C(x)`, and decides interactions (`a*b`, `a:b`), the order of the terms and categorical coding.
+
+Naming: a derived column is named by the call that makes it, as R names it: `cwc(ses)` (ses
+centred within units, HLM's group-mean centring), `cgm(ses)` (grand-mean centring), `I(x^2)`,
+`log(x)`, `scale(x)`, `poly(x, 2, raw = TRUE)1` and `...2`; interactions join names with ':'
+(`sector:cwc(ses)`). `factor(x)` is `C(x)`. `offset(z)` is no coefficient: it is subtracted from
+the outcome and added back to fitted values (`ModelSpec.offsets`).
 """
 from __future__ import annotations
 
@@ -13,39 +20,26 @@ from functools import lru_cache
 import formulaic
 
 from .errors import SpecificationError
-from .spec import CENTERING_FUNCTIONS, Centering, ModelSpec, RandomTerm
+from .expressions import ALLOWED, Derived, column_name, read_offset, tokenize, translate
+from .spec import ModelSpec, RandomTerm
 
-_CENTER_RE = re.compile(r"\b(" + "|".join(CENTERING_FUNCTIONS) + r")\(\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\)")
-
-
-def strip_centering(text: str, centering: dict[str, Centering]) -> str:
-    """Replace `cwc(x)`/`cgm(x)` by `x`, recording the centring of x in `centering`."""
-
-    def repl(m: re.Match[str]) -> str:
-        kind = CENTERING_FUNCTIONS[m.group(1)]
-        var = m.group(2)
-        if centering.get(var, kind) != kind:
-            raise SpecificationError(
-                f"'{var}' is centred two ways ({centering[var]}-mean and {kind}-mean) in one model; "
-                "make a copy of the column under another name for the second one."
-            )
-        centering[var] = kind
-        return var
-
-    return _CENTER_RE.sub(repl, text)
+#: names a data column may not have: they are the names of the intercept's column
+RESERVED = ("Intercept", "(Intercept)")
 
 
 def split_top_level(text: str, sep: str = "+") -> list[str]:
-    """Split on `sep` outside parentheses."""
-    parts, depth, cur = [], 0, []
+    """Split on `sep` outside parentheses and backticks."""
+    parts, depth, cur, quoted = [], 0, [], False
     for ch in text:
-        if ch == "(":
+        if ch == "`":
+            quoted = not quoted
+        elif not quoted and ch == "(":
             depth += 1
-        elif ch == ")":
+        elif not quoted and ch == ")":
             depth -= 1
             if depth < 0:
                 raise SpecificationError(f"Unbalanced parentheses in '{text}'.")
-        if ch == sep and depth == 0:
+        if ch == sep and depth == 0 and not quoted:
             parts.append("".join(cur).strip())
             cur = []
         else:
@@ -58,7 +52,8 @@ def split_top_level(text: str, sep: str = "+") -> list[str]:
 
 @lru_cache(maxsize=512)
 def rhs_terms(rhs: str) -> tuple[str, ...]:
-    """The terms of a right-hand side, in formulaic's order ('1' for the intercept)."""
+    """The terms of a formulaic right-hand side (from `translate`), in formulaic's order ('1' for
+    the intercept)."""
     try:
         terms = formulaic.Formula(rhs)
     except Exception as exc:  # formulaic raises several types; the message is what matters
@@ -66,28 +61,68 @@ def rhs_terms(rhs: str) -> tuple[str, ...]:
     return tuple(str(t) for t in terms)
 
 
+def read_terms(text: str, derived: dict[str, Derived], what: str, outcome: str | None = None) -> tuple[str, ...]:
+    """Formula text -> its terms (formulaic term strings over column names and derived names),
+    recording the derived columns in `derived` and checking the names used."""
+    ftext, der, columns = translate(text)
+    for d in der:
+        derived.setdefault(d.name, d)
+    for col in columns:
+        if col in RESERVED:
+            raise SpecificationError(
+                f"The column '{col}' in {what} has the name of the intercept's column; rename the column "
+                "(e.g. data.rename(columns={'Intercept': 'intercept_var'}))."
+            )
+        if outcome is not None and col == outcome:
+            raise SpecificationError(
+                f"The outcome '{outcome}' is also among the predictors ({what}: '{text}'). A variable cannot "
+                "predict itself: remove it from the right-hand side."
+            )
+    return rhs_terms(ftext if ftext.strip() else "1")
+
+
 _BAR_RE = re.compile(r"^\((.*?)(\|\|?)(.*)\)$", re.S)
 
 
 def parse_formula(formula: str) -> ModelSpec:
-    """`"mathach ~ (sector + meanses) * cses + (cses | school)"` -> `ModelSpec`. The spec is frozen,
-    so the parse of a formula is kept (refits and repeated fits parse it once)."""
+    """`"mathach ~ (sector + meanses) * cwc(ses) + (cwc(ses) | school)"` -> `ModelSpec`. The spec
+    is frozen, so the parse of a formula is kept (refits and repeated fits parse it once)."""
     return _parse_formula(str(formula))
+
+
+def split_formula(formula: str) -> tuple[str, str]:
+    """'y ~ rhs' -> ('y' as a column name, 'rhs'); exactly one '~'."""
+    tildes = sum(1 for t in tokenize(formula) if t.text == "~" and t.kind == "op")
+    if tildes == 0:
+        raise SpecificationError(
+            f"The formula '{formula}' has no '~'. Write it as 'outcome ~ predictors + (terms | group)'."
+        )
+    if tildes > 1:
+        raise SpecificationError(
+            f"The formula '{formula}' has {tildes} '~'; write one: 'outcome ~ predictors + (terms | group)'."
+        )
+    lhs, rhs = formula.split("~", 1) if "`" not in formula.split("~", 1)[0] else _split_quoted(formula)
+    if not rhs.strip():
+        raise SpecificationError(f"The formula '{formula}' has nothing after '~'; write '1' for an intercept only.")
+    return column_name(lhs.strip(), "The outcome"), rhs.strip()
+
+
+def _split_quoted(formula: str) -> tuple[str, str]:
+    quoted = False
+    for i, ch in enumerate(formula):
+        quoted ^= ch == "`"
+        if ch == "~" and not quoted:
+            return formula[:i], formula[i + 1 :]
+    raise AssertionError(formula)
 
 
 @lru_cache(maxsize=256)
 def _parse_formula(formula: str) -> ModelSpec:
-    if "~" not in formula:
-        raise SpecificationError(
-            f"The formula '{formula}' has no '~'. Write it as 'outcome ~ predictors + (terms | group)'."
-        )
-    lhs, rhs = (s.strip() for s in formula.split("~", 1))
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", lhs):
-        raise SpecificationError(
-            f"The outcome '{lhs}' must be one column name; transform it into a new column first."
-        )
-    centering: dict[str, Centering] = {}
-    rhs = strip_centering(rhs, centering)
+    lhs, rhs = split_formula(formula)
+    if lhs in RESERVED:
+        raise SpecificationError(f"The outcome column is named '{lhs}', the name of the intercept's column; rename it.")
+    derived: dict[str, Derived] = {}
+    offsets: list[Derived] = []
     fixed_parts, random = [], []
     for part in split_top_level(rhs):
         m = _BAR_RE.match(part)
@@ -97,15 +132,34 @@ def _parse_formula(formula: str) -> ModelSpec:
                     f"The term '{part}' has a bar but is not '(terms | group)'; put random-effect "
                     "terms in their own parentheses."
                 )
-            fixed_parts.append(part)
+            off = read_offset(part) if part.startswith("offset") else None
+            if off is not None:
+                if lhs in off.variables:
+                    raise SpecificationError(f"The offset '{part}' uses the outcome '{lhs}'; an offset must be another column.")
+                offsets.append(off)
+            elif not part:
+                raise SpecificationError(f"The formula '{formula}' has an empty term (two '+' in a row, or a '+' at an end).")
+            else:
+                fixed_parts.append(part)
             continue
-        inside, bar, group = m.group(1).strip(), m.group(2), m.group(3).strip()
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", group):
+        inside, bar, group_text = m.group(1).strip(), m.group(2), m.group(3).strip()
+        group = column_name(group_text, f"The grouping factor in '{part}'")
+        if group_text and ("+" in group_text or "/" in group_text or ":" in group_text):
             raise SpecificationError(
-                f"The grouping factor '{group}' in '{part}' must be one column name "
+                f"The grouping factor '{group_text}' in '{part}' must be one column name "
                 "(nested and crossed groupings are not supported yet)."
             )
-        terms = rhs_terms(inside or "1")
+        if not inside:
+            raise SpecificationError(
+                f"The random-effect term '{part}' has nothing before the bar; write '(1 | {group_text})' for a "
+                "random intercept or '(1 + x | g)' for a random intercept and slope."
+            )
+        terms = read_terms(inside, derived, f"the random-effect term '{part}'", outcome=lhs)
+        if not terms:
+            raise SpecificationError(
+                f"The random-effect term '{part}' has no random effect at all (no intercept, no slope); "
+                f"write '(1 | {group_text})' for a random intercept or '(0 + x | {group_text})' for a slope alone, or remove it."
+            )
         if bar == "||":
             # lme4: (x || g) == (1 | g) + (0 + x | g): each term its own uncorrelated block.
             random.extend(RandomTerm(group, (t,)) for t in terms)
@@ -116,10 +170,16 @@ def _parse_formula(formula: str) -> ModelSpec:
             f"The formula '{formula}' has no random-effect term such as '(1 | group)'. "
             "A multilevel model needs at least one; for a one-level model use OLS."
         )
-    fixed = rhs_terms(" + ".join(fixed_parts) if fixed_parts else "1")
+    fixed = read_terms(" + ".join(fixed_parts) if fixed_parts else "1", derived, "the fixed part", outcome=lhs)
+    if not fixed_parts and offsets:
+        fixed = ("1",)
     return ModelSpec(
         outcome=lhs,
         fixed=fixed,
         random=tuple(random),
-        centering=tuple(sorted(centering.items())),
+        derived=tuple(derived.values()),
+        offsets=tuple(offsets),
     )
+
+
+__all__ = ["ALLOWED", "parse_formula", "read_terms", "rhs_terms", "split_formula", "split_top_level"]

@@ -8,13 +8,14 @@ is written
 
     multilevel.levels(
         level1="mathach ~ 1 + cwc(ses)",
-        level2={"Intercept": "sector + meanses + u", "ses": "sector + meanses + u"},
+        level2={"Intercept": "sector + meanses + u", "cwc(ses)": "sector + meanses + u"},
         group="school",
     )
 
 - level-1: the outcome and the level-1 predictors, each with its centring: `cwc(x)` group-mean,
   `cgm(x)` grand-mean, plain `x` none; `0 + ...` for a model without intercept.
-- level-2: one equation per level-1 coefficient (keyed "Intercept" or the predictor's name). Its
+- level-2: one equation per level-1 coefficient, keyed "Intercept" or the coefficient's name
+  (`cwc(ses)`; the variable's name `ses` also does when only one coefficient is made from it). Its
   right-hand side lists the level-2 predictors (an intercept G_q0 is implied; `0` removes it) and
   `u` makes the coefficient random. A coefficient that is random with no fixed effect is `"0 + u"`
   (HLM's `B1 = U1`). A coefficient left out of `level2` is fixed with only its G_q0 (`"1"`).
@@ -27,13 +28,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .errors import SpecificationError, close_matches
-from .formula import rhs_terms, split_top_level, strip_centering
-from .spec import Centering, ModelSpec, RandomTerm
+from .expressions import Derived
+from .formula import RESERVED, read_terms, rhs_terms, split_formula, split_top_level
+from .spec import ModelSpec, RandomTerm, term_factors
 
 INTERCEPT_NAMES = ("Intercept", "intercept", "intrcpt1", "INTRCPT1", "1")
 
 
-def _coefficient_key(key: str, coefs: list[str]) -> str:
+def _coefficient_key(key: str, coefs: list[str], derived: dict[str, Derived]) -> str:
+    """The level-1 coefficient an equation of `level2` is for: its name, or, when exactly one
+    coefficient is a derived column of that variable, the variable's name ({"ses": ...} for
+    cwc(ses))."""
     if key in INTERCEPT_NAMES:
         if "1" not in coefs:
             raise SpecificationError(
@@ -41,49 +46,59 @@ def _coefficient_key(key: str, coefs: list[str]) -> str:
                 "('0 + ...'); remove that equation or the '0 +'."
             )
         return "1"
-    if key not in coefs:
+    if key in coefs:
+        return key
+    of_var = [c for c in coefs if c in derived and derived[c].variables == (key,)]
+    if len(of_var) == 1:
+        return of_var[0]
+    shown = ", ".join("Intercept" if c == "1" else c for c in coefs)
+    if len(of_var) > 1:
         raise SpecificationError(
-            f"level2 has an equation for '{key}', which is not a level-1 coefficient "
-            f"({', '.join('Intercept' if c == '1' else c for c in coefs)})." + close_matches(key, coefs)
+            f"level2 has an equation for '{key}', which is in more than one level-1 coefficient ({', '.join(of_var)}); "
+            "key the equation by the coefficient's full name, e.g. {'cwc(x)': ...}."
         )
-    return key
+    raise SpecificationError(
+        f"level2 has an equation for '{key}', which is not a level-1 coefficient ({shown})." + close_matches(key, coefs)
+    )
 
 
 def parse_levels(level1: str, level2: Mapping[str, str] | None, group: str) -> ModelSpec:
     """Level-1 formula + level-2 equations + grouping column -> `ModelSpec` (see module doc)."""
     if "~" not in level1:
         raise SpecificationError(f"level1 '{level1}' needs the form 'outcome ~ predictors'.")
-    outcome, rhs = (s.strip() for s in level1.split("~", 1))
+    outcome, rhs = split_formula(level1)
     if "|" in rhs:
         raise SpecificationError(
             "level1 takes no '(... | group)' terms: say which coefficients are random with 'u' "
             "in their level-2 equation."
         )
-    centering: dict[str, Centering] = {}
-    coefs = list(rhs_terms(strip_centering(rhs, centering)))
+    if outcome in RESERVED:
+        raise SpecificationError(f"The outcome column is named '{outcome}', the name of the intercept's column; rename it.")
+    derived: dict[str, Derived] = {}
+    coefs = list(read_terms(rhs, derived, "the level-1 model", outcome=outcome))
     for c in coefs:
-        if ":" in c:
+        if len(term_factors(c)) > 1:
             raise SpecificationError(
                 f"The level-1 term '{c}' is an interaction; make it a column of its own so it has "
                 "its own level-2 equation."
             )
     equations = {c: "1" for c in coefs}
     for key, rhs2 in (level2 or {}).items():
-        equations[_coefficient_key(key, coefs)] = rhs2
+        equations[_coefficient_key(key, coefs, derived)] = rhs2
 
     fixed: list[str] = []
     random_terms: list[str] = []
     level2_vars: set[str] = set()
     for coef in coefs:
-        parts = [p for p in split_top_level(strip_centering(equations[coef], centering)) if p]
+        parts = [p for p in split_top_level(equations[coef]) if p]
         is_random = any(p.lower() in ("u", "random") for p in parts)
         parts = [p for p in parts if p.lower() not in ("u", "random")]
-        w_terms = rhs_terms(" + ".join(parts) if parts else "1")
+        w_terms = read_terms(" + ".join(parts) if parts else "1", derived, f"the level-2 equation of '{coef}'", outcome=outcome)
         for w in w_terms:
             if w == "1":
                 fixed.append(coef)
             else:
-                level2_vars.update(w.split(":"))
+                level2_vars.update(term_factors(w))
                 fixed.append(w if coef == "1" else f"{w}:{coef}")
         if is_random:
             random_terms.append(coef)
@@ -92,18 +107,20 @@ def parse_levels(level1: str, level2: Mapping[str, str] | None, group: str) -> M
             "No level-1 coefficient is random: add 'u' to at least one level-2 equation, "
             "e.g. level2={'Intercept': '1 + u'}."
         )
-    for v in level2_vars & set(centering):
-        if centering[v] == "group":
+    for v in sorted(level2_vars):
+        d = derived.get(v)
+        if d is not None and d.kind == "group":
             raise SpecificationError(
-                f"'{v}' is a level-2 predictor; it is constant within groups, so group-mean "
-                "centring would make it zero. Use cgm() or no centring."
+                f"'{d.variables[0]}' is a level-2 predictor (in '{v}'); it is constant within groups, so group-mean "
+                f"centring would make it zero. Use cgm({d.variables[0]}) or {d.variables[0]}."
             )
     # formulaic orders terms by degree, as the formula route does.
-    ordered = rhs_terms(" + ".join(["1" if "1" in fixed else "0", *[t for t in fixed if t != "1"]]))
+    spec0 = ModelSpec(outcome, (), (), derived=tuple(derived.values()))
+    ordered = rhs_terms(" + ".join(["1" if "1" in fixed else "0", *[spec0.quote_term(t) for t in fixed if t != "1"]]))
     return ModelSpec(
         outcome=outcome,
         fixed=ordered,
         random=(RandomTerm(group, tuple(random_terms)),),
-        centering=tuple(sorted(centering.items())),
+        derived=tuple(derived.values()),
         level2=frozenset(level2_vars),
     )

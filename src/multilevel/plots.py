@@ -127,6 +127,10 @@ def model_graph(fit, x: str, lines: dict | None = None, n_points: int = 50):
     mean over the rows used (categorical ones at their first level)."""
     d = fit.design
     data = d.centred_frame()
+    spec = d.spec
+    if not any(x in t.split(":") for t in spec.fixed):  # 'ses' for a model of cwc(ses): plot against cwc(ses)
+        made = [n for n, dv in spec.derived_columns.items() if dv.variables == (x,)]
+        x = made[0] if len(made) == 1 else x
     if x not in data.columns:
         raise DataError(f"'{x}' is not a variable of this fit.")
     if lines is None:

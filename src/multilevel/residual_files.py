@@ -173,15 +173,18 @@ def level1_table(fit, extra: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
     d = fit.design
     d.require_rows("The level-1 residual file (for Dask data: multilevel.chunked.dask_residuals)")
     u = fit.ranef.to_numpy()
-    fixed = d.X @ fit.beta.to_numpy()
+    # an offset (lme4's offset(z)) is part of the fitted values, as in lme4's fitted(); d.y is y - offset
+    off = 0.0 if getattr(d, "offset", None) is None else d.offset
+    fixed = d.X @ fit.beta.to_numpy() + off
     fitted = fixed + np.einsum("ia,ia->i", d.Z, u[d.codes])
+    y = d.y + off
     out = pd.DataFrame({
         d.group: np.asarray(d.group_labels, dtype=object)[d.codes],
-        d.spec.outcome: d.y,
+        d.spec.outcome: y,
         "fitted_fixed": fixed,
         "fitted": fitted,
-        "resid_fixed": d.y - fixed,
-        "resid": d.y - fitted,
+        "resid_fixed": y - fixed,
+        "resid": y - fitted,
         "sigma": np.sqrt(fit.sigma2),
     })
     predictors = pd.DataFrame(d.X, columns=list(d.x_names)).drop(columns=[INTERCEPT], errors="ignore")
