@@ -113,6 +113,19 @@ class Fit:
         """Fitted with sampling weights (pseudo-maximum likelihood; `multilevel.weights`)."""
         return self.design.weights is not None
 
+    @property
+    def weight_kind(self) -> str | None:
+        """"sampling" (pseudo-likelihood, sampling_weights=), "precision" (lme4's weights=,
+        precision_weights=) or None."""
+        if self.design.precision_weights is not None:
+            return "precision"
+        return "sampling" if self.design.weights is not None else None
+
+    @property
+    def weights_description(self) -> str:
+        """Which weights the fit used, in words, with their column(s) ("" for none)."""
+        return self.design.weights_description
+
     def _refuse_weighted(self, what: str) -> None:
         if self.weighted:
             raise SpecificationError(
