@@ -468,11 +468,12 @@ class Fit:
         done = [t if hasattr(t, "chisq") else self.test(t, se="CR0") for t in tests]
         return hlm_report(self, done, effect_sizes, self.homogeneity_test() if homogeneity else None)
 
-    def summary(self, df: str = "satterthwaite") -> str:
-        """An lme4/lmerTest-style summary as text (fixed-effect df by `df`, Satterthwaite by default)."""
+    def summary(self, df: str | None = None) -> str:
+        """An lme4/lmerTest-style summary as text (fixed-effect df by `df`: Satterthwaite by default,
+        HLM's df with the robust SEs under sampling weights, for which Satterthwaite is not defined)."""
         from .report.lme4 import lme4_summary
 
-        return lme4_summary(self, df)
+        return lme4_summary(self, df if df is not None else ("hlm" if self.weighted else "satterthwaite"))
 
     def to_html(self, path=None, title: str | None = None, plots: bool = True) -> str:
         """One self-contained HTML page: the model in both forms, every table of the HLM report and
