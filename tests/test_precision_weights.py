@@ -136,7 +136,7 @@ def test_bad_precision_weights(data):
     assert REFS["zero_weight"]["REMLcrit"] == "Inf"
     with pytest.raises(DataError, match=r"(?s)'w' is 0 in 2 rows \(rows 2, 10\).*drop those rows"):
         ml.fit(RI, zero, precision_weights="w")
-    for bad, message in ((-1.0, r"precision weight 'w' is zero, negative or infinite in 1 rows \(rows 7\)"),
+    for bad, message in ((-1.0, r"precision weight 'w' is zero, negative or infinite in 1 row \(row 7\)"),
                          (np.inf, r"'w' has 1 infinite value \(row 7\)")):
         neg = data.copy()
         neg.loc[7, "w"] = bad

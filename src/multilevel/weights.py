@@ -150,8 +150,8 @@ def check_precision_column(values: pd.Series, name: str) -> None:
         rows = values.index[bad].tolist()
         zero = bool(np.all(v[bad] == 0))
         raise DataError(
-            f"The precision weight '{name}' is {'0' if zero else 'zero, negative or infinite'} in {bad.size} rows "
-            f"(rows {preview(rows)}). Precision weights (lme4's weights=: Var(e_i) = sigma2 / w_i) must be "
+            f"The precision weight '{name}' is {'0' if zero else 'zero, negative or infinite'} in {bad.size} row{'s' if bad.size != 1 else ''} "
+            f"(row{'s' if bad.size != 1 else ''} {preview(rows)}). Precision weights (lme4's weights=: Var(e_i) = sigma2 / w_i) must be "
             "positive and finite. "
             + ("lme4 fits such rows without a word but its REML criterion/deviance is then infinite (log 0); "
                f"a row of weight 0 carries no information: drop those rows (data[data['{name}'] > 0])."
