@@ -38,7 +38,7 @@ def test_unit_weights_equal_the_unweighted_fit():
     d = weighted_data()
     plain = ml.fit(M, d, method="ML")
     for scaling in ("raw", "normalize"):
-        w = ml.fit(M, d, method="ML", weights=ml.Weights(level1="one", level2="one", level1_scaling="raw", level2_scaling=scaling))
+        w = ml.fit(M, d, method="ML", sampling_weights=ml.Weights(level1="one", level2="one", level1_scaling="raw", level2_scaling=scaling))
         close_fits(w, plain, rtol=1e-8)
         assert w.deviance == pytest.approx(plain.deviance, rel=1e-12)
         np.testing.assert_allclose(w.vcov_robust, plain.vcov_robust, rtol=1e-8)
@@ -52,7 +52,7 @@ def test_integer_level2_weights_equal_duplicated_units():
         part["school"] = part["school"] + f"_{k}"
         copies.append(part)
     dup = ml.fit(M, pd.concat(copies, ignore_index=True), method="ML")
-    w = ml.fit(M, d, method="ML", weights=ml.Weights(level2="k2", level2_scaling="raw"))
+    w = ml.fit(M, d, method="ML", sampling_weights=ml.Weights(level2="k2", level2_scaling="raw"))
     close_fits(w, dup)
     assert w.deviance == pytest.approx(dup.deviance, rel=1e-10)
 
@@ -60,7 +60,7 @@ def test_integer_level2_weights_equal_duplicated_units():
 def test_integer_level1_weights_equal_duplicated_rows():
     d = weighted_data()
     dup = ml.fit(M, d.loc[d.index.repeat(d.k1)].reset_index(drop=True), method="ML")
-    w = ml.fit(M, d, method="ML", weights=ml.Weights(level1="k1", level1_scaling="raw"))
+    w = ml.fit(M, d, method="ML", sampling_weights=ml.Weights(level1="k1", level1_scaling="raw"))
     close_fits(w, dup)
     assert w.deviance == pytest.approx(dup.deviance, rel=1e-10)
 
@@ -68,14 +68,14 @@ def test_integer_level1_weights_equal_duplicated_rows():
 @pytest.mark.parametrize("scaling", ["size", "effective", "global"])
 def test_scaling_all_weights_by_a_constant_changes_nothing_under_normalisation(scaling):
     d = weighted_data()
-    spec = ml.Weights(level1="w1", level2="w2", level1_scaling=scaling)
-    a = ml.fit(M, d, method="ML", weights=spec)
-    b = ml.fit(M, d.assign(w1=d.w1 * 7.3, w2=d.w2 * 0.01), method="ML", weights=spec)
+    spec = ml.SamplingWeights(level1="w1", level2="w2", level1_scaling=scaling)
+    a = ml.fit(M, d, method="ML", sampling_weights=spec)
+    b = ml.fit(M, d.assign(w1=d.w1 * 7.3, w2=d.w2 * 0.01), method="ML", sampling_weights=spec)
     close_fits(a, b, rtol=1e-9)
     np.testing.assert_allclose(a.vcov_robust, b.vcov_robust, rtol=1e-7, atol=1e-9 * np.abs(a.vcov_robust.to_numpy()).max())
     raw = ml.Weights(level1="w1", level2="w2", level1_scaling="raw", level2_scaling="raw")
-    c = ml.fit(M, d, method="ML", weights=raw)
-    e = ml.fit(M, d.assign(w1=d.w1 * 7.3), method="ML", weights=raw)
+    c = ml.fit(M, d, method="ML", sampling_weights=raw)
+    e = ml.fit(M, d.assign(w1=d.w1 * 7.3), method="ML", sampling_weights=raw)
     assert not np.allclose(c.tau, e.tau, rtol=1e-3)  # without normalisation the level-1 scale matters
 
 
@@ -97,7 +97,7 @@ def _dense_unit_loglik(fit, j, gamma, tau, sigma2, w1):
 
 def test_pseudo_likelihood_and_sandwich_equal_their_definitions():
     d = weighted_data()
-    fit = ml.fit(M, d, method="ML", weights=ml.Weights(level1="w1", level2="w2"))
+    fit = ml.fit(M, d, method="ML", sampling_weights=ml.Weights(level1="w1", level2="w2"))
     w = fit.design.weights
     gamma, tau, s2 = fit.beta.to_numpy(), fit.tau.to_numpy(), fit.sigma2
     J = fit.n_groups
@@ -135,8 +135,8 @@ def test_pseudo_likelihood_and_sandwich_equal_their_definitions():
 def test_weighted_fit_rules_and_report():
     d = weighted_data()
     with pytest.raises(SpecificationError, match="method='ML'"):
-        ml.fit(M, d, weights="w1")
-    fit = ml.fit(M, d, method="ML", weights=ml.Weights(level1="w1", level2="w2"))
+        ml.fit(M, d, sampling_weights="w1")
+    fit = ml.fit(M, d, method="ML", sampling_weights=ml.Weights(level1="w1", level2="w2"))
     for bad in (dict(df="satterthwaite"), dict(df="kenward-roger"), dict(se="CR2")):
         with pytest.raises(SpecificationError, match="unweighted likelihood"):
             fit.coef_table(**bad)
@@ -149,7 +149,7 @@ def test_weighted_fit_rules_and_report():
     assert " Level 2    yes          w2          yes (normalize)" in text
     assert "AIC, BIC and likelihood-ratio tests do not apply" in text
     # a single level-1 weight is scaled to sum to N (global)
-    single = ml.fit(M, d, method="ML", weights="w1")
+    single = ml.fit(M, d, method="ML", sampling_weights="w1")
     assert single.design.weights.row.sum() == pytest.approx(len(d))
 
 
@@ -157,25 +157,25 @@ def test_bad_weights():
     d = weighted_data()
     bad = d.assign(w2=d.w2 + np.arange(len(d)) * 1e-3)
     with pytest.raises(DataError, match="level-2 weight 'w2' varies within 160 units"):
-        ml.fit(M, bad, method="ML", weights=ml.Weights(level2="w2"))
+        ml.fit(M, bad, method="ML", sampling_weights=ml.Weights(level2="w2"))
     neg = d.copy()
     neg.loc[4, "w1"] = -1.0
     with pytest.raises(DataError, match=r"negative or infinite values \(rows 4\)"):
-        ml.fit(M, neg, method="ML", weights="w1")
+        ml.fit(M, neg, method="ML", sampling_weights="w1")
     miss = d.copy()
     miss.loc[[1, 2], "w1"] = np.nan
-    fit = ml.fit(M, miss, method="ML", weights="w1")
+    fit = ml.fit(M, miss, method="ML", sampling_weights="w1")
     assert dict(fit.data_report.dropped_by_variable) == {"w1": 2}
     with pytest.raises(DataError, match="weight column 'wt' is not in the data"):
-        ml.fit(M, d, method="ML", weights="wt")
+        ml.fit(M, d, method="ML", sampling_weights="wt")
 
 
 def test_zero_level1_weights_drop_their_rows_with_a_report_line():
     d = weighted_data()
     zero = d.assign(w1=np.where(np.arange(len(d)) % 5 == 0, 0.0, d.w1))
     spec = ml.Weights(level1="w1", level2="w2")
-    a = ml.fit(M, zero, method="ML", weights=spec)
-    b = ml.fit(M, zero[zero.w1 > 0], method="ML", weights=spec)
+    a = ml.fit(M, zero, method="ML", sampling_weights=spec)
+    b = ml.fit(M, zero[zero.w1 > 0], method="ML", sampling_weights=spec)
     close_fits(a, b, rtol=1e-9)
     r = a.data_report
     assert r.zero_weight_rows == 1437 and r.n_rows_used == len(d) - 1437 and r.n_rows_in == len(d)
@@ -185,12 +185,12 @@ def test_zero_level1_weights_drop_their_rows_with_a_report_line():
     neg = d.copy()
     neg.loc[[1, 4], "w1"] = [np.nan, -1.0]
     with pytest.raises(DataError, match=r"\(rows 4\)"):  # the input row, not the row after listwise deletion
-        ml.fit(M, neg, method="ML", weights="w1")
+        ml.fit(M, neg, method="ML", sampling_weights="w1")
 
 
 def test_variance_components_maximise_the_pseudo_likelihood_in_every_direction():
     d = weighted_data()
-    fit = ml.fit(M, d, method="ML", weights=ml.Weights(level1="w1", level2="w2"))
+    fit = ml.fit(M, d, method="ML", sampling_weights=ml.Weights(level1="w1", level2="w2"))
     base = fit.deviance
     tau, s2 = fit.tau.to_numpy(), fit.sigma2
     for dt, ds in (([[0.05, 0], [0, 0]], 0), ([[-0.05, 0], [0, 0]], 0), ([[0, 0.02], [0.02, 0]], 0),

@@ -24,7 +24,7 @@ _WHERE = {
     "read": "reading",
     "Fit": "results",
     "ModelSpec": "spec", "RandomTerm": "spec",
-    "Weights": "weights",
+    "SamplingWeights": "weights", "Weights": "weights",
 }
 
 
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from .reading import read
     from .results import Fit
     from .spec import ModelSpec, RandomTerm
-    from .weights import Weights
+    from .weights import SamplingWeights, Weights
 
 __all__ = [
     "DataError",
@@ -64,6 +64,7 @@ __all__ = [
     "PooledFit",
     "MultilevelError",
     "RandomTerm",
+    "SamplingWeights",
     "SpecificationError",
     "Weights",
     "compare",

@@ -25,7 +25,7 @@ from .reading import as_frame
 from .results import Fit
 from .spec import ModelSpec
 from .summaries import GroupSummaries
-from .weights import Weights
+from .weights import SamplingWeights, choose
 
 METHODS = ("REML", "ML")
 
@@ -42,9 +42,10 @@ def _method(method: str) -> str:
     return m
 
 
-def prepare(spec: ModelSpec, data, level2=None, level2_missing: str = "error", weights=None):
+def prepare(spec: ModelSpec, data, level2=None, level2_missing: str = "error", weights=None, precision_weights: str | None = None):
     """Data in: a path or table (`reading.as_frame`), joined with a level-2 table when given
-    (`join.join_level2`), then checked and made numeric (`design.build_design`)."""
+    (`join.join_level2`), then checked and made numeric (`design.build_design`). `weights`: sampling
+    weights (`SamplingWeights.of`); `precision_weights`: a column name (lme4's weights=)."""
     frame = as_frame(data)
     join = None
     level2_vars: tuple[str, ...] = ()
@@ -58,7 +59,7 @@ def prepare(spec: ModelSpec, data, level2=None, level2_missing: str = "error", w
         frame.attrs["source"] = " + ".join(x for x in (source, schools.attrs.get("source", "")) if x)
         frame.attrs["read_notes"] = notes + list(schools.attrs.get("read_notes", []))
         level2_vars = join.level2_variables
-    return build_design(spec, frame, level2_vars, level2_missing, join, Weights.of(weights))
+    return build_design(spec, frame, level2_vars, level2_missing, join, SamplingWeights.of(weights), precision_weights)
 
 
 def imputations(data, imputation: str | None) -> list | None:
@@ -161,9 +162,13 @@ def fit_spec(
     imputation: str | None = None,
     weights=None,
     stream: bool | None = None,
+    sampling_weights=None,
+    precision_weights: str | None = None,
 ):
     """Fit a ModelSpec to data; with `tau` and `sigma2`, evaluate at them instead of optimising.
-    With several imputed data sets, fit each and pool them (`multilevel.imputation.pool`)."""
+    With several imputed data sets, fit each and pool them (`multilevel.imputation.pool`).
+    Weights: `weights.choose` (a bare weights="w" is refused as ambiguous)."""
+    sampling, precision = choose(weights, sampling_weights, precision_weights)
     sets = imputations(data, imputation)
     if sets is not None:
         from .imputation import pool
@@ -173,7 +178,10 @@ def fit_spec(
         from .parallel import default_jobs
 
         def one(d):
-            return fit_spec(spec, d, method, tau, sigma2, level2, level2_missing, None, weights)
+            return fit_spec(
+                spec, d, method, tau, sigma2, level2, level2_missing, None,
+                sampling_weights=sampling, precision_weights=precision,
+            )
 
         first = one(sets[0])
         # The other imputed data sets are fitted in threads, one per core (`parallel`), when they
@@ -186,26 +194,28 @@ def fit_spec(
         with ThreadPoolExecutor(max_workers=min(jobs, len(sets) - 1)) as ex:
             return pool([first] + list(ex.map(one, sets[1:])))
     method = _method(method)
-    if weights is not None and method == "REML":
+    if sampling is not None and method == "REML":
         raise SpecificationError(
             "Sampling weights need method='ML': the pseudo-likelihood is a maximum-likelihood criterion "
-            "(as in Stata's mixed with pweights and R's WeMix); a weighted REML is not defined."
+            "(as in Stata's mixed with pweights and R's WeMix); a weighted REML is not defined. (For lme4's "
+            "weights=, which allow REML, use precision_weights= instead.)"
         )
     if (tau is None) != (sigma2 is None):
         raise SpecificationError("Give both tau and sigma2 to evaluate at given variance components, or neither.")
     streamed = _streamed_source(data, stream)
     if streamed is not None:
-        if level2 is not None or weights is not None or tau is not None:
+        if level2 is not None or sampling is not None or precision is not None or tau is not None:
             raise SpecificationError(
-                "Streamed and Dask fits take one table without level2=, weights= or tau=; join the level-2 "
-                "table into the Parquet files (or the Dask DataFrame) first."
+                "Streamed and Dask fits take one table without level2=, sampling_weights=, precision_weights= "
+                "or tau=; join the level-2 table into the Parquet files (or the Dask DataFrame) first, and fit "
+                "weighted models in memory."
             )
         from . import chunked
 
         if streamed == "dask":
             return chunked.fit_dask(spec, data, method)
         return chunked.fit_parquet(spec, data, method)
-    design = prepare(spec, data, level2, level2_missing, weights)
+    design = prepare(spec, data, level2, level2_missing, sampling, precision)
     summ = design.summaries()
     check_rank(summ.XtX_total, design.x_names, design.coordinates)
     if tau is not None:
@@ -223,6 +233,8 @@ def fit(
     level2_missing: str = "error",
     imputation: str | None = None,
     weights=None,
+    sampling_weights=None,
+    precision_weights: str | None = None,
     stream: bool | None = None,
     tau=None,
     sigma2: float | None = None,
@@ -236,13 +248,20 @@ def fit(
     method: "REML" (default) or "ML". With `tau` and `sigma2` the model is evaluated there, not fitted.
     Multiply imputed data: `data=[df1, df2, ...]` (tables or paths), or `imputation="column"`
     naming the imputation in one table; each is fitted and the results pooled (a `PooledFit`).
-    Sampling weights: `weights="w"` (a level-1 weight) or `ml.Weights(level1=, level2=, ...)`;
-    pseudo-maximum likelihood with method="ML" (`multilevel.weights`).
+    Weights, two kinds (`multilevel.weights`):
+      precision_weights="w"   lme4's lmer(weights=): Var(e_i) = sigma2 / w_i; REML or ML, the numbers
+                              lmer gives (deviance with lme4's -sum log w_i).
+      sampling_weights="w"    level-1 sampling weights, or ml.SamplingWeights(level1=, level2=, ...)
+                              (alias ml.Weights): pseudo-maximum likelihood with method="ML", robust SEs.
+    `weights=` takes only an ml.SamplingWeights object; a column name there is refused as ambiguous.
     Data beyond memory: a folder or glob of Parquet files (or one with stream=True) is streamed
     in row groups; a Dask DataFrame is summarised partition by partition (`multilevel.chunked`).
     """
     spec = formula if isinstance(formula, ModelSpec) else parse_formula(formula)
-    return fit_spec(spec, data, method, tau, sigma2, level2, level2_missing, imputation, weights, stream)
+    return fit_spec(
+        spec, data, method, tau, sigma2, level2, level2_missing, imputation, weights, stream,
+        sampling_weights=sampling_weights, precision_weights=precision_weights,
+    )
 
 
 def fit_levels(
@@ -256,6 +275,8 @@ def fit_levels(
     level2_missing: str = "error",
     imputation: str | None = None,
     weights=None,
+    sampling_weights=None,
+    precision_weights: str | None = None,
     tau=None,
     sigma2: float | None = None,
 ):
@@ -265,6 +286,10 @@ def fit_levels(
                {"Intercept": "sector + meanses + u", "ses": "sector + meanses + u"},
                group="school", data=hsb)
     `level2_data`: a level-2 table or path joined on `group` (HLM's MDM step; `level2` holds the
-    level-2 equations here); `data` may be a path too.
+    level-2 equations here); `data` may be a path too. Weights as in `fit`: precision_weights=
+    (lme4's weights=) or sampling_weights= (HLM's weighting); a bare weights="w" is refused.
     """
-    return fit_spec(parse_levels(level1, level2, group), data, method, tau, sigma2, level2_data, level2_missing, imputation, weights)
+    return fit_spec(
+        parse_levels(level1, level2, group), data, method, tau, sigma2, level2_data, level2_missing, imputation, weights,
+        sampling_weights=sampling_weights, precision_weights=precision_weights,
+    )

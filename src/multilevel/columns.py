@@ -114,8 +114,18 @@ class Columns:
         n_groups: int,
         row_weights: np.ndarray | None = None,
         unit_weights: np.ndarray | None = None,
+        precision_weights: np.ndarray | None = None,
     ) -> GroupSummaries:
-        """The per-unit cross-products in one pass over the rows (`kernels.cross_products`)."""
+        """The per-unit cross-products in one pass over the rows (`kernels.cross_products`).
+        Sampling weights: `row_weights` (level 1) and `unit_weights` (level 2); precision weights
+        (lme4's weights=): `precision_weights`, which weight the same pass but leave N the number of
+        rows and give the deviance its -sum log w (`GroupSummaries.ldw`)."""
+        if precision_weights is not None:
+            if row_weights is not None or unit_weights is not None:
+                raise ValueError("Sampling and precision weights cannot be combined.")
+            pw = np.ascontiguousarray(precision_weights, dtype=float)
+            C, total, n = cross_products(*self.recipe(), codes, n_groups, pw)
+            return GroupSummaries(C, n, self.q, self.p, total=total, ldw=float(np.log(pw).sum()), precision=True)
         rw = None if row_weights is None else np.ascontiguousarray(row_weights, dtype=float)
         C, total, n = cross_products(*self.recipe(), codes, n_groups, rw)
         sums = None if row_weights is None else np.bincount(codes, weights=row_weights, minlength=n_groups)

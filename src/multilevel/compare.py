@@ -67,6 +67,9 @@ def _same_data(a, b) -> bool:
     da, db = a.design, b.design
     if da.n_obs != db.n_obs or da.group_labels != db.group_labels:
         return False
+    pa, pb = da.precision_weights, db.precision_weights  # the likelihoods differ unless the weights agree
+    if (pa is None) != (pb is None) or (pa is not None and not np.array_equal(pa.values, pb.values)):
+        return False
     if da.streamed or db.streamed:  # no rows kept: the units' sums of y^2 stand for y
         return bool(np.allclose(da.coords.original_C(a.summaries)[:, -1, -1], db.coords.original_C(b.summaries)[:, -1, -1], rtol=1e-12))
     return np.array_equal(da.y, db.y) and np.array_equal(da.codes, db.codes)
@@ -132,6 +135,13 @@ def compare(*models, refit: str | None = None, labels: list[str] | None = None, 
     labels = given or [m.label if isinstance(m, Deviance) else f"model {i + 1}" for i, m in enumerate(models)]
     fits = [m for m in models if not isinstance(m, Deviance)]
     notes: list[str] = []
+    described = {f.design.weights_description for f in fits}
+    if len(described) > 1:
+        raise SpecificationError(
+            "The models were fitted with different weights ("
+            + "; ".join(sorted(x or "no weights" for x in described))
+            + "): their likelihoods are not comparable. Fit them with the same precision_weights=."
+        )
     for f in fits[1:]:
         if not _same_data(fits[0], f):
             raise SpecificationError(

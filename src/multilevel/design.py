@@ -25,7 +25,7 @@ from .coordinates import Coordinates, choose as choose_coordinates
 from .join import JoinReport
 from .kernels import group_ranges, kernel
 from .summaries import GroupSummaries
-from .weights import ScaledWeights, Weights, check_weight_column
+from .weights import PrecisionWeights, SamplingWeights, ScaledWeights, check_precision_column, check_weight_column
 from .weights import scale as scale_weights
 from .expressions import Derived, derived_state, derived_values
 from .spec import Centering, ModelSpec, term_factors
@@ -67,7 +67,8 @@ class Design:
     coefficients: tuple[Coefficient, ...]
     centering_means: dict[str, object]
     data_report: DataReport
-    weights: ScaledWeights | None = None
+    weights: ScaledWeights | None = None  # sampling weights (pseudo-likelihood), scaled
+    precision_weights: PrecisionWeights | None = None  # lme4's weights= (Var(e_i) = sigma2 / w_i)
     frame: pd.DataFrame | None = None  # the rows used, all columns, before centring (for residual files)
     x_model_spec: object = None  # formulaic's spec of X: builds X for new data (model graphs)
     coordinates: Coordinates | None = None  # the shifts of X and y the summaries are in (`coordinates`)
@@ -105,10 +106,19 @@ class Design:
 
     def summaries(self) -> GroupSummaries:
         """The per-unit cross-products: the one pass over the rows (`columns.Columns.summaries`)."""
+        if self.precision_weights is not None:
+            return self.columns.summaries(self.codes, self.n_groups, precision_weights=self.precision_weights.values)
         w = self.weights
         return self.columns.summaries(
             self.codes, self.n_groups, None if w is None else w.row, None if w is None else w.unit
         )
+
+    @property
+    def weights_description(self) -> str:
+        """Which kind of weights the fit used, and their columns ("" for none): for the reports."""
+        from .weights import describe
+
+        return describe(self.weights, self.precision_weights)
 
     def require_rows(self, what: str) -> None:
         if self.streamed:
@@ -398,7 +408,8 @@ def build_design(
     level2_vars: tuple[str, ...] = (),
     level2_missing: str = "error",
     join: JoinReport | None = None,
-    weights: Weights | None = None,
+    weights: SamplingWeights | None = None,
+    precision_weights: str | None = None,
 ) -> Design:
     """Check the data against the spec and build the numeric design (see module doc).
 
@@ -419,10 +430,20 @@ def build_design(
             raise DataError(f"The weight column '{w}' is not in the data." + close_matches(w, [str(c) for c in data.columns]))
         if w not in variables:
             variables.append(w)
+    if precision_weights is not None:
+        if precision_weights not in data.columns:
+            raise DataError(
+                f"The precision weight column '{precision_weights}' is not in the data."
+                + close_matches(precision_weights, [str(c) for c in data.columns])
+            )
+        if precision_weights not in variables:
+            variables.append(precision_weights)  # a missing weight drops its row listwise (lme4's na.omit)
     column = _column_cache(data)
     checked, missing = check_values(data, variables, spec.outcome, group, column)
     if checked is not data:  # text columns of numbers were converted
         data, column = checked, _column_cache(checked)
+    if precision_weights is not None:
+        check_precision_column(data[precision_weights], precision_weights)  # rows named as in the input
     zero_weight = 0
     if weights is not None:
         for w in weights.columns:
@@ -511,6 +532,9 @@ def build_design(
     coordinates, affine = choose_coordinates(columns, x_names, tuple(z_names), spec.outcome, INTERCEPT)
     columns = columns.with_affine(affine)
     scaled = scale_weights(weights, used, codes, J, _labels(uniques)) if weights else None
+    precision = None
+    if precision_weights is not None:
+        precision = PrecisionWeights(precision_weights, np.ascontiguousarray(column(precision_weights).to_numpy(dtype=float)))
     return Design(
         spec=spec,
         columns=columns,
@@ -524,6 +548,7 @@ def build_design(
         centering_means=centering_means,
         data_report=report,
         weights=scaled,
+        precision_weights=precision,
         frame=used,
         x_model_spec=x_model_spec,
         coordinates=coordinates,

@@ -200,6 +200,11 @@ def effect_sizes(fit, df: str | None = None, level: float = 0.95) -> EffectSizes
 
     if fit.weighted:
         notes.append("The fit has sampling weights; these effect sizes use the unweighted rows (descriptive).")
+    if d.precision_weights is not None:
+        notes.append(
+            f"The fit has precision weights '{d.precision_weights.column}': sigma2 is the residual variance of a row "
+            "of weight 1, and these effect sizes use it and the unweighted rows as they are."
+        )
     has_intercept = INTERCEPT in d.x_names
     if not has_intercept:
         notes.append(

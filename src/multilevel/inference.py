@@ -48,6 +48,14 @@ def resolve(fit, df: str | None, se: str | None) -> tuple[str, str]:
             "with sampling weights use the sandwich (se='CR0' or 'CR1') with df='hlm', 'between-within', "
             "'residual' or 'infinite'."
         )
+    if fit.design.precision_weights is not None and (se == "CR2" or (df is not None and df.lower() in ("kenward-roger", "bell-mccaffrey"))):
+        # Satterthwaite, CR0 and CR1 follow from the weighted summaries and agree with lmerTest /
+        # the dense sandwich (tests/test_precision_weights.py); KR and CR2 were not checked.
+        raise SpecificationError(
+            "Kenward-Roger, CR2 and Bell-McCaffrey are not verified for precision weights (lme4's weights=) in this "
+            "package; use df='satterthwaite' (checked against lmerTest's weighted lmer) with the model-based SEs, or "
+            "se='CR0'/'CR1' with df='hlm', 'between-within', 'residual' or 'infinite'."
+        )
     if se not in SE_METHODS:
         raise SpecificationError(f"se={se!r} is not known; use one of {', '.join(SE_METHODS)}.")
     if df is None:

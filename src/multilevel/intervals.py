@@ -17,6 +17,7 @@ Variance components are reported as lme4 does: the SD of each random effect
 from __future__ import annotations
 
 import sys
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -213,7 +214,7 @@ def fixed_summaries(s: GroupSummaries, k: int, b: float) -> GroupSummaries:
         T[old, new] = 1.0
     T[q + k, -1] = -b
     C = np.einsum("ab,jbc,cd->jad", T.T, s.C, T)
-    return GroupSummaries(C, s.n, q, p - 1)
+    return s.with_C(C, p - 1)  # the same units and weights (precision weights keep their ldW)
 
 
 def _fixed_profile(ml_fit, k: int, dmin: float, crit: float, theta0: np.ndarray):
@@ -221,7 +222,7 @@ def _fixed_profile(ml_fit, k: int, dmin: float, crit: float, theta0: np.ndarray)
 
     # gamma_k is held in the data's own coordinates (`coordinates`: the summaries are shifted)
     base = ml_fit.summaries
-    original = GroupSummaries(ml_fit.design.coords.original_C(base), base.n, base.q, base.p)
+    original = dataclasses.replace(base, C=ml_fit.design.coords.original_C(base), total=None)
 
     def g(b: float) -> float:
         s = fixed_summaries(original, k, b)
@@ -264,6 +265,7 @@ class _BootTask:
     theta: np.ndarray
     scale: VarianceScale
     coords: object  # the columns' internal coordinates: refits' beta mapped back (`coordinates`)
+    precision: np.ndarray | None = None  # precision weights w_i (lme4's weights=): e_i ~ N(0, sigma2 / w_i)
 
 
 def _refit(task: _BootTask, seeds: list) -> tuple[np.ndarray, int]:
@@ -276,8 +278,11 @@ def _refit(task: _BootTask, seeds: list) -> tuple[np.ndarray, int]:
     for i, ss in enumerate(seeds):
         rng = np.random.default_rng(ss)
         u = rng.standard_normal((J, q)) @ task.factor.T
-        y = task.mean + np.einsum("ia,ia->i", task.Z, u[task.codes]) + rng.standard_normal(task.mean.size) * task.sigma
-        sb = task.columns.with_outcome(y).summaries(task.codes, J)
+        e = rng.standard_normal(task.mean.size) * task.sigma
+        if task.precision is not None:
+            e /= np.sqrt(task.precision)
+        y = task.mean + np.einsum("ia,ia->i", task.Z, u[task.codes]) + e
+        sb = task.columns.with_outcome(y).summaries(task.codes, J, precision_weights=task.precision)
         try:
             theta, _ = optimize_theta(sb, task.template, task.reml, start=task.theta, check=False)
         except (np.linalg.LinAlgError, ValueError):
@@ -309,7 +314,8 @@ def bootstrap(fit, n_boot: int = 1000, seed: int | None = None, progress: bool =
     tau = fit.tau.to_numpy()
     w, V = np.linalg.eigh(tau)  # tau = F F', also when tau is singular
     task = _BootTask(d.Z, d.columns, d.codes, d.X @ fit.beta.to_numpy(), V * np.sqrt(np.clip(w, 0, None)),
-                     float(np.sqrt(fit.sigma2)), s, fit.template, fit.reml, fit.theta, scale, d.coords)
+                     float(np.sqrt(fit.sigma2)), s, fit.template, fit.reml, fit.theta, scale, d.coords,
+                     None if d.precision_weights is None else d.precision_weights.values)
     seeds = np.random.SeedSequence(seed).spawn(n_boot)
     if n_jobs is None:
         n_jobs = default_jobs() if fit.n_obs >= BOOTSTRAP_PARALLEL_ROWS else 1

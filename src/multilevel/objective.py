@@ -17,6 +17,10 @@ and the profiled deviances (sigma2 at its optimum) are lme4's
 
 Cost per evaluation: O(J q^3 + J q^2 p + p^3), independent of the number of rows N.
 
+Precision weights (lme4's `weights=`, Var(e_i) = sigma2 / w_i): the row weights are inside the
+cross-products, N stays the number of rows, and both deviances subtract lme4's ldW = sum_i log w_i
+(`GroupSummaries.ldw`; checked against lmer in refs/hsb/precision_weights.json).
+
 Sampling weights (pseudo-likelihood, `multilevel.weights`): the level-1 weights are inside the
 cross-products, and every sum over units above is weighted by the unit's level-2 weight w_j
 (log|L|^2 = sum_j w_j log|L_j|^2, A, X'y, pwrss alike); N becomes sum_j w_j sum_i w_i|j.
@@ -52,6 +56,7 @@ class Solution:
     logdet_A: float
     n: float  # the number of rows (sum_j w_j sum_i w_i|j under sampling weights)
     p: int
+    ldw: float = 0.0  # sum_i log w_i of precision weights (lme4's ldW), subtracted from the deviance
 
     @cached_property
     def relative_condvar(self) -> np.ndarray:
@@ -88,7 +93,7 @@ def solve_at(s: GroupSummaries, lam: np.ndarray) -> Solution:
     pwrss = float(s.yty_total - ss - b @ beta)
     logdet_A = 2.0 * float(np.log(np.diag(RX)).sum())
     n = s.total_weight if s.weighted else s.n_obs
-    return Solution(lam, L, LtLam, RZX, rZy, A, A_inv, beta, pwrss, float(logdet_L), logdet_A, n, p)
+    return Solution(lam, L, LtLam, RZX, rZy, A, A_inv, beta, pwrss, float(logdet_L), logdet_A, n, p, s.ldw)
 
 
 def deviance(sol: Solution, reml: bool, sigma2: float | None = None) -> float:
@@ -98,13 +103,14 @@ def deviance(sol: Solution, reml: bool, sigma2: float | None = None) -> float:
       ML:   N log(2 pi sigma2) + log|L|^2 + pwrss / sigma2
       REML: (N-p) log(2 pi) + (N-p) log sigma2 + log|L|^2 + log|R_X|^2 + pwrss / sigma2
     (the REML one is lme4's REMLcrit; without the Harville -log|X'X| term, as HLM prints it too).
+    Precision weights subtract ldW = sum_i log w_i from both (lme4's `lmerResp::Laplace`).
     """
     n, p = sol.n, sol.p
     if sigma2 is None:
         sigma2 = sol.sigma2_hat(reml)
     if reml:
-        return (n - p) * (LOG_2PI + np.log(sigma2)) + sol.logdet_L + sol.logdet_A + sol.pwrss / sigma2
-    return n * (LOG_2PI + np.log(sigma2)) + sol.logdet_L + sol.pwrss / sigma2
+        return (n - p) * (LOG_2PI + np.log(sigma2)) + sol.logdet_L + sol.logdet_A + sol.pwrss / sigma2 - sol.ldw
+    return n * (LOG_2PI + np.log(sigma2)) + sol.logdet_L + sol.pwrss / sigma2 - sol.ldw
 
 
 def gradient(s: GroupSummaries, sol: Solution, template: LambdaTemplate, reml: bool) -> np.ndarray:
@@ -146,4 +152,4 @@ def deviance_and_gradient(s: GroupSummaries, lam: np.ndarray, reml: bool) -> tup
     )
     if not np.isfinite(d):
         raise np.linalg.LinAlgError("Matrix is not positive definite")
-    return float(d), G
+    return float(d) - s.ldw, G

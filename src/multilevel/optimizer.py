@@ -9,6 +9,7 @@ before). Projected Newton steps (`_polish`) finish what stops for another reason
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -151,7 +152,7 @@ class ZFrame:
         C[:, :, :q] = C[:, :, :q] @ S
         C[:, :q, :] = np.swapaxes(S, 0, 1) @ C[:, :q, :]
         total = None if s.total is None else T.T @ s.total @ T
-        return cls(S, GroupSummaries(C, s.n, q, s.p, s.unit_weights, s.row_weights, total=total), template)
+        return cls(S, dataclasses.replace(s, C=C, total=total), template)
 
     @property
     def identity(self) -> bool:

@@ -117,6 +117,19 @@ class Fit:
         """Fitted with sampling weights (pseudo-maximum likelihood; `multilevel.weights`)."""
         return self.design.weights is not None
 
+    @property
+    def weight_kind(self) -> str | None:
+        """"sampling" (pseudo-likelihood, sampling_weights=), "precision" (lme4's weights=,
+        precision_weights=) or None."""
+        if self.design.precision_weights is not None:
+            return "precision"
+        return "sampling" if self.design.weights is not None else None
+
+    @property
+    def weights_description(self) -> str:
+        """Which weights the fit used, in words, with their column(s) ("" for none)."""
+        return self.design.weights_description
+
     def _refuse_weighted(self, what: str) -> None:
         if self.weighted:
             raise SpecificationError(
@@ -483,11 +496,12 @@ class Fit:
         done = [t if hasattr(t, "chisq") else self.test(t, se="CR0") for t in tests]
         return hlm_report(self, done, effect_sizes, self.homogeneity_test() if homogeneity else None)
 
-    def summary(self, df: str = "satterthwaite") -> str:
-        """An lme4/lmerTest-style summary as text (fixed-effect df by `df`, Satterthwaite by default)."""
+    def summary(self, df: str | None = None) -> str:
+        """An lme4/lmerTest-style summary as text (fixed-effect df by `df`: Satterthwaite by default,
+        HLM's df with the robust SEs under sampling weights, for which Satterthwaite is not defined)."""
         from .report.lme4 import lme4_summary
 
-        return lme4_summary(self, df)
+        return lme4_summary(self, df if df is not None else ("hlm" if self.weighted else "satterthwaite"))
 
     def to_html(self, path=None, title: str | None = None, plots: bool = True) -> str:
         """One self-contained HTML page: the model in both forms, every table of the HLM report and

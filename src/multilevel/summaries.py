@@ -22,6 +22,11 @@ class GroupSummaries:
     Under sampling weights (`multilevel.weights`) the cross-products carry the level-1 weights,
     C[j] = [Z X y]' diag(w_i|j) [Z X y], `row_weights[j]` = sum_i w_i|j, and `unit_weights[j]`
     = w_j multiplies unit j's contribution to the pseudo-likelihood.
+
+    Under precision weights (lme4's `weights=`, `weights.PrecisionWeights`) the cross-products
+    carry the row weights too, C[j] = [Z X y]' diag(w) [Z X y], but N stays the number of rows
+    (`row_weights` and `unit_weights` are None) and `ldw` = sum_i log w_i (lme4's ldW) is
+    subtracted from the deviance (`objective`).
     """
 
     C: np.ndarray
@@ -31,6 +36,8 @@ class GroupSummaries:
     unit_weights: np.ndarray | None = None
     row_weights: np.ndarray | None = None
     total: np.ndarray | None = None  # sum_j C[j], when the one pass made it (saves a pass over C)
+    ldw: float = 0.0  # lme4's ldW = sum_i log w_i of precision weights (0 without)
+    precision: bool = False  # C carries precision weights
 
     @property
     def weighted(self) -> bool:
@@ -119,11 +126,15 @@ class GroupSummaries:
             raise ValueError("Summaries of different models or groupings cannot be added.")
         if self.weighted or other.weighted:
             raise ValueError("Weighted summaries are built in one pass (the weights are scaled per unit); they cannot be added.")
-        return GroupSummaries(self.C + other.C, self.n + other.n, self.q, self.p)
+        if self.precision != other.precision:
+            raise ValueError("Summaries with and without precision weights cannot be added.")
+        return GroupSummaries(self.C + other.C, self.n + other.n, self.q, self.p, ldw=self.ldw + other.ldw, precision=self.precision)
 
     def with_C(self, C: np.ndarray, p: int | None = None) -> GroupSummaries:
         """The same units (sizes and weights) with other cross-products."""
-        return GroupSummaries(C, self.n, self.q, self.p if p is None else p, self.unit_weights, self.row_weights)
+        return GroupSummaries(
+            C, self.n, self.q, self.p if p is None else p, self.unit_weights, self.row_weights, ldw=self.ldw, precision=self.precision
+        )
 
     @classmethod
     def from_arrays(

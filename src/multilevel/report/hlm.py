@@ -52,6 +52,14 @@ def _weighting_rows(fit: Fit) -> list[str]:
     return rows
 
 
+def _precision_row(fit: Fit) -> str:
+    """HLM's "Precision" weighting row: lme4's weights= (Var(e_i) = sigma2 / w_i), as given."""
+    pw = fit.design.precision_weights
+    if pw is None:
+        return f" {'Precision':<11}no"
+    return f" {'Precision':<11}{'yes':<13}{pw.column:<12}no"
+
+
 def _specifications(fit: Fit) -> list[str]:
     dr = fit.data_report
     opt = fit.optimizer
@@ -64,6 +72,8 @@ def _specifications(fit: Fit) -> list[str]:
         f"  Number of level-2 units        = {fit.n_groups}",
         f"  Method of estimation: {method}",
     ]
+    if fit.weight_kind:
+        lines.append(f"  Weights: {fit.weights_description}")
     if opt is not None:
         lines.append(f"  Optimizer: {opt.method}, {opt.n_evaluations} evaluations of the deviance")
     for line in str(dr).splitlines():
@@ -74,7 +84,7 @@ def _specifications(fit: Fit) -> list[str]:
         " -----------------------",
         f" {'':<11}{'Weighting?':<13}{'Name':<12}Normalized?",
         *_weighting_rows(fit),
-        f" {'Precision':<11}no",
+        _precision_row(fit),
         "",
         f"  The outcome variable is  {fit.spec.outcome}",
         "",

@@ -20,8 +20,12 @@ def lme4_summary(fit: Fit, df: str = "satterthwaite") -> str:
     lines = [
         f"Linear mixed model fit by {how} ['multilevel']",
         f"Formula: {fit.formula}",
-        "",
     ]
+    if fit.weight_kind == "precision":
+        lines.append(f"Weights: {fit.design.precision_weights.column}  (precision weights, as lmer's weights=)")
+    elif fit.weight_kind:
+        lines.append(f"Weights: {fit.weights_description}")
+    lines.append("")
     if fit.reml:
         lines.append(f"{crit}: {fit.deviance:.4f}")
     else:
