@@ -266,6 +266,24 @@ class Bootstrap:
         rows = {n: (self.estimate[n], self.replicates[n].quantile(a), self.replicates[n].quantile(1 - a)) for n in self.replicates}
         return _frame(rows, level)
 
+    def _parts(self) -> tuple[str, list[object]]:
+        title = (f"Parametric bootstrap: {len(self.replicates)} replicates (seed {self.seed}"
+                 + (f"; {self.n_failed} refits failed and are left out" if self.n_failed else "") + ")")
+        return title, ["Percentile intervals (95%; .intervals(level) for others, .replicates for the draws):",
+                       self.intervals()]
+
+    def __str__(self) -> str:
+        from .display import as_text
+
+        return as_text(*self._parts())
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        from .display import as_html
+
+        return as_html(*self._parts())
+
 
 @dataclass(frozen=True, eq=False)
 class _BootTask:
