@@ -1,4 +1,5 @@
-"""Diagnostic plots and model graphs (matplotlib, an optional extra: pip install 'multilevel[plots]').
+"""Diagnostic plots and model graphs (matplotlib, an optional extra: pip install matplotlib,
+or the package's [plots] extra).
 
 `fit.plot(kind, ...)` returns a matplotlib Figure; with `path=` it is also saved (PNG, SVG or PDF
 by the extension). The kinds:
@@ -34,7 +35,8 @@ def _figure(width: float = 6.4, height: float = 4.8):
     try:
         from matplotlib.figure import Figure
     except ImportError as exc:
-        raise SpecificationError("Plots need matplotlib: pip install 'multilevel[plots]'") from exc
+        raise SpecificationError("Plots need matplotlib, which is not installed. Install it with: pip install matplotlib (or install "
+            "multilevel with its 'plots' extra: pip install -e '/path/to/multilevel[plots]', the path of your clone)") from exc
     return Figure(figsize=(width, height), layout="constrained")
 
 
