@@ -3,18 +3,27 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 
-.PHONY: demo test install clean
+.PHONY: demo test install install-demo clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+
+## The package alone (numpy, scipy, pandas, formulaic, numba): what the demo needs.
+$(VENV)/.installed-demo: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e .
 	touch $@
 
+## The package with the test stack (pytest, pyreadstat, pyarrow, polars, matplotlib, dask).
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@ $(VENV)/.installed-demo
+
+install-demo: $(VENV)/.installed-demo
 install: $(VENV)/.installed
 
 ## The main job: the HLM report of the seminar's model 4 on the shipped HSB data.
-demo: install
+demo: install-demo
 	$(PY) -m multilevel.examples.hsb
 
 ## The whole test suite.

@@ -65,11 +65,39 @@ def test_wald_intervals_of_fixed_effects_match_lme4(model, method):
 def test_wald_interval_of_a_variance_component_uses_the_information():
     fit = fitted("M1", "ML")
     w = fit.confint("wald")
-    # sd of the intercept: delta method from Var(tau00) = 2 H^-1
+    # sd of the intercept: delta method from Var(tau00) = 2 H^-1, on the log scale:
+    # se(log sd) = se(sd) / sd, interval sd * exp(+/- z se(sd) / sd)
     var = fit._variance_derivatives.asymptotic_vcov[0, 0]
     sd = np.sqrt(fit.tau.iloc[0, 0])
     se_sd = np.sqrt(var) / (2 * sd)
-    assert w.loc["sd_Intercept|school", "ci_high"] == pytest.approx(sd + 1.959963984540054 * se_sd, rel=1e-5)
+    z = 1.959963984540054
+    assert w.loc["sd_Intercept|school", "ci_high"] == pytest.approx(sd * np.exp(z * se_sd / sd), rel=1e-5)
+    assert w.loc["sd_Intercept|school", "ci_low"] == pytest.approx(sd * np.exp(-z * se_sd / sd), rel=1e-5)
+
+
+@pytest.mark.parametrize("model,method", [("M4", "REML"), ("M4", "ML"), ("S4", "REML"), ("S4", "ML")])
+def test_wald_intervals_of_variance_parameters_stay_in_their_range(model, method):
+    """Issue 11: model 4 by REML gave an SD interval from -0.34 and a correlation interval to 1.46.
+    SDs are now bounded on the log scale, correlations on Fisher's z scale."""
+    fit = fitted(model, method)
+    w = fit.confint("wald")
+    scale_rows = [n for n in w.index if n.startswith(("sd_", "cor_")) or n == "sigma"]
+    assert scale_rows
+    z = 1.959963984540054
+    for name in scale_rows:
+        lo, est, hi = w.loc[name, ["ci_low", "estimate", "ci_high"]]
+        assert lo < est < hi, name
+        if name.startswith("cor_"):
+            assert -1 <= lo and hi <= 1, name  # (tanh of a huge half-width rounds to +/-1)
+            # symmetric on Fisher's z scale, where it can be told in double precision: arctanh(r)
+            # amplifies a rounding of r by 1/(1 - r^2), beyond 1e-9 when |r| is within 1e-6 of 1
+            if max(abs(lo), abs(hi)) < 1 - 1e-6:
+                assert np.arctanh(hi) - np.arctanh(est) == pytest.approx(np.arctanh(est) - np.arctanh(lo), rel=1e-9)
+        else:
+            assert lo > 0, name
+            assert np.log(hi / est) == pytest.approx(np.log(est / lo), rel=1e-9)
+            half = np.log(hi / est) / z  # = se(sd) / sd
+            assert 0 < half < np.inf
 
 
 def test_parametric_bootstrap_is_seeded_and_its_spread_matches_the_model_ses(capsys):

@@ -115,11 +115,11 @@ def test_value_labels_become_categories_and_user_missing_codes_missing(tmp_path)
 def test_missing_optional_reader_says_which_extra(tmp_path, monkeypatch):
     pyreadstat.write_sav(students().head(50), tmp_path / "s.sav")
     monkeypatch.setitem(sys.modules, "pyreadstat", None)
-    with pytest.raises(DataError, match=r"pip install 'multilevel\[files\]'"):
+    with pytest.raises(DataError, match=r"pip install pyreadstat .*multilevel\[files\]'"):
         ml.read(tmp_path / "s.sav")
     students().head(50).to_parquet(tmp_path / "s.parquet")
     monkeypatch.setitem(sys.modules, "pyarrow", None)
-    with pytest.raises(DataError, match=r"pip install 'multilevel\[parquet\]'"):
+    with pytest.raises(DataError, match=r"pip install pyarrow .*multilevel\[parquet\]'"):
         ml.read(tmp_path / "s.parquet")
 
 

@@ -85,6 +85,13 @@ class DataReport:
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
+    __repr__ = __str__  # in a REPL or notebook too: the report, not the fields
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return f"<pre>{html.escape(str(self))}</pre>"
+
 
 def _numeric_looking_text(col: pd.Series) -> tuple[bool, dict[str, list[int]]]:
     """(True, {bad text: rows}) when most values of a text column are numbers."""

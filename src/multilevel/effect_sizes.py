@@ -184,6 +184,25 @@ class EffectSizes:
     intercept_variance: pd.DataFrame
     notes: tuple[str, ...]
 
+    def _parts(self) -> tuple[str, list[object]]:
+        parts: list[object] = []
+        for name in ("icc", "design_effects", "r2", "rights_sterba", "fixed", "plausible_values", "intercept_variance"):
+            parts += [f"\n{name}:", getattr(self, name)]
+        parts += [f"* {n}" for n in self.notes]
+        return "Effect sizes (each table is an attribute: es.icc, es.r2, ...)", parts
+
+    def __str__(self) -> str:
+        from .display import as_text
+
+        return as_text(*self._parts())
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        from .display import as_html
+
+        return as_html(*self._parts())
+
 
 def effect_sizes(fit, df: str | None = None, level: float = 0.95) -> EffectSizes:
     from .design import INTERCEPT

@@ -137,6 +137,32 @@ class PooledTest(OneRowTable):
     df_method: str
     se_method: str
 
+    def _parts(self) -> tuple[str, list[object]]:
+        from .display import p_text
+
+        k = len(self.estimates)
+        title = (f"D1 test of H0: {', '.join(map(str, self.estimates.index))}, pooled over m = {self.m} imputations "
+                 f"({k} constraint{'s' * (k > 1)}; df: {self.df_method}, SE: {self.se_method})")
+        lines = [
+            self.estimates,
+            f"F (D1) = {self.F:.4f} on {self.num_df:g} and {self.den_df:.4g} df, p = {p_text(self.p)}",
+            f"average relative increase in variance r1 = {self.riv:.4f}; complete-data df {self.df_com:g}; "
+            f"Li-Raghunathan-Rubin df {self.den_df_lrr:.4g}",
+        ]
+        return title, lines
+
+    def __str__(self) -> str:
+        from .display import as_text
+
+        return as_text(*self._parts())
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        from .display import as_html
+
+        return as_html(*self._parts())
+
 
 @dataclass(frozen=True, eq=False)
 class PooledFit:
@@ -384,8 +410,25 @@ class PooledFit:
     def __str__(self) -> str:
         return self.report()
 
+    def _parts(self) -> tuple[str, list[object]]:
+        title = f"Pooled fit ({self.method}) of {self.formula} over m = {self.m} imputed data sets"
+        return title, [
+            f"Fixed effects by Rubin's rules (df: Barnard-Rubin, complete-data df '{self.df_method}'; SE: {self.se_method}):",
+            self.fixed,
+            f"Variance components, averages over the m fits: sigma2 = {self.sigma2:.5g}; tau =",
+            self.tau,
+            "print(pooled.report()) for the full report; pooled.per_imputation for each fit.",
+        ]
+
     def __repr__(self) -> str:
-        return f"<multilevel.PooledFit {self.method}: {self.formula}; m = {self.m} imputations>"
+        from .display import as_text
+
+        return as_text(*self._parts())
+
+    def _repr_html_(self) -> str:
+        from .display import as_html
+
+        return as_html(*self._parts())
 
 
 def _row_df_com(pooled: PooledFit, L: np.ndarray) -> np.ndarray:

@@ -180,6 +180,31 @@ class HypothesisTest(OneRowTable):
     df_method: str
     se_method: str
 
+    def _parts(self) -> tuple[str, list[object]]:
+        from .display import p_text
+
+        k = len(self.estimates)
+        title = (f"Wald test of H0: {', '.join(map(str, self.estimates.index))}  ({k} constraint{'s' * (k > 1)}; "
+                 f"df: {self.df_method}, SE: {self.se_method})")
+        lines = [
+            self.estimates,
+            f"chi-square = {self.chisq:.4f} on {self.chisq_df:g} df, p = {p_text(self.chisq_p)}   (HLM's GLH test)",
+            f"F = {self.F:.4f} on {self.num_df:g} and {self.den_df:.4g} df, p = {p_text(self.F_p)}",
+        ]
+        return title, lines
+
+    def __str__(self) -> str:
+        from .display import as_text
+
+        return as_text(*self._parts())
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        from .display import as_html
+
+        return as_html(*self._parts())
+
 
 def hypothesis_test(fit, L: np.ndarray, rhs: np.ndarray, labels, df: str, se: str, level: float) -> HypothesisTest:
     """The test of `HypothesisTest`; L and rhs as `Fit._contrast` makes them (checked there)."""

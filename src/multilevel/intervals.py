@@ -3,8 +3,15 @@
 Variance components are reported as lme4 does: the SD of each random effect
 ("sd_<name>|<group>"), the correlations ("cor_<a>.<b>|<group>") and the residual SD ("sigma").
 
-* Wald: fixed effects from `coef_table`; variance components as estimate +/- z SE with the SE from
-  the inverse Hessian of the deviance (delta method to the sd/cor scale). Poor near a boundary.
+* Wald: fixed effects from `coef_table`; variance components on a scale without bounds, then
+  back-transformed, so that an interval never leaves the parameter's range: log(sd) and log(sigma)
+  +/- z SE (the interval sd * exp(+/- z SE(sd)/sd), always > 0) and Fisher's z = atanh(cor) +/- z SE
+  (the interval tanh(atanh(cor) +/- z SE(cor)/(1 - cor^2)), always inside (-1, 1)); SE(sd), SE(cor)
+  from the inverse Hessian of the deviance by the delta method. An interval of estimate +/- z SE on
+  the sd/cor scale itself runs below 0 or beyond +/-1 whenever the SE is large (HSB's model 4: an
+  SD from -0.34, a correlation to 1.46); lme4's confint(method="Wald") prints NA for these
+  parameters, and truncating at the bound would claim a boundary value the data do not support.
+  These intervals are still poor near a boundary (use "profile" or "bootstrap" there).
 * Profile: the set {phi_k : D_k(phi_k) - D_min <= chi2_1(level)}, D_k the deviance minimised over
   all other parameters with phi_k held fixed. Variance components use the fit's own criterion
   (REML or ML; lme4's `profile` silently refits a REML fit by ML, so its intervals equal ours for
@@ -119,9 +126,25 @@ def wald(fit, level: float = 0.95) -> pd.DataFrame:
         se = np.sqrt(np.clip(np.diag(Jac @ vd.asymptotic_vcov @ Jac.T), 0, None))
     if not vd.identified:
         se = np.full_like(se, np.nan)  # no Wald interval for parameters the data do not identify
-    for n, e, s in zip(scale.names, phi, se):
-        rows[n] = (e, e - z * s, e + z * s)
+    for n, kind, e, s in zip(scale.names, scale.kinds, phi, se):
+        rows[n] = (e, *_bounded_wald(kind, e, s, z))
     return _frame(rows, level)
+
+
+def _bounded_wald(kind: str, estimate: float, se: float, z: float) -> tuple[float, float]:
+    """The Wald interval of an SD (kind "sd", "sigma": on the log scale) or a correlation ("cor":
+    on Fisher's z scale), back-transformed; NaN where the transform is undefined (an SD of 0, a
+    correlation of +/-1: the estimate is on the boundary, where Wald intervals do not apply)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if kind == "cor":
+            if not abs(estimate) < 1:
+                return np.nan, np.nan
+            centre, half = np.arctanh(estimate), z * se / (1 - estimate**2)  # d atanh(r)/dr = 1/(1 - r^2)
+            return float(np.tanh(centre - half)), float(np.tanh(centre + half))
+        if not estimate > 0:
+            return np.nan, np.nan
+        centre, half = np.log(estimate), z * se / estimate  # d log(s)/ds = 1/s
+        return float(np.exp(centre - half)), float(np.exp(centre + half))
 
 
 def _frame(rows: dict, level: float) -> pd.DataFrame:
@@ -247,6 +270,24 @@ class Bootstrap:
         a = (1 - level) / 2
         rows = {n: (self.estimate[n], self.replicates[n].quantile(a), self.replicates[n].quantile(1 - a)) for n in self.replicates}
         return _frame(rows, level)
+
+    def _parts(self) -> tuple[str, list[object]]:
+        title = (f"Parametric bootstrap: {len(self.replicates)} replicates (seed {self.seed}"
+                 + (f"; {self.n_failed} refits failed and are left out" if self.n_failed else "") + ")")
+        return title, ["Percentile intervals (95%; .intervals(level) for others, .replicates for the draws):",
+                       self.intervals()]
+
+    def __str__(self) -> str:
+        from .display import as_text
+
+        return as_text(*self._parts())
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        from .display import as_html
+
+        return as_html(*self._parts())
 
 
 @dataclass(frozen=True, eq=False)

@@ -8,7 +8,8 @@ machine reads memory at ~2.3 GB/s); an evaluation of the deviance with its gradi
 as vectorised "structure of arrays" numpy and takes ~23 ms here.
 
 numba is imported on the first call, not with `multilevel` (the import stays light), and the
-compiled code is cached on disk (`cache=True`, and the generated modules below), so a machine
+compiled code is cached on disk (`cache=True`, and the generated modules below) in a folder only
+this user can write to (`cache_dir`; else compiled in memory), so a machine
 compiles each loop once.
 The functions release the GIL (`nogil=True`), so parallel refits can use threads.
 """
@@ -447,7 +448,7 @@ def _jit_helpers() -> None:
 
     g = globals()
     for name in ("factor_unit", "add_cross"):
-        g[name] = numba.njit(g[name], inline="always", cache=True)
+        g[name] = numba.njit(g[name], inline="always", cache=_use_numba_cache())
 
 
 @cache
@@ -456,7 +457,7 @@ def _generic():
 
     _jit_helpers()
 
-    jit = numba.njit(cache=True, nogil=True)
+    jit = numba.njit(cache=_use_numba_cache(), nogil=True)
     return {f.__name__: jit(f) for f in (mirror, group_range, sorted_codes, varies, nonfinite)}
 
 
@@ -472,7 +473,7 @@ from multilevel import kernels as _k
 
 {constants}
 
-jit = numba.njit(cache=True, nogil=True)
+jit = numba.njit(cache={cache}, nogil=True)
 {body}
 '''
 
@@ -550,24 +551,178 @@ def accumulate(bases, recipe, affine, cmap, codes, weights, C, W, total, counts)
 '''
 
 
-def _cache_dir():
-    import os
-    import tempfile
-    from pathlib import Path
+# ----- where compiled code is cached, and why it is safe to load from there ------------------------
+#
+# Loading cached code runs it: a generated module (.py, and its .pyc in __pycache__) is imported,
+# and numba's cache files (.nbi/.nbc) are unpickled. So code is cached, and loaded, only from a
+# folder no other user can write to (checked with lstat: owned by this user, no group/other write
+# bit, not a symbolic link; created 0700, its parents owned by this user or root and not writable
+# by others unless sticky, as /tmp is). Where no such folder exists, the kernels are compiled in
+# memory without a cache (a slower first fit in every process, never someone else's code).
+#
+# Where: $MULTILEVEL_CACHE_DIR if set (if that folder is unsafe: no cache, with a warning), else
+# $XDG_CACHE_HOME/multilevel or ~/.cache/multilevel, else (no writable home) <tmp>/multilevel-<uid>.
+# numba's own cache files of these functions go to the subfolder `numba` of the same folder (a
+# locator of ours, first in numba's list, answers for this module and the generated ones only), so
+# numba never needs a writable install or home: it does not touch NUMBA_CACHE_DIR or other code.
 
-    base = os.environ.get("MULTILEVEL_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "multilevel"
+CACHE_ENV = "MULTILEVEL_CACHE_DIR"
+
+
+def cache_candidates() -> tuple[tuple[str, bool], ...]:
+    """The folders tried for the cache, in order, each with whether the user named it."""
+    import tempfile
+
+    explicit = os.environ.get(CACHE_ENV)
+    if explicit:
+        return ((os.path.abspath(os.path.expanduser(explicit)), True),)
+    home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return (
+        (os.path.join(os.path.abspath(home), "multilevel"), False),
+        (os.path.join(tempfile.gettempdir(), f"multilevel-{uid}"), False),
     )
-    for d in (Path(base), Path(tempfile.gettempdir()) / f"multilevel-{os.getuid() if hasattr(os, 'getuid') else 0}"):
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-            probe = d / ".write-test"
-            probe.write_text("")
-            probe.unlink()
-            return d
-        except OSError:
-            continue
-    raise OSError("No writable folder for the compiled kernels; set MULTILEVEL_CACHE_DIR.")
+
+
+def unsafe_reason(path: str, uid: int | None = None) -> str | None:
+    """Why code must not be loaded from the folder `path` (None: it is safe).
+
+    Safe means: an existing folder (not a symbolic link), owned by `uid` (default: this process's
+    user), with no write bit for group or others, writable by us; and every parent folder owned by
+    `uid` or root and not writable by group or others unless it has the sticky bit (as /tmp has:
+    nobody else can then rename or replace our folder). On systems without uids (Windows) the
+    per-user folders are trusted as they are."""
+    import stat
+
+    if not hasattr(os, "getuid"):
+        return None if os.path.isdir(path) and os.access(path, os.W_OK) else "it is not a writable folder"
+    uid = os.getuid() if uid is None else uid
+    try:
+        st = os.lstat(path)
+    except OSError as e:
+        return f"it cannot be read ({e.strerror})"
+    if stat.S_ISLNK(st.st_mode):
+        return "it is a symbolic link"
+    if not stat.S_ISDIR(st.st_mode):
+        return "it is not a folder"
+    if st.st_uid != uid:
+        return f"it belongs to another user (uid {st.st_uid}, not {uid})"
+    if st.st_mode & 0o022:
+        return f"other users can write to it (mode {stat.S_IMODE(st.st_mode):o})"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return "it is not writable"
+    parent = os.path.realpath(os.path.dirname(path) or ".")
+    while True:
+        pst = os.stat(parent)
+        if pst.st_uid not in (uid, 0):
+            return f"its parent folder {parent} belongs to another user (uid {pst.st_uid})"
+        if pst.st_mode & 0o022 and not pst.st_mode & stat.S_ISVTX:
+            return f"its parent folder {parent} is writable by other users (mode {stat.S_IMODE(pst.st_mode):o})"
+        up = os.path.dirname(parent)
+        if up == parent:
+            return None
+        parent = up
+
+
+def _make_private(path: str) -> None:
+    """Create `path` (and missing parents) with the folder itself 0700; errors are left to the check."""
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.mkdir(path, 0o700)
+    except OSError:
+        pass
+
+
+_CACHE_LOCK = threading.Lock()
+_CACHE_CHOICE: dict[tuple[tuple[str, bool], ...], str | None] = {}
+
+
+def cache_dir() -> str | None:
+    """The folder compiled code is cached in and loaded from, or None: compile in memory.
+
+    The first safe folder of `cache_candidates()` (see `unsafe_reason`), created 0700 if missing.
+    A folder named by MULTILEVEL_CACHE_DIR that is unsafe, or a folder of ours in the temporary
+    directory that someone else made, gets a warning (once per process) and no cache."""
+    import warnings
+
+    candidates = cache_candidates()
+    with _CACHE_LOCK:
+        if candidates in _CACHE_CHOICE:
+            return _CACHE_CHOICE[candidates]
+        chosen = None
+        for path, explicit in candidates:
+            _make_private(path)
+            reason = unsafe_reason(path)
+            if reason is None:
+                chosen = path
+                break
+            # an unwritable home is ordinary (read-only containers); anything else is worth a word
+            if explicit or os.path.lexists(path) and "not writable" not in reason and "cannot be read" not in reason:
+                warnings.warn(
+                    f"multilevel does not cache compiled code in {path}: {reason}. Loading code from a "
+                    f"folder others can change could run their code. The kernels are compiled in memory "
+                    f"instead (slower first fit in each process). To cache them, set {CACHE_ENV} to a "
+                    f"folder of your own that only you can write to (e.g. mode 700), or remove {path}.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                if explicit:
+                    break
+        _CACHE_CHOICE[candidates] = chosen
+        if chosen is not None:
+            _install_numba_locator()
+        return chosen
+
+
+def _use_numba_cache() -> bool:
+    """Whether numba may cache the kernels on disk: only in a checked folder, through our locator."""
+    return cache_dir() is not None and _install_numba_locator()
+
+
+@cache
+def _install_numba_locator() -> bool:
+    """Put a locator first in numba's list that keeps the cache files of this module and of the
+    generated modules in `<cache_dir()>/numba` (numba's own choice would be the install's
+    __pycache__, or ~/.cache/numba, or fail with "no locator available" when neither is writable).
+    False (no disk cache) if numba's internals are not as expected or the user chose the locators."""
+    try:
+        from numba.core import caching, config
+    except ImportError:
+        return False
+    base = getattr(caching, "UserProvidedCacheLocator", None) or getattr(caching, "_UserProvidedCacheLocator", None)
+    impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl", None)
+    if base is None or impl is None or not isinstance(getattr(impl, "_locator_classes", None), list):
+        return False
+    if getattr(config, "CACHE_LOCATOR_CLASSES", None):
+        return False
+
+    here = os.path.realpath(__file__)
+
+    class MultilevelCacheLocator(base):
+        def __init__(self, py_func, py_file, root: str = ""):
+            self._py_file = py_file
+            self._lineno = py_func.__code__.co_firstlineno
+            self._cache_path = os.path.join(root, "numba", self.get_suitable_cache_subpath(py_file))
+
+        def ensure_cache_path(self):
+            # the subfolders are made private too (the root already is: cache_dir())
+            os.makedirs(self.get_cache_path(), mode=0o700, exist_ok=True)
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            real = os.path.realpath(py_file)
+            if real != here and not os.path.basename(real).startswith("multilevel_kernels_"):
+                return None  # anyone else's functions: numba's own locators, as before
+            root = cache_dir()
+            if root is None or real != here and os.path.dirname(real) != os.path.realpath(root):
+                # never fall through to numba's other locators (the install's __pycache__, ...)
+                raise RuntimeError(f"multilevel: no checked cache folder for {py_file}; compile it with cache=False")
+            self = cls(py_func, py_file, root)
+            self.ensure_cache_path()
+            return self
+
+    impl._locator_classes.insert(0, MultilevelCacheLocator)
+    return True
 
 
 _GENERATE = threading.Lock()  # refits in threads may ask for the same module at once
@@ -584,18 +739,32 @@ def _generate(stem: str, what: str, constants: dict[str, int], body: str):
     import hashlib
     import importlib.util
     import sys
+    import types
 
     digest = hashlib.sha256(open(__file__, "rb").read()).hexdigest()[:16]
     name = f"multilevel_kernels_{stem}_{digest}"
     if name in sys.modules:
         return sys.modules[name]
-    path = _cache_dir() / f"{name}.py"
+    folder = cache_dir()
+    use_cache = folder is not None and _use_numba_cache()
     text = _TEMPLATE.format(
-        what=what, digest=digest, constants="\n".join(f"{k} = {v}" for k, v in constants.items()), body=body
+        what=what,
+        digest=digest,
+        constants="\n".join(f"{k} = {v}" for k, v in constants.items()),
+        cache=use_cache,
+        body=body,
     )
-    if not path.exists() or path.read_text() != text:
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(text)
+    if folder is None:
+        # no folder only we can write to: compiled in memory, nothing read from or written to disk
+        module = types.ModuleType(name)
+        exec(compile(text, f"<{name}>", "exec"), module.__dict__)
+        sys.modules[name] = module
+        return module
+    path = os.path.join(folder, f"{name}.py")
+    if not os.path.exists(path) or open(path).read() != text:
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
         os.replace(tmp, path)  # atomic: parallel processes never see half a file
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)

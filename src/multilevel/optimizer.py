@@ -48,6 +48,28 @@ class OptimizerRecord:
     def singular(self) -> bool:
         return bool(self.boundary)
 
+    def __str__(self) -> str:
+        """What the optimiser did, as lines of text; fields added later print as `name: value`."""
+        from dataclasses import fields
+
+        lines = [f"Optimizer: {self.method}"]
+        lines.append(f"  converged: {'yes' if self.converged else 'NO'} ({self.message}; return code {self.return_code})")
+        lines.append(f"  evaluations of the deviance: {self.n_evaluations}, iterations: {self.n_iterations}")
+        lines.append(f"  gradient norm at the end: {self.gradient_norm:.3g}")
+        lines.append("  at the boundary (variance estimated as 0): " + (", ".join(self.boundary) if self.boundary else "none"))
+        shown = {"method", "converged", "message", "return_code", "n_evaluations", "n_iterations", "gradient_norm",
+                 "boundary", "history"}
+        for f in fields(self):
+            if f.name not in shown:
+                lines.append(f"  {f.name.replace('_', ' ')}: {getattr(self, f.name)}")
+        if self.history:
+            best = min(self.history, key=lambda h: h[1])
+            lines.append(f"  history: {len(self.history)} evaluations (theta, deviance); lowest deviance "
+                         f"{best[1]:.6f} at theta = ({', '.join(f'{t:.6g}' for t in best[0])})")
+        return "\n".join(lines)
+
+    __repr__ = __str__  # in a REPL or notebook too: the record, not its fields
+
 
 #: the largest predicted decrease of the deviance (g'H^-1 g / 2, deviance units) at a checked optimum
 DECREASE_TOL = 1e-6

@@ -1,4 +1,5 @@
-"""Diagnostic plots and model graphs (matplotlib, an optional extra: pip install 'multilevel[plots]').
+"""Diagnostic plots and model graphs (matplotlib, an optional extra: pip install matplotlib,
+or the package's [plots] extra).
 
 `fit.plot(kind, ...)` returns a matplotlib Figure; with `path=` it is also saved (PNG, SVG or PDF
 by the extension). The kinds:
@@ -6,9 +7,11 @@ by the extension). The kinds:
     "caterpillar"       EB residuals of each random coefficient, sorted, with z * posterior SD bars
     "qq"                CHIPCT against MDIST: the Q-Q plot of the Mahalanobis distances (R&B ch. 9)
     "residual-sd"       histogram and normal Q-Q of the standardized log residual SDs (MDRSVAR)
-    "eb"                EB residuals of a coefficient against a level-2 variable
+    "eb"                EB residuals of a coefficient against a level-2 variable (default: the
+                        model's first level-2 predictor)
     "model"             HLM's model graph: predicted outcome against a level-1 predictor, one line per
-                        chosen value (or quartile) of level-2 predictors
+                        chosen value (or quartile) of level-2 predictors (default: the first level-1
+                        predictor, lines at the quartiles of the first level-2 predictor)
     "residuals-fitted"  level-1 residuals against fitted values (fixed + EB)
 
 Plots only draw: every number comes from the fit (`residuals`, `ranef_pev`, the fixed effects).
@@ -16,13 +19,14 @@ Plots only draw: every number comes from the fit (`residuals`, `ranef_pev`, the 
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import scipy.stats
 
-from .errors import DataError, SpecificationError
+from .errors import DataError, SpecificationError, close_matches
 
 KINDS = ("caterpillar", "qq", "residual-sd", "eb", "model", "residuals-fitted")
 
@@ -31,7 +35,8 @@ def _figure(width: float = 6.4, height: float = 4.8):
     try:
         from matplotlib.figure import Figure
     except ImportError as exc:
-        raise SpecificationError("Plots need matplotlib: pip install 'multilevel[plots]'") from exc
+        raise SpecificationError("Plots need matplotlib, which is not installed. Install it with: pip install matplotlib (or install "
+            "multilevel with its 'plots' extra: pip install -e '/path/to/multilevel[plots]', the path of your clone)") from exc
     return Figure(figsize=(width, height), layout="constrained")
 
 
@@ -94,8 +99,45 @@ def residual_sd(fit, which: str = "mdrsvar"):
     return fig
 
 
-def eb_against(fit, variable: str, coefficient: str | None = None):
+_CENTRED = re.compile(r"^\s*(?:cwc|cgm)\(\s*([^()]+?)\s*\)\s*$")
+
+
+def _column(fit, name: str) -> str | None:
+    """The data column behind a predictor's name (`cwc(ses)` -> `ses`), or None if it is none."""
+    frame = fit.design.frame
+    m = _CENTRED.match(name)
+    name = m.group(1) if m else name
+    return name if frame is not None and name in frame.columns else None
+
+
+def first_level2_predictor(fit) -> str | None:
+    """The first level-2 predictor of the model (in the order of the formula) that is a column."""
+    for c in fit.design.coefficients:
+        for p in c.predictors:
+            if p != "Intercept" and _column(fit, p):
+                return _column(fit, p)
+    return None
+
+
+def first_level1_predictor(fit) -> str | None:
+    """The first level-1 predictor (a coefficient other than the intercept) that is a column."""
+    for c in fit.design.coefficients:
+        if c.name != "Intercept" and _column(fit, c.name):
+            return _column(fit, c.name)
+    return None
+
+
+def eb_against(fit, variable: str | None = None, coefficient: str | None = None):
+    """EB residuals of `coefficient` (default: the first random one) against the level-2 variable
+    `variable` (default: the model's first level-2 predictor)."""
     d = fit.design
+    if variable is None:
+        variable = first_level2_predictor(fit)
+        if variable is None:
+            raise SpecificationError(
+                "The model has no level-2 predictor to plot the EB residuals against: name one, e.g. "
+                "fit.plot('eb', variable='meanses') (any column of the data, constant within units)."
+            )
     coefficient = coefficient or d.z_names[0]
     if coefficient not in d.z_names:
         raise SpecificationError(f"{coefficient!r} is not a random coefficient; those are {', '.join(d.z_names)}.")
@@ -120,21 +162,32 @@ def _line_values(values: pd.Series, spec) -> list[float]:
     return [float(v) for v in spec]
 
 
-def model_graph(fit, x: str, lines: dict | None = None, n_points: int = 50):
+def model_graph(fit, x: str | None = None, lines: dict | None = None, n_points: int = 50):
     """HLM's "Graph Equations": the fixed-part prediction against the level-1 predictor `x` (on the
-    scale the model uses: centred if centred), one line per combination of the `lines` values
-    (a list, or "quartiles": the 25th and 75th percentiles over units); every other variable at its
-    mean over the rows used (categorical ones at their first level)."""
+    scale the model uses: centred if centred; `cwc(ses)` or `ses`), one line per combination of
+    the `lines` values (a list, or "quartiles": the 25th and 75th percentiles over units); every
+    other variable at its mean over the rows used (categorical ones at their first level).
+    Defaults: x the model's first level-1 predictor; lines the quartiles of its first level-2
+    predictor (none if it has none; lines={} for one line)."""
     d = fit.design
+    d.require_rows("A model graph")
     data = d.centred_frame()
+    if x is None:
+        x = first_level1_predictor(fit)
+        if x is None:
+            raise SpecificationError(
+                "The model has no level-1 predictor to put on the x axis: name a column, e.g. "
+                "fit.plot('model', x='ses')."
+            )
     spec = d.spec
     if not any(x in t.split(":") for t in spec.fixed):  # 'ses' for a model of cwc(ses): plot against cwc(ses)
         made = [n for n, dv in spec.derived_columns.items() if dv.variables == (x,)]
         x = made[0] if len(made) == 1 else x
     if x not in data.columns:
-        raise DataError(f"'{x}' is not a variable of this fit.")
+        raise DataError(f"'{x}' is not a variable of this fit.{close_matches(x, data.columns)}")
     if lines is None:
-        lines = {}
+        w = first_level2_predictor(fit)
+        lines = {w: "quartiles"} if w is not None and pd.api.types.is_numeric_dtype(data[w]) else {}
     for v in lines:
         if v not in data.columns:
             raise DataError(f"'{v}' (a line variable) is not a variable of this fit.")
@@ -160,7 +213,9 @@ def model_graph(fit, x: str, lines: dict | None = None, n_points: int = 50):
         label = ", ".join(f"{v} = {val:.3g}" for v, val in combo) or "all at their means"
         ax.plot(grid_x, Xg @ beta, label=label)
     centred = d.spec.centering_map.get(x)
-    ax.set_xlabel(x + ({"group": " (centred on the unit mean)", "grand": " (centred on the grand mean)"}.get(centred, "") if centred else ""))
+    # a centred column is named by its helper (cwc(ses)); the axis says it in words
+    shown = d.spec.derived_columns[x].variables[0] if centred and x in d.spec.derived_columns else x
+    ax.set_xlabel(shown + ({"group": " (centred on the unit mean)", "grand": " (centred on the grand mean)"}.get(centred, "") if centred else ""))
     ax.set_ylabel(f"predicted {d.spec.outcome} (fixed part)")
     ax.set_title("Model graph")
     ax.legend(fontsize="small", loc="best")

@@ -43,7 +43,8 @@ def _need(module: str, extra: str, what: str):
     except ImportError as exc:
         raise DataError(
             f"Reading {what} needs the package '{module}', which is not installed. "
-            f"Install it with: pip install 'multilevel[{extra}]'"
+            f"Install it with: pip install {module} (or install multilevel with its '{extra}' extra: "
+            f"pip install -e '/path/to/multilevel[{extra}]', the path of your clone)"
         ) from exc
 
 

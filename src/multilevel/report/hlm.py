@@ -140,6 +140,7 @@ def _convergence(fit: Fit) -> list[str]:
         return [" Evaluated at given variance components (tau and sigma_squared supplied; no estimation).", ""]
     state = "converged" if opt.converged else "did NOT converge"
     lines = [f" Estimation {state}: {opt.message} ({opt.n_evaluations} evaluations, return code {opt.return_code})"]
+    lines += _optimum_check(fit)
     if fit.singular:
         lines.append(
             " WARNING: the fit is singular (on the boundary): the estimated covariance matrix of the random"
@@ -149,6 +150,40 @@ def _convergence(fit: Fit) -> list[str]:
         )
         lines.append("   The data do not support this random part; consider removing a random effect.")
     lines.append("")
+    return lines
+
+
+#: fields of the optimizer's record that describe the check of the optimum, printed when present
+_CHECK_FIELDS = ("check_message", "hessian_min_eigenvalue", "relative_gradient", "max_gradient")
+
+
+def _optimum_check(fit: Fit) -> list[str]:
+    """Whether the optimum was checked, from what the optimizer's record holds: its `checked`
+    flag when it has one (else only the gradient norm is known), and the details it records.
+    Said plainly because HLM 6 stops when the deviance changes little between iterations and may
+    print values short of the optimum: a reader comparing the two needs to know which was checked."""
+    opt = fit.optimizer
+    lines = []
+    grad = getattr(opt, "gradient_norm", None)
+    checked = getattr(opt, "checked", None)
+    grad_txt = f"gradient norm {grad:.2g}" if isinstance(grad, (int, float)) else "gradient not recorded"
+    if checked is None:
+        lines.append(f" Optimum: {grad_txt} at the estimates (no separate check of the Hessian recorded).")
+    elif checked:
+        lines.append(f" Optimum checked: {grad_txt}, and the deviance rises in every direction (Hessian).")
+    else:
+        lines.append(f" Optimum NOT verified ({grad_txt}): do not rely on these estimates; see fit.optimizer.")
+    for name in _CHECK_FIELDS:
+        value = getattr(opt, name, None)
+        if value is not None and value != "":
+            lines.append(f"   {name.replace('_', ' ')}: {value:.3g}" if isinstance(value, float) else f"   {name.replace('_', ' ')}: {value}")
+    if opt.converged and checked is not False:
+        lines.append(
+            " (HLM 6 stops iterating when the deviance changes little and may print estimates short of the"
+        )
+        lines.append(
+            "  optimum; if its deviance is higher than this one, HLM stopped early: compare fit.hlm_deviance.)"
+        )
     return lines
 
 
