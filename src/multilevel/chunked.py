@@ -27,7 +27,7 @@ import formulaic
 import numpy as np
 import pandas as pd
 
-from .data_checks import DataReport
+from .data_checks import DataReport, check_units
 from .columns import Columns
 from .design import Design, _check_columns, _classify, _numeric_columns, _variables
 from .kernels import accumulate_into, mirror_upper
@@ -241,6 +241,7 @@ def build(spec: ModelSpec, first: pd.DataFrame, stats: Pass1, source: str) -> tu
     J = len(ids)
     if J < 2:
         raise DataError(f"The grouping factor '{group}' has {J} unit(s) in the rows used; a multilevel model needs at least two.")
+    check_units(J, stats.rows_used, group)
     counts = stats.counts.reindex(ids).to_numpy(dtype=float)
     group_means = {v: (s.reindex(ids).to_numpy(dtype=float) / counts) for v, s in stats.sums.items()}
     grand_means = {v: s / c for v, (s, c) in stats.grand.items()}
@@ -362,12 +363,71 @@ def is_stream_source(data) -> bool:
     return any(ch in text for ch in "*?[") or Path(text).is_dir()
 
 
-def parquet_chunks(files: list[Path], columns: list[str] | None, batch_rows: int = 1_000_000) -> Iterator[pd.DataFrame]:
+def open_parquet(f: Path):
+    """pyarrow's ParquetFile of `f`, or a DataError naming the file (empty, truncated, not Parquet)."""
     import pyarrow.parquet as pq
 
+    if f.is_file() and f.stat().st_size == 0:
+        raise DataError(f"The Parquet file '{f}' is empty (0 bytes): rewrite it, or remove it from the files read.")
+    try:
+        return pq.ParquetFile(f)
+    except Exception as exc:  # pyarrow's ArrowInvalid / OSError: say which file and why
+        raise DataError(
+            f"Cannot read '{f}' as a Parquet file ({type(exc).__name__}: {exc}). It may be truncated (an "
+            "interrupted write) or not a Parquet file: rewrite it, or remove it from the files read."
+        ) from exc
+
+
+def _kind(t) -> str:
+    """The kind of an Arrow type that matters to a model: number, true/false, text, or the type."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(t):
+        return "category"
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "number"
+    if pa.types.is_boolean(t):
+        return "true/false"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", lambda _: False)(t):
+        return "text"
+    return str(t)
+
+
+def check_schemas(files: list[Path], columns: list[str]) -> None:
+    """Every file must hold the model's columns, each of the same kind as in the first file
+    (numbers of any width may mix; numbers in one file and text in another may not): otherwise
+    the chunks would be summed as different variables. The error names the file and column."""
+    first = open_parquet(files[0]).schema_arrow
+    kinds = {c: _kind(first.field(c).type) for c in columns if c in first.names}
+    for f in files[1:]:
+        schema = open_parquet(f).schema_arrow
+        lost = [c for c in kinds if c not in schema.names]
+        if lost:
+            raise DataError(
+                f"The Parquet file '{f}' has no column {', '.join(repr(c) for c in lost)}, which '{files[0].name}' "
+                "has: all files streamed together need the same columns."
+            )
+        for c, k in kinds.items():
+            other = _kind(schema.field(c).type)
+            if other != k:
+                raise DataError(
+                    f"The column '{c}' is {k} ({first.field(c).type}) in '{files[0]}' but {other} "
+                    f"({schema.field(c).type}) in '{f}': the schema changed between files. Write every file with "
+                    "the same column types."
+                )
+
+
+def parquet_chunks(files: list[Path], columns: list[str] | None, batch_rows: int = 1_000_000) -> Iterator[pd.DataFrame]:
     for f in files:
-        pf = pq.ParquetFile(f)
-        for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
+        pf = open_parquet(f)
+        batches = pf.iter_batches(batch_size=batch_rows, columns=columns)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except Exception as exc:  # a damaged row group: name the file
+                raise DataError(f"Cannot read '{f}' to the end ({type(exc).__name__}: {exc}); it may be truncated.") from exc
             yield batch.to_pandas()
 
 
@@ -376,12 +436,11 @@ def fit_parquet(spec: ModelSpec, path, method: str, batch_rows: int = 1_000_000)
 
     _need("pyarrow", "parquet", "Parquet files")
     files = parquet_files(path)
-    import pyarrow.parquet as pq
-
-    names = pq.ParquetFile(files[0]).schema_arrow.names
+    names = open_parquet(files[0]).schema_arrow.names
     wanted = sorted({spec.outcome, *spec.groups} | {v for t in spec.fixed for v in _variables(t)}
                     | {v for r in spec.random for t in r.terms for v in _variables(t)})
     columns = [c for c in wanted if c in names] or None  # missing ones are named by _check_columns
+    check_schemas(files, columns or [])
     source = f"{len(files)} Parquet file(s): {preview([f.name for f in files], 3)}"
     return fit_chunks(spec, lambda: parquet_chunks(files, columns, batch_rows), method, source)
 

@@ -95,7 +95,13 @@ class ScaledWeights:
 
 
 def check_weight_column(values: pd.Series, name: str) -> None:
-    v = values.to_numpy(dtype=float)
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        shown = ", ".join(repr(x) for x in pd.unique(values.dropna())[:3])
+        raise DataError(
+            f"The weight '{name}' is not a column of numbers (dtype {values.dtype}; values like {shown}). Sampling "
+            f"weights are positive numbers: convert the column, e.g. df['{name}'] = pd.to_numeric(df['{name}'])."
+        )
+    v = values.to_numpy(dtype=float, na_value=np.nan)
     with np.errstate(invalid="ignore"):
         bad = np.flatnonzero(np.isinf(v) | (v < 0))  # missing weights are dropped listwise, not here
     if bad.size:
