@@ -312,3 +312,19 @@ def test_a_schema_change_between_streamed_files_names_the_file(tmp_path):
     d2.iloc[600:, d2.columns.get_loc("ses")] = d["ses"].iloc[600:].astype(np.float32).astype(np.float64)
     d.iloc[600:].assign(ses=d2["ses"].iloc[600:].astype(np.float32)).to_parquet(folder / "b.parquet")
     same_numbers(ml.fit(M, folder, stream=True), ml.fit(M, d2), rtol=1e-8)
+
+
+def test_streamed_fit_takes_ids_and_outcomes_as_the_in_memory_fit(tmp_path):
+    d = small()
+    blank = d.assign(school=d["school"].where(np.arange(len(d)) != 5, " "))
+    floats = d.assign(school=d["school"].astype(float).where(np.arange(len(d)) != 7))
+    for name, data in (("blank", blank), ("floats", floats)):
+        data.to_parquet(tmp_path / f"{name}.parquet")
+        streamed = ml.fit(M, tmp_path / f"{name}.parquet", stream=True)
+        memory = ml.fit(M, data)
+        same_numbers(streamed, memory, rtol=1e-10)
+        assert streamed.design.group_labels == memory.design.group_labels
+        assert dict(streamed.data_report.dropped_by_variable) == {"school": 1}
+    d.assign(mathach=d["mathach"].map(str)).to_parquet(tmp_path / "text.parquet")
+    with pytest.raises(DataError, match=r"outcome 'mathach' is not numeric"):
+        ml.fit(M, tmp_path / "text.parquet", stream=True)

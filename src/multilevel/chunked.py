@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .data_checks import DataReport, check_units
+from .join import normalise_ids
 from .columns import Columns
 from .design import Design, _check_columns, _classify, _numeric_columns, _variables
 from .kernels import accumulate_into, mirror_upper
@@ -124,17 +125,30 @@ def _numeric(col: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
 
 
-def pass1(chunk: pd.DataFrame, spec: ModelSpec, variables: list[str], group: str) -> Pass1:
+def _chunk_variables(chunk: pd.DataFrame, variables: list[str], group: str) -> pd.DataFrame:
+    """The model's columns of a chunk, ids normalised as in an in-memory fit (`join.normalise_ids`:
+    text ids without surrounding spaces, blank ids missing)."""
     sub = chunk[variables]
+    ids, _ = normalise_ids(sub[group])
+    return sub if ids is sub[group] else sub.assign(**{group: ids})
+
+
+def pass1(chunk: pd.DataFrame, spec: ModelSpec, variables: list[str], group: str) -> Pass1:
+    sub = _chunk_variables(chunk, variables, group)
+    y = sub[spec.outcome]
+    if not _numeric(y):
+        raise DataError(
+            f"The outcome '{spec.outcome}' is not numeric (dtype {y.dtype}; values like "
+            f"{', '.join(repr(x) for x in pd.unique(y.dropna())[:3])}). A linear mixed model needs a numeric outcome: "
+            "write it as numbers in the files."
+        )
     miss = sub.isna()
-    if miss[group].any():
-        raise DataError(f"The grouping column '{group}' is missing in {int(miss[group].sum())} rows of a chunk; every row needs its unit's id.")
-    keep = ~miss.any(axis=1).to_numpy()
+    keep = ~miss.any(axis=1).to_numpy()  # rows without an id too: dropped and counted, as in memory
     used = sub.loc[keep]
     ids = used[group]
     st = Pass1(rows_in=len(sub), rows_used=int(keep.sum()))
     st.missing = {v: int(miss[v].sum()) for v in variables if miss[v].any()}
-    st.ids_in = set(pd.unique(sub[group]))
+    st.ids_in = set(pd.unique(sub[group].dropna()))
     st.counts = ids.value_counts()
     for var, kind in spec.centering_map.items():
         x = used[var].astype(float)
@@ -179,7 +193,7 @@ class Plan:
 
 
 def prepare_chunk(chunk: pd.DataFrame, plan: Plan) -> tuple[pd.DataFrame, np.ndarray]:
-    sub = chunk[plan.variables]
+    sub = _chunk_variables(chunk, plan.variables, plan.group)
     used = sub.loc[~sub.isna().any(axis=1).to_numpy()].copy()
     codes = plan.ids.get_indexer(used[plan.group])
     for var, means in plan.group_means.items():
@@ -237,7 +251,10 @@ def build(spec: ModelSpec, first: pd.DataFrame, stats: Pass1, source: str) -> tu
     variables = _check_columns(spec, first)
     if stats.rows_used == 0:
         raise DataError("No row has all of the model's variables.")
-    ids = pd.Index(np.sort(np.array(list(stats.counts.index))))
+    ids = np.sort(np.array(list(stats.counts.index)))
+    if ids.dtype.kind == "f" and np.all(np.floor(ids) == ids) and np.abs(ids).max() < 2**53:
+        ids = ids.astype(np.int64)  # whole-number float ids are the units 12, not 12.0 (as in memory)
+    ids = pd.Index(ids)
     J = len(ids)
     if J < 2:
         raise DataError(f"The grouping factor '{group}' has {J} unit(s) in the rows used; a multilevel model needs at least two.")
