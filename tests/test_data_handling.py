@@ -328,3 +328,19 @@ def test_streamed_fit_takes_ids_and_outcomes_as_the_in_memory_fit(tmp_path):
     d.assign(mathach=d["mathach"].map(str)).to_parquet(tmp_path / "text.parquet")
     with pytest.raises(DataError, match=r"outcome 'mathach' is not numeric"):
         ml.fit(M, tmp_path / "text.parquet", stream=True)
+
+
+def test_chickweight_diet_as_text_matches_lme4():
+    # refs/make_refs_text_factors.R: lmer(weight ~ Time * Diet + (1 | Chick)) with Diet the text "1".."4"
+    import json
+    from pathlib import Path
+
+    ref = json.loads((Path(__file__).resolve().parents[1] / "refs" / "factors" / "chickweight_diet.json").read_text())
+    d = pd.DataFrame(ref["data"])
+    assert d["Diet"].map(type).eq(str).all()
+    fit = ml.fit(ref["formula"], d)
+    assert len(fit.beta) == len(ref["beta"]) == 8
+    np.testing.assert_allclose(fit.beta.to_numpy(), list(ref["beta"].values()), rtol=1e-5)
+    np.testing.assert_allclose(fit.sigma2, ref["sigma2"], rtol=1e-5)
+    np.testing.assert_allclose(fit.tau.to_numpy().ravel(), [ref["tau00"]], rtol=1e-5)
+    np.testing.assert_allclose(fit.deviance, ref["reml_criterion"], rtol=1e-8)
