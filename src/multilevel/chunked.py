@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .data_checks import DataReport, check_units
-from .join import normalise_ids
+from .join import canonical_ids, normalise_ids
 from .columns import Columns
 from .design import Design, _check_columns, _classify, _numeric_columns, _variables
 from .kernels import accumulate_into, mirror_upper
@@ -519,7 +519,7 @@ def dask_residuals(fit, ddf, level: int = 1):
 
     def one(part: pd.DataFrame) -> pd.DataFrame:
         sub = part.copy()
-        code = pd.Index(labels).get_indexer(sub[d.group].astype(str))
+        code = pd.Index(labels).get_indexer(canonical_ids(sub[d.group]))  # ids as the fit labelled them
         for v, m in means.items():
             sub[v] = sub[v].astype(float).to_numpy() - np.where(code >= 0, m[np.maximum(code, 0)], np.nan)
         for v, m in grand.items():
