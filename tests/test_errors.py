@@ -22,10 +22,15 @@ def test_non_numeric_outcome():
 
 
 def test_missing_group_id():
+    # rows without a unit id are dropped listwise and reported (as lme4's model frame drops them)
     data = hsb().copy()
     data.loc[[3, 7], "school"] = None
-    with pytest.raises(ml.DataError, match=r"grouping column 'school' is missing in 2 rows \(row positions 3, 7\)"):
-        ml.fit("mathach ~ 1 + (1 | school)", data)
+    fit = ml.fit("mathach ~ 1 + (1 | school)", data)
+    assert fit.n_obs == len(data) - 2
+    assert dict(fit.data_report.dropped_by_variable) == {"school": 2}
+    assert "missing in 'school': 2 rows" in fit.report()
+    ref = ml.fit("mathach ~ 1 + (1 | school)", data.drop(index=[3, 7]))
+    np.testing.assert_array_equal(fit.beta.to_numpy(), ref.beta.to_numpy())
 
 
 def test_fewer_than_two_groups():

@@ -18,7 +18,7 @@ _WHERE = {
     "Deviance": "compare", "compare": "compare",
     "design_effect": "effect_sizes", "effective_n": "effect_sizes", "pseudo_r2": "effect_sizes",
     "true_intercept_variance": "effect_sizes",
-    "DataError": "errors", "MultilevelError": "errors", "SpecificationError": "errors",
+    "DataError": "errors", "MultilevelError": "errors", "MultilevelWarning": "errors", "SpecificationError": "errors",
     "parse_formula": "formula",
     "PooledFit": "imputation", "pool": "imputation",
     "read": "reading",
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from .api import fit, fit_levels, fit_spec, levels
     from .compare import Deviance, compare
     from .effect_sizes import design_effect, effective_n, pseudo_r2, true_intercept_variance
-    from .errors import DataError, MultilevelError, SpecificationError
+    from .errors import DataError, MultilevelError, MultilevelWarning, SpecificationError
     from .formula import parse_formula
     from .imputation import PooledFit, pool
     from .reading import read
@@ -63,6 +63,7 @@ __all__ = [
     "ModelSpec",
     "PooledFit",
     "MultilevelError",
+    "MultilevelWarning",
     "RandomTerm",
     "SamplingWeights",
     "SpecificationError",

@@ -27,7 +27,8 @@ import formulaic
 import numpy as np
 import pandas as pd
 
-from .data_checks import DataReport
+from .data_checks import DataReport, check_units
+from .join import canonical_ids, normalise_ids
 from .columns import Columns
 from .coordinates import choose as choose_coordinates
 from .design import (
@@ -129,17 +130,30 @@ def _numeric(col: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
 
 
-def pass1(chunk: pd.DataFrame, spec: ModelSpec, variables: list[str], group: str) -> Pass1:
+def _chunk_variables(chunk: pd.DataFrame, variables: list[str], group: str) -> pd.DataFrame:
+    """The model's columns of a chunk, ids normalised as in an in-memory fit (`join.normalise_ids`:
+    text ids without surrounding spaces, blank ids missing)."""
     sub = chunk[variables]
+    ids, _ = normalise_ids(sub[group])
+    return sub if ids is sub[group] else sub.assign(**{group: ids})
+
+
+def pass1(chunk: pd.DataFrame, spec: ModelSpec, variables: list[str], group: str) -> Pass1:
+    sub = _chunk_variables(chunk, variables, group)
+    y = sub[spec.outcome]
+    if not _numeric(y):
+        raise DataError(
+            f"The outcome '{spec.outcome}' is not numeric (dtype {y.dtype}; values like "
+            f"{', '.join(repr(x) for x in pd.unique(y.dropna())[:3])}). A linear mixed model needs a numeric outcome: "
+            "write it as numbers in the files."
+        )
     miss = sub.isna()
-    if miss[group].any():
-        raise DataError(f"The grouping column '{group}' is missing in {int(miss[group].sum())} rows of a chunk; every row needs its unit's id.")
-    keep = ~miss.any(axis=1).to_numpy()
+    keep = ~miss.any(axis=1).to_numpy()  # rows without an id too: dropped and counted, as in memory
     used = sub.loc[keep]
     ids = used[group]
     st = Pass1(rows_in=len(sub), rows_used=int(keep.sum()))
     st.missing = {v: int(miss[v].sum()) for v in variables if miss[v].any()}
-    st.ids_in = set(pd.unique(sub[group]))
+    st.ids_in = set(pd.unique(sub[group].dropna()))
     st.counts = ids.value_counts()
     for d in spec.derived:  # the centred columns' sums, by their names ("cwc(ses)")
         if d.kind not in ("group", "grand"):
@@ -188,7 +202,7 @@ class Plan:
 
 
 def prepare_chunk(chunk: pd.DataFrame, plan: Plan) -> tuple[pd.DataFrame, np.ndarray]:
-    sub = chunk[plan.variables]
+    sub = _chunk_variables(chunk, plan.variables, plan.group)
     used = sub.loc[~sub.isna().any(axis=1).to_numpy()].copy()
     codes = plan.ids.get_indexer(used[plan.group])
     state = {**plan.group_means, **plan.grand_means}
@@ -265,10 +279,14 @@ def build(spec: ModelSpec, first: pd.DataFrame, stats: Pass1, source: str) -> tu
     variables = _check_columns(spec, first)
     if stats.rows_used == 0:
         raise DataError("No row has all of the model's variables.")
-    ids = pd.Index(np.sort(np.array(list(stats.counts.index))))
+    ids = np.sort(np.array(list(stats.counts.index)))
+    if ids.dtype.kind == "f" and np.all(np.floor(ids) == ids) and np.abs(ids).max() < 2**53:
+        ids = ids.astype(np.int64)  # whole-number float ids are the units 12, not 12.0 (as in memory)
+    ids = pd.Index(ids)
     J = len(ids)
     if J < 2:
         raise DataError(f"The grouping factor '{group}' has {J} unit(s) in the rows used; a multilevel model needs at least two.")
+    check_units(J, stats.rows_used, group)
     counts = stats.counts.reindex(ids).to_numpy(dtype=float)
     group_means = {v: (s.reindex(ids).to_numpy(dtype=float) / counts) for v, s in stats.sums.items()}
     grand_means = {v: s / c for v, (s, c) in stats.grand.items()}
@@ -391,12 +409,71 @@ def is_stream_source(data) -> bool:
     return any(ch in text for ch in "*?[") or Path(text).is_dir()
 
 
-def parquet_chunks(files: list[Path], columns: list[str] | None, batch_rows: int = 1_000_000) -> Iterator[pd.DataFrame]:
+def open_parquet(f: Path):
+    """pyarrow's ParquetFile of `f`, or a DataError naming the file (empty, truncated, not Parquet)."""
     import pyarrow.parquet as pq
 
+    if f.is_file() and f.stat().st_size == 0:
+        raise DataError(f"The Parquet file '{f}' is empty (0 bytes): rewrite it, or remove it from the files read.")
+    try:
+        return pq.ParquetFile(f)
+    except Exception as exc:  # pyarrow's ArrowInvalid / OSError: say which file and why
+        raise DataError(
+            f"Cannot read '{f}' as a Parquet file ({type(exc).__name__}: {exc}). It may be truncated (an "
+            "interrupted write) or not a Parquet file: rewrite it, or remove it from the files read."
+        ) from exc
+
+
+def _kind(t) -> str:
+    """The kind of an Arrow type that matters to a model: number, true/false, text, or the type."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(t):
+        return "category"
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "number"
+    if pa.types.is_boolean(t):
+        return "true/false"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", lambda _: False)(t):
+        return "text"
+    return str(t)
+
+
+def check_schemas(files: list[Path], columns: list[str]) -> None:
+    """Every file must hold the model's columns, each of the same kind as in the first file
+    (numbers of any width may mix; numbers in one file and text in another may not): otherwise
+    the chunks would be summed as different variables. The error names the file and column."""
+    first = open_parquet(files[0]).schema_arrow
+    kinds = {c: _kind(first.field(c).type) for c in columns if c in first.names}
+    for f in files[1:]:
+        schema = open_parquet(f).schema_arrow
+        lost = [c for c in kinds if c not in schema.names]
+        if lost:
+            raise DataError(
+                f"The Parquet file '{f}' has no column {', '.join(repr(c) for c in lost)}, which '{files[0].name}' "
+                "has: all files streamed together need the same columns."
+            )
+        for c, k in kinds.items():
+            other = _kind(schema.field(c).type)
+            if other != k:
+                raise DataError(
+                    f"The column '{c}' is {k} ({first.field(c).type}) in '{files[0]}' but {other} "
+                    f"({schema.field(c).type}) in '{f}': the schema changed between files. Write every file with "
+                    "the same column types."
+                )
+
+
+def parquet_chunks(files: list[Path], columns: list[str] | None, batch_rows: int = 1_000_000) -> Iterator[pd.DataFrame]:
     for f in files:
-        pf = pq.ParquetFile(f)
-        for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
+        pf = open_parquet(f)
+        batches = pf.iter_batches(batch_size=batch_rows, columns=columns)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except Exception as exc:  # a damaged row group: name the file
+                raise DataError(f"Cannot read '{f}' to the end ({type(exc).__name__}: {exc}); it may be truncated.") from exc
             yield batch.to_pandas()
 
 
@@ -405,12 +482,11 @@ def fit_parquet(spec: ModelSpec, path, method: str, batch_rows: int = 1_000_000)
 
     _need("pyarrow", "parquet", "Parquet files")
     files = parquet_files(path)
-    import pyarrow.parquet as pq
-
-    names = pq.ParquetFile(files[0]).schema_arrow.names
+    names = open_parquet(files[0]).schema_arrow.names
     _check_streamable(spec)
     wanted = sorted(spec.variables())
     columns = [c for c in wanted if c in names] or None  # missing ones are named by _check_columns
+    check_schemas(files, columns or [])
     source = f"{len(files)} Parquet file(s): {preview([f.name for f in files], 3)}"
     return fit_chunks(spec, lambda: parquet_chunks(files, columns, batch_rows), method, source)
 
@@ -470,7 +546,7 @@ def dask_residuals(fit, ddf, level: int = 1):
 
     def one(part: pd.DataFrame) -> pd.DataFrame:
         sub = part.copy()
-        code = pd.Index(labels).get_indexer(sub[d.group].astype(str))
+        code = pd.Index(labels).get_indexer(canonical_ids(sub[d.group]))  # ids as the fit labelled them
         floats = _float_column(sub)
         for dv in spec.derived:
             with np.errstate(all="ignore"):

@@ -7,7 +7,14 @@ Rules (HLM's, made explicit):
   * Level 2: a missing value of a level-2 variable (one from the level-2 table, or declared
     level-2 in the level equations) is refused by default, listing the units and variables, as
     HLM refuses it; `level2_missing="drop"` drops those units instead and lists them.
-  * Units of one row are allowed and listed.
+  * Units of one row are allowed and listed; data where every unit has one row are refused, as
+    lme4 refuses them (the level-1 and level-2 variances cannot be told apart).
+  * Rows without a unit id (missing, or blank text) are dropped listwise and counted, as lme4's
+    model frame drops them; they never make a unit of their own.
+Column types: pandas' extension types (nullable Int64/Float64/boolean, `string`, Arrow-backed
+columns of `dtype_backend="pyarrow"`) and float16 are made plain numpy columns first
+(`plain_dtypes`), pd.NA counted as missing. A text column is a factor (treatment contrasts, as a
+character column in R), also when its values look like numbers; the data report says so.
 The bad-input catalogue (docs/bad-input.md) is checked here too: ids of mixed kinds, a variable
 with no value at all, text in a numeric column, infinite values, an outcome with one value.
 """
@@ -19,8 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, preview
-from .join import JoinReport, id_kind, mixed_id_error
+from .errors import DataError, MultilevelWarning, preview
+from .join import JoinReport, id_kind, mixed_id_error, normalise_ids
 
 _NUMBER = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
 _DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d*,\d+\s*$")
@@ -93,6 +100,67 @@ class DataReport:
         return f"<pre>{html.escape(str(self))}</pre>"
 
 
+def plain_column(col: pd.Series) -> pd.Series | None:
+    """The column with a numpy dtype, or None when it has one already (or is a category).
+
+    nullable integers -> int64 (float64 with NaN when some are missing); nullable floats and
+    float16 -> float64 (pd.NA -> NaN); nullable booleans -> bool (float64 0/1 with NaN when some
+    are missing: the same numeric column formulaic makes of a bool); `string` and Arrow text ->
+    object of str (NaN for missing). Arrow-backed columns (dtype_backend="pyarrow") alike."""
+    dt = col.dtype
+    if isinstance(dt, pd.CategoricalDtype):
+        return None
+    if isinstance(dt, np.dtype):
+        return col.astype(np.float64) if dt == np.float16 else None
+    if isinstance(dt, pd.StringDtype) and dt.na_value is not pd.NA:
+        return None  # pandas' default text type ('str', NaN for missing) is handled as object text
+    missing = bool(col.isna().any())
+    if pd.api.types.is_bool_dtype(dt):
+        values = col.to_numpy(dtype=float, na_value=np.nan) if missing else col.to_numpy(dtype=bool)
+    elif pd.api.types.is_integer_dtype(dt):
+        values = col.to_numpy(dtype=float, na_value=np.nan) if missing else col.to_numpy(dtype=np.int64)
+    elif pd.api.types.is_float_dtype(dt):
+        values = col.to_numpy(dtype=np.float64, na_value=np.nan)
+    elif pd.api.types.is_string_dtype(dt):
+        values = col.to_numpy(dtype=object, na_value=np.nan)
+    else:
+        return None
+    return pd.Series(values, index=col.index, name=col.name)
+
+
+def check_duplicate_columns(frame: pd.DataFrame, what: str = "data") -> None:
+    """Two columns of one name: a model could not say which it means."""
+    dup = frame.columns[frame.columns.duplicated()]
+    if len(dup):
+        names = list(dict.fromkeys(str(c) for c in dup))
+        raise DataError(
+            f"The {what} have more than one column named {preview([repr(n) for n in names])}. Rename or drop the "
+            "duplicates (e.g. df.loc[:, ~df.columns.duplicated()]) so that each name means one column."
+        )
+
+
+def plain_dtypes(frame: pd.DataFrame, columns=None) -> pd.DataFrame:
+    """The frame with `columns` (default: all) of numpy dtypes (`plain_column`); the same object
+    when nothing needed converting, else a shallow copy (attrs kept)."""
+    check_duplicate_columns(frame)
+    out = None
+    for c in frame.columns if columns is None else columns:
+        new = plain_column(frame[c])
+        if new is not None:
+            if out is None:
+                out = frame.copy(deep=False)
+                out.attrs = dict(frame.attrs)
+            out[c] = new
+    return frame if out is None else out
+
+
+def _all_text(col: pd.Series) -> bool:
+    """Whether every non-missing value is a string (a text column, not numbers with some text)."""
+    if pd.api.types.is_string_dtype(col.dtype) and not pd.api.types.is_object_dtype(col.dtype):
+        return True
+    return all(isinstance(x, str) for x in col.dropna())
+
+
 def _numeric_looking_text(col: pd.Series) -> tuple[bool, dict[str, list[int]]]:
     """(True, {bad text: rows}) when most values of a text column are numbers."""
     if pd.api.types.is_numeric_dtype(col) or isinstance(col.dtype, pd.CategoricalDtype):
@@ -126,15 +194,41 @@ def missing_and_infinite(col: pd.Series) -> tuple[int, int]:
     return nan, 0
 
 
-def check_values(data: pd.DataFrame, variables: list[str], outcome: str, group: str, column=None) -> tuple[pd.DataFrame, dict[str, int]]:
-    """The bad-input catalogue, before any row is dropped. Returns the data with numeric text
-    columns (all values numbers written as text) converted to numbers, and the number of missing
-    values of each variable (for `select_rows`)."""
+def check_values(
+    data: pd.DataFrame, variables: list[str], outcome: str, group: str, column=None
+) -> tuple[pd.DataFrame, dict[str, int], tuple[str, ...]]:
+    """The bad-input catalogue, before any row is dropped. Returns the data (a copy when a column
+    was changed: extension dtypes made plain, blank ids made missing, numbers written as text in
+    an object column of numbers converted), the number of missing values of each variable (for
+    `select_rows`), and notes for the data report (text predictors that look like numbers, which
+    stay factors, as in R)."""
     column = column or data.__getitem__
     kind = id_kind(column(group))
     if kind == "mixed":
         raise mixed_id_error(column(group), group, "the data")
     converted = None
+    notes: list[str] = []
+
+    def replace(v: str, values: pd.Series) -> pd.Series:
+        nonlocal converted
+        if converted is None:
+            converted = data.copy(deep=False)
+            converted.attrs = dict(data.attrs)
+        converted[v] = values
+        return values
+
+    for v in variables:
+        plain = plain_column(column(v))
+        if plain is not None:
+            replace(v, plain)
+    if converted is not None:
+        column = converted.__getitem__
+    ids, blank = normalise_ids(column(group))
+    if ids is not column(group):
+        replace(group, ids)
+        column = converted.__getitem__
+    if blank:
+        notes.append(f"{blank} rows have a blank id in '{group}': counted as missing ids (those rows are dropped).")
     missing: dict[str, int] = {}
     for v in variables:
         col = column(v)
@@ -147,7 +241,7 @@ def check_values(data: pd.DataFrame, variables: list[str], outcome: str, group: 
             )
         if v == group:
             continue
-        if v != outcome and not pd.api.types.is_numeric_dtype(col) and not isinstance(col.dtype, pd.CategoricalDtype):
+        if not pd.api.types.is_numeric_dtype(col) and not isinstance(col.dtype, pd.CategoricalDtype):
             text = col.dropna().astype(str)
             if len(text) and text.str.match(_DECIMAL_COMMA).mean() > 0.5:
                 raise DataError(
@@ -163,18 +257,43 @@ def check_values(data: pd.DataFrame, variables: list[str], outcome: str, group: 
                 + ". Make those entries missing (e.g. read with na_values=[...], or pd.to_numeric(..., errors='coerce')) "
                 "or correct them."
             )
-        if numeric_text:
-            converted = data.copy() if converted is None else converted
-            converted[v] = col = pd.to_numeric(col)
+        text_column = not pd.api.types.is_numeric_dtype(col) and not isinstance(col.dtype, pd.CategoricalDtype)
+        if v == outcome and text_column and (_all_text(col) or not numeric_text):
+            example = preview([repr(x) for x in pd.unique(col.dropna())[:3]], 3)
+            raise DataError(
+                f"The outcome '{v}' is not numeric: it is text (values like {example}). A linear mixed model needs a "
+                "numeric outcome: "
+                + (f"convert it, e.g. df['{v}'] = pd.to_numeric(df['{v}']) (errors='coerce' makes unreadable entries "
+                   "missing)." if numeric_text else "code it as numbers if a numeric outcome is meant.")
+            )
+        if numeric_text and not _all_text(col):
+            # an object column of numbers, some of them written as text ("3" beside 3.5): numbers
+            col = replace(v, pd.to_numeric(col))
+            column = converted.__getitem__
             n_missing, n_infinite = missing_and_infinite(col)
             missing[v] = n_missing
-        elif v != outcome and not pd.api.types.is_numeric_dtype(col):
+            notes.append(f"'{v}' mixes numbers and numbers written as text: all were read as numbers.")
+        elif v != outcome and text_column:
             levels = col.nunique(dropna=True)
+            if levels > MAX_LEVELS and levels > 0.1 * len(col) and numeric_text:
+                raise DataError(
+                    f"'{v}' is text whose values look like numbers ({preview([repr(x) for x in pd.unique(col.dropna())[:3]], 3)}), "
+                    f"with {levels} different values in {len(col)} rows. Text is a factor (as in R): it would make "
+                    f"{levels - 1} fixed-effect columns. For a numeric effect convert it: df['{v}'] = pd.to_numeric(df['{v}'])."
+                )
             if levels > MAX_LEVELS and levels > 0.1 * len(col):
                 raise DataError(
                     f"'{v}' is text with {levels} different values in {len(col)} rows; as a factor it would make "
                     f"{levels - 1} fixed-effect columns. If it holds numbers, convert it (pd.to_numeric); if it is an "
                     "id, use it as the grouping factor instead."
+                )
+            if numeric_text:
+                # R's rule: a character column is a factor, whatever its values look like
+                shown = sorted(map(str, pd.unique(col.dropna())), key=lambda t: float(t))
+                notes.append(
+                    f"'{v}' is text whose values look like numbers ({preview(shown, 4)}): it was treated as a factor "
+                    f"({levels} levels, treatment contrasts), as R does. For a numeric effect convert it: "
+                    f"df['{v}'] = pd.to_numeric(df['{v}'])."
                 )
         if n_infinite:
             inf = np.isinf(col.to_numpy(dtype=float, na_value=np.nan))
@@ -184,14 +303,15 @@ def check_values(data: pd.DataFrame, variables: list[str], outcome: str, group: 
                     f"'{v}' has {len(rows)} infinite value{'s' if len(rows) > 1 else ''} (row{'s' if len(rows) > 1 else ''} "
                     f"{preview(rows)}). Replace them by missing values, or correct them."
                 )
-    return (data if converted is None else converted), missing
+    return (data if converted is None else converted), missing, tuple(notes)
 
 
 def level2_missing_units(data: pd.DataFrame, level2_vars: list[str], group: str) -> dict[str, tuple[str, ...]]:
     """{unit: level-2 variables missing for it}."""
     out: dict[str, list[str]] = {}
+    has_id = data[group].notna().to_numpy()  # rows without an id are dropped for that, not here
     for v in level2_vars:
-        miss = data[v].isna().to_numpy()
+        miss = data[v].isna().to_numpy() & has_id
         for u in pd.unique(data[group].to_numpy()[miss]):
             out.setdefault(str(u), []).append(v)
     return {u: tuple(vs) for u, vs in out.items()}
@@ -207,19 +327,17 @@ def select_rows(
     codes: np.ndarray,
     units: np.ndarray,
     missing: dict[str, int] | None = None,
+    notes: tuple[str, ...] = (),
 ) -> tuple[pd.DataFrame, DataReport, np.ndarray, np.ndarray]:
     """Apply the level-2 and level-1 missing-data rules (module doc). `codes` number the rows'
-    units 0..len(units)-1 (-1: no id). Returns the rows used, the report, and the codes and units
-    of the rows used (units without rows left are dropped from both)."""
+    units 0..len(units)-1 (-1: no id; those rows are dropped listwise, counted under the id
+    column). Returns the rows used (with the input's own row index), the report, and the codes
+    and units of the rows used (units without rows left are dropped from both)."""
     if level2_missing not in ("error", "drop"):
         raise DataError(f"level2_missing must be 'error' or 'drop', not {level2_missing!r}.")
+    missing = dict(missing or {})
     if codes.size and codes.min() < 0:
-        rows = np.flatnonzero(codes < 0)
-        raise DataError(
-            f"The grouping column '{group}' is missing in {rows.size} rows (row positions "
-            f"{preview(rows.tolist())}). Every row needs its unit's id: fill it in or drop those rows."
-        )
-    missing = missing or {}
+        missing[group] = int((codes < 0).sum())
 
     def has_missing(v: str) -> bool:
         return missing[v] > 0 if v in missing else bool(data[v].hasnans)
@@ -258,15 +376,52 @@ def select_rows(
         level2_rows_without_units=join.units_without_level1_rows if join else (),
         singleton_units=tuple(sorted(str(u) for u in units[sizes == 1])),
         source=str(data.attrs.get("source", "")),
-        notes=tuple(data.attrs.get("read_notes", ())),
+        notes=tuple(data.attrs.get("read_notes", ())) + tuple(notes),
     )
     if keep is None:
-        plain = isinstance(data.index, pd.RangeIndex) and data.index.start == 0 and data.index.step == 1
-        return (data if plain else data.reset_index(drop=True)), report, codes, units
+        return data, report, codes, units
     if not has_rows.all():
         renumber = np.cumsum(has_rows) - 1
         kept_codes = renumber[kept_codes]
-    return data.loc[keep].reset_index(drop=True), report, kept_codes.astype(np.intp, copy=False), units[has_rows]
+    return data.loc[keep], report, kept_codes.astype(np.intp, copy=False), units[has_rows]
+
+
+def check_units(n_units: int, n_rows: int, group: str) -> None:
+    """lme4's check (checkNlevels): each grouping factor needs fewer levels than observations.
+    When every unit has one row, a unit's random intercept and its row's residual are the same
+    quantity: tau00 and sigma2 are not identified (only their sum is)."""
+    if n_units >= n_rows:
+        raise DataError(
+            f"Every unit of '{group}' has a single row ({n_units} units, {n_rows} rows used): the level-2 and "
+            "level-1 variances cannot be told apart (lme4: 'number of levels of each grouping factor must be < "
+            "number of observations'). Check the grouping column (is it a row id?), or fit a one-level "
+            "regression."
+        )
+
+
+def warn_outcome_kind(y: np.ndarray, outcome: str) -> None:
+    """A warning (`MultilevelWarning`) when the outcome looks binary (only 0 and 1) or like a count
+    (whole numbers >= 0, 0 among them, median <= 10): a linear model's normal residuals and
+    unbounded predictions do not fit such data; a generalized model (logistic, Poisson; lme4's
+    glmer) does. Generalized models are planned; until then the linear fit is returned."""
+    import warnings
+
+    if y.size == 0 or y.min() < 0 or not np.all(np.floor(y) == y):
+        return
+    values = np.unique(y)
+    if values.size == 2 and values[0] == 0 and values[1] == 1:
+        kind, model = "binary (only 0 and 1)", "a logistic mixed model (lme4's glmer(family = binomial))"
+    elif values[0] == 0 and values.size > 2 and np.median(y) <= 10:
+        kind, model = "a count (whole numbers from 0)", "a Poisson or negative-binomial mixed model (lme4's glmer)"
+    else:
+        return
+    warnings.warn(
+        f"The outcome '{outcome}' looks {kind}: a linear mixed model treats it as normal and continuous, so its "
+        f"standard errors and predictions may mislead. {model[0].upper() + model[1:]} is the usual choice; "
+        "multilevel does not fit generalized models yet (they are planned). The linear fit is returned.",
+        MultilevelWarning,
+        stacklevel=4,
+    )
 
 
 def check_outcome(y: np.ndarray, outcome: str) -> None:

@@ -18,7 +18,10 @@ import formulaic
 import numpy as np
 import pandas as pd
 
-from .data_checks import DataReport, check_outcome, check_values, select_rows
+from .data_checks import (
+    DataReport, check_duplicate_columns, check_outcome, check_units, check_values, plain_column, select_rows,
+    warn_outcome_kind,
+)
 from .errors import DataError, SpecificationError, close_matches, preview
 from .columns import Columns
 from .coordinates import Coordinates, choose as choose_coordinates
@@ -70,6 +73,7 @@ class Design:
     weights: ScaledWeights | None = None  # sampling weights (pseudo-likelihood), scaled
     precision_weights: PrecisionWeights | None = None  # lme4's weights= (Var(e_i) = sigma2 / w_i)
     frame: pd.DataFrame | None = None  # the rows used, all columns, before centring (for residual files)
+    row_index: pd.Index | None = None  # the input's own index of the rows used (row-level outputs carry it)
     x_model_spec: object = None  # formulaic's spec of X: builds X for new data (model graphs)
     coordinates: Coordinates | None = None  # the shifts of X and y the summaries are in (`coordinates`)
     offset: np.ndarray | None = None  # lme4's offset per row used (subtracted from y in `columns`)
@@ -417,6 +421,7 @@ def build_design(
     the level equations they follow the level-2 missing-data rule (`data_checks`)."""
     if not isinstance(data, pd.DataFrame):
         data = pd.DataFrame(data)
+    check_duplicate_columns(data)
     groups = spec.groups
     if len(groups) != 1:
         raise SpecificationError(
@@ -438,16 +443,18 @@ def build_design(
             )
         if precision_weights not in variables:
             variables.append(precision_weights)  # a missing weight drops its row listwise (lme4's na.omit)
+    for w in weights.columns if weights else []:
+        # before the value checks: a text weight is refused as a weight, not taken for a factor
+        col = data[w]
+        check_weight_column(col if plain_column(col) is None else plain_column(col), w)  # rows named as in the input
     column = _column_cache(data)
-    checked, missing = check_values(data, variables, spec.outcome, group, column)
-    if checked is not data:  # text columns of numbers were converted
+    checked, missing, notes = check_values(data, variables, spec.outcome, group, column)
+    if checked is not data:  # columns were made plain (dtypes, blank ids, numbers in an object column)
         data, column = checked, _column_cache(checked)
     if precision_weights is not None:
         check_precision_column(data[precision_weights], precision_weights)  # rows named as in the input
     zero_weight = 0
     if weights is not None:
-        for w in weights.columns:
-            check_weight_column(data[w], w)  # rows named as in the input
         if weights.level1 is not None:
             zero = (data[weights.level1] == 0).to_numpy()
             zero_weight = int(zero.sum())
@@ -465,7 +472,11 @@ def build_design(
     declared = {v for expr in spec.level2 for v in spec.factor_variables(expr)}
     l2 = [v for v in variables if v != group and (v in set(level2_vars) or v in declared)]
     codes_in, units_in = unit_codes(column(group), group)
-    used, report, codes, uniques = select_rows(data, variables, group, l2, level2_missing, join, codes_in, units_in, missing)
+    used, report, codes, uniques = select_rows(data, variables, group, l2, level2_missing, join, codes_in, units_in, missing, notes)
+    # Row-level outputs carry the input's own index of the rows used; inside, rows are numbered 0..N-1.
+    row_index = used.index
+    if not (isinstance(row_index, pd.RangeIndex) and row_index.start == 0 and row_index.step == 1):
+        used = used.reset_index(drop=True)
     if zero_weight:
         report = dataclasses.replace(report, n_rows_in=report.n_rows_in + zero_weight, zero_weight_rows=zero_weight)
     if report.n_rows_used == 0:
@@ -478,6 +489,7 @@ def build_design(
             f"The grouping factor '{group}' has {J} unit(s) in the rows used; a multilevel "
             "model needs at least two (and in practice many more)."
         )
+    check_units(J, report.n_rows_used, group)
     centred, centering_means = _center(spec, used, codes, J, group)
     offset = _offset(spec, used, codes)
     x_rhs = spec.fixed_formula()
@@ -526,6 +538,7 @@ def build_design(
     )
     y = column(spec.outcome).to_numpy(dtype=float)
     check_outcome(y, spec.outcome)
+    warn_outcome_kind(y, spec.outcome)
     if offset is not None:
         y = y - offset  # lme4: y = X beta + Z b + offset + e; fitted values add it back
     columns = Columns(tuple(z_factors) + tuple(x_factors) + ((y,),), len(z_names), len(x_names), int(y.shape[0]))
@@ -550,6 +563,7 @@ def build_design(
         weights=scaled,
         precision_weights=precision,
         frame=used,
+        row_index=row_index,
         x_model_spec=x_model_spec,
         coordinates=coordinates,
         offset=offset,
@@ -575,7 +589,12 @@ def unit_codes(ids: pd.Series, group: str) -> tuple[np.ndarray, np.ndarray]:
             starts[1:] = np.flatnonzero(codes[1:] != codes[:-1]) + 1
             return codes, v[starts]
     codes, uniques = pd.factorize(ids, sort=True)
-    return codes.astype(np.intp, copy=False), np.asarray(uniques)
+    uniques = np.asarray(uniques)
+    if uniques.dtype.kind == "f" and uniques.size and np.all(np.floor(uniques) == uniques) and np.abs(uniques).max() < 2**53:
+        # whole-number ids in a float column (a CSV column with a missing id): the units 12, not 12.0,
+        # as a level-2 join (`join.canonical_ids`) and an integer column name them
+        uniques = uniques.astype(np.int64)
+    return codes.astype(np.intp, copy=False), uniques
 
 
 def _labels(uniques: np.ndarray) -> tuple[str, ...]:

@@ -2,7 +2,10 @@
 
 Checks, each with a message that names the ids or the variable:
   * the id column is in both tables and neither mixes numbers and text; ids are compared as text
-    (whole numbers without a decimal point: 1224, 1224.0 and "1224" match);
+    (whole numbers without a decimal point: 1224, 1224.0 and "1224" match; text ids without
+    surrounding spaces, blank text is a missing id: `normalise_ids`, which a plain fit applies too);
+    the joined table keeps the level-1 table's own ids, so that the fit sees them as a plain fit
+    of the same level-1 table would;
   * duplicate ids in the level-2 table: refused;
   * level-1 ids with no level-2 row: refused (listed), or those rows dropped and reported with
     `level2_missing="drop"`;
@@ -31,8 +34,12 @@ class JoinReport:
 
 def id_kind(values: pd.Series) -> str:
     """'number', 'text' or 'mixed' for an id column (missing values ignored)."""
+    if pd.api.types.is_numeric_dtype(values):
+        return "number"
+    if pd.api.types.is_string_dtype(values.dtype) and not pd.api.types.is_object_dtype(values.dtype):
+        return "text" if values.notna().any() else "number"
     v = values.dropna()
-    if len(v) == 0 or pd.api.types.is_numeric_dtype(v):
+    if len(v) == 0:
         return "number"
     kinds = {"number" if isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) else "text" for x in v}
     return kinds.pop() if len(kinds) == 1 else "mixed"
@@ -49,12 +56,30 @@ def mixed_id_error(values: pd.Series, column: str, where: str) -> DataError:
     )
 
 
+def normalise_ids(values: pd.Series) -> tuple[pd.Series, int]:
+    """Unit ids as every fit takes them (a plain fit and a level-2 join alike): text ids lose
+    surrounding spaces (a padded CSV field " 12" is the unit "12"), and blank text ('' or spaces)
+    is a missing id, never a unit of its own; numbers are unchanged (whole-number floats get
+    integer labels in `design.unit_codes`). Returns (ids, number of blank ids made missing): the
+    same Series when nothing changed."""
+    if isinstance(values.dtype, pd.CategoricalDtype) or id_kind(values) != "text":
+        return values, 0
+    stripped = values.str.strip()
+    blank = stripped.eq("").fillna(False).to_numpy(dtype=bool)
+    changed = (stripped != values).fillna(False).to_numpy(dtype=bool) & values.notna().to_numpy()
+    if not changed.any() and not blank.any():
+        return values, 0
+    return stripped.where(~blank), int(blank.sum())
+
+
 def canonical_ids(values: pd.Series) -> pd.Series:
     """Ids as text, with whole numbers written without a decimal point (3.0 -> '3'), so that a
-    numeric id in one file matches a text id in the other."""
+    numeric id in one file matches a text id in the other (text: `normalise_ids`)."""
     if pd.api.types.is_numeric_dtype(values):
         return values.map(lambda x: x if pd.isna(x) else (str(int(x)) if float(x).is_integer() else repr(float(x))))
-    return values.map(lambda x: x if pd.isna(x) else str(x).strip())
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        values = values.astype(object)
+    return normalise_ids(values)[0].map(lambda x: x if pd.isna(x) else str(x))
 
 
 def join_level2(level1: pd.DataFrame, level2: pd.DataFrame, group: str, level2_missing: str = "error") -> tuple[pd.DataFrame, JoinReport]:
@@ -123,10 +148,13 @@ def join_level2(level1: pd.DataFrame, level2: pd.DataFrame, group: str, level2_m
     # a variable in both tables is taken from the level-2 table: it is the unit's own value (and
     # fills a level-1 copy's missing values, or its 4-byte rounding)
     l2_vars = [c for c in l2.columns if c != group]
-    joined = l1.drop(columns=shared).reset_index(drop=True)
-    joined[group] = l1_ids.to_numpy()  # one kind of id in both tables (text)
-    add = l2[l2_vars].reindex(l1_ids.to_numpy()).reset_index(drop=True)
-    joined = pd.concat([joined, add], axis=1)
+    # The level-1 rows keep their own index (row-level outputs carry it) and their own ids: the
+    # fit normalises them (`normalise_ids`) as in a plain fit of the level-1 table.
+    joined = l1.drop(columns=shared)
+    add = l2[l2_vars].reindex(l1_ids.to_numpy())
+    joined = pd.concat([joined, add.set_axis(joined.index)], axis=1) if joined.index.is_unique else joined.assign(
+        **{c: add[c].to_numpy() for c in l2_vars}
+    )
     without = tuple(sorted(known - set(l1_ids.dropna()), key=str))
     report = JoinReport(
         level2_variables=tuple(l2_vars),

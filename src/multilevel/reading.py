@@ -7,7 +7,9 @@
     ml.read("x.csv" | "x.tsv" | "x.csv.gz")                         pandas
 
 SPSS, Stata and SAS value labels become pandas categories (ordered by their codes, so the
-reference level of a factor is the lowest code) unless `value_labels="codes"`; SPSS user-defined
+reference level of a factor is the lowest code) unless `value_labels="codes"`; a variable whose
+labels are not one per code (two codes sharing a label: two schools both labelled "St Mary")
+keeps its codes, so that distinct units are never merged (the data report says so); SPSS user-defined
 missing codes (and Stata's extended missing values) become missing. Every `data=` argument of the
 package goes through `as_frame`, which also takes pandas, polars and pyarrow tables.
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .data_checks import check_duplicate_columns, plain_dtypes
 from .errors import DataError
 
 _READSTAT = {".sav": "read_sav", ".zsav": "read_sav", ".por": "read_por", ".dta": "read_dta",
@@ -201,6 +204,18 @@ def apply_value_labels(frame: pd.DataFrame, labels: dict) -> pd.DataFrame:
             continue
         codes = sorted(v for v in mapping if v in set(values))
         order = list(dict.fromkeys(mapping[c] for c in codes))
+        if len(order) < len(codes):
+            # two codes share a label: as categories they would become one value (one unit, one
+            # level), so the codes are kept
+            shared = {}
+            for c in codes:
+                shared.setdefault(mapping[c], []).append(c)
+            example = next((lab, cs) for lab, cs in shared.items() if len(cs) > 1)
+            notes.append(
+                f"'{var}' has codes sharing a value label (e.g. {', '.join(map(str, example[1][:3]))} are all "
+                f"{example[0]!r}): kept as codes, so that they stay distinct."
+            )
+            continue
         frame[var] = pd.Categorical(frame[var].map(mapping), categories=order)
     frame.attrs["read_notes"] = notes
     return frame
@@ -209,7 +224,7 @@ def apply_value_labels(frame: pd.DataFrame, labels: dict) -> pd.DataFrame:
 def as_frame(data, what: str = "data") -> pd.DataFrame:
     """A pandas DataFrame from a path, a pandas/polars/pyarrow table or a dict of columns."""
     if isinstance(data, (str, os.PathLike)):
-        return read(data)
+        return plain_dtypes(read(data))
     if isinstance(data, pd.DataFrame):
         frame = data
     elif hasattr(data, "to_pandas"):  # polars and pyarrow tables
@@ -230,4 +245,6 @@ def as_frame(data, what: str = "data") -> pd.DataFrame:
         )
     if len(frame) == 0:
         raise DataError(f"The {what} have no rows.")
-    return frame
+    check_duplicate_columns(frame, what)
+    # nullable and Arrow-backed columns as numpy columns (pd.NA -> missing): `data_checks.plain_column`
+    return plain_dtypes(frame)

@@ -14,7 +14,10 @@ q x p matrix that maps gamma to the unit's fixed part of each random coefficient
     LNTOTVAR = ln SD(y_j) (divisor n_j - 1);  OLSRSVAR = ln of the residual SD of the unit's OLS on the full
     level-1 model (divisor n_j - Q - 1);  MDRSVAR = ln of the SD of y - X gamma - Z u* (divisor n_j).
 The level-1 file has, per row, the fitted values from the fixed part and from fixed + EB, the
-residuals, the predictors as used in the model, and any extra columns of the data.
+residuals, the predictors as used in the model, and any extra columns of the data. Its rows carry
+the input table's own index (of the rows used), so `df["r"] = fit.residuals(level=1)["resid"]`
+lands on the right rows when rows were dropped; the level-2 file is indexed by the unit ids (as
+`fit.ranef`), and keeps them in a column too.
 """
 from __future__ import annotations
 
@@ -165,6 +168,7 @@ def level2_table(fit, extra: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
     cols = level2_predictors(fit) + [c for c in extra if c not in out.columns]
     if cols:
         out = pd.concat([out, _unit_values(fit, list(dict.fromkeys(cols)))], axis=1)
+    out.index = pd.Index(list(d.group_labels))  # unnamed: the column of the same name keeps the ids
     return out
 
 
@@ -194,6 +198,8 @@ def level1_table(fit, extra: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
         if missing:
             raise DataError(f"Extra column(s) {', '.join(repr(m) for m in missing)} are not in the data of this fit.")
         out = pd.concat([out, d.frame[list(extra)].reset_index(drop=True)], axis=1)
+    if d.row_index is not None:
+        out.index = d.row_index  # the input's own index of the rows used
     return out
 
 
