@@ -18,7 +18,9 @@ class DataError(MultilevelError):
 
 
 class MultilevelWarning(UserWarning):
-    """Base class of the warnings this package gives: the result stands, with a caveat."""
+    """A fit was made, but something about the data or the model deserves the user's attention
+    (e.g. a 0/1 or count outcome fitted by a linear model). Filter it with
+    warnings.simplefilter('ignore', multilevel.errors.MultilevelWarning)."""
 
 
 class ConvergenceWarning(MultilevelWarning):
@@ -41,9 +43,3 @@ def preview(items: Iterable[object], limit: int = 10) -> str:
     items = list(items)
     shown = ", ".join(str(i) for i in items[:limit])
     return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
-
-
-class MultilevelWarning(UserWarning):
-    """A fit was made, but something about the data or the model deserves the user's attention
-    (e.g. a 0/1 or count outcome fitted by a linear model). Filter it with
-    warnings.simplefilter('ignore', multilevel.errors.MultilevelWarning)."""
