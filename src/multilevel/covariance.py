@@ -73,7 +73,9 @@ class LambdaTemplate:
         # A semidefinite Cholesky: columns with zero pivot are set to zero, as lme4 does at the boundary.
         for j in range(self.q):
             d = rel[j, j] - L[j, :j] @ L[j, :j]
-            if d <= 1e-14 * max(1.0, abs(rel[j, j])):
+            # zero to rounding of this diagonal element itself (not of 1: a slope's variance in
+            # small units, 1e-12, with a correlation near 1 is still a variance)
+            if d <= 1e-14 * abs(rel[j, j]):
                 continue
             L[j, j] = np.sqrt(d)
             L[j + 1 :, j] = (rel[j + 1 :, j] - L[j + 1 :, :j] @ L[j, :j]) / L[j, j]
