@@ -101,7 +101,9 @@ def two_level(draw, near_zero: bool = False) -> Data:
     optimum) unless `near_zero`, where they may be (nearly) zero."""
     seed = draw(st.integers(0, 2**32 - 1))
     J = draw(st.integers(8, 40))
-    lo = draw(st.integers(2, 15))
+    # at least 3 rows per unit: with 2 rows and a random intercept and slope the level-1 variance is
+    # not identified (lme4 refuses it: number of observations <= number of random effects)
+    lo = draw(st.integers(3, 15))
     hi = draw(st.integers(lo, 15))
     if near_zero:
         sd0 = draw(st.floats(0.0, 0.05))

@@ -80,7 +80,7 @@ def test_profiled_deviance_is_the_minimum_over_sigma2():
     data = small_data(seed=5, J=9)
     fit = ml.fit("y ~ x + (x | g)", data)
     s = fit.summaries
-    sol = solve_at(s, fit.template.lam(fit.theta))
+    sol = solve_at(s, fit.template.lam(fit.theta_internal))
     for reml in (True, False):
         prof = deviance(sol, reml)
         s2 = sol.sigma2_hat(reml)

@@ -17,7 +17,7 @@ from .covariance import LambdaTemplate
 from .design import build_design, check_rank
 from .errors import SpecificationError
 from .formula import parse_formula
-from .identification import check_level1_variance, check_not_exact
+from .identification import check_enough_rows, check_level1_variance, check_not_exact
 from .join import join_level2
 from .level_equations import parse_levels
 from .optimizer import optimize_theta
@@ -125,6 +125,8 @@ def finish_fit(design, summ: GroupSummaries, method: str) -> Fit:
     that do not identify the model (`identification`), and warn when the optimum could not be
     checked (`optimizer.check_optimum`)."""
     coords = design.coords
+    check_enough_rows(design.n_obs, design.n_groups, len(design.z_names), design.group,
+                      " + ".join(f"({' + '.join(t.terms)} | {t.group})" for t in design.spec.random))
     check_not_exact(summ, design.x_names, design.spec.outcome, coords.intercept)
     template = LambdaTemplate.from_blocks(design.blocks, design.z_names, design.group)
     theta, record = optimize_theta(summ, template, method == "REML")

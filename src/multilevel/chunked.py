@@ -316,7 +316,7 @@ def build(spec: ModelSpec, first: pd.DataFrame, stats: Pass1, source: str) -> tu
     plan.n_columns = plan.q + plan.p + 1
     # the internal coordinates (`coordinates`) from the first chunk: any shift is exact
     x_names = tuple(str(c) for c in x_mm.columns)
-    coordinates, plan.affine = choose_coordinates(chunk_columns(sample, plan), x_names, tuple(z_names), spec.outcome, INTERCEPT)
+    coordinates, plan.affine = choose_coordinates(chunk_columns(sample, plan), x_names, tuple(z_names), spec.outcome, INTERCEPT, tuple(blocks))
 
     def varying(v: str) -> list[str]:
         if v in stats.varies:

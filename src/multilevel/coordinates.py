@@ -16,10 +16,15 @@ both coordinates (S is unit triangular: |det S| = 1, and log|X'V^-1X| does not c
 what is expressed in X's terms is mapped back: beta, its covariance S V S', and a contrast
 L beta = r, which is (L S) beta' = r - m_y L e_i0. Without a fixed intercept nothing is shifted.
 
-The random-effect columns Z keep the data's coordinates (theta, tau and the EB residuals are
-reported in them). A random slope whose variable lies very far from 0 relative to its spread
-cannot be told apart from the random intercept in double precision; `choose` refuses it with
-what to do (centre it), rather than return a wrong number.
+A random slope's column of Z is shifted the same way when its variable lies far from 0 (more
+than SHIFT_SDS SDs), within a correlated term that has a random intercept (only there is the
+model the same: lme4's (x || g) is not invariant to shifting x):
+
+    Z' = Z S_z,  S_z = I - e_z0 m_z'    b = S_z b',  tau = S_z tau' S_z',  theta from tau / sigma2
+
+and the fit maps what is expressed in Z's terms (tau, theta, the EB residuals, their conditional
+variances, the units' OLS estimates) back; Z_j'Z_j in the data's coordinates is S_z^-T Z'Z' S_z^-1,
+and its inverse S_z (Z'Z')^-1 S_z' (no inverse of an ill-conditioned matrix is taken).
 """
 from __future__ import annotations
 
@@ -33,14 +38,10 @@ from .errors import DataError
 #: rows sampled (evenly spread) to choose the shifts: any shift is exact, it only has to be near the mean
 SAMPLE_ROWS = 20_000
 
-#: an X column that is also a Z column (a random slope's variable) is shifted for X only when its
-#: mean exceeds this many SDs: below it the raw sums lose at most ~(8^2) ulps, and X and Z share
-#: one column in the one pass (fewer products per row)
-SHARED_SHIFT_SDS = 8.0
-
-#: a random slope whose variable's mean exceeds this many SDs is refused: the raw sums of Z'Z then
-#: lose (mean / SD)^2 ulps, 1e-8 relative at this limit
-MAX_RANDOM_OFFSET_SDS = 1e4
+#: a random slope's column (and the fixed-effect column of the same variable, so that the one
+#: pass shares them) is shifted when its mean exceeds this many SDs: below it the raw sums lose at
+#: most ~(8^2) ulps, and the fit's random effects stay in the data's own coordinates
+SHIFT_SDS = 8.0
 
 #: a column whose spread is beyond these magnitudes makes products that underflow or overflow
 TINY, HUGE = 1e-100, 1e100
@@ -54,6 +55,8 @@ class Coordinates:
     shift: np.ndarray
     y_shift: float
     intercept: int | None
+    z_shift: np.ndarray | None = None  # (q,) m_z of each random-effect column (None: none shifted)
+    z_intercept: int | None = None
 
     @classmethod
     def identity(cls, p: int) -> Coordinates:
@@ -61,7 +64,58 @@ class Coordinates:
 
     @property
     def is_identity(self) -> bool:
-        return self.intercept is None or (not np.any(self.shift) and self.y_shift == 0.0)
+        return (self.intercept is None or (not np.any(self.shift) and self.y_shift == 0.0)) and self.z_identity
+
+    @property
+    def z_identity(self) -> bool:
+        return self.z_shift is None or self.z_intercept is None or not np.any(self.z_shift)
+
+    @cached_property
+    def S_z(self) -> np.ndarray:
+        """Z' = Z S_z: S_z = I - e_z0 m_z'."""
+        q = 0 if self.z_shift is None else self.z_shift.size
+        S = np.eye(q)
+        if not self.z_identity:
+            S[self.z_intercept, :] -= self.z_shift
+            S[self.z_intercept, self.z_intercept] = 1.0
+        return S
+
+    @cached_property
+    def S_z_inv(self) -> np.ndarray:
+        q = 0 if self.z_shift is None else self.z_shift.size
+        T = np.eye(q)
+        if not self.z_identity:
+            T[self.z_intercept, :] += self.z_shift
+            T[self.z_intercept, self.z_intercept] = 1.0
+        return T
+
+    # ----- the random effects (Z's terms) ------------------------------------------------------
+    def tau(self, tau_internal: np.ndarray) -> np.ndarray:
+        """tau = S_z tau' S_z' (also sigma2 Lambda Lambda', or a conditional variance D_j)."""
+        if self.z_identity:
+            return tau_internal
+        return self.S_z @ tau_internal @ self.S_z.T
+
+    def tau_internal(self, tau: np.ndarray) -> np.ndarray:
+        if self.z_identity:
+            return np.asarray(tau, dtype=float)
+        return self.S_z_inv @ np.asarray(tau, dtype=float) @ self.S_z_inv.T
+
+    def ranef(self, u_internal: np.ndarray) -> np.ndarray:
+        """b_j = S_z b'_j for every unit (J, q)."""
+        return u_internal if self.z_identity else u_internal @ self.S_z.T
+
+    def ZtZ(self, s) -> np.ndarray:
+        """Z_j'Z_j in the data's coordinates: S_z^-T Z'Z' S_z^-1."""
+        if self.z_identity:
+            return s.ZtZ
+        return np.swapaxes(self.S_z_inv, 0, 1) @ s.ZtZ @ self.S_z_inv
+
+    def ZtZ_inv(self, ZtZ_internal_inv: np.ndarray) -> np.ndarray:
+        """(Z_j'Z_j)^-1 in the data's coordinates from the internal inverse: S_z (Z'Z')^-1 S_z'."""
+        if self.z_identity:
+            return ZtZ_internal_inv
+        return self.S_z @ ZtZ_internal_inv @ self.S_z.T
 
     @cached_property
     def S(self) -> np.ndarray:
@@ -110,15 +164,17 @@ class Coordinates:
         return L @ self.S, r - self.y_shift * L[:, self.intercept]
 
     def ZtX(self, s) -> np.ndarray:
-        """Z_j'X_j per unit in the data's coordinates: Z'X' S^-1 (no sum of squares of a large
-        column is involved, so this is exact to rounding)."""
-        return s.ZtX @ self.S_inv
+        """Z_j'X_j per unit in the data's coordinates: S_z^-T Z'X' S^-1 (no difference of sums of
+        squares of a large column is taken, so this is exact to rounding)."""
+        out = s.ZtX @ self.S_inv
+        return out if self.z_identity else np.swapaxes(self.S_z_inv, 0, 1) @ out
 
     def Zty(self, s) -> np.ndarray:
-        """Z_j'y_j per unit in the data's coordinates: Z'y' + m_y Z'1 (1 = X'e_i0)."""
-        if self.intercept is None or self.y_shift == 0.0:
-            return s.Zty
-        return s.Zty + self.y_shift * s.ZtX[:, :, self.intercept]
+        """Z_j'y_j per unit in the data's coordinates: S_z^-T (Z'y' + m_y Z'1) (1 = X'e_i0)."""
+        out = s.Zty
+        if self.intercept is not None and self.y_shift != 0.0:
+            out = out + self.y_shift * s.ZtX[:, :, self.intercept]
+        return out if self.z_identity else out @ self.S_z_inv
 
     def original_C(self, s) -> np.ndarray:
         """[Z X y]'[Z X y] per unit in the data's coordinates: T' C' T with [Z X y] = [Z X' y'] T
@@ -127,6 +183,8 @@ class Coordinates:
         q, p = s.q, s.p
         k = q + p + 1
         T = np.eye(k)
+        if not self.z_identity:
+            T[:q, :q] = self.S_z_inv
         T[q : q + p, q : q + p] = self.S_inv
         if self.intercept is not None:
             T[q + self.intercept, -1] = self.y_shift
@@ -134,6 +192,7 @@ class Coordinates:
 
 
 def _sample(factors, idx: np.ndarray) -> np.ndarray:
+    """The product column at the sampled rows."""
     out = np.ones(idx.size)
     for f in factors:
         out = out * np.asarray(f, dtype=float)[idx]
@@ -144,47 +203,53 @@ def _key(factors) -> tuple[int, ...]:
     return tuple(sorted(id(f) for f in factors))
 
 
-def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome: str, intercept_name: str = "Intercept"):
+def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome: str, intercept_name: str = "Intercept",
+           blocks: tuple[tuple[int, ...], ...] = ()):
     """(Coordinates, affine per column of [Z X y]) for `columns.Columns` (module doc): each
     fixed-effect column and the outcome shifted by their mean over an even sample of the rows
-    (any shift is exact; it only has to be near the mean). Refuses columns whose products would
-    underflow or overflow, and random slopes too far from 0 to be told from the intercept."""
+    (any shift is exact; it only has to be near the mean), and a random slope's column when it
+    lies far from 0, within a correlated term (`blocks`) with a random intercept. Refuses
+    columns whose products would underflow or overflow."""
     n, q, p = columns.n, columns.q, columns.p
     idx = np.unique(np.linspace(0, n - 1, min(n, SAMPLE_ROWS)).astype(np.intp)) if n else np.zeros(0, np.intp)
     x_factors = columns.factors[q : q + p]
+    z_factors = columns.factors[:q]
+
+    def is_ones(fs) -> bool:
+        return not fs or (len(fs) == 1 and bool(np.all(np.asarray(fs[0]) == 1.0)))
+
     i0 = None
     if intercept_name in x_names:
         c = x_names.index(intercept_name)
-        fs = x_factors[c]
-        if not fs or (len(fs) == 1 and np.all(np.asarray(fs[0]) == 1.0)):
+        if is_ones(x_factors[c]):
             i0 = c
-    z_keys = {_key(fs) for fs in columns.factors[:q]}
-    z_intercept = any(not fs or (len(fs) == 1 and np.all(np.asarray(fs[0]) == 1.0)) for fs in columns.factors[:q])
-
-    def spread(v: np.ndarray) -> tuple[float, float]:
-        return float(v.mean()), float(v.std())
-
+    z0 = next((c for c in range(q) if z_names[c] == intercept_name and is_ones(z_factors[c])), None)
+    z_shift = np.zeros(q)
+    shifted_keys: dict[tuple[int, ...], float] = {}
     for c, name in enumerate(z_names):
-        fs = columns.factors[c]
-        if not fs:
+        fs = z_factors[c]
+        if not fs or c == z0:
             continue
         v = _sample(fs, idx)
-        m, sd = spread(v)
+        m, sd = float(v.mean()), float(v.std())
         _check_magnitude(name, float(np.max(np.abs(v), initial=0.0)), "random effect's column")
-        if z_intercept and sd > 0 and abs(m) > MAX_RANDOM_OFFSET_SDS * sd:
-            raise DataError(
-                f"'{name}' has a random slope and its values lie far from 0 against their spread (mean {m:.6g}, "
-                f"SD {sd:.3g}: {abs(m) / sd:.3g} SDs): the random intercept (each unit's value at {name} = 0) and "
-                "the random slope cannot be told apart in double precision. Centre it: cgm(" + name + ") at its "
-                "grand mean, cwc(" + name + ") within units, or subtract a round number near its mean."
-            )
+        block = next((b for b in blocks if c in b), ())
+        if z0 is not None and z0 in block and len(block) > 1 and abs(m) > SHIFT_SDS * sd:
+            z_shift[c] = m
+            shifted_keys[_key(fs)] = m
+    z_keys = {_key(fs) for fs in z_factors}
     shift = np.zeros(p)
     if i0 is not None:
         for c in range(p):
             if c == i0:
                 continue
-            m, sd = spread(_sample(x_factors[c], idx))
-            if _key(x_factors[c]) in z_keys and abs(m) <= SHARED_SHIFT_SDS * sd:
+            key = _key(x_factors[c])
+            if key in shifted_keys:
+                shift[c] = shifted_keys[key]  # the same column as Z's: shared in the one pass
+                continue
+            v = _sample(x_factors[c], idx)
+            m, sd = float(v.mean()), float(v.std())
+            if key in z_keys and abs(m) <= SHIFT_SDS * sd:
                 continue  # shared with Z, and near enough to 0
             shift[c] = m
     for c, name in enumerate(x_names):
@@ -194,8 +259,9 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
     y = _sample(columns.factors[-1], idx)
     y_shift = float(y.mean()) if i0 is not None else 0.0
     _check_magnitude(outcome, float(np.max(np.abs(y - y_shift), initial=0.0)), "outcome")
-    affine = [(0.0, 1.0)] * q + [(float(s), 1.0) for s in shift] + [(y_shift, 1.0)]
-    return Coordinates(shift, y_shift, i0), tuple(affine)
+    affine = [(float(m), 1.0) for m in z_shift] + [(float(m), 1.0) for m in shift] + [(y_shift, 1.0)]
+    z = (z_shift, z0) if np.any(z_shift) else (None, None)
+    return Coordinates(shift, y_shift, i0, *z), tuple(affine)
 
 
 def _check_magnitude(name: str, size: float, what: str) -> None:

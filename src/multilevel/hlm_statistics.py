@@ -42,20 +42,25 @@ class UnitOLS:
 
 def unit_ols(
     s: GroupSummaries, coefficients: tuple[Coefficient, ...], z_names: tuple[str, ...], beta: np.ndarray, sigma2: float,
-    ZtX: np.ndarray | None = None, Zty: np.ndarray | None = None,
+    ZtX: np.ndarray | None = None, Zty: np.ndarray | None = None, ZtZ_data: np.ndarray | None = None,
+    to_data=None,
 ) -> UnitOLS:
-    """The UnitOLS of the class doc; `beta`, `ZtX` and `Zty` in the data's coordinates (the
-    summaries' own blocks when not given)."""
+    """The UnitOLS of the class doc; `beta`, `ZtX`, `Zty` and `ZtZ_data` in the data's coordinates
+    (the summaries' own blocks when not given), `to_data` maps an inverse of the summaries' Z'Z to
+    the data's ((Z'Z)^-1 = S_z (Z'Z')^-1 S_z', `coordinates`): no ill-conditioned inverse is taken."""
     q = s.q
     ZtZ = s.ZtZ
     ZtX = s.ZtX if ZtX is None else ZtX
     Zty = s.Zty if Zty is None else Zty
+    ZtZ_data = ZtZ if ZtZ_data is None else ZtZ_data
     rank = np.linalg.matrix_rank(ZtZ, hermitian=True)
     used = rank == q
     fixed_cols = [i for c in coefficients if not c.random for i in c.columns]
     Zty = Zty - (ZtX[:, :, fixed_cols] @ beta[fixed_cols] if fixed_cols else 0.0)
-    S = ZtZ[used]
-    S_inv = np.linalg.inv(S)
+    S = ZtZ_data[used]
+    S_inv = np.linalg.inv(ZtZ[used])
+    if to_data is not None:
+        S_inv = to_data(S_inv)
     beta_hat = np.einsum("jab,jb->ja", S_inv, Zty[used])
     v_diag = sigma2 * np.diagonal(S_inv, axis1=1, axis2=2)
     # W_cj for a column c = z_q * W_c of coefficient q: (Z'X)_j[q, c] / (Z'Z)_j[q, q] (exact, since

@@ -31,6 +31,18 @@ def _total_ss(s: GroupSummaries, intercept: int | None) -> float:
     return float(yty - sy * sy / n) if n > 0 else yty
 
 
+def check_enough_rows(n_obs: int, n_groups: int, q: int, group: str, term: str) -> None:
+    """lme4's check.nobs.vs.nRE: with no more rows than random effects (N <= J q), the random
+    effects and the level-1 variance cannot be told apart."""
+    if n_obs <= n_groups * q:
+        raise DataError(
+            f"The data have {n_obs} rows for {n_groups * q} random effects ({q} per unit of '{group}', {n_groups} units, "
+            f"from {term}): with no more rows than random effects, the random-effects variances and the level-1 "
+            "residual variance cannot be told apart (lme4 refuses this too). Use a simpler random-effects part "
+            "(e.g. a random intercept only) or data with more rows per unit."
+        )
+
+
 def check_not_exact(s: GroupSummaries, x_names: tuple[str, ...], outcome: str, intercept: int | None) -> None:
     """Refuse an outcome that the fixed effects reproduce exactly (module doc)."""
     tss = _total_ss(s, intercept)

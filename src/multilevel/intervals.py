@@ -90,7 +90,7 @@ def _deviance_at_phi(fit, scale: VarianceScale, phi: np.ndarray) -> float:
     if s2 <= 0:
         return np.inf
     try:
-        theta = fit.template.theta_from_tau(tau, s2)
+        theta = fit.template.theta_from_tau(fit.coordinates.tau_internal(tau), s2)
     except ValueError:
         return np.inf  # correlations that do not form a covariance matrix
     return float(deviance(solve_at(fit.summaries, fit.template.lam(theta)), fit.reml, s2))
@@ -123,7 +123,7 @@ def wald(fit, level: float = 0.95) -> pd.DataFrame:
                 Jac[i, index[(c, c)]] = -phi[i] / (2 * tau[c, c])
         Jac[-1, -1] = 1 / (2 * np.sqrt(fit.sigma2))
     with np.errstate(invalid="ignore"):
-        se = np.sqrt(np.clip(np.diag(Jac @ vd.asymptotic_vcov @ Jac.T), 0, None))
+        se = np.sqrt(np.clip(np.diag(Jac @ fit._psi_vcov @ Jac.T), 0, None))
     if not vd.identified:
         se = np.full_like(se, np.nan)  # no Wald interval for parameters the data do not identify
     for n, kind, e, s in zip(scale.names, scale.kinds, phi, se):
@@ -331,7 +331,7 @@ def _refit(task: _BootTask, seeds: list) -> tuple[np.ndarray, int]:
             continue
         sol = solve_at(sb, task.template.lam(theta))
         s2 = sol.sigma2_hat(task.reml)
-        out[i] = np.concatenate([task.coords.beta(sol.beta), task.scale.values(s2 * sol.lam @ sol.lam.T, s2)])
+        out[i] = np.concatenate([task.coords.beta(sol.beta), task.scale.values(task.coords.tau(s2 * sol.lam @ sol.lam.T), s2)])
     return out, failed
 
 
@@ -347,6 +347,12 @@ def bootstrap(fit, n_boot: int = 1000, seed: int | None = None, progress: bool =
     HSB's 7,185 rows, where each refit is milliseconds of Python holding the GIL)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise SpecificationError(f"n_boot must be a whole number of bootstrap samples, 1 or more (e.g. 1000), not {n_boot!r}.")
+    if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs < 1):
+        raise SpecificationError(f"n_jobs must be a whole number of threads, 1 or more (or None for the default), not {n_jobs!r}.")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise SpecificationError(f"seed must be a whole number, 0 or more (or None), not {seed!r}.")
     d, s = fit.design, fit.summaries
     d.require_rows("The parametric bootstrap")
     scale = VarianceScale.of(fit)
@@ -355,7 +361,7 @@ def bootstrap(fit, n_boot: int = 1000, seed: int | None = None, progress: bool =
     tau = fit.tau.to_numpy()
     w, V = np.linalg.eigh(tau)  # tau = F F', also when tau is singular
     task = _BootTask(d.Z, d.columns, d.codes, d.X @ fit.beta.to_numpy(), V * np.sqrt(np.clip(w, 0, None)),
-                     float(np.sqrt(fit.sigma2)), s, fit.template, fit.reml, fit.theta, scale, d.coords,
+                     float(np.sqrt(fit.sigma2)), s, fit.template, fit.reml, fit.theta_internal, scale, d.coords,
                      None if d.precision_weights is None else d.precision_weights.values)
     seeds = np.random.SeedSequence(seed).spawn(n_boot)
     if n_jobs is None:

@@ -142,7 +142,10 @@ class ZFrame:
     template: LambdaTemplate
 
     @classmethod
-    def of(cls, s: GroupSummaries, template: LambdaTemplate) -> ZFrame:
+    def of(cls, s: GroupSummaries, template: LambdaTemplate, reverse: bool = False) -> ZFrame:
+        """The frame of the class doc; `reverse`: each correlated term's columns in reverse order
+        as well (lme4's lower-triangular Lambda then is an upper-triangular one in the data's
+        order: a second parameterisation whose boundary is elsewhere, see `optimize_theta`)."""
         q = s.q
         S = np.eye(q)
         tot = s._total
@@ -158,13 +161,17 @@ class ZFrame:
                 m = float(tot[c, i0]) / N if shift else 0.0
                 var = float(tot[c, c]) / N - m * m if N > 0 else 0.0
                 sd = np.sqrt(var) if var > 0 and np.isfinite(var) else 1.0
-                if shift and abs(m) <= sd:
+                if shift and abs(m) <= 0.1 * sd:
                     m = 0.0  # near enough to 0: the shift would cost a pass over the summaries for nothing
                     sd = np.sqrt(max(float(tot[c, c]) / N, 1e-300))
                 scale = float(2.0 ** -np.round(np.log2(sd))) if sd > 0 else 1.0
                 S[c, c] = scale
                 if m:
                     S[i0, c] = -m * scale
+        if reverse:
+            for block in template.blocks:
+                if len(block) > 1 and sum(1 for r in template.rows if r in block) == len(block) * (len(block) + 1) // 2:
+                    S[:, list(block)] = S[:, list(block[::-1])]
         if np.array_equal(S, np.eye(q)):
             return cls(S, s, template)
         k = s.C.shape[1]
@@ -231,7 +238,34 @@ def _search(fun, s: GroupSummaries, template: LambdaTemplate, start: np.ndarray 
     # stopped for another reason (an iteration limit, no decrease found)
     theta, polished = (theta, False) if res.success else _polish(fun, theta, lower)
     active = (theta <= lower + 1e-8) & np.isfinite(lower)
-    return np.where(active, lower, theta), res, polished
+    return _snap_to_zero(fun, np.where(active, lower, theta)), res, polished
+
+
+#: elements of theta below this (relative SDs, in the optimiser's scaled coordinates) are tried at 0
+SNAP = 1e-6
+
+
+def _snap_to_zero(fun, theta: np.ndarray) -> np.ndarray:
+    """Set to 0 the elements of theta that are 0 to the optimiser's resolution, when that does not
+    raise the deviance beyond rounding. At a boundary optimum (a variance at 0) the deviance is flat
+    in the elements next to it (it is even in them), so the search stops at, say, 3e-9 instead of
+    0: harmless in these coordinates, but a slope variable far from 0 multiplies it by its
+    distance squared when tau is mapped to the data's coordinates (`coordinates`)."""
+    small = np.flatnonzero((np.abs(theta) < SNAP) & (theta != 0))
+    if small.size == 0:
+        return theta
+    d0 = fun(theta)[0]
+    tol = 1e-10 * max(1.0, abs(d0))
+    cand = theta.copy()
+    cand[small] = 0.0
+    if fun(cand)[0] <= d0 + tol:
+        return cand
+    for i in small:
+        cand = theta.copy()
+        cand[i] = 0.0
+        if fun(cand)[0] <= d0 + tol:
+            theta = cand
+    return theta
 
 
 def optimize_theta(
@@ -259,6 +293,18 @@ def optimize_theta(
                 break
         best = min(tried, key=lambda t: (not t[4].ok, t[0] if np.isfinite(t[0]) else np.inf))
         _, theta, res, polished, result = best
+    if result is not None and result.ok and _on_boundary(theta, template) and _has_correlated_term(template):
+        # A boundary point (a variance, or 1 - |correlation|, at 0) can be a local minimum of one
+        # Cholesky parameterisation only: the map from theta to tau is singular there. Check it
+        # in the reverse column order too, and search on from there when it is not a minimum.
+        alt = ZFrame.of(s, template, reverse=True)
+        alt_fun = _objective(alt.summaries, template, reml, history)
+        alt_theta = alt.to_internal(frame.to_original(theta))
+        if not check_optimum(alt_fun, alt_theta, lower).ok:
+            t2, r2, p2 = _search(alt_fun, alt.summaries, template, alt_theta)
+            c2 = check_optimum(alt_fun, t2, lower)
+            if c2.ok and alt_fun(t2)[0] < fun(theta)[0] - 1e-10 * max(1.0, abs(fun(theta)[0])):
+                frame, fun, theta, res, polished, result = alt, alt_fun, t2, r2, p2, c2
     d, g = fun(theta)
     at_bound = (theta <= lower + 1e-8) & np.isfinite(lower)
     free_g = np.where(at_bound, np.minimum(g, 0.0), g) if np.all(np.isfinite(g)) else np.full(g.shape, np.inf)
@@ -284,6 +330,14 @@ def optimize_theta(
         predicted_decrease=result.decrease if result is not None else float("nan"),
     )
     return theta_out, record
+
+
+def _on_boundary(theta: np.ndarray, template: LambdaTemplate) -> bool:
+    return bool(np.any(template.is_diagonal & (np.abs(theta) < 1e-6)))
+
+
+def _has_correlated_term(template: LambdaTemplate) -> bool:
+    return any(len(b) > 1 for b in template.blocks)
 
 
 #: the moment start uses at most this many units

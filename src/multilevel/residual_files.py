@@ -42,7 +42,7 @@ def unit_W(fit) -> np.ndarray:
     for c in d.coefficients:
         if c.random and c.columns:
             k = z.index(c.name)
-            zz = s.ZtZ[:, k, k]
+            zz = fit._ZtZ[:, k, k]
             with np.errstate(invalid="ignore", divide="ignore"):
                 W[:, k, list(c.columns)] = fit._ZtX[:, k, list(c.columns)] / zz[:, None]
     return W
@@ -103,7 +103,7 @@ def mdist_chipct(fit) -> tuple[np.ndarray, np.ndarray]:
     mdist = np.full(J, np.nan)
     used = np.flatnonzero(ols.used)
     T = fit.tau.to_numpy()
-    V = fit.sigma2 * np.linalg.inv(fit.summaries.ZtZ[used])
+    V = fit.sigma2 * fit.coordinates.ZtZ_inv(np.linalg.inv(fit.summaries.ZtZ[used]))
     delta = ols.beta_hat - ols.fitted
     mdist[used] = np.einsum("ja,jab,jb->j", delta, np.linalg.inv(T + V), delta)
     chipct = np.full(J, np.nan)

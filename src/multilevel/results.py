@@ -32,7 +32,7 @@ class Fit:
     summaries: GroupSummaries
     template: LambdaTemplate
     method: str
-    theta: np.ndarray
+    theta_internal: np.ndarray  # lme4's theta in the summaries' coordinates (`coordinates`); `theta`: the data's
     sigma2: float
     solution: Solution
     optimizer: OptimizerRecord | None
@@ -54,7 +54,7 @@ class Fit:
                 f"tau must be {template.q} x {template.q} (random effects {', '.join(design.z_names)}), "
                 f"not {tau.shape[0]} x {tau.shape[1]}."
             )
-        theta = template.theta_from_tau(tau, float(sigma2))
+        theta = template.theta_from_tau(design.coords.tau_internal(tau), float(sigma2))
         return cls.at_theta(design, summaries, template, method, theta, None, float(sigma2))
 
     def at(self, tau, sigma2: float) -> Fit:
@@ -110,7 +110,7 @@ class Fit:
     def singular(self) -> bool:
         """lme4's isSingular: a diagonal element of Lambda below 1e-4 (a variance at, or a
         correlation of, the boundary)."""
-        return bool(self.template.boundary(self.theta))
+        return bool(self.template.boundary(self.theta_internal))
 
     @property
     def weighted(self) -> bool:
@@ -325,7 +325,38 @@ class Fit:
         """Covariance matrix of the random effects (HLM's Tau; lme4's VarCorr): sigma2 Lambda Lambda'."""
         lam = self.solution.lam
         names = list(self.design.z_names)
-        return pd.DataFrame(self.sigma2 * lam @ lam.T, index=names, columns=names)
+        return pd.DataFrame(self.coordinates.tau(self.sigma2 * lam @ lam.T), index=names, columns=names)
+
+    @cached_property
+    def theta(self) -> np.ndarray:
+        """lme4's theta: the lower-triangular factor of tau / sigma2, term by term, in the data's
+        coordinates (`covariance.LambdaTemplate`)."""
+        if self.coordinates.z_identity:
+            return self.theta_internal
+        return self.template.theta_from_tau(self.tau.to_numpy(), self.sigma2)
+
+    @cached_property
+    def _ZtZ(self) -> np.ndarray:
+        """Z_j'Z_j per unit in the data's coordinates (`coordinates.Coordinates.ZtZ`)."""
+        return self.coordinates.ZtZ(self.summaries)
+
+    @cached_property
+    def _psi_vcov(self) -> np.ndarray:
+        """The asymptotic covariance of psi = (tau elements at theta's positions, sigma2) in the
+        data's coordinates: tau = S_z tau' S_z' is linear in tau', so Var = K Var' K'."""
+        vd = self._variance_derivatives
+        V = vd.asymptotic_vcov
+        if self.coordinates.z_identity:
+            return V
+        t = self.template
+        m = len(t.rows)
+        K = np.eye(V.shape[0])
+        for i, (r, c) in enumerate(zip(t.rows, t.cols)):
+            E = np.zeros((t.q, t.q))
+            E[r, c] = E[c, r] = 1.0
+            M = self.coordinates.tau(E)
+            K[:m, i] = [M[a, b] for a, b in zip(t.rows, t.cols)]
+        return K @ V @ K.T
 
     @property
     def tau_correlations(self) -> pd.DataFrame:
@@ -337,7 +368,8 @@ class Fit:
     @cached_property
     def _unit_ols(self) -> hs.UnitOLS:
         d = self.design
-        return hs.unit_ols(self.summaries, d.coefficients, d.z_names, self.beta.to_numpy(), self.sigma2, self._ZtX, self._Zty)
+        return hs.unit_ols(self.summaries, d.coefficients, d.z_names, self.beta.to_numpy(), self.sigma2, self._ZtX, self._Zty,
+                           self._ZtZ, self.coordinates.ZtZ_inv)
 
     @property
     def n_units_sufficient(self) -> int:
@@ -368,13 +400,13 @@ class Fit:
     @cached_property
     def ranef(self) -> pd.DataFrame:
         """Empirical Bayes residuals u*_j (lme4 `ranef`), units by random coefficient."""
-        u = conditional_modes(self.summaries, self.solution)
+        u = self.coordinates.ranef(conditional_modes(self.summaries, self.solution))
         return pd.DataFrame(u, index=pd.Index(self.design.group_labels, name=self.design.group), columns=list(self.design.z_names))
 
     @cached_property
     def ranef_condvar(self) -> np.ndarray:
         """Var(u_j | y, gamma-hat) per unit (J, q, q) (lme4 condVar; HLM's D_j)."""
-        return conditional_variances(self.solution, self.sigma2)
+        return self.coordinates.tau(conditional_variances(self.solution, self.sigma2))
 
     @cached_property
     def _eb(self) -> dict:
