@@ -12,12 +12,14 @@ formulaic traceback). `outcome()` classifies each case; `summary()` counts them 
 answers, clear errors, warnings, failures) for the closing note: run
 `python -m pytest tests/test_catalogue.py -k summary -s`.
 
-Cases written for APIs being added by issue 11 (they fail until those land): precision_weights= /
-sampling_weights= instead of a plain weights= string, centred terms named 'cwc(ses)', and the
-warning class `multilevel.errors.MultilevelWarning`.
+Every row of docs/bad-input.md has a case (`test_every_bad_input_row_has_a_case`): a case of item
+"bad-input" named after the row's first cell, or a case of an issue item whose `row` names it (one
+input, counted once). The cache rows are checked without compiling anything (the folder checks of
+`multilevel.kernels`; the end-to-end subprocesses are in tests/test_cache_security.py).
 """
 from __future__ import annotations
 
+import re
 import sys
 import warnings
 from collections import Counter
@@ -46,6 +48,10 @@ class Case:
     expect: str  # "right" | "error" | "warning"
     check: Callable[[object], None] | None = None  # "right": asserts the answer against its reference
     names: tuple[str, ...] = field(default=())  # "error"/"warning": the message must contain each
+    # the row of docs/bad-input.md this case reproduces (its first cell up to " ("), for a case of an
+    # issue item that is also a row: one input is one case, counted once. A case of item "bad-input"
+    # names its row by its own name ("bad-input: <first cell>[ (variant)]").
+    row: str = ""
 
 
 def small() -> pd.DataFrame:
@@ -97,8 +103,8 @@ def both(beta_map: dict | None = None) -> Callable[[tuple], None]:
 CASES: list[Case] = []
 
 
-def case(name, item, run, expect, check=None, names=()):
-    CASES.append(Case(name, item, run, expect, check, tuple(names)))
+def case(name, item, run, expect, check=None, names=(), row=""):
+    CASES.append(Case(name, item, run, expect, check, tuple(names), row))
 
 
 # ----- 1. precision --------------------------------------------------------------------------------
@@ -232,13 +238,13 @@ case("3: offset(z) is an offset, as in R", "3",
 case("3: poly(x, 2, raw = TRUE) is x and x^2", "3",
      pair(lambda _: ml.fit("y ~ poly(x, 2, raw = TRUE) + (1 | g)", _xg()), lambda _: ml.fit("y ~ x + x2 + (1 | g)", _xg().assign(x2=lambda t: t["x"] ** 2))),
      "right", lambda ab: (rel_close("deviance", ab[0].deviance, ab[1].deviance, 1e-8), rel_close("fixed effects", ab[0].beta.to_numpy(), ab[1].beta.to_numpy())))
-case("3: a double ~", "3", lambda _: ml.fit("y ~ x ~ g + (1 | g)", gen()), "error", names=("~",))
-case("3: an empty ( | g)", "3", lambda _: ml.fit("y ~ x + ( | g)", gen()), "error", names=("g",))
-case("3: (0 | g): a random part with no random effect", "3", lambda _: ml.fit("y ~ x + (0 | g)", gen()), "error", names=("g",))
+case("3: a double ~", "3", lambda _: ml.fit("y ~ x ~ g + (1 | g)", gen()), "error", names=("2 '~'",), row="two `~`")
+case("3: an empty ( | g)", "3", lambda _: ml.fit("y ~ x + ( | g)", gen()), "error", names=("( | g)",), row="`( | g)`")
+case("3: (0 | g): a random part with no random effect", "3", lambda _: ml.fit("y ~ x + (0 | g)", gen()), "error", names=("(0 | g)",), row="`(0 | g)`")
 case("3: a column named Intercept", "3", lambda _: ml.fit("y ~ Intercept + (1 | g)", gen().assign(Intercept=lambda t: t["x"] * 2)),
-     "error", names=("Intercept",))
+     "error", names=("Intercept",), row="a column named `Intercept` used in the model")
 case("3: cwc() of a level-2 variable", "3", lambda _: ml.fit("mathach ~ cwc(meanses) + (1 | school)", small()),
-     "error", names=("meanses",))
+     "error", names=("cwc(meanses)", "cgm(meanses)"), row="`cwc()` of a level-2 variable")
 
 
 def _cwc_plus_raw(_):
@@ -266,11 +272,13 @@ def _malicious(template: str):
 case("4: I(__import__('os').system(...) or ses) is refused, not run", "4",
      _malicious("mathach ~ I(__import__('os').system('touch {path}') or ses) + (1 | school)"), "error", names=("__import__",))
 case("4: I(np.savetxt(...) or ses) is refused, not run", "4",
-     _malicious("mathach ~ I(np.savetxt('{path}', [1]) or ses) + (1 | school)"), "error", names=("savetxt",))
+     _malicious("mathach ~ I(np.savetxt('{path}', [1]) or ses) + (1 | school)"), "error", names=("savetxt",),
+     row="code in a formula, e.g. `I(np.savetxt(path, [1]) or ses)`")
 case("4: open() in a formula is refused", "4",
      _malicious("mathach ~ I(open('{path}', 'w').close() or ses) + (1 | school)"), "error", names=("open",))
 case("4: an attribute of a column (ses.__class__) is refused", "4",
-     lambda _: ml.fit("mathach ~ I(ses.__class__) + (1 | school)", small()), "error", names=("__class__",))
+     lambda _: ml.fit("mathach ~ I(ses.__class__) + (1 | school)", small()), "error", names=("__class__",),
+     row="a string, lambda, `and`/`or` or dunder name in a term")
 
 
 # ----- 5. data: merged, split, misaligned ----------------------------------------------------------
@@ -287,7 +295,11 @@ case("5: a text column of digits ('1','2','3') is categorical", "5", _digit_text
 
 
 def _dtype_case(name: str, convert: Callable[[pd.DataFrame], pd.DataFrame], ref: Callable[[pd.DataFrame], pd.DataFrame] = lambda d: d):
-    case(f"5: {name}", "5", pair(lambda _: ml.fit(M, convert(small())), lambda _: ml.fit(M, ref(small()))), "right", both())
+    case(f"5: {name}", "5", pair(lambda _: ml.fit(M, convert(small())), lambda _: ml.fit(M, ref(small()))), "right", both(),
+         row=DTYPE_ROW)
+
+
+DTYPE_ROW = 'pandas `string` / `string[pyarrow]`, nullable `Int64`/`Float64`/`boolean`, `dtype_backend="pyarrow"`, float16 columns'
 
 
 _dtype_case("pandas 'string' ids", lambda d: d.assign(school=d["school"].astype("string")))
@@ -307,7 +319,7 @@ def _duplicate_columns(_):
     return ml.fit(M, d)
 
 
-case("5: duplicate column names", "5", _duplicate_columns, "error", names=("ses",))
+case("5: duplicate column names", "5", _duplicate_columns, "error", names=("'ses'",), row="duplicate column names")
 
 
 def _spss_shared_label(tmp: Path):
@@ -323,7 +335,7 @@ def _spss_shared_label(tmp: Path):
 
 
 case("5: SPSS ids are taken by code, not by label (two schools sharing a label stay two)", "5", _spss_shared_label, "right",
-     lambda r: _assert(r[0].n_groups == r[1], f"{r[0].n_groups} units, the file has {r[1]}"))
+     lambda r: _assert(r[0].n_groups == r[1], f"{r[0].n_groups} units, the file has {r[1]}"), row="SPSS/Stata codes sharing a value label")
 
 
 def _blank_ids(_):
@@ -337,7 +349,7 @@ def _blank_ids(_):
 
 case("5: blank ids are missing (reported), not one unit", "5", _blank_ids, "right",
      lambda ab: (_assert(ab[0].n_groups == ab[1].n_groups and ab[0].n_obs == ab[1].n_obs, f"{ab[0].n_groups} units / {ab[0].n_obs} rows vs {ab[1].n_groups} / {ab[1].n_obs}"),
-                 rel_close("deviance", ab[0].deviance, ab[1].deviance, 1e-8)))
+                 rel_close("deviance", ab[0].deviance, ab[1].deviance, 1e-8)), row="blank ids")
 
 
 def _residuals_aligned(_):
@@ -354,7 +366,8 @@ def _residuals_aligned(_):
 
 case("5: level-1 residuals carry the input's row index (df['r'] = ... is right after dropped rows)", "5", _residuals_aligned, "right",
      lambda r: (_assert(r[0]["r"].loc[~r[0].index.isin(r[1])].isna().all(), "dropped rows got a residual"),
-                rel_close("residuals", r[0]["r"].loc[r[1]].to_numpy(), r[2].to_numpy())))
+                rel_close("residuals", r[0]["r"].loc[r[1]].to_numpy(), r[2].to_numpy())),
+     row="assigning row-level outputs back after rows were dropped")
 
 
 def _fitted_aligned(_):
@@ -378,7 +391,8 @@ def _level2_join_ids(_):
     return ml.fit("mathach ~ ses + meanses + (1 | school)", l1, level2=l2), ml.fit("mathach ~ ses + meanses + (1 | school)", d)
 
 
-case("5: numeric ids joined to text ids give the one-table fit", "5", _level2_join_ids, "right", both())
+case("5: numeric ids joined to text ids give the one-table fit", "5", _level2_join_ids, "right", both(),
+     row='ids 12 / 12.0 / "12" / " 12 "')
 
 
 # ----- 6. degenerate data --------------------------------------------------------------------------
@@ -390,16 +404,19 @@ def _exact(_):
 case("6: an exact fit (score = 1 + 2x)", "6", _exact, "error", names=("score",))
 case("6: an outcome times 1e-200", "6", lambda _: ml.fit(M, small().assign(mathach=lambda t: t["mathach"] * 1e-200)), "error", names=("mathach",))
 case("6: the outcome among the predictors (score ~ score + x)", "6",
-     lambda _: ml.fit("score ~ score + x + (1 | g)", gen().rename(columns={"y": "score"})), "error", names=("score",))
+     lambda _: ml.fit("score ~ score + x + (1 | g)", gen().rename(columns={"y": "score"})), "error", names=("score",),
+     row="the outcome among the predictors")
 case("6: every unit has one row", "6",
-     lambda _: ml.fit("y ~ x + (1 | school)", gen(12).assign(school=lambda t: np.arange(len(t)))), "error", names=("school",))
+     lambda _: ml.fit("y ~ x + (1 | school)", gen(12).assign(school=lambda t: np.arange(len(t)))), "error", names=("'school'", "single row"),
+     row="every unit of one row")
 case("6: a 0/1 outcome fitted by a linear model warns", "6",
-     lambda _: ml.fit("passed ~ ses + (1 | school)", small().assign(passed=lambda t: (t["mathach"] > 13).astype(int))), "warning", names=("passed",))
+     lambda _: ml.fit("passed ~ ses + (1 | school)", small().assign(passed=lambda t: (t["mathach"] > 13).astype(int))), "warning", names=("passed",),
+     row="a 0/1 or count outcome")
 case("6: a count outcome fitted by a linear model warns", "6",
      lambda _: ml.fit("visits ~ x + (1 | g)", gen(13).assign(visits=np.random.default_rng(13).poisson(1.0, len(gen(13))))), "warning", names=("visits",))
 case("6: a text weight column", "6",
      lambda _: ml.fit(M, small().assign(wt=lambda t: np.where(t.index % 2 == 0, "1", "two")), method="ML", sampling_weights="wt"),
-     "error", names=("wt",))
+     "error", names=("'wt'", "not numeric"), row="text weight column")
 case("6: bootstrap(n_boot=-5)", "6", lambda _: ml.fit(M, small()).bootstrap(n_boot=-5, progress=False), "error", names=("n_boot",))
 case("6: backticked names with spaces", "6",
      pair(lambda _: ml.fit("`math ach` ~ `s e s` + (1 | school)", small().rename(columns={"mathach": "math ach", "ses": "s e s"})),
@@ -436,14 +453,16 @@ def _schema_missing_column(tmp: Path):
 
 
 case("6: an empty (0-byte) Parquet file", "6", _empty_parquet, "error", names=("empty.parquet",))
-case("6: a truncated Parquet file", "6", _truncated_parquet, "error", names=("cut.parquet",))
-case("6: a column's type changes between streamed Parquet files", "6", _schema_change, "error", names=("part2.parquet", "ses"))
+case("6: a truncated Parquet file", "6", _truncated_parquet, "error", names=("cut.parquet",), row="a truncated Parquet file")
+case("6: a column's type changes between streamed Parquet files", "6", _schema_change, "error", names=("part2.parquet", "ses"),
+     row="a schema change between streamed Parquet files")
 case("6: a column is missing from one streamed Parquet file", "6", _schema_missing_column, "error", names=("part2.parquet", "ses"))
 
 
 # ----- 7. weights ----------------------------------------------------------------------------------
 case("7: a plain weights='w' string is ambiguous: the message names both kinds", "7",
-     lambda _: ml.fit(M, small().assign(w=2.0), method="ML", weights="w"), "error", names=("sampling_weights", "precision_weights"))
+     lambda _: ml.fit(M, small().assign(w=2.0), method="ML", weights="w"), "error", names=("sampling_weights", "precision_weights"),
+     row='`weights="w"`')
 
 
 def _precision_constant(_):
@@ -451,8 +470,13 @@ def _precision_constant(_):
     return ml.fit(M, d, precision_weights="w"), ml.fit(M, small())
 
 
-case("7: precision weights all equal to 4: sigma2 / 4 per row (lmer's weights=), tau and beta unchanged", "7", _precision_constant, "right",
-     lambda ab: (rel_close("sigma2 x 4", 4 * ab[0].sigma2, ab[1].sigma2), rel_close("tau", ab[0].tau.to_numpy(), ab[1].tau.to_numpy()),
+# lmer's weights=: Var(e_i) = sigma2 / w_i. The rows' residual variance is what the data say (the
+# unweighted fit's sigma2_0), so with every w_i = 4 the fitted sigma2 is 4 sigma2_0, while tau and beta
+# (which depend on the weights only through their ratios) stay (lmer checked in
+# tests/test_precision_weights.py::test_scaling_the_weights_scales_sigma2_only).
+case("7: precision weights all equal to 4: sigma2 x 4 (lmer's weights=: Var(e_i) = sigma2 / w_i), tau and beta unchanged", "7",
+     _precision_constant, "right",
+     lambda ab: (rel_close("sigma2 / 4", ab[0].sigma2 / 4, ab[1].sigma2), rel_close("tau", ab[0].tau.to_numpy(), ab[1].tau.to_numpy()),
                  rel_close("fixed effects", ab[0].beta.to_numpy(), ab[1].beta.to_numpy())))
 
 
@@ -599,10 +623,6 @@ def _reader_missing(tmp: Path):
         sys.modules["pyreadstat"] = saved
 
 
-def _numbers_as_text(_):
-    return ml.fit(M, small().assign(ses=lambda t: t["ses"].astype(str))), ml.fit(M, small())
-
-
 case("bad-input: duplicate ids in the level-2 table", "bad-input", _dup_l2, "error", names=("1224",))
 case("bad-input: level-1 ids with no level-2 row", "bad-input", _unmatched_l1, "error", names=("1224", "1288"))
 case("bad-input: level-2 rows with no level-1 rows (allowed, reported)", "bad-input", _extra_l2, "right",
@@ -610,8 +630,311 @@ case("bad-input: level-2 rows with no level-1 rows (allowed, reported)", "bad-in
 case("bad-input: a variable in both tables with different values", "bad-input", _conflict, "error", names=("meanses", "1296"))
 case("bad-input: missing level-2 values", "bad-input", _missing_l2, "error", names=("1224", "meanses"))
 case("bad-input: a level-2 predictor (level equations) that varies within units", "bad-input", _varying_l2, "error", names=("x",))
-case("bad-input: a reader that is not installed", "bad-input", _reader_missing, "error", names=("pyreadstat",))
-case("bad-input: numbers written as text (every value a number)", "bad-input", _numbers_as_text, "right", both())
+case("bad-input: a reader that is not installed", "bad-input", _reader_missing, "error", names=("pyreadstat", "pip install pyreadstat"))
+
+
+# ----- docs/bad-input.md: the rows added by issue 11 ---------------------------------------------------
+# (rows reproduced by a case of an issue item above name that case's `row` and are not repeated here)
+def _formula(text: str) -> Callable[[Path], object]:
+    return lambda _: ml.fit(text, small())
+
+
+_TERM_ROW = "a string, lambda, `and`/`or` or dunder name in a term"
+case(f"bad-input: {_TERM_ROW} (a string)", "bad-input", _formula("mathach ~ I('a') + (1 | school)"), "error", names=("'a'", "I('a')"))
+case(f"bad-input: {_TERM_ROW} (a lambda)", "bad-input", _formula("mathach ~ I((lambda: 1)() + ses) + (1 | school)"), "error",
+     names=("lambda", "I((lambda: 1)() + ses)"))
+case(f"bad-input: {_TERM_ROW} (and)", "bad-input", _formula("mathach ~ I(ses and sector) + (1 | school)"), "error",
+     names=("'and'", "I(ses and sector)"))
+case(f"bad-input: {_TERM_ROW} (or)", "bad-input", _formula("mathach ~ I(ses or sector) + (1 | school)"), "error",
+     names=("'or'", "I(ses or sector)"))
+case("bad-input: the outcome among the predictors (in the random part)", "bad-input",
+     _formula("mathach ~ ses + (mathach | school)"), "error", names=("'mathach'",))
+case("bad-input: a transform that is not finite (`log(ses)` with ses <= 0)", "bad-input", _formula("mathach ~ log(ses) + (1 | school)"),
+     "error", names=("'log(ses)'",))
+case("bad-input: a data column with a derived column's name", "bad-input",
+     lambda _: ml.fit("mathach ~ cwc(ses) + (1 | school)", small().assign(**{"cwc(ses)": 1.0})), "error", names=("'cwc(ses)'", "rename"))
+
+
+def _streamed(formula: str) -> Callable[[Path], object]:
+    def run(tmp: Path):
+        small().to_parquet(tmp / "d.parquet", index=False)
+        return ml.fit(formula, tmp / "d.parquet", stream=True)
+    return run
+
+
+_STREAM_ROW = "`scale()`, orthogonal `poly()` or `offset()` in a streamed fit"
+case(f"bad-input: {_STREAM_ROW} (scale)", "bad-input", _streamed("mathach ~ scale(ses) + (1 | school)"), "error", names=("'scale(ses)'", "cgm("))
+case(f"bad-input: {_STREAM_ROW} (poly)", "bad-input", _streamed("mathach ~ poly(ses, 2) + (1 | school)"), "error",
+     names=("'poly(ses, 2)'", "raw = TRUE"))
+case(f"bad-input: {_STREAM_ROW} (offset)", "bad-input", _streamed("mathach ~ ses + offset(sector) + (1 | school)"), "error",
+     names=("offset", "outcome"))
+
+
+# precision weights (lme4's weights=), built as in tests/test_precision_weights.py
+def _w() -> pd.DataFrame:
+    d = small()
+    d["w"] = 1 + (np.arange(len(d)) % 5) / 2
+    return d
+
+
+def _w_with(rows: list[int], value: float) -> pd.DataFrame:
+    d = _w()
+    d.loc[rows, "w"] = value
+    return d
+
+
+def _missing_weight(_):
+    d = _w_with([1, 2], np.nan)
+    return ml.fit(M, d, precision_weights="w"), ml.fit(M, d.drop(index=[1, 2]), precision_weights="w")
+
+
+case("bad-input: precision weight 0", "bad-input", lambda _: ml.fit(M, _w_with([2, 10], 0.0), precision_weights="w"), "error",
+     names=("'w'", "rows 2, 10", "drop those rows"))
+case("bad-input: negative precision weight", "bad-input", lambda _: ml.fit(M, _w_with([7], -1.0), precision_weights="w"), "error",
+     names=("'w'", "row 7"))
+case("bad-input: missing precision weight (allowed: dropped listwise, reported)", "bad-input", _missing_weight, "right",
+     lambda ab: (_assert(dict(ab[0].data_report.dropped_by_variable) == {"w": 2}, f"data report: {dict(ab[0].data_report.dropped_by_variable)}"),
+                 same_model(ab[0], ab[1])))
+case("bad-input: text weight column (precision)", "bad-input",
+     lambda _: ml.fit(M, _w().assign(w=lambda t: t["w"].map(lambda v: f"w{v}")), precision_weights="w"), "error",
+     names=("precision weight column 'w'", "not numeric", "pd.to_numeric"))
+case("bad-input: precision weight column not in the data", "bad-input", lambda _: ml.fit(M, _w(), precision_weights="wt"), "error",
+     names=("'wt'", "'w'"))
+case("bad-input: both sampling_weights= and precision_weights=", "bad-input",
+     lambda _: ml.fit(M, _w(), method="ML", sampling_weights="w", precision_weights="w"), "error", names=("sampling_weights=", "precision_weights="))
+case("bad-input: precision_weights= given an array/Series", "bad-input", lambda _: ml.fit(M, _w(), precision_weights=_w()["w"]), "error",
+     names=("precision_weights", "Series", "column"))
+for _how in (dict(df="kenward-roger"), dict(se="CR2"), dict(se="CR0", df="bell-mccaffrey")):
+    case(f"bad-input: Kenward-Roger, CR2 or Bell-McCaffrey with precision weights ({_how})", "bad-input",
+         lambda _, how=_how: ml.fit(M, _w(), precision_weights="w").coef_table(**how), "error", names=("precision weights", "satterthwaite"))
+case("bad-input: `ml.compare` of fits with different weights", "bad-input",
+     lambda _: ml.compare(ml.fit("mathach ~ 1 + (1 | school)", _w(), "ML"), ml.fit(M, _w(), "ML", precision_weights="w")), "error",
+     names=("different weights", "'w'"))
+
+
+# the compiled-code cache (item 8): only the folder checks, nothing is compiled
+def _cache_env(**env: str | None):
+    """A context in which kernels.cache_dir() sees these variables (None: unset), restored after."""
+    import contextlib
+    import os
+
+    @contextlib.contextmanager
+    def ctx():
+        keys = ("MULTILEVEL_CACHE_DIR", "XDG_CACHE_HOME", "HOME")
+        saved = {k: os.environ.get(k) for k in keys}
+        try:
+            for k in keys:
+                if k in env:
+                    if env[k] is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = env[k]
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    return ctx()
+
+
+def _refused_cache(make: Callable[[Path], Path], uid_offset: int = 0):
+    """unsafe_reason() of the folder, and what cache_dir() does when MULTILEVEL_CACHE_DIR names it:
+    (reason, chosen folder, the RuntimeWarnings' texts)."""
+    def run(tmp: Path):
+        import os
+
+        from multilevel import kernels
+
+        folder = make(tmp)
+        reason = kernels.unsafe_reason(str(folder), os.getuid() + uid_offset)
+        with warnings.catch_warnings(record=True) as caught, _cache_env(MULTILEVEL_CACHE_DIR=str(folder)):
+            warnings.simplefilter("always")
+            chosen = kernels.cache_dir() if uid_offset == 0 else None
+        return reason, chosen, [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)], folder, uid_offset
+    return run
+
+
+def _check_refused(what: str) -> Callable[[tuple], None]:
+    def check(r) -> None:
+        reason, chosen, warned, folder, uid_offset = r
+        _assert(reason is not None and what in reason, f"unsafe_reason: {reason!r} (wanted {what!r})")
+        if uid_offset == 0:  # as this user: no cache at all, and a warning naming the folder
+            _assert(chosen is None, f"cache_dir() chose {chosen}")
+            _assert(any(f"does not cache compiled code in {folder}" in w for w in warned), f"warnings: {warned}")
+    return check
+
+
+def _world_writable(tmp: Path) -> Path:
+    (tmp / "shared").mkdir()
+    (tmp / "shared").chmod(0o777)
+    return tmp / "shared"
+
+
+def _symlink(tmp: Path) -> Path:
+    (tmp / "real").mkdir(mode=0o700)
+    (tmp / "link").symlink_to(tmp / "real")
+    return tmp / "link"
+
+
+def _open_parent(tmp: Path) -> Path:
+    (tmp / "open").mkdir()
+    (tmp / "open").chmod(0o777)
+    (tmp / "open" / "cache").mkdir(mode=0o700)
+    return tmp / "open" / "cache"
+
+
+def _private(tmp: Path) -> Path:
+    (tmp / "mine").mkdir(mode=0o700)
+    return tmp / "mine"
+
+
+_CACHE_ROW = "MULTILEVEL_CACHE_DIR"
+case(f"bad-input: {_CACHE_ROW} (a world-writable folder)", "bad-input", _refused_cache(_world_writable), "right",
+     _check_refused("other users can write"))
+case(f"bad-input: {_CACHE_ROW} (a symbolic link)", "bad-input", _refused_cache(_symlink), "right", _check_refused("symbolic link"))
+case(f"bad-input: {_CACHE_ROW} (under a folder others can write)", "bad-input", _refused_cache(_open_parent), "right",
+     _check_refused("writable by other users"))
+case(f"bad-input: {_CACHE_ROW} (a folder of another user)", "bad-input", _refused_cache(_private, uid_offset=1), "right",
+     _check_refused("another user"))
+
+
+def _no_writable_home(tmp: Path):
+    """HOME (and XDG_CACHE_HOME) unusable: the cache goes to <tmp>/multilevel-<uid>, made 0700."""
+    import os
+    import stat
+    import tempfile
+
+    from multilevel import kernels
+
+    (tmp / "home").write_text("")  # a home that is a file: nothing can be made under it
+    (tmp / "tmp").mkdir()
+    (tmp / "tmp").chmod(0o1777)  # as /tmp
+    saved = tempfile.tempdir
+    tempfile.tempdir = str(tmp / "tmp")
+    try:
+        with warnings.catch_warnings(record=True) as caught, _cache_env(MULTILEVEL_CACHE_DIR=None, XDG_CACHE_HOME=None, HOME=str(tmp / "home")):
+            warnings.simplefilter("always")
+            chosen = kernels.cache_dir()
+    finally:
+        tempfile.tempdir = saved
+    want = tmp / "tmp" / f"multilevel-{os.getuid()}"
+    mode = stat.S_IMODE(want.stat().st_mode) if want.exists() else None
+    return chosen, str(want), mode, [str(w.message) for w in caught]
+
+
+case("bad-input: no writable home and a read-only install (allowed: cached in <tmp>/multilevel-<uid>)", "bad-input", _no_writable_home, "right",
+     lambda r: (_assert(r[0] == r[1], f"cache_dir() = {r[0]}, wanted {r[1]}"), _assert(r[2] == 0o700, f"mode {r[2]!r}"),
+                _assert(not r[3], f"warnings: {r[3]}")))
+
+
+# plots without their default predictors (tests/test_plot_defaults.py)
+case('bad-input: `fit.plot("eb")` on a model without a level-2 predictor', "bad-input",
+     lambda _: ml.fit(HSB_M1, small()).plot("eb"), "error", names=("level-2 predictor", "variable="))
+case('bad-input: `fit.plot("model")` on a model without a level-1 predictor', "bad-input",
+     lambda _: ml.fit(HSB_M1, small()).plot("model"), "error", names=("level-1 predictor", "x="))
+
+
+# text that looks like numbers
+def _diet() -> pd.DataFrame:
+    """A level-1 text column whose values look like numbers ("1".."4"), as ChickWeight's Diet."""
+    d = small()
+    d["diet"] = np.random.default_rng(5).choice(["1", "2", "3", "4"], size=len(d))
+    return d
+
+
+def _diet_text(_):
+    d = _diet()
+    fit = ml.fit("mathach ~ ses + diet + (1 | school)", d)
+    dummies = d.assign(**{f"d{k}": (d["diet"] == k).astype(float) for k in "234"})  # R's treatment contrasts, by hand
+    return fit, ml.fit("mathach ~ ses + d2 + d3 + d4 + (1 | school)", dummies)
+
+
+case("bad-input: numbers written as text (every value a number, a text column: a factor, as in R)", "bad-input", _diet_text, "right",
+     lambda ab: (_assert(len(ab[0].beta) == 5, f"5 fixed effects (Intercept, ses, diet2..4), got {list(ab[0].beta.index)}"),
+                 rel_close("deviance", ab[0].deviance, ab[1].deviance, 1e-8),
+                 rel_close("fixed effects", ab[0].beta.to_numpy(), ab[1].beta.to_numpy()),
+                 _assert(any("'diet'" in n and "factor" in n and "pd.to_numeric" in n for n in ab[0].data_report.notes),
+                         f"data report notes: {ab[0].data_report.notes}")))
+case("bad-input: numbers written as text with many values (a numeric column saved as text)", "bad-input",
+     lambda _: ml.fit(M, small().assign(ses=lambda t: t["ses"].astype(str))), "error", names=("'ses'", "pd.to_numeric(df['ses'])"))
+
+
+def _some_as_text(_):
+    d = small()
+    ses = d["ses"].astype(object)
+    ses.iloc[[2, 5]] = ses.iloc[[2, 5]].map(repr)  # '0.123' beside floats
+    return ml.fit(M, d.assign(ses=ses)), ml.fit(M, d)
+
+
+case("bad-input: an object column of numbers, some written as text (allowed: read as numbers, reported)", "bad-input", _some_as_text, "right",
+     lambda ab: (same_model(ab[0], ab[1]), _assert(any("'ses' mixes numbers and numbers written as text" in n for n in ab[0].data_report.notes),
+                                                   f"data report notes: {ab[0].data_report.notes}")))
+case("bad-input: an outcome written as text", "bad-input", lambda _: ml.fit(M, small().assign(mathach=lambda t: t["mathach"].astype(str))),
+     "error", names=("'mathach'", "pd.to_numeric(df['mathach'])"))
+
+
+def _float64_na(_):
+    d = small()
+    d.loc[[4, 40, 400], "ses"] = np.nan
+    return ml.fit(M, d.assign(ses=d["ses"].astype("Float64"))), ml.fit(M, d)
+
+
+case(f"bad-input: {DTYPE_ROW} (nullable Float64 with pd.NA)", "bad-input", _float64_na, "right",
+     lambda ab: (same_model(ab[0], ab[1]),
+                 _assert(dict(ab[0].data_report.dropped_by_variable) == {"ses": 3}, f"data report: {dict(ab[0].data_report.dropped_by_variable)}")))
+
+
+# ids
+def _missing_ids(_):
+    d = small()
+    d["school"] = d["school"].astype(object)
+    d.loc[[4, 40], "school"] = np.nan
+    return ml.fit(M, d), ml.fit(M, d.drop(index=[4, 40]))
+
+
+case("bad-input: missing ids (allowed: dropped, as lme4 drops them)", "bad-input", _missing_ids, "right",
+     lambda ab: (same_model(ab[0], ab[1]), _assert(ab[0].n_obs == ab[1].n_obs == len(small()) - 2, f"rows used {ab[0].n_obs}"),
+                 _assert(dict(ab[0].data_report.dropped_by_variable) == {"school": 2}, f"data report: {dict(ab[0].data_report.dropped_by_variable)}")))
+
+
+def _id_forms(_):
+    """The unit 1224 written 1224, 1224.0 and ' 1224 ': one unit in a plain fit and in a level-2 join."""
+    d = small()
+    as_int = d.assign(school=d["school"].astype(int))
+    as_float = d.assign(school=d["school"].astype(float))
+    padded = d.assign(school=" " + d["school"] + " ")
+    l2 = d[["school", "meanses"]].drop_duplicates("school")
+    f2 = "mathach ~ ses + meanses + (1 | school)"
+    fits = [ml.fit(f2, x) for x in (d, as_int, as_float, padded)]
+    fits.append(ml.fit(f2, as_float.drop(columns="meanses"), level2=l2.assign(school=" " + l2["school"] + " ")))
+    fits.append(ml.fit(f2, padded.drop(columns="meanses"), level2=l2.assign(school=l2["school"].astype(float))))
+    return fits
+
+
+case('bad-input: ids 12 / 12.0 / "12" / " 12 " (one unit in a plain fit and in a level-2 join)', "bad-input", _id_forms, "right",
+     lambda fits: [(_assert(f.design.group_labels == fits[0].design.group_labels, f"fit {i}: units {f.design.group_labels[:3]}..."),
+                    same_model(f, fits[0], what=f"fit {i}")) for i, f in enumerate(fits[1:], 1)])
+
+
+# Parquet
+def _streamed_parts(tmp: Path, second: Callable[[Path], None]):
+    (tmp / "parts").mkdir()
+    small().iloc[:300].to_parquet(tmp / "parts" / "a.parquet", index=False)
+    second(tmp / "parts" / "b.parquet")
+    return ml.fit(M, tmp / "parts", stream=True)
+
+
+def _cut_bytes(path: Path) -> None:
+    small().iloc[300:].to_parquet(path, index=False)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+case("bad-input: a truncated Parquet file (among streamed files)", "bad-input", lambda t: _streamed_parts(t, _cut_bytes), "error",
+     names=("b.parquet", "truncated"))
+case("bad-input: an empty Parquet file among streamed files", "bad-input", lambda t: _streamed_parts(t, lambda p: p.write_bytes(b"")), "error",
+     names=("b.parquet", "empty"))
 
 
 # ----- running a case --------------------------------------------------------------------------------
@@ -683,40 +1006,62 @@ def test_case_names_are_unique():
     assert len(names) == len(set(names))
 
 
+def doc_row_key(line: str) -> str:
+    """The key of a table row of docs/bad-input.md: its first cell (a Markdown cell may hold an
+    escaped bar, `\\|`) up to its first " (" (the comment in parentheses)."""
+    first = re.split(r"(?<!\\)\|", line)[1].replace("\\|", "|").strip()
+    return first.split(" (")[0]
+
+
+def case_row_key(c: Case) -> str:
+    """The docs row a case reproduces: its `row`, or for a case of item "bad-input" its name."""
+    if c.row:
+        return c.row.split(" (")[0]
+    return c.name.removeprefix("bad-input: ").split(" (")[0] if c.item == "bad-input" else ""
+
+
 def test_every_bad_input_row_has_a_case():
     """Each row of docs/bad-input.md's table is a case here (by its first cell)."""
     doc = (Path(__file__).resolve().parents[1] / "docs" / "bad-input.md").read_text()
-    rows = [line.split("|")[1].strip() for line in doc.splitlines() if line.startswith("| ") and not line.startswith("| input")]
-    covered = {c.name.removeprefix("bad-input: ").split(" (")[0] for c in CASES if c.item == "bad-input"}
-    missing = [r for r in rows if r.split(" (")[0] not in covered]
+    rows = [doc_row_key(line) for line in doc.splitlines() if line.startswith("| ") and not line.startswith("| input")]
+    covered = {case_row_key(c) for c in CASES} - {""}
+    missing = [r for r in rows if r not in covered]
     assert not missing, f"rows of docs/bad-input.md without a catalogue case: {missing}"
 
 
-def summary(tmp: Path | None = None) -> dict[str, int]:
-    """Counts for the closing note: cases tried, right answers, clear errors (and warnings), failures.
-    Uses the outcomes of this pytest session where there are any, else runs every case."""
+def outcomes() -> dict[str, Outcome]:
+    """The outcome of every case: this pytest session's where there is one, else the case is run."""
     import tempfile
 
-    counts: Counter = Counter()
+    got: dict[str, Outcome] = {}
     for c in CASES:
-        got = _SEEN.get(c.name)
-        if got is None:
+        if c.name not in _SEEN:
             with tempfile.TemporaryDirectory() as d:
-                got = outcome(c, Path(d))
-        counts[got.status] += 1
+                _SEEN[c.name] = outcome(c, Path(d))
+        got[c.name] = _SEEN[c.name]
+    return got
+
+
+def summary() -> dict[str, int]:
+    """Counts for the closing note: cases tried, right answers, clear errors, warnings, failures
+    (and the failures by kind: wrong, unclear error, raw error, no warning)."""
+    counts = Counter(o.status for o in outcomes().values())
+    ok = ("right", "clear error", "warning")
     return {
         "cases tried": len(CASES),
         "right answers": counts["right"],
         "clear errors": counts["clear error"],
         "warnings": counts["warning"],
-        "failures": len(CASES) - counts["right"] - counts["clear error"] - counts["warning"],
-        **{f"  of which {k}": v for k, v in sorted(counts.items()) if k not in ("right", "clear error", "warning")},
+        "failures": sum(v for k, v in counts.items() if k not in ok),
+        **{f"failures ({k})": v for k, v in sorted(counts.items()) if k not in ok},
     }
 
 
 def test_summary(capsys):
-    """Prints the counts (run with -s to see them); fails if any case fails."""
+    """Prints the counts and the failing cases (shown even without -s); fails if any case fails."""
     counts = summary()
+    failing = [f"  [{o.status}] {name}: {o.detail[:200]}" for name, o in outcomes().items() if not o.ok]
     with capsys.disabled():
         print("\ncatalogue: " + "; ".join(f"{k}: {v}" for k, v in counts.items()))
+        print("\n".join(failing))
     assert counts["failures"] == 0, counts
