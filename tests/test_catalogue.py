@@ -497,8 +497,14 @@ def _wald_bounds(_):
 def _check_wald(ci: pd.DataFrame) -> None:
     for name, row in ci.iterrows():
         if str(name).startswith(("sd_", "sigma")):
+            if row["estimate"] == 0:  # on the boundary: no Wald interval (NaN, as lme4's NA; docs)
+                assert np.isnan(row["ci_low"]) and np.isnan(row["ci_high"]), f"{name}: an interval at a zero SD"
+                continue
             assert row["ci_low"] >= 0, f"{name}: lower bound {row['ci_low']} < 0"
         if str(name).startswith("cor_"):
+            if abs(row["estimate"]) == 1:  # a singular fit: no Wald interval (NaN, as lme4's NA)
+                assert np.isnan(row["ci_low"]) and np.isnan(row["ci_high"]), f"{name}: an interval at |cor| = 1"
+                continue
             assert -1 <= row["ci_low"] and row["ci_high"] <= 1, f"{name}: [{row['ci_low']}, {row['ci_high']}] outside [-1, 1]"
 
 

@@ -71,8 +71,10 @@ class OptimizerRecord:
     __repr__ = __str__  # in a REPL or notebook too: the record, not its fields
 
 
-#: the largest predicted decrease of the deviance (g'H^-1 g / 2, deviance units) at a checked optimum
-DECREASE_TOL = 1e-6
+#: the largest predicted decrease of the deviance (g'H^-1 g / 2, deviance units) at a checked
+#: optimum, or 1e-14 of the deviance when larger (its rounding, summed over the rows): where the
+#: deviance is flat (variances near 0) a decrease of 1e-8 can still move the estimates by 1e-5
+DECREASE_TOL = 1e-9
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class Check:
     min_eigenvalue: float
     decrease: float
     gradient_norm: float
+    step: float = 0.0  # the largest element of the Newton step H^-1 g over the free parameters
 
 
 def check_optimum(fun, theta: np.ndarray, lower: np.ndarray) -> Check:
@@ -115,12 +118,14 @@ def check_optimum(fun, theta: np.ndarray, lower: np.ndarray) -> Check:
         return Check(False, f"the Hessian is not positive semidefinite (smallest eigenvalue {wmin:.3g}): a saddle point",
                      wmin, np.nan, gnorm)
     gi = np.where(at_bound[idx], 0.0, g[idx])  # on the bound with zero gradient: curvature only
-    decrease = 0.5 * float(gi @ np.linalg.lstsq(_positive(H), gi, rcond=None)[0])
-    if not decrease <= DECREASE_TOL * max(1.0, 1e-6 * scale):
+    newton = np.linalg.lstsq(_positive(H), gi, rcond=None)[0]
+    decrease = 0.5 * float(gi @ newton)
+    step = float(np.max(np.abs(newton), initial=0.0))
+    if not decrease <= max(DECREASE_TOL, 1e-14 * scale):
         return Check(False, f"a Newton step would still lower the deviance by {decrease:.3g} (max |gradient| {gnorm:.3g})",
                      wmin, decrease, gnorm)
     return Check(True, f"max |gradient| {gnorm:.2g}, Newton decrement {decrease:.2g}, Hessian positive "
-                 f"{'definite' if wmin > 0 else 'semidefinite'} (smallest eigenvalue {wmin:.3g})", wmin, decrease, gnorm)
+                 f"{'definite' if wmin > 0 else 'semidefinite'} (smallest eigenvalue {wmin:.3g})", wmin, decrease, gnorm, step)
 
 
 @dataclass(frozen=True, eq=False)
@@ -283,6 +288,13 @@ def optimize_theta(
     given = None if start is None else frame.to_internal(np.asarray(start, dtype=float))
     theta, res, polished = _search(fun, si, template, given)
     result = check_optimum(fun, theta, lower) if check else None
+    if result is not None and result.ok and result.step > 1e-9 * max(1.0, float(np.max(np.abs(theta)))):
+        # Where the deviance is flat (variances near 0) its rounding stops the search while the
+        # Newton step is still visible in theta: Newton steps from the analytic gradient pin it down.
+        t2, p2 = _polish(fun, theta, lower)
+        c2 = check_optimum(fun, t2, lower)
+        if c2.ok and fun(t2)[0] <= fun(theta)[0] + 1e-12 * max(1.0, abs(fun(theta)[0])):
+            theta, polished, result = t2, polished or p2, c2
     if result is not None and not result.ok:
         # another start, and the best point found: a saddle or a stop far from the optimum
         tried = [(fun(theta)[0], theta, res, polished, result)]
@@ -303,7 +315,7 @@ def optimize_theta(
         if not check_optimum(alt_fun, alt_theta, lower).ok:
             t2, r2, p2 = _search(alt_fun, alt.summaries, template, alt_theta)
             c2 = check_optimum(alt_fun, t2, lower)
-            if c2.ok and alt_fun(t2)[0] < fun(theta)[0] - 1e-10 * max(1.0, abs(fun(theta)[0])):
+            if c2.ok and alt_fun(t2)[0] < fun(theta)[0] - 1e-13 * max(1.0, abs(fun(theta)[0])):
                 frame, fun, theta, res, polished, result = alt, alt_fun, t2, r2, p2, c2
     d, g = fun(theta)
     at_bound = (theta <= lower + 1e-8) & np.isfinite(lower)
