@@ -150,8 +150,16 @@ def test_a_fit_that_fails_says_so_everywhere(monkeypatch):
         f = ml.fit("mathach ~ meanses + (1 | school)", hsb())
     assert not f.converged
     assert "NOT" in f.optimizer.message
-    assert "NOT" in f.report() or "not converge" in f.report().lower()
-    assert "converge" in f.summary().lower()
+    assert "Estimation did NOT converge" in f.report() and "Optimum NOT verified" in f.report()
+    assert "Model failed to converge" in f.summary()
+    assert "NOT converged" in f._repr_html_() and "NOT converged" in f.to_html() and "NOT converged" in repr(f)
+
+
+
+def test_a_converged_fit_says_what_was_checked(base):
+    assert base.optimizer.checked and base.converged
+    assert "Optimum checked: max |gradient|" in base.report()
+    assert "Optimum checked" in base.summary()
 
 
 def degenerate_data() -> pd.DataFrame:

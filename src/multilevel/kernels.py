@@ -741,7 +741,8 @@ def _generate(stem: str, what: str, constants: dict[str, int], body: str):
     import sys
     import types
 
-    digest = hashlib.sha256(open(__file__, "rb").read()).hexdigest()[:16]
+    with open(__file__, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:16]
     name = f"multilevel_kernels_{stem}_{digest}"
     if name in sys.modules:
         return sys.modules[name]
@@ -761,7 +762,7 @@ def _generate(stem: str, what: str, constants: dict[str, int], body: str):
         sys.modules[name] = module
         return module
     path = os.path.join(folder, f"{name}.py")
-    if not os.path.exists(path) or open(path).read() != text:
+    if not os.path.exists(path) or _read_text(path) != text:
         tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
         with open(tmp, "w") as f:
             f.write(text)
@@ -873,3 +874,8 @@ def group_ranges(codes: np.ndarray, x: np.ndarray, n_groups: int) -> tuple[np.nd
     hi = np.full(n_groups, -np.inf)
     kernel("group_range")(codes, np.ascontiguousarray(x, dtype=float), lo, hi)
     return lo, hi
+
+
+def _read_text(path) -> str:
+    with open(path) as f:  # closed at once (a bare open() leaves it to the garbage collector)
+        return f.read()

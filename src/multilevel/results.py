@@ -552,7 +552,8 @@ class Fit:
         return self.summary()
 
     def __repr__(self) -> str:
-        return f"<multilevel.Fit {self.method}: {self.formula}; N = {self.n_obs}, J = {self.n_groups}>"
+        state = "" if self.converged else "; NOT converged (see fit.optimizer)"
+        return f"<multilevel.Fit {self.method}: {self.formula}; N = {self.n_obs}, J = {self.n_groups}{state}>"
 
     def _repr_html_(self) -> str:
         from .report.html import html_report

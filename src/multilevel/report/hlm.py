@@ -153,38 +153,21 @@ def _convergence(fit: Fit) -> list[str]:
     return lines
 
 
-#: fields of the optimizer's record that describe the check of the optimum, printed when present
-_CHECK_FIELDS = ("check_message", "hessian_min_eigenvalue", "relative_gradient", "max_gradient")
-
-
 def _optimum_check(fit: Fit) -> list[str]:
-    """Whether the optimum was checked, from what the optimizer's record holds: its `checked`
-    flag when it has one (else only the gradient norm is known), and the details it records.
-    Said plainly because HLM 6 stops when the deviance changes little between iterations and may
-    print values short of the optimum: a reader comparing the two needs to know which was checked."""
+    """Whether the optimum was checked (`optimizer.check_optimum`: the gradient, the Newton
+    decrement and the Hessian at the estimates) and what the check found. Said plainly because HLM 6
+    stops when the deviance changes little between iterations and may print values short of the
+    optimum: a reader comparing the two needs to know which was checked."""
     opt = fit.optimizer
-    lines = []
-    grad = getattr(opt, "gradient_norm", None)
-    checked = getattr(opt, "checked", None)
-    grad_txt = f"gradient norm {grad:.2g}" if isinstance(grad, (int, float)) else "gradient not recorded"
-    if checked is None:
-        lines.append(f" Optimum: {grad_txt} at the estimates (no separate check of the Hessian recorded).")
-    elif checked:
-        lines.append(f" Optimum checked: {grad_txt}, and the deviance rises in every direction (Hessian).")
-    else:
-        lines.append(f" Optimum NOT verified ({grad_txt}): do not rely on these estimates; see fit.optimizer.")
-    for name in _CHECK_FIELDS:
-        value = getattr(opt, name, None)
-        if value is not None and value != "":
-            lines.append(f"   {name.replace('_', ' ')}: {value:.3g}" if isinstance(value, float) else f"   {name.replace('_', ' ')}: {value}")
-    if opt.converged and checked is not False:
-        lines.append(
-            " (HLM 6 stops iterating when the deviance changes little and may print estimates short of the"
-        )
-        lines.append(
-            "  optimum; if its deviance is higher than this one, HLM stopped early: compare fit.hlm_deviance.)"
-        )
-    return lines
+    if not opt.checked:
+        return [f" Optimum not checked (gradient norm {opt.gradient_norm:.2g})."]
+    if not opt.converged:
+        return [f" Optimum NOT verified: {opt.check}. Do not rely on these estimates; see fit.optimizer."]
+    return [
+        f" Optimum checked: {opt.check}.",
+        " (HLM 6 stops iterating when the deviance changes little and may print estimates short of the",
+        "  optimum; if its deviance is higher than this one, HLM stopped early: compare fit.hlm_deviance.)",
+    ]
 
 
 def _matrix(title: str, mat: np.ndarray, labels: list[str], fmt: str) -> list[str]:

@@ -49,6 +49,10 @@ def lme4_summary(fit: Fit, df: str = "satterthwaite") -> str:
         )
     if fit.singular:
         lines += ["", "boundary (singular) fit: see help('isSingular')"]
+    if not fit.converged:
+        lines += ["", f"Model failed to converge: {fit.optimizer.check} (the estimates are where the optimizer stopped)"]
+    elif fit.optimizer is not None:
+        lines += ["", f"Optimum checked: {fit.optimizer.check}"]
     dr = fit.data_report
     if dr.n_rows_dropped:
         lines += ["", f"{dr.n_rows_dropped} rows dropped for missing values ({dr.n_rows_used} of {dr.n_rows_in} used)"]
