@@ -33,6 +33,24 @@ def as_html(title: str, parts: Sequence[object]) -> str:
     return "\n".join(out)
 
 
+class ShownAsTables:
+    """Prints as the title and parts of its `_parts()`: `str`/`repr` as text, `_repr_html_` for
+    Jupyter. (A dataclass using it sets repr=False, so that its generated repr does not replace
+    this one.)"""
+
+    def _parts(self) -> tuple[str, list[object]]:
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        return as_text(*self._parts())
+
+    def __repr__(self) -> str:
+        return as_text(*self._parts())
+
+    def _repr_html_(self) -> str:
+        return as_html(*self._parts())
+
+
 def p_text(p: float) -> str:
     """A p-value as printed in the tables: 4 significant digits, '< 1e-16' below double precision."""
     return "< 1e-16" if p < 1e-16 else f"{p:.4g}"

@@ -20,6 +20,7 @@ import pandas as pd
 import scipy.stats
 
 from .errors import SpecificationError
+from .display import ShownAsTables
 
 CLUSTER_SIZES = ("mean", "median", "kish", "anova")
 
@@ -171,8 +172,8 @@ def rights_sterba(beta: np.ndarray, tau: np.ndarray, sigma2: float, X: np.ndarra
     return RightsSterba(f1, f2, v, m, sigma2, cmc=True)
 
 
-@dataclass(frozen=True, eq=False)
-class EffectSizes:
+@dataclass(frozen=True, eq=False, repr=False)
+class EffectSizes(ShownAsTables):
     """Everything `fit.effect_sizes()` returns, as numeric tables."""
 
     icc: pd.DataFrame
@@ -191,17 +192,6 @@ class EffectSizes:
         parts += [f"* {n}" for n in self.notes]
         return "Effect sizes (each table is an attribute: es.icc, es.r2, ...)", parts
 
-    def __str__(self) -> str:
-        from .display import as_text
-
-        return as_text(*self._parts())
-
-    __repr__ = __str__
-
-    def _repr_html_(self) -> str:
-        from .display import as_html
-
-        return as_html(*self._parts())
 
 
 def effect_sizes(fit, df: str | None = None, level: float = 0.95) -> EffectSizes:

@@ -21,32 +21,17 @@ import formulaic
 
 from .errors import SpecificationError
 from .expressions import ALLOWED, Derived, column_name, read_offset, tokenize, translate
-from .spec import ModelSpec, RandomTerm
+from .spec import ModelSpec, RandomTerm, split_outside
 
 #: names a data column may not have: they are the names of the intercept's column
 RESERVED = ("Intercept", "(Intercept)")
 
 
 def split_top_level(text: str, sep: str = "+") -> list[str]:
-    """Split on `sep` outside parentheses and backticks."""
-    parts, depth, cur, quoted = [], 0, [], False
-    for ch in text:
-        if ch == "`":
-            quoted = not quoted
-        elif not quoted and ch == "(":
-            depth += 1
-        elif not quoted and ch == ")":
-            depth -= 1
-            if depth < 0:
-                raise SpecificationError(f"Unbalanced parentheses in '{text}'.")
-        if ch == sep and depth == 0 and not quoted:
-            parts.append("".join(cur).strip())
-            cur = []
-        else:
-            cur.append(ch)
-    if depth != 0:
+    """Split on `sep` outside parentheses and backticks (`spec.split_outside`)."""
+    parts = split_outside(text, sep)
+    if parts is None:
         raise SpecificationError(f"Unbalanced parentheses in '{text}'.")
-    parts.append("".join(cur).strip())
     return parts
 
 

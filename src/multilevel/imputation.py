@@ -51,6 +51,7 @@ from . import inference
 from .errors import SpecificationError
 from .inference import OneRowTable
 from .results import Fit
+from .display import ShownAsTables
 
 
 # ----- the formulas ------------------------------------------------------------------------------
@@ -118,8 +119,8 @@ def d1_df_reiter(r1: float, k: int, m: int, df_com: float) -> float:
 
 
 # ----- the results -------------------------------------------------------------------------------
-@dataclass(frozen=True, eq=False)
-class PooledTest(OneRowTable):
+@dataclass(frozen=True, eq=False, repr=False)
+class PooledTest(OneRowTable, ShownAsTables):
     """H0: L gamma = rhs tested on m imputations by D1 (Li, Raghunathan & Rubin 1991; mitml
     `testConstraints(method = "D1")`). `table` has F (D1), num_df (k), den_df (Reiter's df when
     the complete-data df is finite, as mitml with df.com; else nu_LRR), p, riv (r1), den_df_lrr,
@@ -151,21 +152,10 @@ class PooledTest(OneRowTable):
         ]
         return title, lines
 
-    def __str__(self) -> str:
-        from .display import as_text
-
-        return as_text(*self._parts())
-
-    __repr__ = __str__
-
-    def _repr_html_(self) -> str:
-        from .display import as_html
-
-        return as_html(*self._parts())
 
 
-@dataclass(frozen=True, eq=False)
-class PooledFit:
+@dataclass(frozen=True, eq=False, repr=False)
+class PooledFit(ShownAsTables):
     """The same model fitted to m imputed data sets, pooled by Rubin's rules (module docstring).
 
     fits: the m Fits. q, u: (m, p) estimates and squared SEs; vcovs: (m, p, p) covariance
@@ -420,15 +410,6 @@ class PooledFit:
             "print(pooled.report()) for the full report; pooled.per_imputation for each fit.",
         ]
 
-    def __repr__(self) -> str:
-        from .display import as_text
-
-        return as_text(*self._parts())
-
-    def _repr_html_(self) -> str:
-        from .display import as_html
-
-        return as_html(*self._parts())
 
 
 def _row_df_com(pooled: PooledFit, L: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ import pandas as pd
 import scipy.stats
 
 from .errors import SpecificationError
+from .display import ShownAsTables
 
 SE_METHODS = ("model", "CR0", "CR1", "CR2")
 DF_METHODS = ("hlm", "residual", "between-within", "satterthwaite", "kenward-roger", "bell-mccaffrey", "infinite")
@@ -167,8 +168,8 @@ class OneRowTable:
         raise AttributeError(name)
 
 
-@dataclass(frozen=True, eq=False)
-class HypothesisTest(OneRowTable):
+@dataclass(frozen=True, eq=False, repr=False)
+class HypothesisTest(OneRowTable, ShownAsTables):
     """H0: L gamma = rhs. `table` has the Wald chi-square (HLM's "General Linear Hypothesis
     Testing") and the F test with the chosen df; `estimates` each row of L gamma - rhs."""
 
@@ -193,17 +194,6 @@ class HypothesisTest(OneRowTable):
         ]
         return title, lines
 
-    def __str__(self) -> str:
-        from .display import as_text
-
-        return as_text(*self._parts())
-
-    __repr__ = __str__
-
-    def _repr_html_(self) -> str:
-        from .display import as_html
-
-        return as_html(*self._parts())
 
 
 def hypothesis_test(fit, L: np.ndarray, rhs: np.ndarray, labels, df: str, se: str, level: float) -> HypothesisTest:

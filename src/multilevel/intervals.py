@@ -38,6 +38,7 @@ from .objective import deviance, solve_at
 from .optimizer import optimize_theta
 from .parallel import default_jobs
 from .summaries import GroupSummaries
+from .display import ShownAsTables
 
 
 # ----- the sd/cor/sigma parameterisation -----------------------------------------------------
@@ -257,8 +258,8 @@ def _fixed_profile(ml_fit, k: int, dmin: float, crit: float, theta0: np.ndarray)
 
 
 # ----- parametric bootstrap ------------------------------------------------------------------
-@dataclass(frozen=True, eq=False)
-class Bootstrap:
+@dataclass(frozen=True, eq=False, repr=False)
+class Bootstrap(ShownAsTables):
     """B refits on samples from the fitted model; `replicates` has one row per sample."""
 
     replicates: pd.DataFrame
@@ -277,17 +278,6 @@ class Bootstrap:
         return title, ["Percentile intervals (95%; .intervals(level) for others, .replicates for the draws):",
                        self.intervals()]
 
-    def __str__(self) -> str:
-        from .display import as_text
-
-        return as_text(*self._parts())
-
-    __repr__ = __str__
-
-    def _repr_html_(self) -> str:
-        from .display import as_html
-
-        return as_html(*self._parts())
 
 
 @dataclass(frozen=True, eq=False)

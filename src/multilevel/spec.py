@@ -24,25 +24,36 @@ Centering = Literal["group", "grand"]
 CENTERING_FUNCTIONS: dict[str, Centering] = dict(CENTERING)  # type: ignore[arg-type]
 
 
-def term_factors(term: str) -> tuple[str, ...]:
-    """'sector:cwc(ses)' -> ('sector', 'cwc(ses)'): the factors of a term string ('1': none)."""
-    if term == "1":
-        return ()
-    out, depth, quoted, cur = [], 0, False, []
-    for ch in term:
+def split_outside(text: str, sep: str) -> list[str] | None:
+    """`text` split on `sep` where it stands outside parentheses and backticks, each part stripped;
+    None when the parentheses do not balance."""
+    parts, depth, cur, quoted = [], 0, [], False
+    for ch in text:
         if ch == "`":
             quoted = not quoted
         elif not quoted and ch == "(":
             depth += 1
         elif not quoted and ch == ")":
             depth -= 1
-        if ch == ":" and depth == 0 and not quoted:
-            out.append("".join(cur))
+            if depth < 0:
+                return None
+        if ch == sep and depth == 0 and not quoted:
+            parts.append("".join(cur).strip())
             cur = []
         else:
             cur.append(ch)
-    out.append("".join(cur))
-    return tuple(out)
+    if depth != 0:
+        return None
+    parts.append("".join(cur).strip())
+    return parts
+
+
+def term_factors(term: str) -> tuple[str, ...]:
+    """'sector:cwc(ses)' -> ('sector', 'cwc(ses)'): the factors of a term string ('1': none)."""
+    if term == "1":
+        return ()
+    parts = split_outside(term, ":")
+    return tuple(parts) if parts is not None else (term,)
 
 
 @dataclass(frozen=True)
