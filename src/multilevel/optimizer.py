@@ -71,6 +71,10 @@ class OptimizerRecord:
     __repr__ = __str__  # in a REPL or notebook too: the record, not its fields
 
 
+#: a checked optimum whose Newton step is larger than this (relative to theta) is polished by
+#: Newton steps (theta to ~1e-8 gives the estimates to 1e-6; the search usually ends near 1e-9)
+POLISH_STEP = 1e-7
+
 #: the largest predicted decrease of the deviance (g'H^-1 g / 2, deviance units) at a checked
 #: optimum, or 1e-14 of the deviance when larger (its rounding, summed over the rows): where the
 #: deviance is flat (variances near 0) a decrease of 1e-8 can still move the estimates by 1e-5
@@ -288,7 +292,7 @@ def optimize_theta(
     given = None if start is None else frame.to_internal(np.asarray(start, dtype=float))
     theta, res, polished = _search(fun, si, template, given)
     result = check_optimum(fun, theta, lower) if check else None
-    if result is not None and result.ok and result.step > 1e-9 * max(1.0, float(np.max(np.abs(theta)))):
+    if result is not None and result.ok and result.step > POLISH_STEP * max(1.0, float(np.max(np.abs(theta)))):
         # Where the deviance is flat (variances near 0) its rounding stops the search while the
         # Newton step is still visible in theta: Newton steps from the analytic gradient pin it down.
         t2, p2 = _polish(fun, theta, lower)
