@@ -71,8 +71,10 @@ class OptimizerRecord:
     __repr__ = __str__  # in a REPL or notebook too: the record, not its fields
 
 
-#: a checked optimum whose Newton step is larger than this (relative to theta) is polished by
-#: Newton steps (theta to ~1e-8 gives the estimates to 1e-6; the search usually ends near 1e-9)
+#: a checked optimum whose Newton step is larger than this, relative to each element of theta (+
+#: 1e-3), takes up to two Newton steps with the check's Hessian (one evaluation each): where the
+#: deviance is flat (variances near 0) its rounding stops the search while the step is still
+#: visible, and a small variance needs its theta to ~1e-7 of itself for its own 1e-6
 POLISH_STEP = 1e-7
 
 #: the largest predicted decrease of the deviance (g'H^-1 g / 2, deviance units) at a checked
@@ -89,6 +91,9 @@ class Check:
     decrease: float
     gradient_norm: float
     step: float = 0.0  # the largest element of the Newton step H^-1 g over the free parameters
+    hessian: np.ndarray | None = None  # the difference Hessian (made positive) over `hessian_idx`
+    hessian_idx: np.ndarray | None = None
+    idx: np.ndarray | None = None  # the free (off-bound) parameters: where Newton steps may go
 
 
 def check_optimum(fun, theta: np.ndarray, lower: np.ndarray) -> Check:
@@ -129,7 +134,8 @@ def check_optimum(fun, theta: np.ndarray, lower: np.ndarray) -> Check:
         return Check(False, f"a Newton step would still lower the deviance by {decrease:.3g} (max |gradient| {gnorm:.3g})",
                      wmin, decrease, gnorm)
     return Check(True, f"max |gradient| {gnorm:.2g}, Newton decrement {decrease:.2g}, Hessian positive "
-                 f"{'definite' if wmin > 0 else 'semidefinite'} (smallest eigenvalue {wmin:.3g})", wmin, decrease, gnorm, step)
+                 f"{'definite' if wmin > 0 else 'semidefinite'} (smallest eigenvalue {wmin:.3g})", wmin, decrease, gnorm, step,
+                 _positive(H), idx, idx[~at_bound[idx]])
 
 
 @dataclass(frozen=True, eq=False)
@@ -292,13 +298,13 @@ def optimize_theta(
     given = None if start is None else frame.to_internal(np.asarray(start, dtype=float))
     theta, res, polished = _search(fun, si, template, given)
     result = check_optimum(fun, theta, lower) if check else None
-    if result is not None and result.ok and result.step > POLISH_STEP * max(1.0, float(np.max(np.abs(theta)))):
-        # Where the deviance is flat (variances near 0) its rounding stops the search while the
-        # Newton step is still visible in theta: Newton steps from the analytic gradient pin it down.
-        t2, p2 = _polish(fun, theta, lower)
-        c2 = check_optimum(fun, t2, lower)
-        if c2.ok and fun(t2)[0] <= fun(theta)[0] + 1e-12 * max(1.0, abs(fun(theta)[0])):
-            theta, polished, result = t2, polished or p2, c2
+    if result is not None and result.ok and result.step > 0:
+        g = fun(theta)[1]
+        idx = result.idx
+        pos = np.searchsorted(result.hessian_idx, idx)
+        newton = np.linalg.lstsq(result.hessian[np.ix_(pos, pos)], g[idx], rcond=None)[0] if idx.size else np.zeros(0)
+        if np.any(np.abs(newton) > POLISH_STEP * (np.abs(theta[idx]) + 1e-3)):
+            theta = _newton_finish(fun, theta, lower, result)
     if result is not None and not result.ok:
         # another start, and the best point found: a saddle or a stop far from the optimum
         tried = [(fun(theta)[0], theta, res, polished, result)]
@@ -346,6 +352,32 @@ def optimize_theta(
         predicted_decrease=result.decrease if result is not None else float("nan"),
     )
     return theta_out, record
+
+
+def _newton_finish(fun, theta: np.ndarray, lower: np.ndarray, check: Check, steps: int = 2) -> np.ndarray:
+    """Newton steps over the checked point's free parameters with the check's Hessian (no new
+    difference Hessian), each kept only if the deviance does not rise beyond its rounding."""
+    d0, g0 = fun(theta)
+    idx = check.idx
+    if idx is None or idx.size == 0:
+        return theta
+    pos = np.searchsorted(check.hessian_idx, idx)  # both sorted: idx is a subset
+    sub = check.hessian[np.ix_(pos, pos)]
+    for _ in range(steps):
+        try:
+            step = np.linalg.solve(sub, g0[idx])
+        except np.linalg.LinAlgError:
+            break
+        cand = theta.copy()
+        cand[idx] -= step
+        cand = np.maximum(cand, lower)
+        d1, g1 = fun(cand)
+        if not d1 <= d0 + 1e-13 * max(1.0, abs(d0)):
+            break
+        theta, d0, g0 = cand, d1, g1
+        if np.max(np.abs(step)) <= 1e-13 * max(1.0, float(np.max(np.abs(theta)))):
+            break
+    return theta
 
 
 def _on_boundary(theta: np.ndarray, template: LambdaTemplate) -> bool:
