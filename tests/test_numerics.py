@@ -185,3 +185,41 @@ def test_degenerate_outcomes_get_a_clear_error(formula, message):
         warnings.simplefilter("ignore", ConvergenceWarning)
         with pytest.raises(DataError, match=message):
             ml.fit(formula, degenerate_data())
+
+
+def interaction_data() -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(80), 12)
+    x = rng.normal(size=g.size)
+    w = rng.normal(size=80)[g]
+    y = 1 + 0.5 * x + 0.3 * w + 0.2 * x * w + rng.normal(size=80)[g] + rng.normal(size=g.size)
+    return pd.DataFrame({"y": y, "x": x, "w": w, "g": g})
+
+
+@pytest.mark.parametrize("offset", [1e4, 1e6, 1e9])
+def test_an_interaction_of_a_variable_far_from_zero_gives_the_same_fit(offset):
+    # before: at 1e6 "'x:w' is a linear combination of the other columns" (false); at 1e4 the
+    # log-likelihood 1.8e-5 below the centred fit's, marked converged. Now x:w is summed as
+    # (x - m_x)(w - m_w), mapped back exactly (`coordinates`: the lower-order terms are in the model).
+    d = interaction_data()
+    far = d.assign(x=d["x"] + offset)
+    near = d.assign(x=far["x"] - offset)  # exact
+    a = ml.fit("y ~ x * w + (x | g)", near)
+    b = ml.fit("y ~ x * w + (x | g)", far)
+    assert b.converged
+    assert b.deviance == pytest.approx(a.deviance, rel=1e-12)
+    expected = a.beta.copy()
+    expected["Intercept"] = a.beta["Intercept"] - offset * a.beta["x"]  # y = b0 + bx (x - c) + ...
+    expected["w"] = a.beta["w"] - offset * a.beta["x:w"]
+    scale = np.maximum(np.abs(expected.to_numpy()), a.fixed["se"].to_numpy())
+    np.testing.assert_array_less(np.abs(b.beta.to_numpy() - expected.to_numpy()) / scale, 1e-8)
+    assert b.fixed.loc["x:w", "se"] == pytest.approx(a.fixed.loc["x:w", "se"], rel=1e-8)
+
+
+def test_an_interaction_without_its_main_effect_is_shifted_as_a_whole():
+    # x:w without x: the product cannot be centred factor by factor (the model is not invariant
+    # to shifting x); the column is shifted by its mean, which is exact, and fits as the raw one
+    d = interaction_data()
+    raw = ml.fit("y ~ w + x:w + (1 | g)", d)
+    assert raw.converged and raw.design.coords.S_x is None
+    np.testing.assert_allclose(raw.beta.to_numpy(), ml.fit("y ~ w + I(x * w) + (1 | g)", d).beta.to_numpy(), rtol=1e-9)

@@ -198,7 +198,7 @@ class Plan:
     q: int = 0
     p: int = 0
     n_columns: int = 0
-    affine: tuple | None = None  # the internal coordinates' (shift, scale) per column (`coordinates`)
+    affine: tuple | None = None  # the internal coordinates: (shift, scale) and factor centres per column (`coordinates`)
 
 
 def prepare_chunk(chunk: pd.DataFrame, plan: Plan) -> tuple[pd.DataFrame, np.ndarray]:
@@ -248,11 +248,12 @@ def chunk_columns(used: pd.DataFrame, plan: Plan) -> Columns:
 
         factors = [tuple(factor(v) for v in fs) for part in plan.numeric for fs in part]
         y = used[plan.spec.outcome].to_numpy(dtype=float)
-        return Columns(tuple(factors) + ((y,),), plan.q, plan.p, len(used), plan.affine)
+        cols = Columns(tuple(factors) + ((y,),), plan.q, plan.p, len(used))
+        return cols if plan.affine is None else cols.with_affine(*plan.affine)
     X = np.asarray(plan.x_spec.get_model_matrix(used).to_numpy(dtype=float))
     Z = np.hstack([np.asarray(zs.get_model_matrix(used).to_numpy(dtype=float)) for zs in plan.z_specs])
     cols = Columns.of_matrices(Z, X, used[plan.spec.outcome].to_numpy(dtype=float))
-    return cols if plan.affine is None else cols.with_affine(plan.affine)
+    return cols if plan.affine is None else cols.with_affine(*plan.affine)
 
 
 def pass2_into(chunk: pd.DataFrame, plan: Plan, C: np.ndarray, n: np.ndarray) -> None:

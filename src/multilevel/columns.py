@@ -34,19 +34,23 @@ class Columns:
     n: int
     #: per column (shift, scale): the one pass sums ((column - shift) * scale) products; None: raw
     affine: tuple[tuple[float, float], ...] | None = None
+    #: per column, a centre for each of its factors: the column is prod_f (factor_f - centre_f)
+    centres: tuple[tuple[float, ...], ...] | None = None
 
     @property
     def k(self) -> int:
         return self.q + self.p + 1
 
-    def with_affine(self, affine: tuple[tuple[float, float], ...]) -> Columns:
-        """The same columns, summed in the internal coordinates (shift, scale) per column."""
-        return Columns(self.factors, self.q, self.p, self.n, tuple((float(a), float(b)) for a, b in affine))
+    def with_affine(self, affine: tuple[tuple[float, float], ...], centres: tuple[tuple[float, ...], ...] | None = None) -> Columns:
+        """The same columns, summed in the internal coordinates: (shift, scale) per column, and a
+        centre per factor of each column (`coordinates`)."""
+        return Columns(self.factors, self.q, self.p, self.n, tuple((float(a), float(b)) for a, b in affine),
+                       None if centres is None else tuple(tuple(float(v) for v in c) for c in centres))
 
     def recipe(self) -> tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray, np.ndarray]:
         """(bases, recipe, affine, cmap): the distinct factor arrays (contiguous float, read-only),
         the factors of each distinct column (indices into bases, -1: none), each distinct column's
-        (shift, scale), and for each column of W its distinct column (Z and X share the intercept
+        (shift, scale, centre of each factor), and for each column of W its distinct column (Z and X share the intercept
         and the random slopes: the one pass multiplies each distinct pair once)."""
         bases: list[np.ndarray] = []
         index: dict[int, int] = {}
@@ -56,6 +60,7 @@ class Columns:
         cmap = np.empty(self.k, dtype=np.int64)
         for c, fs in enumerate(self.factors):
             shift, scale = self.affine[c] if self.affine is not None else (0.0, 1.0)
+            centre = self.centres[c] if self.centres is not None else (0.0,) * len(fs)
             key = []
             for arr in fs:
                 if id(arr) not in index:
@@ -64,22 +69,25 @@ class Columns:
                     base.flags.writeable = False  # one array type for all (pandas may hand out read-only views)
                     bases.append(base)
                 key.append(index[id(arr)])
-            key_t = tuple(sorted(key))
-            full = (key_t, shift, scale)
+            pairs = tuple(sorted(zip(key, (float(v) for v in centre))))  # (base, its centre), in base order
+            full = (pairs, shift, scale)
             if full not in distinct:
                 distinct[full] = len(rows)
-                rows.append(key_t)
+                rows.append(pairs)
                 maps.append((shift, scale))
             cmap[c] = distinct[full]
         width = max(1, max(len(r) for r in rows))
         recipe = np.full((len(rows), width), -1, dtype=np.int64)
+        affine = np.zeros((len(rows), 2 + width))
         for d, r in enumerate(rows):
-            recipe[d, : len(r)] = r
+            recipe[d, : len(r)] = [b for b, _ in r]
+            affine[d, 0], affine[d, 1] = maps[d]
+            affine[d, 2 : 2 + len(r)] = [v for _, v in r]
         if not bases:
             ones = np.ones(self.n)
             ones.flags.writeable = False
             bases.append(ones)
-        return tuple(bases), recipe, np.array(maps, dtype=float).reshape(len(rows), 2), cmap
+        return tuple(bases), recipe, affine, cmap
 
     def column(self, c: int) -> np.ndarray:
         fs = self.factors[c]
@@ -133,7 +141,7 @@ class Columns:
 
     def with_outcome(self, y: np.ndarray) -> Columns:
         """The same Z and X with another outcome (a bootstrap replicate's), in the same coordinates."""
-        return Columns(self.factors[:-1] + ((y,),), self.q, self.p, self.n, self.affine)
+        return Columns(self.factors[:-1] + ((y,),), self.q, self.p, self.n, self.affine, self.centres)
 
     @classmethod
     def of_matrices(cls, Z: np.ndarray, X: np.ndarray, y: np.ndarray) -> Columns:

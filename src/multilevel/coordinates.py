@@ -28,6 +28,7 @@ and its inverse S_z (Z'Z')^-1 S_z' (no inverse of an ill-conditioned matrix is t
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -57,6 +58,9 @@ class Coordinates:
     intercept: int | None
     z_shift: np.ndarray | None = None  # (q,) m_z of each random-effect column (None: none shifted)
     z_intercept: int | None = None
+    #: X' = X S when an interaction is formed from centred factors (then S is not only I - e_i0 m':
+    #: (x - m_x)(w - m_w) = xw - m_w x - m_x w + m_x m_w); None: S of `shift`
+    S_x: np.ndarray | None = None
 
     @classmethod
     def identity(cls, p: int) -> Coordinates:
@@ -64,7 +68,8 @@ class Coordinates:
 
     @property
     def is_identity(self) -> bool:
-        return (self.intercept is None or (not np.any(self.shift) and self.y_shift == 0.0)) and self.z_identity
+        x_identity = self.intercept is None or (not np.any(self.shift) and self.y_shift == 0.0)
+        return x_identity and self.S_x is None and self.z_identity
 
     @property
     def z_identity(self) -> bool:
@@ -119,7 +124,9 @@ class Coordinates:
 
     @cached_property
     def S(self) -> np.ndarray:
-        """X' = X S: S = I - e_i0 m'."""
+        """X' = X S: S = I - e_i0 m' (or `S_x`)."""
+        if self.S_x is not None:
+            return self.S_x
         p = self.shift.size
         S = np.eye(p)
         if self.intercept is not None:
@@ -129,7 +136,10 @@ class Coordinates:
 
     @cached_property
     def S_inv(self) -> np.ndarray:
-        """X = X' S^-1: S^-1 = I + e_i0 m' (m_i0 = 0)."""
+        """X = X' S^-1: S^-1 = I + e_i0 m' (m_i0 = 0); of `S_x`, its inverse (unit triangular in
+        the order of the factors' subsets, so exact to rounding)."""
+        if self.S_x is not None:
+            return np.linalg.inv(self.S_x)
         p = self.shift.size
         T = np.eye(p)
         if self.intercept is not None:
@@ -238,30 +248,69 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
             z_shift[c] = m
             shifted_keys[_key(fs)] = m
     z_keys = {_key(fs) for fs in z_factors}
-    shift = np.zeros(p)
+    shift = np.zeros(p)  # per column: the mean the internal column is shifted by (the value in messages)
+    centres: list[tuple[float, ...]] = [(0.0,) * len(fs) for fs in columns.factors]
+    S = np.eye(p)
     if i0 is not None:
+        by_key = {_key(fs): c for c, fs in enumerate(x_factors)}
+        base_mean: dict[int, float] = {}
+
+        def mean_of(arr) -> float:
+            if id(arr) not in base_mean:
+                base_mean[id(arr)] = float(_sample((arr,), idx).mean())
+            return base_mean[id(arr)]
+
         for c in range(p):
             if c == i0:
                 continue
-            key = _key(x_factors[c])
+            fs = x_factors[c]
+            key = _key(fs)
+            v = _sample(fs, idx)
+            m, sd = float(v.mean()), float(v.std())
             if key in shifted_keys:
                 shift[c] = shifted_keys[key]  # the same column as Z's: shared in the one pass
+                S[i0, c] = -shift[c]
                 continue
-            v = _sample(x_factors[c], idx)
-            m, sd = float(v.mean()), float(v.std())
             if key in z_keys and abs(m) <= SHIFT_SDS * sd:
                 continue  # shared with Z, and near enough to 0
+            subsets = [tuple(a) for r in range(len(fs)) for a in itertools.combinations(range(len(fs)), r)]
+            if len(fs) > 1 and len(set(key)) == len(fs) and all(
+                (_key([fs[i] for i in a]) in by_key) if a else True for a in subsets
+            ):
+                # an interaction whose lower-order terms are all in the model: the product of the
+                # centred factors, prod_f (x_f - m_f) = sum over subsets A of prod_{A} x_f prod_{not A} (-m_f)
+                ms = [mean_of(f) for f in fs]
+                centres[q + c] = tuple(ms)
+                for a in subsets:
+                    coef = float(np.prod([-ms[i] for i in range(len(fs)) if i not in a]))
+                    S[by_key[_key([fs[i] for i in a])] if a else i0, c] += coef
+                centred = np.ones(idx.size)
+                for f, mf in zip(fs, ms):
+                    centred = centred * (np.asarray(f, dtype=float)[idx] - mf)
+                rest = float(centred.mean())  # and the centred product shifted by its own mean
+                S[i0, c] -= rest
+                shift[c] = m
+                continue
             shift[c] = m
+            S[i0, c] = -m
     for c, name in enumerate(x_names):
         if c != i0:
             v = _sample(x_factors[c], idx) - shift[c]
             _check_magnitude(name, float(np.max(np.abs(v), initial=0.0)), "predictor")
+    products = any(any(centres[q + c]) for c in range(p))
     y = _sample(columns.factors[-1], idx)
     y_shift = float(y.mean()) if i0 is not None else 0.0
     _check_magnitude(outcome, float(np.max(np.abs(y - y_shift), initial=0.0)), "outcome")
-    affine = [(float(m), 1.0) for m in z_shift] + [(float(m), 1.0) for m in shift] + [(y_shift, 1.0)]
+    # the column's own shift in the one pass: -S[i0, c] (the whole constant of the expansion)
+    col_shift = [0.0 if (i0 is None or c == i0) else -float(S[i0, c]) for c in range(p)]
+    for c in range(p):
+        if any(centres[q + c]):
+            # the kernel makes prod_f (x_f - m_f) and then shifts it by its own mean, `rest` =
+            # prod_f (-m_f) - S[i0, c] (S[i0, c] holds the expansion's constant minus `rest`)
+            col_shift[c] = float(np.prod([-mf for mf in centres[q + c]])) - float(S[i0, c])
+    affine = [(float(m), 1.0) for m in z_shift] + [(float(m), 1.0) for m in col_shift] + [(y_shift, 1.0)]
     z = (z_shift, z0) if np.any(z_shift) else (None, None)
-    return Coordinates(shift, y_shift, i0, *z), tuple(affine)
+    return Coordinates(shift, y_shift, i0, *z, S_x=S if products else None), (tuple(affine), tuple(centres))
 
 
 def _check_magnitude(name: str, size: float, what: str) -> None:

@@ -542,8 +542,8 @@ def build_design(
     if offset is not None:
         y = y - offset  # lme4: y = X beta + Z b + offset + e; fitted values add it back
     columns = Columns(tuple(z_factors) + tuple(x_factors) + ((y,),), len(z_names), len(x_names), int(y.shape[0]))
-    coordinates, affine = choose_coordinates(columns, x_names, tuple(z_names), spec.outcome, INTERCEPT, tuple(blocks))
-    columns = columns.with_affine(affine)
+    coordinates, maps = choose_coordinates(columns, x_names, tuple(z_names), spec.outcome, INTERCEPT, tuple(blocks))
+    columns = columns.with_affine(*maps)
     scaled = scale_weights(weights, used, codes, J, _labels(uniques)) if weights else None
     precision = None
     if precision_weights is not None:

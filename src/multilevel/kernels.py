@@ -28,9 +28,10 @@ def accumulate(bases, recipe, affine, cmap, u, k, codes, weights, C, W, total, c
     """C[j] += sum_{i in j} w_i W_i W_i' (upper triangle only; `mirror` fills the rest), total +=
     the same summed over units, counts[j] += rows. W has k columns of which u are distinct (Z and
     X share the intercept and the random slopes): column c of W is distinct column cmap[c], and
-    distinct column d is V_id = (prod_f bases[recipe[d, f]][i] - affine[d, 0]) * affine[d, 1]
-    (recipe -1: no factor; none at all: the intercept, 1; the affine map shifts and scales a
-    column into the fit's internal coordinates, `coordinates`, so that the sums do not cancel). V is made a block of rows at a time in the scratch array W (rows x u,
+    distinct column d is V_id = (prod_f (bases[recipe[d, f]][i] - affine[d, 2 + f]) - affine[d, 0])
+    * affine[d, 1] (recipe -1: no factor; none at all: the intercept, 1; the affine maps centre the
+    factors and shift and scale the column into the fit's internal coordinates, `coordinates`, so
+    that the sums do not cancel). V is made a block of rows at a time in the scratch array W (rows x u,
     cache-sized), column by column, and only its u(u+1)/2 products are summed per row. Rows of
     one unit that follow each other (grouped data) are summed in a local buffer and added to C
     once per run, so C is touched once per unit, not once per row."""
@@ -61,8 +62,13 @@ def accumulate(bases, recipe, affine, cmap, u, k, codes, weights, C, W, total, c
                 if r < 0:
                     break
                 base = bases[r]
-                for i in range(m):
-                    W[i, c] *= base[start + i]
+                centre = affine[c, 2 + f]
+                if centre == 0.0:
+                    for i in range(m):
+                        W[i, c] *= base[start + i]
+                else:
+                    for i in range(m):
+                        W[i, c] *= base[start + i] - centre
             shift = affine[c, 0]
             factor = affine[c, 1]
             if shift != 0.0 or factor != 1.0:
