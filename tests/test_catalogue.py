@@ -943,6 +943,77 @@ case("bad-input: an empty Parquet file among streamed files", "bad-input", lambd
      names=("b.parquet", "empty"))
 
 
+
+# ----- the second probe's data-handling rows (tests/test_probe_fixes_b.py has the detailed tests) ------
+def _sector_text_fit():
+    d = small().assign(sector=lambda t: t["sector"].map({0: "public", 1: "catholic"}))
+    return ml.fit("mathach ~ sector * cwc(ses) + (1 | school)", d)
+
+
+case('bad-input: `fit.plot("model", lines=...)` not a dict, a single value, a level that is not one, or quartiles of a text factor',
+     "bad-input", lambda _: _sector_text_fit().plot("model", x="cwc(ses)", lines={"sector": ["publc"]}), "error",
+     names=("'publc'", "'sector'", "'public'"))
+case("bad-input: an unknown plot option", "bad-input", lambda _: ml.fit(M, small()).plot("qq", colour="red"), "error",
+     names=("'colour'", "'qq'"))
+case("bad-input: unit ids that are dates, durations, booleans or a category of numbers (dates)", "bad-input",
+     pair(lambda _: ml.fit("y ~ x + (1 | g)", gen().assign(g=lambda t: pd.to_datetime(t["g"], unit="D"))),
+          lambda _: ml.fit("y ~ x + (1 | g)", gen())), "right", both())
+case("bad-input: ids, a predictor or the outcome holding lists/tuples", "bad-input",
+     lambda _: ml.fit("y ~ x + (1 | g)", gen().assign(g=lambda t: [(a, 1) for a in t["g"]])), "error", names=("'g'", "tuple"))
+case("bad-input: complex numbers in a predictor or the outcome", "bad-input",
+     lambda _: ml.fit("y ~ x + (1 | g)", gen().assign(x=lambda t: t["x"] + 1j)), "error", names=("'x'", "complex"))
+case("bad-input: a date/time or duration predictor", "bad-input",
+     lambda _: ml.fit("y ~ x + (1 | g)", gen().assign(x=lambda t: pd.date_range("2020", periods=len(t)))), "error",
+     names=("'x'", "date/time"))
+case("bad-input: a True/False outcome", "bad-input",
+     pair(lambda _: ml.fit("y ~ x + (1 | g)", gen().assign(y=lambda t: t["y"] > 1)),
+          lambda _: ml.fit("y ~ x + (1 | g)", gen().assign(y=lambda t: (t["y"] > 1).astype(float)))), "right", both())
+case("bad-input: the grouping factor (only as the index)", "bad-input", lambda _: ml.fit(M, small().set_index("school")), "error",
+     names=("'school'", "index", "reset_index()"))
+
+
+def _big_float_ids(_):
+    d = gen()
+    return ml.fit("y ~ x + (1 | g)", d.assign(g=(d["g"] + 1224) * 1e14)), ml.fit("y ~ x + (1 | g)", d)
+
+
+case("bad-input: whole-number float ids beyond 2**53", "bad-input", _big_float_ids, "right",
+     lambda ab: (same_model(ab[0], ab[1]),
+                 _assert(list(ab[0].ranef.index) == [str((int(i) + 1224) * 10**14) for i in ab[1].ranef.index],
+                         f"labels {list(ab[0].ranef.index)[:3]}")))
+case("bad-input: level-2 equations given as one string", "bad-input",
+     lambda _: ml.fit_levels("mathach ~ 1 + cwc(ses)", "sector + u", group="school", data=small()), "error",
+     names=("level2", "'Intercept'", "'cwc(ses)'"))
+case("bad-input: a data column named `u`/`U`", "bad-input",
+     lambda _: ml.fit_levels("mathach ~ 1 + cwc(ses)", {"Intercept": "sector + u"}, group="school",
+                             data=small().assign(u=lambda t: t["meanses"])), "error", names=("'u'", "`u`", "'Intercept'"))
+case("bad-input: a contrast naming an interaction in another order, or a misspelt name", "bad-input",
+     lambda _: ml.fit("mathach ~ sector * cwc(ses) + (1 | school)", small()).test("cwc(ses):sector = 0"), "error",
+     names=("'cwc(ses):sector'", "'sector:cwc(ses)'"))
+case("bad-input: a pandas Categorical with categories no row used has", "bad-input",
+     pair(lambda _: ml.fit("mathach ~ grp + (1 | school)",
+                           small().assign(grp=lambda t: pd.Categorical(np.where(t["ses"] > 0, "hi", "lo"), categories=["hi", "lo", "none"]))),
+          lambda _: ml.fit("mathach ~ grp + (1 | school)", small().assign(grp=lambda t: np.where(t["ses"] > 0, "hi", "lo")))),
+     "right", both())
+
+
+def _streamed_misspelt(tmp: Path):
+    (tmp / "parts").mkdir()
+    d = small()
+    d.iloc[:300].to_parquet(tmp / "parts" / "a.parquet", index=False)
+    d.iloc[300:].to_parquet(tmp / "parts" / "b.parquet", index=False)
+    return ml.fit("mathach ~ sess + (1 | school)", tmp / "parts", stream=True)
+
+
+case("bad-input: a misspelt column in a streamed fit", "bad-input", _streamed_misspelt, "error",
+     names=("'sess'", "Did you mean 'ses'", "sector", "meanses"))
+case("bad-input: a missing folder", "bad-input", lambda t: ml.fit(M, str(t / "nope") + "/"), "error", names=("nope", "no such folder"))
+case("bad-input: two names in a row in a formula", "bad-input",
+     lambda _: ml.fit("mathach ~ my ses + (1 | school)", small()), "error", names=("'my'", "'ses'", "`my ses`"))
+case("bad-input: a backticked column name holding ':' or '|'", "bad-input",
+     lambda _: ml.fit("mathach ~ `a:b` + (1 | school)", small().assign(**{"a:b": 1.0})), "error", names=("'a:b'", "Rename"))
+
+
 # ----- running a case --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Outcome:

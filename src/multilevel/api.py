@@ -15,7 +15,7 @@ import pandas as pd
 
 from .covariance import LambdaTemplate
 from .design import build_design, check_rank
-from .errors import SpecificationError
+from .errors import DataError, SpecificationError
 from .formula import parse_formula
 from .identification import check_enough_rows, check_level1_variance, check_not_exact
 from .join import join_level2
@@ -112,6 +112,10 @@ def _streamed_source(data, stream: bool | None) -> str | None:
             return "parquet"
         is_parquet = text.lower().endswith((".parquet", ".pq"))
         if stream and not is_parquet:
+            if not os.path.exists(text):
+                from .reading import missing_path_message
+
+                raise DataError(missing_path_message(text))
             raise SpecificationError("stream=True reads Parquet files (a file, a folder or a glob of them).")
         if is_parquet and (stream or (stream is None and os.path.exists(text) and os.path.getsize(text) > STREAM_BYTES)):
             return "parquet"
@@ -266,6 +270,18 @@ def fit(
     )
 
 
+def _column_names(*tables) -> list[str] | None:
+    """The column names of in-memory tables (pandas, polars, pyarrow; a list of imputed sets), or
+    None when none is in memory (a path: the names are not read twice)."""
+    names: list[str] = []
+    for t in tables:
+        t = t[0] if isinstance(t, (list, tuple)) and t else t
+        cols = getattr(t, "column_names", None) or getattr(t, "columns", None)
+        if cols is not None and not isinstance(t, (str, bytes)):
+            names.extend(str(c) for c in cols)
+    return names or None
+
+
 def fit_levels(
     level1: str,
     level2: Mapping[str, str] | None = None,
@@ -292,6 +308,6 @@ def fit_levels(
     (lme4's weights=) or sampling_weights= (HLM's weighting); a bare weights="w" is refused.
     """
     return fit_spec(
-        parse_levels(level1, level2, group), data, method, tau, sigma2, level2_data, level2_missing, imputation, weights,
+        parse_levels(level1, level2, group, columns=_column_names(data, level2_data)), data, method, tau, sigma2, level2_data, level2_missing, imputation, weights,
         sampling_weights=sampling_weights, precision_weights=precision_weights,
     )

@@ -281,7 +281,7 @@ def build(spec: ModelSpec, first: pd.DataFrame, stats: Pass1, source: str) -> tu
     if stats.rows_used == 0:
         raise DataError("No row has all of the model's variables.")
     ids = np.sort(np.array(list(stats.counts.index)))
-    if ids.dtype.kind == "f" and np.all(np.floor(ids) == ids) and np.abs(ids).max() < 2**53:
+    if ids.dtype.kind == "f" and np.all(np.floor(ids) == ids) and np.abs(ids).max() < 2**63:
         ids = ids.astype(np.int64)  # whole-number float ids are the units 12, not 12.0 (as in memory)
     ids = pd.Index(ids)
     J = len(ids)
@@ -399,7 +399,9 @@ def parquet_files(path) -> list[Path]:
         raise DataError(f"No Parquet file matches '{text}'.")
     for f in files:
         if not f.exists():
-            raise DataError(f"Cannot read '{f}': there is no such file.")
+            from .reading import missing_path_message
+
+            raise DataError(missing_path_message(f))
     return files
 
 
@@ -486,7 +488,10 @@ def fit_parquet(spec: ModelSpec, path, method: str, batch_rows: int = 1_000_000)
     names = open_parquet(files[0]).schema_arrow.names
     _check_streamable(spec)
     wanted = sorted(spec.variables())
-    columns = [c for c in wanted if c in names] or None  # missing ones are named by _check_columns
+    # a column the model needs that no file has is named against the files' columns (the schema),
+    # not against the model's columns that were read
+    _check_columns(spec, pd.DataFrame(columns=list(names)))
+    columns = [c for c in wanted if c in names] or None
     check_schemas(files, columns or [])
     source = f"{len(files)} Parquet file(s): {preview([f.name for f in files], 3)}"
     return fit_chunks(spec, lambda: parquet_chunks(files, columns, batch_rows), method, source)

@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 
-from .errors import SpecificationError
+from .errors import SpecificationError, close_matches
 
 _GAMMA = re.compile(r"G\d+")
 #: a number's mantissa and its "e", just before the sign of the exponent ("1e-3")
@@ -35,7 +35,26 @@ def _split_top(text: str, seps: str) -> list[tuple[str, str]]:
     return out
 
 
-def _side(expr: str, names: dict[str, int], p: int) -> tuple[np.ndarray, float]:
+def _restore(text: str, back: dict[str, str]) -> str:
+    """The user's text: the placeholders of `_protect` put back (longest key first: _N12_ before _N1_)."""
+    for key in sorted(back, key=len, reverse=True):
+        text = text.replace(key, back[key])
+    return text
+
+
+def _did_you_mean(piece: str, x_names: list[str]) -> str:
+    """'Did you mean' a name of the model: the same interaction in another order (formulaic orders
+    an interaction's factors as the formula does: sector:cwc(ses), not cwc(ses):sector), else the
+    closest names."""
+    factors = sorted(f.strip() for f in piece.split(":"))
+    same = [n for n in x_names if sorted(f.strip() for f in n.split(":")) == factors and n != piece]
+    if same:
+        return f" Did you mean {', '.join(repr(n) for n in same)}? (an interaction is named with its factors in the model's order)"
+    return close_matches(piece, x_names)
+
+
+def _side(expr: str, names: dict[str, int], p: int, back: dict[str, str] | None = None) -> tuple[np.ndarray, float]:
+    back = back or {}
     coef, const = np.zeros(p), 0.0
     for sign, piece in _split_top(expr, "+-"):
         piece = piece.strip()
@@ -51,11 +70,15 @@ def _side(expr: str, names: dict[str, int], p: int) -> tuple[np.ndarray, float]:
         elif re.fullmatch(_NUMBER, piece):
             const += s * float(piece)
             continue
+        if len(piece) > 1 and piece.startswith("`") and piece.endswith("`"):
+            piece = piece[1:-1]  # a backticked name, as in the formula
         if piece not in names:
-            known = ", ".join(n for n in names if not _GAMMA.fullmatch(n) and not re.fullmatch(r"_N\d+_", n))
+            model_names = [n for n in names if not _GAMMA.fullmatch(n) and not re.fullmatch(r"_N\d+_", n)]
+            shown = _restore(piece, back)
             raise SpecificationError(
-                f"{piece!r} in the contrast {expr!r} is not a fixed effect of this model. "
-                f"The fixed effects are: {known} (or HLM's labels G00, G01, ...)."
+                f"{shown!r} in the contrast {_restore(expr, back).strip()!r} is not a fixed effect of this model."
+                f"{_did_you_mean(shown, model_names)} The fixed effects are: {', '.join(model_names)} "
+                "(or HLM's labels G00, G01, ...)."
             )
         coef[names[piece]] += s
     return coef, const
@@ -69,7 +92,7 @@ def _protect(text: str, x_names: tuple[str, ...]) -> tuple[str, dict[str, str]]:
     for k, n in enumerate(special):
         if n in text:
             key = f"_N{k}_"
-            text = text.replace(n, key)
+            text = text.replace(f"`{n}`", key).replace(n, key)  # backticked as in the formula, or not
             back[key] = n
     return text, back
 
@@ -86,9 +109,7 @@ def parse_contrasts(text: str, x_names: tuple[str, ...], gamma_labels: tuple[str
         eq = eq.strip()
         if not eq:
             continue
-        shown = eq
-        for key, n in back.items():
-            shown = shown.replace(key, n)
+        shown = _restore(eq, back)
         bad = re.search(r"[<>!/]|\*\s*(?:[-+]?\s*" + _NUMBER + r")\s*(?:$|[-+=])", eq)
         if bad:
             raise SpecificationError(
@@ -98,8 +119,8 @@ def parse_contrasts(text: str, x_names: tuple[str, ...], gamma_labels: tuple[str
         parts = eq.split("=")
         if len(parts) > 2:
             raise SpecificationError(f"Cannot read the contrast {shown!r}: more than one '='.")
-        left, lc = _side(parts[0], names, p)
-        right, rc = _side(parts[1], names, p) if len(parts) == 2 else (np.zeros(p), 0.0)
+        left, lc = _side(parts[0], names, p, back)
+        right, rc = _side(parts[1], names, p, back) if len(parts) == 2 else (np.zeros(p), 0.0)
         row = left - right
         if not row.any():
             raise SpecificationError(f"The contrast {shown!r} has no fixed effect in it.")

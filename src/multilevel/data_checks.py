@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError, MultilevelWarning, preview
-from .join import JoinReport, id_kind, mixed_id_error, normalise_ids
+from .join import JoinReport, check_single_values, id_kind, mixed_id_error, normalise_ids
 
 _NUMBER = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
 _DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d*,\d+\s*$")
@@ -178,6 +178,36 @@ def _numeric_looking_text(col: pd.Series) -> tuple[bool, dict[str, list[int]]]:
     return True, bad
 
 
+def _check_kind(col: pd.Series, v: str, is_outcome: bool) -> None:
+    """Dates, durations and complex numbers are not numbers a model can use as they are: say what
+    they are and how to convert them (rather than calling a date column text, or numpy dropping
+    the imaginary part)."""
+    dt = col.dtype
+    sample = col.dropna()
+    first = sample.iloc[0] if len(sample) else None
+    role = "The outcome" if is_outcome else "The predictor"
+    if (isinstance(dt, np.dtype) and dt.kind == "M") or isinstance(dt, pd.DatetimeTZDtype) or (
+        pd.api.types.is_object_dtype(dt) and len(sample) and all(isinstance(x, (pd.Timestamp, np.datetime64)) for x in sample)
+    ):
+        raise DataError(
+            f"{role} '{v}' is a date/time column (e.g. {first}), not a number. Convert it to a number of your "
+            f"chosen unit, e.g. days since a date: df['{v}_days'] = (df['{v}'] - pd.Timestamp('{pd.Timestamp(first).date()}')).dt.days, "
+            f"or years: df['{v}'].dt.year; then use that column."
+        )
+    if (isinstance(dt, np.dtype) and dt.kind == "m") or (
+        pd.api.types.is_object_dtype(dt) and len(sample) and all(isinstance(x, (pd.Timedelta, np.timedelta64)) for x in sample)
+    ):
+        raise DataError(
+            f"{role} '{v}' is a duration column (e.g. {first}), not a number. Convert it to a number of your "
+            f"chosen unit, e.g. days: df['{v}_days'] = df['{v}'].dt.total_seconds() / 86400; then use that column."
+        )
+    if pd.api.types.is_complex_dtype(dt) or (pd.api.types.is_object_dtype(dt) and any(isinstance(x, complex) for x in sample)):
+        raise DataError(
+            f"{role} '{v}' holds complex numbers (e.g. {first}): a linear mixed model needs real numbers. Use their "
+            f"real part (df['{v}'].to_numpy().real) or their modulus (abs), as you mean."
+        )
+
+
 def missing_and_infinite(col: pd.Series) -> tuple[int, int]:
     """(missing, infinite) values of a column; one compiled pass for float columns."""
     dt = col.dtype
@@ -203,6 +233,7 @@ def check_values(
     `select_rows`), and notes for the data report (text predictors that look like numbers, which
     stay factors, as in R)."""
     column = column or data.__getitem__
+    check_single_values(column(group), group, "The id column")
     kind = id_kind(column(group))
     if kind == "mixed":
         raise mixed_id_error(column(group), group, "the data")
@@ -218,9 +249,25 @@ def check_values(
         return values
 
     for v in variables:
+        if v != group:
+            check_single_values(column(v), v, "The outcome" if v == outcome else "The variable")
+            _check_kind(column(v), v, v == outcome)
         plain = plain_column(column(v))
         if plain is not None:
             replace(v, plain)
+    if pd.api.types.is_bool_dtype(column(outcome)) and outcome != group:
+        # R's model frame takes TRUE/FALSE as 1/0 (lm(y ~ x) with a logical y): so do we, and say
+        # so; a 0/1 outcome then gets `warn_outcome_kind`'s warning
+        replace(outcome, column(outcome).astype(np.float64))
+        column = converted.__getitem__
+        notes.append(f"The outcome '{outcome}' is True/False: taken as 1/0 (as R does).")
+    ids0 = column(group)
+    if ids0.dtype.kind == "f" and ids0.notna().any() and float(np.nanmax(np.abs(ids0.to_numpy()))) >= 2**53:
+        notes.append(
+            f"'{group}' holds ids of {len(str(int(np.nanmax(np.abs(ids0.to_numpy())))))} digits stored as floating-point "
+            "numbers, which keep only about 16 digits: ids that differ only beyond that may have been read as the same unit. "
+            f"Read the column as integers or text (e.g. pd.read_csv(..., dtype={{'{group}': str}}))."
+        )
     if converted is not None:
         column = converted.__getitem__
     ids, blank = normalise_ids(column(group))

@@ -22,7 +22,7 @@ from .data_checks import (
     DataReport, check_duplicate_columns, check_outcome, check_units, check_values, plain_column, select_rows,
     warn_outcome_kind,
 )
-from .errors import DataError, SpecificationError, close_matches, preview
+from .errors import DataError, SpecificationError, close_matches, plain_message, preview
 from .columns import Columns
 from .coordinates import Coordinates, choose as choose_coordinates
 from .join import JoinReport
@@ -191,8 +191,15 @@ def _check_columns(spec: ModelSpec, data: pd.DataFrame) -> list[str]:
             f"The data have a column named '{clash[0]}', which is also the name of the model's derived column "
             f"'{clash[0]}'; rename the data column."
         )
+    index_names = [str(n) for n in getattr(data.index, "names", []) if n is not None]
     for var, role in needed.items():
         if var not in data.columns:
+            if var in index_names:
+                # a frame after groupby()/set_index(): the ids are the row labels, not a column
+                raise DataError(
+                    f"Column '{var}' (used in {role}) is not a column of the data: it is the data's index (the row "
+                    f"labels). Make it a column with df.reset_index() (or df.reset_index(level='{var}')) and fit that."
+                )
             raise DataError(
                 f"Column '{var}' (used in {role}) is not in the data." + close_matches(var, cols)
                 + f" The data have {len(cols)} columns: {preview(cols, 15)}."
@@ -281,7 +288,7 @@ def _model_matrix(rhs: str, data: pd.DataFrame, what: str) -> pd.DataFrame:
     try:
         mm = formulaic.model_matrix(rhs, data, na_action="raise", context={})
     except Exception as exc:
-        raise SpecificationError(f"Cannot build the {what} from '{rhs}': {exc}") from exc
+        raise SpecificationError(f"Cannot build the {what} from '{rhs}': {plain_message(exc)}") from exc
     return mm
 
 
@@ -483,6 +490,10 @@ def build_design(
         raise DataError("No row has all of the model's variables; every row has a missing value: " + str(report))
     if used is not data:  # rows were dropped: other columns
         column = _column_cache(used)
+    used, dropped_levels = _drop_unused_categories(used, [v for v in variables if v != group])
+    if dropped_levels:
+        column = _column_cache(used)
+        report = dataclasses.replace(report, notes=report.notes + tuple(dropped_levels))
     J = len(uniques)
     if J < 2:
         raise DataError(
@@ -575,6 +586,32 @@ def build_design(
     )
 
 
+def _drop_unused_categories(used: pd.DataFrame, variables: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Categorical predictors lose the categories no row used has (R's droplevels(), which lme4
+    needs as well): a category with no row would give a fixed-effect column of zeros. A text
+    column's levels are those of the rows used already, so both give the same fit. Returns the
+    frame (a shallow copy when a column changed) and a data-report note per column."""
+    notes: list[str] = []
+    out = used
+    for v in variables:
+        col = used[v]
+        if not isinstance(col.dtype, pd.CategoricalDtype):
+            continue
+        present = set(pd.unique(col.dropna()))
+        unused = [c for c in col.cat.categories if c not in present]
+        if not unused:
+            continue
+        if out is used:
+            out = used.copy(deep=False)
+            out.attrs = dict(used.attrs)
+        out[v] = col.cat.remove_unused_categories()
+        notes.append(
+            f"'{v}' is a categorical column with {len(unused)} categor{'y' if len(unused) == 1 else 'ies'} no row used has "
+            f"({preview([repr(c) for c in unused], 5)}): dropped from its levels (R's droplevels()), as a text column's."
+        )
+    return out, notes
+
+
 def unit_codes(ids: pd.Series, group: str) -> tuple[np.ndarray, np.ndarray]:
     """Codes 0..J-1 of the units, in the sorted order of their ids (`pd.factorize(sort=True)`;
     -1 for a missing id). Integer ids already in order, the usual layout of grouped files, take one
@@ -590,9 +627,11 @@ def unit_codes(ids: pd.Series, group: str) -> tuple[np.ndarray, np.ndarray]:
             return codes, v[starts]
     codes, uniques = pd.factorize(ids, sort=True)
     uniques = np.asarray(uniques)
-    if uniques.dtype.kind == "f" and uniques.size and np.all(np.floor(uniques) == uniques) and np.abs(uniques).max() < 2**53:
+    if uniques.dtype.kind == "f" and uniques.size and np.all(np.floor(uniques) == uniques) and np.abs(uniques).max() < 2**63:
         # whole-number ids in a float column (a CSV column with a missing id): the units 12, not 12.0,
-        # as a level-2 join (`join.canonical_ids`) and an integer column name them
+        # as a level-2 join (`join.canonical_ids`) and an integer column name them; every whole float
+        # below 2**63 is an int64 exactly (above 2**53 the float may already have lost digits when
+        # the column was read: `data_checks.check_values` says so in the data report)
         uniques = uniques.astype(np.int64)
     return codes.astype(np.intp, copy=False), uniques
 
@@ -600,6 +639,9 @@ def unit_codes(ids: pd.Series, group: str) -> tuple[np.ndarray, np.ndarray]:
 def _labels(uniques: np.ndarray) -> tuple[str, ...]:
     if isinstance(uniques, np.ndarray) and uniques.dtype.kind in "iuf":
         return tuple(map(str, uniques.tolist()))
+    if isinstance(uniques, np.ndarray) and uniques.dtype.kind in "mM":
+        # dates and durations as pandas writes them ('2020-01-31 00:00:00'), as `join.canonical_ids`
+        return tuple(str(u) for u in pd.Index(uniques))
     return tuple(str(u) for u in uniques)
 
 

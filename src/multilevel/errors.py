@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
+
+#: ANSI colour codes and the markers formulaic puts around the place of an error in its messages
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]|[\u29db\u29da]")
 
 
 class MultilevelError(ValueError):
@@ -43,3 +47,11 @@ def preview(items: Iterable[object], limit: int = 10) -> str:
     items = list(items)
     shown = ", ".join(str(i) for i in items[:limit])
     return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
+
+
+def plain_message(exc: BaseException) -> str:
+    """A library's error message as plain text: formulaic colours the place of an error with ANSI
+    codes between the markers ⧛ ⧚, which print as garbage outside a terminal; they are removed and
+    the message put on one line."""
+    text = _ANSI.sub("", str(exc))
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())

@@ -14,12 +14,13 @@ the outcome and added back to fitted values (`ModelSpec.offsets`).
 """
 from __future__ import annotations
 
+import keyword
 import re
 from functools import lru_cache
 
 import formulaic
 
-from .errors import SpecificationError
+from .errors import SpecificationError, plain_message
 from .expressions import ALLOWED, Derived, column_name, read_offset, tokenize, translate
 from .spec import ModelSpec, RandomTerm, split_outside
 
@@ -42,13 +43,14 @@ def rhs_terms(rhs: str) -> tuple[str, ...]:
     try:
         terms = formulaic.Formula(rhs)
     except Exception as exc:  # formulaic raises several types; the message is what matters
-        raise SpecificationError(f"Cannot read the terms '{rhs}': {exc}") from exc
+        raise SpecificationError(f"Cannot read the terms '{rhs}': {plain_message(exc)}") from exc
     return tuple(str(t) for t in terms)
 
 
 def read_terms(text: str, derived: dict[str, Derived], what: str, outcome: str | None = None) -> tuple[str, ...]:
     """Formula text -> its terms (formulaic term strings over column names and derived names),
     recording the derived columns in `derived` and checking the names used."""
+    check_names(text, what)
     ftext, der, columns = translate(text)
     for d in der:
         derived.setdefault(d.name, d)
@@ -66,6 +68,34 @@ def read_terms(text: str, derived: dict[str, Derived], what: str, outcome: str |
     return rhs_terms(ftext if ftext.strip() else "1")
 
 
+def check_names(text: str, what: str) -> None:
+    """Two names in a row ('my x': a column name with a space, not backticked) and backticked names
+    holding ':' or '|' (which the model's own names use for interactions and random-effect bars,
+    so that 'a:b' could not be told from the interaction of a and b) get a message that says what
+    to write."""
+    tokens = tokenize(text)
+    for tok in tokens:
+        if tok.kind == "quoted" and (":" in tok.text or "|" in tok.text):
+            ch = ":" if ":" in tok.text else "|"
+            use = "interactions (a:b)" if ch == ":" else "random-effect terms ((1 | g))"
+            safe = tok.text.replace(":", "_").replace("|", "_")
+            raise SpecificationError(
+                f"The column name '{tok.text}' in {what} holds '{ch}', which the model's names use for {use}: its "
+                f"coefficient could not be told from them. Rename the column, e.g. "
+                f"df = df.rename(columns={{'{tok.text}': '{safe}'}}), and write '{safe}'."
+            )
+    for a, b in zip(tokens, tokens[1:]):
+        if keyword.iskeyword(a.text) or keyword.iskeyword(b.text):
+            continue  # 'x or y', 'lambda': the whitelist (`expressions`) refuses them with its own message
+        if a.kind in ("name", "quoted", "number") and b.kind in ("name", "quoted"):
+            both = f"{a.text} {b.text}"
+            raise SpecificationError(
+                f"{what[0].upper() + what[1:]} ('{text.strip()}') has two names in a row, '{a.text}' and '{b.text}', with "
+                f"no operator between them. A column name with a space is written in backticks: `{both}`; otherwise "
+                "join them with + (both), * (both and their interaction) or : (the interaction)."
+            )
+
+
 _BAR_RE = re.compile(r"^\((.*?)(\|\|?)(.*)\)$", re.S)
 
 
@@ -77,7 +107,11 @@ def parse_formula(formula: str) -> ModelSpec:
 
 def split_formula(formula: str) -> tuple[str, str]:
     """'y ~ rhs' -> ('y' as a column name, 'rhs'); exactly one '~'."""
-    tildes = sum(1 for t in tokenize(formula) if t.text == "~" and t.kind == "op")
+    tokens = tokenize(formula)
+    tildes = sum(1 for t in tokens if t.text == "~" and t.kind == "op")
+    for tok in tokens:  # before the bars are looked for: `a|b` is a name, not a bar
+        if tok.kind == "quoted" and (":" in tok.text or "|" in tok.text):
+            check_names(f"`{tok.text}`", "the formula")
     if tildes == 0:
         raise SpecificationError(
             f"The formula '{formula}' has no '~'. Write it as 'outcome ~ predictors + (terms | group)'."

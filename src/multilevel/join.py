@@ -56,15 +56,39 @@ def mixed_id_error(values: pd.Series, column: str, where: str) -> DataError:
     )
 
 
+def check_single_values(values: pd.Series, column: str, role: str) -> None:
+    """A cell must hold one value: a list, tuple, set, dict or array in an object column (e.g. a
+    column built from zip() or a groupby().agg(list)) is refused, naming the rows; pandas would
+    otherwise fail on them (unhashable) or take them as missing."""
+    if not pd.api.types.is_object_dtype(values.dtype):
+        return
+    bad = [i for i, x in enumerate(values.to_numpy()) if isinstance(x, (list, tuple, set, frozenset, dict, np.ndarray, pd.Series))]
+    if bad:
+        first = values.iloc[bad[0]]
+        raise DataError(
+            f"{role} '{column}' holds {type(first).__name__}s, not single values (row{'s' if len(bad) > 1 else ''} "
+            f"{preview(bad, 5)}; e.g. {first!r}). Each cell must hold one "
+            + (f"id (a number or a text): make one value of each cell (e.g. df['{column}'] = df['{column}'].astype(str))."
+               if role.startswith("The id") else
+               f"number: split the column into several columns (e.g. pd.DataFrame(df['{column}'].tolist(), index=df.index)).")
+        )
+
+
 def normalise_ids(values: pd.Series) -> tuple[pd.Series, int]:
     """Unit ids as every fit takes them (a plain fit and a level-2 join alike): text ids lose
     surrounding spaces (a padded CSV field " 12" is the unit "12"), and blank text ('' or spaces)
-    is a missing id, never a unit of its own; numbers are unchanged (whole-number floats get
-    integer labels in `design.unit_codes`). Returns (ids, number of blank ids made missing): the
-    same Series when nothing changed."""
+    is a missing id, never a unit of its own; numbers, dates, times and booleans are unchanged
+    (whole-number floats get integer labels in `design.unit_codes`). Returns (ids, number of
+    blank ids made missing): the same Series when nothing changed."""
     if isinstance(values.dtype, pd.CategoricalDtype) or id_kind(values) != "text":
         return values, 0
-    stripped = values.str.strip()
+    if not (pd.api.types.is_object_dtype(values.dtype) or pd.api.types.is_string_dtype(values.dtype)):
+        return values, 0  # datetime64, timedelta64, period ...: one value per cell, nothing to strip
+    if pd.api.types.is_object_dtype(values.dtype) and not all(isinstance(x, str) for x in values.dropna()):
+        # an object column of other single values (dates, Decimal ...): only the text among them is stripped
+        stripped = values.map(lambda x: x.strip() if isinstance(x, str) else x)
+    else:
+        stripped = values.str.strip()
     blank = stripped.eq("").fillna(False).to_numpy(dtype=bool)
     changed = (stripped != values).fillna(False).to_numpy(dtype=bool) & values.notna().to_numpy()
     if not changed.any() and not blank.any():
@@ -75,10 +99,14 @@ def normalise_ids(values: pd.Series) -> tuple[pd.Series, int]:
 def canonical_ids(values: pd.Series) -> pd.Series:
     """Ids as text, with whole numbers written without a decimal point (3.0 -> '3'), so that a
     numeric id in one file matches a text id in the other (text: `normalise_ids`)."""
+    if pd.api.types.is_bool_dtype(values):
+        return values.map(lambda x: x if pd.isna(x) else str(bool(x)))  # True/False, as `design._labels`
     if pd.api.types.is_numeric_dtype(values):
         return values.map(lambda x: x if pd.isna(x) else (str(int(x)) if float(x).is_integer() else repr(float(x))))
     if isinstance(values.dtype, pd.CategoricalDtype):
         values = values.astype(object)
+    # datetime64 and timedelta64 columns give pandas' Timestamp/Timedelta, whose str() is the label
+    # `design._labels` gives the units, so that streamed chunks find their units by label
     return normalise_ids(values)[0].map(lambda x: x if pd.isna(x) else str(x))
 
 

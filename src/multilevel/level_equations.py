@@ -62,8 +62,66 @@ def _coefficient_key(key: str, coefs: list[str], derived: dict[str, Derived]) ->
     )
 
 
-def parse_levels(level1: str, level2: Mapping[str, str] | None, group: str) -> ModelSpec:
-    """Level-1 formula + level-2 equations + grouping column -> `ModelSpec` (see module doc)."""
+RANDOM_MARKERS = ("u", "random")
+
+
+def _check_level2_form(level1: str, level2) -> None:
+    """level2 is a dict {coefficient: equation}: one string cannot say which coefficient it is for."""
+    if level2 is None or isinstance(level2, Mapping):
+        if level2 is not None:
+            bad = [k for k, v in level2.items() if not isinstance(k, str) or not isinstance(v, str)]
+            if bad:
+                raise SpecificationError(
+                    f"level2 maps each level-1 coefficient's name to its equation as text, e.g. "
+                    f"{{'Intercept': 'sector + u'}}; the entry {bad[0]!r}: {level2[bad[0]]!r} is not a name and a text."
+                )
+        return
+    try:
+        _, rhs = split_formula(level1) if "~" in level1 else ("", level1)
+        coefs = ["Intercept"] + [t for t in split_top_level(rhs) if t and t.strip() not in ("1", "0", "-1")]
+    except Exception:  # the level-1 formula is checked (with its own message) after this
+        coefs = ["Intercept"]
+    example = ", ".join(f"{c!r}: {str(level2)!r}" if isinstance(level2, str) else f"{c!r}: '...'" for c in coefs)
+    raise SpecificationError(
+        f"level2 must be a dict with one level-2 equation per level-1 coefficient, not a {type(level2).__name__}: "
+        f"e.g. level2={{{example}}} (keys: 'Intercept' and the level-1 terms; 'u' in an equation makes that "
+        "coefficient random; a coefficient left out is fixed, '1')."
+    )
+
+
+def check_marker_columns(level2: Mapping[str, str] | None, columns) -> None:
+    """A data column named u/U (or random) beside the random-effect marker `u`: which is meant
+    cannot be told, so neither is guessed. A backticked `u` is the column; the word `random`
+    marks a random coefficient when the data have a column u."""
+    if not level2 or columns is None:
+        return
+    # the marker is read whatever its case (u, U, Random), so a column u or U is ambiguous either way
+    names = {str(c).lower(): str(c) for c in columns}
+    for key, rhs2 in level2.items():
+        if not isinstance(rhs2, str):
+            continue
+        parts = [q for q in split_top_level(rhs2) if q]
+        for p in parts:
+            if p.lower() in RANDOM_MARKERS and p.lower() in names:
+                col = names[p.lower()]
+                other = "random" if p.lower() == "u" else "u"
+                example = " + ".join(f"`{col}`" if q == p else q for q in parts)
+                raise SpecificationError(
+                    f"The level-2 equation of '{key}' ('{rhs2}') has '{p}', which marks a random coefficient, but the "
+                    f"data also have a column named '{col}': which is meant cannot be told. Write `{col}` (in backticks) "
+                    f"for the column and '{other}' to make the coefficient random (e.g. '{example} + {other}'), or "
+                    "rename the column."
+                )
+
+
+def parse_levels(level1: str, level2: Mapping[str, str] | None, group: str, columns=None) -> ModelSpec:
+    """Level-1 formula + level-2 equations + grouping column -> `ModelSpec` (see module doc).
+    `columns`: the data's column names, when known (a column named u/U is checked against the
+    marker `u`: `check_marker_columns`)."""
+    _check_level2_form(level1, level2)
+    if not isinstance(level1, str):
+        raise SpecificationError(f"level1 must be a formula as text, e.g. 'mathach ~ 1 + cwc(ses)', not a {type(level1).__name__}.")
+    check_marker_columns(level2, columns)
     if "~" not in level1:
         raise SpecificationError(f"level1 '{level1}' needs the form 'outcome ~ predictors'.")
     outcome, rhs = split_formula(level1)
@@ -91,8 +149,8 @@ def parse_levels(level1: str, level2: Mapping[str, str] | None, group: str) -> M
     level2_vars: set[str] = set()
     for coef in coefs:
         parts = [p for p in split_top_level(equations[coef]) if p]
-        is_random = any(p.lower() in ("u", "random") for p in parts)
-        parts = [p for p in parts if p.lower() not in ("u", "random")]
+        is_random = any(p.lower() in RANDOM_MARKERS for p in parts)
+        parts = [p for p in parts if p.lower() not in RANDOM_MARKERS]
         w_terms = read_terms(" + ".join(parts) if parts else "1", derived, f"the level-2 equation of '{coef}'", outcome=outcome)
         for w in w_terms:
             if w == "1":

@@ -18,6 +18,7 @@ Plots only draw: every number comes from the fit (`residuals`, `ranef_pev`, the 
 """
 from __future__ import annotations
 
+import inspect
 import itertools
 import re
 from pathlib import Path
@@ -26,7 +27,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from .errors import DataError, SpecificationError, close_matches
+from .errors import DataError, SpecificationError, close_matches, preview
 
 KINDS = ("caterpillar", "qq", "residual-sd", "eb", "model", "residuals-fitted")
 
@@ -152,14 +153,70 @@ def eb_against(fit, variable: str | None = None, coefficient: str | None = None)
     return fig
 
 
-def _line_values(values: pd.Series, spec) -> list[float]:
+LINE_SPECS = ("quartiles", "terciles")
+
+
+def _is_factor(col: pd.Series) -> bool:
+    """A text, categorical or bool column: its lines are its levels, not numbers."""
+    return not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)
+
+
+def _line_values(name: str, values: pd.Series, spec) -> list:
+    """The values of the line variable `name` (its unit-level values `values`) that get a line:
+    `spec` is a list of values, or "quartiles" (25th and 75th percentiles) / "terciles" for a
+    number; for a factor (text, categorical, bool) a list of its levels or "levels" (all)."""
+    factor = _is_factor(values)
+    if factor:
+        levels = list(pd.unique(values.dropna()))
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            levels = [c for c in values.cat.categories if c in set(levels)]
+        if isinstance(spec, str) and spec == "levels":
+            return levels
+        if isinstance(spec, str) or not isinstance(spec, (list, tuple, np.ndarray, pd.Series, pd.Index)):
+            raise SpecificationError(
+                f"lines={{{name!r}: {spec!r}}}: {name!r} is a factor (levels {preview(map(repr, levels))}); give a list of "
+                f"its levels, e.g. lines={{{name!r}: {[lv for lv in levels[:2]]!r}}}, or 'levels' for all of them."
+            )
+        known = {str(lv): lv for lv in levels}
+        out = []
+        for v in spec:
+            if v in levels:
+                out.append(v)
+            elif str(v) in known:
+                out.append(known[str(v)])
+            else:
+                raise SpecificationError(
+                    f"lines={{{name!r}: ...}}: {v!r} is not a level of {name!r}; its levels are "
+                    f"{preview(map(repr, levels))}.{close_matches(str(v), known)}"
+                )
+        return out
     if isinstance(spec, str):
         if spec == "quartiles":
             return [float(v) for v in values.quantile([0.25, 0.75])]
         if spec == "terciles":
             return [float(v) for v in values.quantile([1 / 6, 0.5, 5 / 6])]
-        raise SpecificationError(f"Line values {spec!r}: give a list of values, 'quartiles' or 'terciles'.")
-    return [float(v) for v in spec]
+        raise SpecificationError(
+            f"lines={{{name!r}: {spec!r}}}: give a list of values of {name!r}, 'quartiles' or 'terciles'."
+        )
+    if not isinstance(spec, (list, tuple, np.ndarray, pd.Series, pd.Index)):
+        raise SpecificationError(
+            f"lines={{{name!r}: {spec!r}}}: give a list of values of {name!r} (e.g. [{spec!r}] for one line), "
+            "'quartiles' or 'terciles'."
+        )
+    out = []
+    for v in spec:
+        try:
+            out.append(float(v))
+        except (TypeError, ValueError):
+            raise SpecificationError(
+                f"lines={{{name!r}: ...}}: {v!r} is not a number, and {name!r} is numeric; give numbers, "
+                "'quartiles' or 'terciles'."
+            ) from None
+    return out
+
+
+def _label(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def model_graph(fit, x: str | None = None, lines: dict | None = None, n_points: int = 50):
@@ -188,9 +245,15 @@ def model_graph(fit, x: str | None = None, lines: dict | None = None, n_points: 
     if lines is None:
         w = first_level2_predictor(fit)
         lines = {w: "quartiles"} if w is not None and pd.api.types.is_numeric_dtype(data[w]) else {}
+    if not isinstance(lines, dict):
+        example = f"{{{lines[0]!r}: 'quartiles'}}" if isinstance(lines, (list, tuple)) and lines and isinstance(lines[0], str) else "{'meanses': 'quartiles'}"
+        raise SpecificationError(
+            f"lines= must be a dict of variable -> values, e.g. lines={example} or "
+            "lines={'sector': [0, 1]} (lines={} for one line), not a " + type(lines).__name__ + "."
+        )
     for v in lines:
         if v not in data.columns:
-            raise DataError(f"'{v}' (a line variable) is not a variable of this fit.")
+            raise DataError(f"'{v}' (a line variable) is not a variable of this fit.{close_matches(str(v), data.columns)}")
     units = data.groupby(d.codes).first()
     grid_x = np.linspace(*np.nanpercentile(data[x].to_numpy(dtype=float), [5, 95]), n_points)
     base = {}
@@ -200,7 +263,7 @@ def model_graph(fit, x: str | None = None, lines: dict | None = None, n_points: 
             base[c] = float(col.mean())
         else:
             base[c] = col.iloc[0]
-    combos = list(itertools.product(*[[(v, val) for val in _line_values(units[v], spec)] for v, spec in lines.items()]))
+    combos = list(itertools.product(*[[(v, val) for val in _line_values(v, units[v], spec)] for v, spec in lines.items()]))
     fig = _figure(6.4, 4.6)
     ax = fig.subplots()
     beta = fit.beta.to_numpy()
@@ -210,7 +273,7 @@ def model_graph(fit, x: str | None = None, lines: dict | None = None, n_points: 
         grid = pd.DataFrame({k: [v] * n_points for k, v in row.items()})
         grid[x] = grid_x
         Xg = np.asarray(d.x_model_spec.get_model_matrix(grid).to_numpy(dtype=float))
-        label = ", ".join(f"{v} = {val:.3g}" for v, val in combo) or "all at their means"
+        label = ", ".join(f"{v} = {_label(val)}" for v, val in combo) or "all at their means"
         ax.plot(grid_x, Xg @ beta, label=label)
     centred = d.spec.centering_map.get(x)
     # a centred column is named by its helper (cwc(ses)); the axis says it in words
@@ -245,7 +308,19 @@ def plot(fit, kind: str, path=None, **options):
     }
     if kind not in makers:
         raise SpecificationError(f"kind={kind!r} is not known; the plots are: {', '.join(KINDS)}.")
-    fig = makers[kind](fit, **options)
+    maker = makers[kind]
+    # the options each kind takes are its keyword parameters (after the fit): an unknown one is
+    # named with the accepted ones, rather than a TypeError from inside the kind's function
+    accepted = [p for p in list(inspect.signature(maker).parameters)[1:]]
+    unknown = [o for o in options if o not in accepted]
+    if unknown:
+        hint = close_matches(unknown[0], accepted)
+        raise SpecificationError(
+            f"fit.plot({kind!r}) has no option {', '.join(map(repr, unknown))}.{hint} Its options are: "
+            + (", ".join(accepted) if accepted else "none")
+            + " (and path= to save the figure)."
+        )
+    fig = maker(fit, **options)
     if path is not None:
         p = Path(path)
         if p.suffix.lower() not in (".png", ".svg", ".pdf"):

@@ -51,6 +51,24 @@ def _need(module: str, extra: str, what: str):
         ) from exc
 
 
+def missing_path_message(path: str | os.PathLike) -> str:
+    """'there is no such file (or folder)', naming the folder looked in (or, when that folder is
+    missing too, the nearest one above it that exists), with the close names it holds."""
+    from .errors import close_matches
+
+    text = os.fspath(path)
+    p = Path(text)
+    what = "no such folder or file" if text.endswith(("/", os.sep)) or not p.suffix else "no such file"
+    parent = p.resolve().parent
+    if parent.is_dir():
+        hint = close_matches(p.name, [c.name for c in parent.iterdir()])
+        return f"Cannot read '{text}': there is {what} (looked in {parent}).{hint}"
+    up = parent
+    while not up.exists() and up != up.parent:
+        up = up.parent
+    return f"Cannot read '{text}': there is {what}: the folder {parent} does not exist either (the nearest that does: {up})."
+
+
 def read(path: str | os.PathLike, *, value_labels: str = "categories", **kwargs) -> pd.DataFrame:
     """Read a data file by its extension (module doc). Extra keyword arguments go to the reader
     (pandas.read_csv, pandas.read_parquet or the pyreadstat function)."""
@@ -59,10 +77,11 @@ def read(path: str | os.PathLike, *, value_labels: str = "categories", **kwargs)
     p = Path(path)
     fmt, compression = _suffix(p)
     known = fmt in _READSTAT or fmt in _PARQUET or fmt in _TEXT
+    if not p.exists():
+        # before the file type: a misspelt folder ('data/nope/') is missing, not of an unknown type
+        raise DataError(missing_path_message(path))
     if not known:
         raise DataError(f"Cannot read '{p}': the file type '{fmt or p.name}' is not known. multilevel reads {FORMATS}.")
-    if not p.exists():
-        raise DataError(f"Cannot read '{p}': there is no such file (looked in {p.resolve().parent}).")
     if p.is_dir():
         raise DataError(f"Cannot read '{p}': it is a folder, not a file.")
     if p.stat().st_size == 0:
