@@ -223,3 +223,18 @@ def test_an_interaction_without_its_main_effect_is_shifted_as_a_whole():
     raw = ml.fit("y ~ w + x:w + (1 | g)", d)
     assert raw.converged and raw.design.coords.S_x is None
     np.testing.assert_allclose(raw.beta.to_numpy(), ml.fit("y ~ w + I(x * w) + (1 | g)", d).beta.to_numpy(), rtol=1e-9)
+
+
+def test_a_variance_not_identified_under_reml_is_refused():
+    # two units and two unit-level fixed effects (intercept, w): the REML criterion is flat in tau
+    # (before: tau = 1.345, near the start, converged=True)
+    rng = np.random.default_rng(0)
+    g = np.repeat([0, 1], 10)
+    d = pd.DataFrame({"g": g, "x": rng.normal(size=20), "w": np.array([0.3, -1.2])[g]})
+    d["y"] = 1 + d["x"] + 2 * d["w"] + rng.normal(size=20)
+    with pytest.raises(DataError, match=r"'Intercept' has 2 fixed effects .* 2 units of 'g'.*method='ML'"):
+        ml.fit("y ~ x + w + (1 | g)", d)
+    flat = [ml.fit("y ~ x + w + (1 | g)", d, tau=[[t]], sigma2=1.0).deviance for t in (0.0, 1.0, 100.0)]
+    assert max(flat) - min(flat) < 1e-9  # the reason: the criterion does not depend on tau
+    ml_fit = ml.fit("y ~ x + w + (1 | g)", d, method="ML")
+    assert ml_fit.converged and ml_fit.tau.iloc[0, 0] == 0.0

@@ -17,7 +17,7 @@ from .covariance import LambdaTemplate
 from .design import build_design, check_rank
 from .errors import DataError, SpecificationError
 from .formula import parse_formula
-from .identification import check_enough_rows, check_level1_variance, check_not_exact
+from .identification import check_between_units, check_enough_rows, check_level1_variance, check_not_exact
 from .join import join_level2
 from .level_equations import parse_levels
 from .optimizer import optimize_theta
@@ -131,6 +131,7 @@ def finish_fit(design, summ: GroupSummaries, method: str) -> Fit:
     coords = design.coords
     check_enough_rows(design.n_obs, design.n_groups, len(design.z_names), design.group,
                       " + ".join(f"({' + '.join(t.terms)} | {t.group})" for t in design.spec.random))
+    check_between_units(design.coefficients, design.n_groups, design.group, method == "REML")
     check_not_exact(summ, design.x_names, design.spec.outcome, coords.intercept)
     template = LambdaTemplate.from_blocks(design.blocks, design.z_names, design.group)
     theta, record = optimize_theta(summ, template, method == "REML")

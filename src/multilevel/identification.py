@@ -43,6 +43,23 @@ def check_enough_rows(n_obs: int, n_groups: int, q: int, group: str, term: str) 
         )
 
 
+def check_between_units(coefficients, n_groups: int, group: str, reml: bool) -> None:
+    """Under REML, a random coefficient needs more units than the fixed effects of its level-2
+    equation (gamma_q0 ... gamma_qS): with J <= S_q + 1 the unit-level coefficients are fitted
+    exactly by the fixed effects, the REML criterion is flat in that variance (HLM's chi-square has
+    J - S_q - 1 <= 0 df), and any value of it would be returned as an estimate."""
+    if not reml:
+        return  # ML's estimate is then 0, on the boundary (a singular fit, reported as such)
+    for c in coefficients:
+        if c.random and len(c.columns) >= n_groups:
+            raise DataError(
+                f"The random coefficient '{c.name}' has {len(c.columns)} fixed effects in its level-2 equation "
+                f"({', '.join(c.predictors)}) for {n_groups} units of '{group}': with no more units than these, "
+                "the units' coefficients are fitted exactly and its variance is not identified under REML (the "
+                "REML criterion does not change with it). Use fewer level-2 predictors, more units, or method='ML'."
+            )
+
+
 def check_not_exact(s: GroupSummaries, x_names: tuple[str, ...], outcome: str, intercept: int | None) -> None:
     """Refuse an outcome that the fixed effects reproduce exactly (module doc)."""
     tss = _total_ss(s, intercept)
