@@ -75,6 +75,11 @@ def test_fixed_of_weighted_fit_has_the_robust_ses(hsb):
     np.testing.assert_allclose(fw.fixed["se"], np.sqrt(np.diag(fw.vcov_robust.to_numpy())), rtol=1e-12)
     np.testing.assert_allclose(fw.fixed["df"], ct["df"], rtol=1e-12)
     assert not np.allclose(fw.fixed["se"], np.sqrt(np.diag(fw.vcov.to_numpy())))
+    # HLM's report still prints the model-based table (with its note) beside the robust one
+    np.testing.assert_allclose(fw.model_based["se"], np.sqrt(np.diag(fw.vcov.to_numpy())), rtol=1e-12)
+    text = fw.report()
+    assert "these model-based SEs are not valid" in text
+    assert f"{fw.model_based['se'].iloc[1]:.6f}" in text and f"{fw.robust['se'].iloc[1]:.6f}" in text
 
 
 # ----- 3. unit ids keep their type ---------------------------------------------------------------

@@ -206,8 +206,13 @@ class Fit:
         default: model-based SEs (lme4's vcov), or, for a fit with sampling weights
         (pseudo-likelihood), the robust CR0 sandwich SEs, as the model-based ones are not valid
         there (the same numbers as `fit.robust` and `coef_table()`)."""
-        if self.weighted:
-            return self.robust
+        return self.robust if self.weighted else self.model_based
+
+    @cached_property
+    def model_based(self) -> pd.DataFrame:
+        """Fixed effects with the model-based SEs (lme4's vcov), HLM's df, t and p, for every fit
+        (HLM's first fixed-effect table; under sampling weights these SEs are not valid, and HLM's
+        report prints them with a note saying so)."""
         return self._table(np.sqrt(np.diag(self.vcov.to_numpy())))
 
     @cached_property

@@ -325,7 +325,7 @@ def hlm_report(fit: Fit, tests=(), effect_sizes: bool = True, homogeneity: dict 
     lines += _sufficient_note(fit, "reliability estimates")
     lines.append(f"The value of the log-likelihood function = {-0.5 * fit.hlm_deviance:.6E}")
     lines.append("")
-    lines += _fixed_table(fit, fit.fixed, robust=False)
+    lines += _fixed_table(fit, fit.model_based, robust=False)
     lines += _fixed_table(fit, fit.robust, robust=True)
     lines += _variance_components(fit)
     crit = "REML criterion (lme4 REMLcrit)" if fit.reml else "-2 log-likelihood (lme4 deviance)"

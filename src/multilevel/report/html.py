@@ -49,7 +49,7 @@ def _head(fit: Fit) -> str:
 
 
 def _core_tables(fit: Fit) -> list[str]:
-    fixed = fit.fixed.join(fit.robust[["se"]].rename(columns={"se": "robust se"}))
+    fixed = fit.model_based.join(fit.robust[["se"]].rename(columns={"se": "robust se"}))
     tables = [
         "<h3>Fixed effects</h3><p>Model-based SEs with HLM's approximate df, and HLM's robust (CR0) SEs.</p>",
         _table(fixed),
