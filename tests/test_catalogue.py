@@ -1012,6 +1012,84 @@ case("bad-input: two names in a row in a formula", "bad-input",
      lambda _: ml.fit("mathach ~ my ses + (1 | school)", small()), "error", names=("'my'", "'ses'", "`my ses`"))
 case("bad-input: a backticked column name holding ':' or '|'", "bad-input",
      lambda _: ml.fit("mathach ~ `a:b` + (1 | school)", small().assign(**{"a:b": 1.0})), "error", names=("'a:b'", "Rename"))
+# ----- results, tests, intervals, pooling (the probe's findings; tests/test_probe_fixes_a.py) --------
+case("bad-input: a level-1 variable as an `extra` column of the level-2 residual file", "bad-input",
+     lambda _: ml.fit(M, small()).residuals(level=2, extra=["ses"]), "error", names=("'ses'", "varies within", "unit mean"))
+case("bad-input: a misspelt `extra` column of a residual file", "bad-input",
+     lambda _: ml.fit(M, small()).residuals(level=2, extra=["meanse"]), "error", names=("'meanse'", "Did you mean 'meanses'"))
+case("bad-input: `fit.at(tau=..., sigma2=...)` / `ml.fit(..., tau=, sigma2=)` with bad values (tau not PSD)", "bad-input",
+     lambda _: ml.fit("mathach ~ ses + (ses | school)", small()).at(tau=[[1, 2], [2, 1]], sigma2=36.0), "error",
+     names=("positive semidefinite", "Intercept", "ses"))
+case("bad-input: `fit.at(tau=..., sigma2=...)` / `ml.fit(..., tau=, sigma2=)` with bad values (sigma2 = 0)", "bad-input",
+     lambda _: ml.fit(M, small(), tau=[[8.0]], sigma2=0), "error", names=("sigma2", "positive finite"))
+
+
+def _evaluated(_):
+    f = ml.fit(M, small())
+    return f, f.at(tau=f.tau * 2, sigma2=f.sigma2)
+
+
+case("bad-input: `fit.at(...)` (evaluated: converged is False, reports as before)", "bad-input", _evaluated, "right",
+     lambda fa: (_assert(fa[0].converged and not fa[1].converged and fa[1].evaluated_at_given, "converged flags"),
+                 _assert("evaluated at given variance components" in fa[1].summary(), "summary"),
+                 _assert("failed to converge" not in fa[1].summary(), "summary says failed")))
+
+
+def _listed(_):
+    f = ml.fit("mathach ~ ses + sector + (1 | school)", small())
+    return f.test(["ses = 0", "sector = 0"]), f.test("ses = 0, sector = 0")
+
+
+case('bad-input: `fit.test(["a = 0", "b = 0"])` (one joint test)', "bad-input", _listed, "right",
+     lambda ab: rel_close("chi-square", ab[0].chisq, ab[1].chisq, 1e-12))
+case('bad-input: `fit.confint(..., which="fixd")` (bootstrap)', "bad-input",
+     lambda _: ml.fit(M, small()).confint("bootstrap", which="fixd", n_boot=5, progress=False), "error", names=("which='fixd'", "'fixed'"))
+case('bad-input: `fit.confint("bootstrap", n_boot=5)`', "bad-input",
+     lambda _: ml.fit(M, small()).confint("bootstrap", n_boot=5, seed=1, progress=False), "warning", names=("n_boot=5",))
+
+
+def _profile_at_zero(_):
+    return ml.fit("y ~ x + (x || g)", gen(4)).confint("profile", which="variance")
+
+
+def _check_profile(ci) -> None:
+    _assert(ci.loc["sd_x|g", "estimate"] == 0 and ci.loc["sd_x|g", "ci_low"] == 0, "lower bound of a zero SD")
+    ok = ci.dropna()
+    _assert(bool((ok["ci_low"] <= ok["estimate"] + 1e-9).all() and (ok["estimate"] <= ok["ci_high"] + 1e-9).all()), "bounds around the estimate")
+
+
+case('bad-input: `fit.confint("profile")` where a bound cannot be located (a zero SD: runs, its lower bound 0)', "bad-input",
+     _profile_at_zero, "right", _check_profile)
+
+
+def _negative_chisq(_):
+    f = ml.fit(M, small(), method="ML")
+    return ml.compare(f, ml.Deviance(f.deviance + 5, 5, "bigger", method="ML"))
+
+
+case("bad-input: `ml.compare` where the larger model has the higher deviance", "bad-input", _negative_chisq, "right",
+     lambda c: (_assert(bool(np.isnan(c.table.loc["bigger", "p"])), "p of a negative chi-square"),
+                _assert(any("higher deviance" in n for n in c.notes), "note")))
+case("bad-input: `ml.compare(fit, ml.Deviance(d, k))`", "bad-input",
+     lambda _: ml.compare(ml.fit(M, small()), ml.Deviance(4000.0, 5)), "error", names=("REML or ML", "method="))
+case("bad-input: `ml.design_effect(icc=.3, cluster_size=0)`, `icc` outside [0, 1), `ml.effective_n(n_total=-5, ...)`", "bad-input",
+     lambda _: ml.design_effect(icc=0.3, cluster_size=0), "error", names=("Cluster sizes", "1 or more"))
+case("bad-input: `ml.design_effect(icc=.3, cluster_size=0)`, `icc` outside [0, 1), `ml.effective_n(n_total=-5, ...)` (n_total)", "bad-input",
+     lambda _: ml.effective_n(n_total=-5, icc=0.3, cluster_size=5), "error", names=("n_total", "-5"))
+case("bad-input: imputed data sets with different rows", "bad-input",
+     lambda _: ml.fit(M, [small(), small().iloc[:-100]]), "error", names=("set 1: 600 rows", "set 2: 500 rows"))
+
+
+def _pooled_se(_):
+    sets = [small().assign(mathach=lambda t, k=k: t["mathach"] + 0.1 * k * np.sin(np.arange(len(t)))) for k in range(2)]
+    p = ml.fit(M, sets)
+    return p.test("ses = 0", se="CR0"), ml.pool(p.fits, se="CR0").test("ses = 0")
+
+
+case('bad-input: `pooled.test("sector = 0", se="CR0")`', "bad-input", _pooled_se, "right",
+     lambda ab: (rel_close("F", ab[0].F, ab[1].F, 1e-12), _assert(ab[0].se_method == "CR0", "SE method")))
+case("bad-input: a file written into a folder that does not exist", "bad-input",
+     lambda tmp: ml.fit(M, small()).save_residuals(tmp / "nope" / "x.csv"), "error", names=("folder", "nope", "does not exist"))
 
 
 # ----- running a case --------------------------------------------------------------------------------

@@ -158,7 +158,10 @@ def test_text_contrasts_equal_the_matrix_and_hlm_labels():
     assert a.F == b.F == c.F
     np.testing.assert_array_equal(a.L, L)
     e = fit.estimate("2*meanses - cses = 1")
-    assert e["estimate"].iloc[0] == pytest.approx(2 * fit.beta["meanses"] - fit.beta["cses"] - 1, rel=1e-12)
+    # the estimate is L gamma, the hypothesised value beside it; t measures the difference
+    assert e["estimate"].iloc[0] == pytest.approx(2 * fit.beta["meanses"] - fit.beta["cses"], rel=1e-12)
+    assert e["rhs"].iloc[0] == 1
+    assert e["t"].iloc[0] == pytest.approx((e["estimate"].iloc[0] - 1) / e["se"].iloc[0], rel=1e-12)
     assert e.index[0] == "2*meanses - cses = 1"
 
 
@@ -254,7 +257,8 @@ def test_satterthwaite_on_the_theta_scale_equals_the_tau_scale_inside():
 def test_input_errors_of_tests_and_tables():
     fit = fitted("M4", "REML")
     e = fit.estimate("1e-3*sector - 2.5E+1*meanses = 1e-2")
-    assert e["estimate"].iloc[0] == pytest.approx(1e-3 * fit.beta["sector"] - 25 * fit.beta["meanses"] - 1e-2)
+    assert e["estimate"].iloc[0] == pytest.approx(1e-3 * fit.beta["sector"] - 25 * fit.beta["meanses"])
+    assert e["rhs"].iloc[0] == pytest.approx(1e-2)
     for text in ("sector > 0", "sector*2 = 0", "sector/2"):
         with pytest.raises(SpecificationError, match="linear equations"):
             fit.test(text)

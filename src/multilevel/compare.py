@@ -148,7 +148,20 @@ def compare(*models, refit: str | None = None, labels: list[str] | None = None, 
                 "The models were fitted to different data (different rows or outcome); a likelihood-ratio "
                 "test needs the same rows. Fit them to the same data (drop missing values first)."
             )
-    methods = {f.method for f in fits} | {m.method for m in models if isinstance(m, Deviance) and m.method}
+    unknown = [m.label for m in models if isinstance(m, Deviance) and not m.method]
+    if fits and unknown:
+        # a REML criterion and a -2 log-likelihood differ by terms of the fixed effects' design: a
+        # deviance of unknown kind cannot be set against a fit's
+        raise SpecificationError(
+            f"The entered deviance{'s' * (len(unknown) > 1)} {', '.join(repr(u) for u in unknown)} "
+            f"{'do' if len(unknown) > 1 else 'does'} not say whether {'they are' if len(unknown) > 1 else 'it is'} "
+            f"REML or ML, and the fits here are {'/'.join(sorted({f.method for f in fits}))} fits: give "
+            "ml.Deviance(deviance, n_params, method='REML' or 'ML') (HLM prints which it used in the header of its output)."
+        )
+    bad = [m.method for m in models if isinstance(m, Deviance) and m.method and str(m.method).upper() not in ("REML", "ML")]
+    if bad:
+        raise SpecificationError(f"Deviance method must be 'REML' or 'ML', not {bad[0]!r}.")
+    methods = {f.method for f in fits} | {str(m.method).upper() for m in models if isinstance(m, Deviance) and m.method}
     if len(methods) > 1:
         raise SpecificationError("REML and ML fits cannot be compared; refit them by the same method (fit.refit('ML')).")
     if "REML" in methods and any(not _same_fixed(fits[0], f) for f in fits[1:]):
@@ -179,6 +192,17 @@ def compare(*models, refit: str | None = None, labels: list[str] | None = None, 
         df = rows[i]["n_params"] - rows[i - 1]["n_params"]
         rows[i]["chisq"], rows[i]["df"] = chisq, df
         rows[i]["p"] = float(scipy.stats.chi2.sf(chisq, df)) if df > 0 else np.nan
+        negative = df > 0 and chisq < -1e-6 * max(1.0, abs(rows[i]["deviance"]))
+        if negative:
+            # the larger model fits worse: not nested, or one fit did not reach its optimum; a
+            # p-value of 1 would hide it
+            rows[i]["p"] = np.nan
+            notes.append(
+                f"{rows[i]['model']} has more parameters than {rows[i - 1]['model']} but a higher deviance (chi-square "
+                f"{chisq:.4f} < 0): a likelihood-ratio test needs nested models, each at its optimum. Check that the "
+                "smaller model is a special case of the larger one, that both converged (fit.converged) and, for entered "
+                "deviances, that both are of the same kind (REML or ML) and data. No p-value is given."
+            )
         if df <= 0:
             rows[i]["chisq"] = np.nan
             notes.append(
@@ -190,7 +214,7 @@ def compare(*models, refit: str | None = None, labels: list[str] | None = None, 
             k = _added_random_effect(small, big)
         if mixture is True and k is None and df > 0:
             k = df
-        if mixture is not False and k is not None:
+        if mixture is not False and k is not None and not negative:
             rows[i]["p_mixture"] = mixture_p(chisq, k)
             notes.append(
                 f"{rows[i]['model']} adds one random effect ({k} covariance parameter{'s' if k > 1 else ''}) to "

@@ -27,11 +27,17 @@ CLUSTER_SIZES = ("mean", "median", "kish", "anova")
 
 def representative_size(sizes, kind: str = "mean") -> float:
     """One number for the cluster size: a scalar is returned as is; a list by `kind` (module doc)."""
-    if np.ndim(sizes) == 0:
-        return float(sizes)
-    n = np.asarray(sizes, dtype=float)
-    if n.size == 0 or np.any(n <= 0):
-        raise SpecificationError("Cluster sizes must be a positive number or a non-empty list of positive numbers.")
+    try:
+        n = np.asarray(sizes, dtype=float)
+    except (TypeError, ValueError):
+        raise SpecificationError(f"cluster_size must be a number of rows per cluster (1 or more) or a list of them, not {sizes!r}.") from None
+    if n.size == 0 or not np.all(np.isfinite(n)) or np.any(n < 1):
+        # a cluster has at least one member: a size of 0 would give a design effect below 1 - ICC
+        raise SpecificationError(
+            f"Cluster sizes must be finite numbers of 1 or more (rows per cluster), or a non-empty list of them; got {sizes!r}."
+        )
+    if n.ndim == 0:
+        return float(n)
     N, J = n.sum(), n.size
     if kind == "mean":
         return float(N / J)
@@ -48,8 +54,8 @@ def representative_size(sizes, kind: str = "mean") -> float:
 
 def design_effect(icc: float, cluster_size: float | Sequence[float], size: str = "mean") -> float:
     """deff = 1 + (n - 1) ICC. `n=5, ICC=.30` gives 2.20 (the lecture's first example)."""
-    if not 0 <= icc <= 1:
-        raise SpecificationError(f"icc must lie in [0, 1], not {icc}.")
+    if isinstance(icc, bool) or not isinstance(icc, (int, float, np.integer, np.floating)) or not 0 <= icc < 1:
+        raise SpecificationError(f"icc is an intraclass correlation in [0, 1), not {icc!r}.")
     n = representative_size(cluster_size, size)
     return 1.0 + (n - 1.0) * icc
 
@@ -61,6 +67,8 @@ def effective_n(n_total: float | None = None, icc: float = 0.0, cluster_size: fl
         if np.ndim(cluster_size) == 0:
             raise SpecificationError("Give n_total, or cluster_size as the list of cluster sizes.")
         n_total = float(np.sum(cluster_size))
+    if isinstance(n_total, bool) or not isinstance(n_total, (int, float, np.integer, np.floating)) or not (0 < n_total < np.inf):
+        raise SpecificationError(f"n_total is the total number of rows, a positive finite number, not {n_total!r}.")
     return float(n_total) / design_effect(icc, cluster_size, size)
 
 

@@ -124,7 +124,8 @@ class PooledTest(OneRowTable, ShownAsTables):
     """H0: L gamma = rhs tested on m imputations by D1 (Li, Raghunathan & Rubin 1991; mitml
     `testConstraints(method = "D1")`). `table` has F (D1), num_df (k), den_df (Reiter's df when
     the complete-data df is finite, as mitml with df.com; else nu_LRR), p, riv (r1), den_df_lrr,
-    df_com; `estimates` the pooled rows of L gamma - rhs by Rubin's rules."""
+    df_com; `estimates` the pooled rows of L gamma (estimate) beside rhs, with se, df and
+    t = (estimate - rhs)/se by Rubin's rules."""
 
     L: np.ndarray
     rhs: np.ndarray
@@ -352,10 +353,18 @@ class PooledFit(ShownAsTables):
         return pd.DataFrame(rows, index=pd.Index(range(1, self.m + 1), name="imputation"))
 
     # ----- tests -----------------------------------------------------------------------------
-    def test(self, contrast, rhs=None) -> PooledTest:
-        """D1 test of L gamma = rhs ("sector = 0, sector:cses = 0", or a matrix) with the pooled
-        Qbar, Ubar and B of L gamma - rhs (module docstring). The complete-data df is the mean
-        over the fits of each fit's own F-test df under this df/SE method."""
+    def test(self, contrast, rhs=None, df: str | None = None, se: str | None = None) -> PooledTest:
+        """D1 test of L gamma = rhs ("sector = 0, sector:cses = 0", a list of such texts, or a
+        matrix) with the pooled Qbar, Ubar and B of L gamma - rhs (module docstring). The
+        complete-data df is the mean over the fits of each fit's own F-test df under this df/SE
+        method: this pooled fit's, or `df=` / `se=` as in `Fit.test` (the fits are re-pooled with
+        them; without df=, a new se= takes its own default df, e.g. Bell-McCaffrey for CR2)."""
+        if se is not None or df is not None:
+            se_new = self.se_method if se is None else se
+            df_new = self.df_method if df is None and se is None else df
+            other = pool(self.fits, df_new, se_new, self.level)
+            if (other.df_method, other.se_method) != (self.df_method, self.se_method):
+                return other.test(contrast, rhs)
         L, r, labels = self.first._contrast(contrast, rhs)
         L = np.atleast_2d(np.asarray(L, dtype=float))
         k = L.shape[0]
@@ -380,9 +389,10 @@ class PooledFit(ShownAsTables):
         se = np.sqrt(est["t"])
         tt = est["qbar"] / se
         crit = scipy.stats.t.ppf(0.5 + self.level / 2, est["df"])
+        value = est["qbar"] + r  # L Qbar: the estimate; rhs the hypothesised value, beside it
         estimates = pd.DataFrame(
-            {"estimate": est["qbar"], "se": se, "df": est["df"], "t": tt, "p": 2 * scipy.stats.t.sf(np.abs(tt), est["df"]),
-             "ci_low": est["qbar"] - crit * se, "ci_high": est["qbar"] + crit * se, "riv": est["riv"], "fmi": est["fmi"]},
+            {"estimate": value, "rhs": r.copy(), "se": se, "df": est["df"], "t": tt, "p": 2 * scipy.stats.t.sf(np.abs(tt), est["df"]),
+             "ci_low": value - crit * se, "ci_high": value + crit * se, "riv": est["riv"], "fmi": est["fmi"]},
             index=pd.Index(labels, name="contrast"),
         )
         return PooledTest(L, r.copy(), qbar, ubar, b, estimates, table, m, self.df_method, self.se_method)
@@ -440,6 +450,42 @@ def _check_same_model(fits: Sequence[Fit]) -> None:
                 )
 
 
+def _check_same_rows(fits: Sequence[Fit]) -> None:
+    """Rubin's rules combine estimates of one quantity on m completions of the same data: the fits
+    must use the same rows and units. An imputed set of fewer rows, or one with missing values
+    left (dropped listwise in that set only), is refused with the rows and units each set used."""
+    def rows_of(f):
+        idx = f.design.row_index
+        return None if idx is None else idx
+
+    first = fits[0]
+    differ = False
+    for f in fits[1:]:
+        if f.n_obs != first.n_obs or f.design.group_labels != first.design.group_labels:
+            differ = True
+        else:
+            a, b = rows_of(first), rows_of(f)
+            if a is not None and b is not None and not a.equals(b):
+                try:  # the same rows in another order are the same data
+                    differ = not a.sort_values().equals(b.sort_values())
+                except TypeError:
+                    differ = True
+        if differ:
+            break
+    if not differ:
+        return
+    lines = []
+    for i, f in enumerate(fits, start=1):
+        r = f.data_report
+        dropped = ", ".join(f"{n} missing in '{v}'" for v, n in r.dropped_by_variable)
+        lines.append(f"set {i}: {r.n_rows_used} rows of {r.n_rows_in} used, {f.n_groups} units" + (f" ({dropped})" if dropped else ""))
+    raise SpecificationError(
+        "The imputed data sets do not use the same rows and units, so their estimates are not of the same quantity "
+        "and Rubin's rules do not apply: " + "; ".join(lines) + ". Each imputed set must hold the same rows, completely "
+        "filled in (check that every set is complete and that none was cut or filtered)."
+    )
+
+
 def pool(fits: Sequence[Fit], df: str | None = None, se: str | None = None, level: float = 0.95) -> PooledFit:
     """Pool fits of one model to m >= 2 imputed data sets by Rubin's rules (module docstring).
 
@@ -460,6 +506,7 @@ def pool(fits: Sequence[Fit], df: str | None = None, se: str | None = None, leve
         )
     inference.check_level(level)
     _check_same_model(fits)
+    _check_same_rows(fits)
     df, se = inference.resolve(fits[0], df, se)
     vcovs = np.array([f.coordinates.vcov(inference.vcov(f, df, se)) for f in fits])  # in the data's coordinates
     df_com = np.mean([f.coef_table(df=df, se=se, level=level)["df"].to_numpy() for f in fits], axis=0)

@@ -134,21 +134,26 @@ def combination_df(fit, l: np.ndarray, df: str, se: str) -> float:
     return float(d[np.abs(l) > 0].min())
 
 
-def t_table(fit, L: np.ndarray, rhs: np.ndarray, labels, df: str, se: str, level: float) -> pd.DataFrame:
-    """estimate, se, df, t, p, ci_low, ci_high of each row of L gamma - rhs."""
+def t_table(fit, L: np.ndarray, rhs: np.ndarray, labels, df: str, se: str, level: float, show_rhs: bool | None = None) -> pd.DataFrame:
+    """estimate (L gamma), rhs (the hypothesised value, shown when `show_rhs` or, by default, when
+    one is not 0), se, df, t = (L gamma - rhs)/se, its p, and the confidence interval of L gamma,
+    one row per row of L. (The estimate is never L gamma - rhs: "sector = 1" estimates sector.)"""
     check_level(level)
     V = vcov(fit, df, se)
     d = np.array([combination_df(fit, row, df, se) for row in L])
-    L, rhs = internal_contrast(fit, L, rhs)
-    est = L @ fit.solution.beta - rhs
-    s = np.sqrt(np.einsum("ka,ab,kb->k", L, V, L))
-    t = est / s
+    rhs = np.broadcast_to(np.asarray(rhs, dtype=float), (L.shape[0],))
+    Li, rhs_i = internal_contrast(fit, L, rhs)
+    diff = Li @ fit.solution.beta - rhs_i
+    est = diff + rhs  # L gamma in the data's coordinates (internal_contrast moves the shift into rhs_i)
+    s = np.sqrt(np.einsum("ka,ab,kb->k", Li, V, Li))
+    t = diff / s
     p = 2 * scipy.stats.t.sf(np.abs(t), d)
     crit = scipy.stats.t.ppf(0.5 + level / 2, d)
-    return pd.DataFrame(
-        {"estimate": est, "se": s, "df": d, "t": t, "p": p, "ci_low": est - crit * s, "ci_high": est + crit * s},
-        index=pd.Index(labels, name="contrast"),
-    )
+    cols = {"estimate": est}
+    if show_rhs or (show_rhs is None and np.any(rhs != 0)):
+        cols["rhs"] = rhs.copy()
+    cols.update({"se": s, "df": d, "t": t, "p": p, "ci_low": est - crit * s, "ci_high": est + crit * s})
+    return pd.DataFrame(cols, index=pd.Index(labels, name="contrast"))
 
 
 def _f_sf(F: float, q: int, den: float) -> float:
@@ -171,7 +176,8 @@ class OneRowTable:
 @dataclass(frozen=True, eq=False, repr=False)
 class HypothesisTest(OneRowTable, ShownAsTables):
     """H0: L gamma = rhs. `table` has the Wald chi-square (HLM's "General Linear Hypothesis
-    Testing") and the F test with the chosen df; `estimates` each row of L gamma - rhs."""
+    Testing") and the F test with the chosen df; `estimates` each row of L gamma (its estimate),
+    the hypothesised value (rhs), se, df, t = (estimate - rhs)/se, p and the interval of L gamma."""
 
     _scalars: ClassVar[tuple[str, ...]] = ("chisq", "chisq_df", "chisq_p", "F", "num_df", "den_df", "F_p")
     L: np.ndarray
@@ -229,4 +235,4 @@ def hypothesis_test(fit, L: np.ndarray, rhs: np.ndarray, labels, df: str, se: st
             "F": [F], "num_df": [float(q)], "den_df": [float(den)], "F_p": [_f_sf(F, q, den)],
         }
     )
-    return HypothesisTest(given[0], given[1], t_table(fit, given[0], given[1], labels, df, se, level), table, df, se)
+    return HypothesisTest(given[0], given[1], t_table(fit, given[0], given[1], labels, df, se, level, show_rhs=True), table, df, se)

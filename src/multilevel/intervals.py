@@ -33,7 +33,7 @@ import scipy.optimize
 import scipy.stats
 
 from .columns import Columns
-from .errors import SpecificationError
+from .errors import MultilevelWarning, SpecificationError, close_matches
 from .objective import deviance, solve_at
 from .optimizer import optimize_theta
 from .parallel import default_jobs
@@ -92,9 +92,12 @@ def _deviance_at_phi(fit, scale: VarianceScale, phi: np.ndarray) -> float:
         return np.inf
     try:
         theta = fit.template.theta_from_tau(fit.coordinates.tau_internal(tau), s2)
-    except ValueError:
-        return np.inf  # correlations that do not form a covariance matrix
-    return float(deviance(solve_at(fit.summaries, fit.template.lam(theta)), fit.reml, s2))
+        value = float(deviance(solve_at(fit.summaries, fit.template.lam(theta)), fit.reml, s2))
+    except (ValueError, np.linalg.LinAlgError, ZeroDivisionError, FloatingPointError):
+        # correlations that do not form a covariance matrix, or a system too ill-conditioned to
+        # factor (variances far beyond the data's): no deviance there, as if infinitely bad
+        return np.inf
+    return value if np.isfinite(value) else np.inf
 
 
 # ----- Wald --------------------------------------------------------------------------------
@@ -177,29 +180,78 @@ def _profile_vc(fit, scale: VarianceScale, k: int, target: float, dmin: float, p
     return prof
 
 
-def _search(g, est: float, step: float, lo_lim: float, hi_lim: float, direction: int) -> float:
-    """Where g (negative at est) crosses 0, walking away from est in `direction`; the limit of the
-    parameter's range if it never does (e.g. an SD whose profile stays below the cut at 0)."""
+def _search(g, est: float, step: float, lo_lim: float, hi_lim: float, direction: int) -> tuple[float, str]:
+    """(bound, why it is NaN or ''): where g (negative at est) crosses 0, walking away from est in
+    `direction`; the limit of the parameter's range if it never does (e.g. an SD whose profile
+    stays below the cut at 0). Where g cannot be computed (+inf or NaN: no deviance there) the step
+    is halved back towards the last point computed; a bound not located is NaN, with the reason."""
+    if (direction < 0 and est <= lo_lim) or (direction > 0 and est >= hi_lim):
+        return float(est), ""  # the estimate is on the boundary: so is this bound
     a = est
-    for _ in range(60):
-        b = min(max(est + direction * step, lo_lim), hi_lim)
+    for _ in range(200):
+        b = min(max(a + direction * step, lo_lim), hi_lim)
+        if b == a:
+            break
         gb = g(b)
+        if not np.isfinite(gb) and step > 1e-8 * max(abs(a), 1.0):
+            step /= 2  # no deviance at b: come back towards a
+            continue
         if np.isfinite(gb) and gb > 0:
             lo, hi = sorted((a, b))
-            return float(scipy.optimize.brentq(g, lo, hi, xtol=1e-10, rtol=1e-10))
+            try:
+                return float(scipy.optimize.brentq(g, lo, hi, xtol=1e-10, rtol=1e-10)), ""
+            except (ValueError, RuntimeError):
+                return np.nan, (f"the profile is not monotone between {lo:.6g} and {hi:.6g} (the deviance could not "
+                                "be minimised reliably over the other parameters there)")
+        if not np.isfinite(gb):
+            return np.nan, f"the deviance cannot be computed beyond {a:.6g}"
         if b in (lo_lim, hi_lim):
-            return b
+            return b, ""
         a = b
         step *= 1.6
-    return np.nan
+    return np.nan, f"the profile does not reach the cut within the parameter's range (searched to {a:.6g})"
+
+
+WHICH = ("all", "variance", "fixed")
+
+
+def check_which(which) -> None:
+    """which= of confint: "all", "variance" (the variance components) or "fixed" (the fixed effects)."""
+    if not isinstance(which, str) or which not in WHICH:
+        raise SpecificationError(
+            f"which={which!r} is not known: use 'all', 'variance' (the variance components) or 'fixed' (the fixed effects)."
+            + close_matches(str(which), WHICH)
+        )
+
+
+def select(fit, table: pd.DataFrame, which: str) -> pd.DataFrame:
+    """The rows of an interval table that `which` asks for (fixed effects: the design's x_names)."""
+    check_which(which)
+    if which == "all":
+        return table
+    fixed = table.index.isin(list(fit.design.x_names))
+    return table[fixed] if which == "fixed" else table[~fixed]
 
 
 def profile(fit, level: float = 0.95, which: str = "all") -> pd.DataFrame:
-    """Profile-likelihood intervals (module doc); which: "all", "variance" or "fixed"."""
-    if which not in ("all", "variance", "fixed"):
-        raise SpecificationError(f"which={which!r}: use 'all', 'variance' or 'fixed'.")
+    """Profile-likelihood intervals (module doc); which: "all", "variance" or "fixed". A deviance
+    that cannot be computed (a tau that is not a covariance matrix, a singular system) counts as
+    +inf; a bound the profile does not locate (it does not reach the cut within the parameter's
+    range, or the search fails) is NaN, with a MultilevelWarning saying which and why."""
+    check_which(which)
+    with np.errstate(all="ignore"):  # the profile walks into singular regions on purpose
+        return _profile(fit, level, which)
+
+
+def _profile(fit, level: float, which: str) -> pd.DataFrame:
     crit = float(scipy.stats.chi2.ppf(level, 1))
     rows: dict[str, tuple[float, float, float]] = {}
+    notes: list[str] = []
+
+    def note(name: str, side: str, why: str) -> None:
+        if why:
+            notes.append(f"{name} ({side} bound): {why}")
+
     if which in ("all", "variance"):
         scale = VarianceScale.of(fit)
         phi_hat = scale.values(fit.tau.to_numpy(), fit.sigma2)
@@ -209,10 +261,15 @@ def profile(fit, level: float = 0.95, which: str = "all") -> pd.DataFrame:
             lo_lim, hi_lim = scale.bounds()[k]
             width = wald_tab.loc[name, "ci_high"] - wald_tab.loc[name, "estimate"]
             step = max(width / 2, 1e-3 * max(abs(phi_hat[k]), 1.0)) if np.isfinite(width) and width > 0 else 0.1
+            # a Wald SE near the boundary can be astronomically wide (1e258): start on the
+            # parameter's own scale (the search grows the step by 1.6 each time anyway)
+            step = min(step, 0.5 if scale.kinds[k] == "cor" else max(abs(phi_hat[k]), 0.1 * phi_hat[-1]))
             g = _profile_vc(fit, scale, k, phi_hat[k], dmin, phi_hat, crit)
-            lo = _search(g, phi_hat[k], step, lo_lim, hi_lim, -1)
+            lo, why = _search(g, phi_hat[k], step, lo_lim, hi_lim, -1)
+            note(name, "lower", why)
             g = _profile_vc(fit, scale, k, phi_hat[k], dmin, phi_hat, crit)
-            hi = _search(g, phi_hat[k], step, lo_lim, hi_lim, +1)
+            hi, why = _search(g, phi_hat[k], step, lo_lim, hi_lim, +1)
+            note(name, "upper", why)
             rows[name] = (phi_hat[k], lo, hi)
     if which in ("all", "fixed"):
         ml_fit = fit if not fit.reml else fit.refit("ML")
@@ -221,11 +278,20 @@ def profile(fit, level: float = 0.95, which: str = "all") -> pd.DataFrame:
         theta0 = ml_fit.theta
         for k, name in enumerate(fit.design.x_names):
             b_hat = float(ml_fit.beta.iloc[k])
+            step = 1.5 * se[k] if np.isfinite(se[k]) and se[k] > 0 else 1e-3 * max(abs(b_hat), 1.0)
             g = _fixed_profile(ml_fit, k, dmin, crit, theta0)
-            lo = _search(g, b_hat, 1.5 * se[k], -np.inf, np.inf, -1)
-            hi = _search(g, b_hat, 1.5 * se[k], -np.inf, np.inf, +1)
+            lo, why = _search(g, b_hat, step, -np.inf, np.inf, -1)
+            note(name, "lower", why)
+            hi, why = _search(g, b_hat, step, -np.inf, np.inf, +1)
+            note(name, "upper", why)
             rows[name] = (float(fit.beta.iloc[k]), lo, hi)
-    return _frame(rows, level)
+    out = _frame(rows, level)
+    if notes:
+        import warnings
+
+        warnings.warn(MultilevelWarning("Profile intervals: some bounds are NaN: " + "; ".join(notes) + "."), stacklevel=4)
+        out.attrs["notes"] = notes
+    return out
 
 
 def fixed_summaries(s: GroupSummaries, k: int, b: float) -> GroupSummaries:
@@ -250,9 +316,13 @@ def _fixed_profile(ml_fit, k: int, dmin: float, crit: float, theta0: np.ndarray)
 
     def g(b: float) -> float:
         s = fixed_summaries(original, k, b)
-        theta, rec = optimize_theta(s, ml_fit.template, False, start=start["theta"], check=False)
+        try:
+            theta, rec = optimize_theta(s, ml_fit.template, False, start=start["theta"], check=False)
+            value = float(deviance(solve_at(s, ml_fit.template.lam(theta)), False))
+        except (ValueError, np.linalg.LinAlgError, ZeroDivisionError, FloatingPointError):
+            return np.inf  # no deviance there (`_search` steps back)
         start["theta"] = theta
-        return float(deviance(solve_at(s, ml_fit.template.lam(theta)), False)) - dmin - crit
+        return value - dmin - crit if np.isfinite(value) else np.inf
 
     return g
 
@@ -323,6 +393,19 @@ def _refit(task: _BootTask, seeds: list) -> tuple[np.ndarray, int]:
         s2 = sol.sigma2_hat(task.reml)
         out[i] = np.concatenate([task.coords.beta(sol.beta), task.scale.values(task.coords.tau(s2 * sol.lam @ sol.lam.T), s2)])
     return out, failed
+
+
+#: fewer bootstrap samples than this get a MultilevelWarning (percentile intervals need many)
+MIN_BOOT = 100
+
+def warn_few_replicates(n_boot: int) -> None:
+    """A MultilevelWarning when percentile intervals are asked of fewer than MIN_BOOT samples."""
+    if isinstance(n_boot, (int, np.integer)) and not isinstance(n_boot, bool) and 0 < n_boot < MIN_BOOT:
+        import warnings
+
+        warnings.warn(MultilevelWarning(
+            f"n_boot={n_boot}: percentile intervals from fewer than {MIN_BOOT} bootstrap samples are unreliable (with "
+            "very few, both ends are the same draw); use n_boot=1000 or more for intervals."), stacklevel=3)
 
 
 #: from this many rows on, bootstrap refits use all cores by default

@@ -29,7 +29,14 @@ import pandas as pd
 import scipy.stats
 
 from .design import INTERCEPT
-from .errors import DataError, SpecificationError
+from .errors import DataError, SpecificationError, close_matches, preview
+
+
+def unit_ids(fit) -> np.ndarray:
+    """The unit ids with their own type (integers stay integers: `df[g].map(fit.ranef[...])`
+    works), in the order of the codes (`design.units`); `design.group_labels` are their text
+    forms, for printing."""
+    return np.asarray(fit.design.units)
 
 
 def unit_W(fit) -> np.ndarray:
@@ -123,12 +130,37 @@ def level2_predictors(fit) -> list[str]:
     return names
 
 
-def _unit_values(fit, columns: list[str]) -> pd.DataFrame:
-    frame = fit.design.frame
+def _missing_columns(columns, frame: pd.DataFrame) -> None:
+    """A DataError for columns not in the fit's data, with a 'Did you mean' for each."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise DataError(f"Extra column(s) {', '.join(repr(m) for m in missing)} are not in the data of this fit.")
-    first = frame.groupby(fit.design.codes, sort=True)[columns].first()
+        hints = "".join(close_matches(str(m), map(str, frame.columns)) for m in missing)
+        raise DataError(
+            f"Extra column(s) {', '.join(repr(m) for m in missing)} are not in the data of this fit.{hints} "
+            f"The data have the columns {preview(map(str, frame.columns), 20)}."
+        )
+
+
+def _unit_values(fit, columns: list[str]) -> pd.DataFrame:
+    """The value of each column in each unit. A level-2 file holds level-2 variables only (as
+    HLM's): a column that varies within a unit has no single value there, and taking one of its
+    rows would be silently wrong, so it is refused with the units where it varies."""
+    from .design import _varying_groups
+
+    d = fit.design
+    frame = d.frame
+    _missing_columns(columns, frame)
+    labels = d.group_labels
+    for c in columns:
+        units = _varying_groups(frame[c].reset_index(drop=True), d.codes, labels)
+        if units:
+            raise DataError(
+                f"'{c}' varies within {len(units)} of the {len(labels)} units ({preview(units)}): it is a level-1 "
+                "variable, and a level-2 residual file holds one value per unit (HLM's level-2 file has level-2 "
+                f"variables only). Use its unit mean, e.g. df['{c}_mean'] = df.groupby('{d.group}')['{c}'].transform('mean') "
+                "as a level-2 column, or the level-1 file (fit.residuals(level=1, extra=[...]))."
+            )
+    first = frame.groupby(d.codes, sort=True)[columns].first()
     return first.reset_index(drop=True)
 
 
@@ -149,7 +181,8 @@ def level2_table(fit, extra: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
         olsrsvar = 0.5 * np.log(rss / f)
         cond = y - d.X @ fit.beta.to_numpy() - np.einsum("ia,ia->i", d.Z, eb["u"][codes])
         mdrsvar = 0.5 * np.log(np.bincount(codes, weights=cond**2) / n)
-    out = pd.DataFrame({d.group: list(d.group_labels), "nj": n.astype(int), "chipct": chipct, "mdist": mdist,
+    units = unit_ids(fit)
+    out = pd.DataFrame({d.group: units, "nj": n.astype(int), "chipct": chipct, "mdist": mdist,
                         "lntotvar": lntotvar, "olsrsvar": olsrsvar, "mdrsvar": mdrsvar})
     z = list(d.z_names)
     ol = np.full((len(n), len(z)), np.nan)
@@ -168,7 +201,7 @@ def level2_table(fit, extra: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
     cols = level2_predictors(fit) + [c for c in extra if c not in out.columns]
     if cols:
         out = pd.concat([out, _unit_values(fit, list(dict.fromkeys(cols)))], axis=1)
-    out.index = pd.Index(list(d.group_labels))  # unnamed: the column of the same name keeps the ids
+    out.index = pd.Index(units)  # unnamed: the column of the same name keeps the ids
     return out
 
 
@@ -183,7 +216,7 @@ def level1_table(fit, extra: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
     fitted = fixed + np.einsum("ia,ia->i", d.Z, u[d.codes])
     y = d.y + off
     out = pd.DataFrame({
-        d.group: np.asarray(d.group_labels, dtype=object)[d.codes],
+        d.group: unit_ids(fit)[d.codes],
         d.spec.outcome: y,
         "fitted_fixed": fixed,
         "fitted": fitted,
@@ -194,9 +227,7 @@ def level1_table(fit, extra: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
     predictors = pd.DataFrame(d.X, columns=list(d.x_names)).drop(columns=[INTERCEPT], errors="ignore")
     out = pd.concat([out, predictors], axis=1)
     if extra:
-        missing = [c for c in extra if c not in d.frame.columns]
-        if missing:
-            raise DataError(f"Extra column(s) {', '.join(repr(m) for m in missing)} are not in the data of this fit.")
+        _missing_columns(extra, d.frame)
         out = pd.concat([out, d.frame[list(extra)].reset_index(drop=True)], axis=1)
     if d.row_index is not None:
         out.index = d.row_index  # the input's own index of the rows used
@@ -222,8 +253,9 @@ def _safe_names(columns, limit: int) -> list[str]:
 def save(table: pd.DataFrame, path) -> Path:
     """Write a residual file by its extension: .csv, .parquet, .sav (SPSS) or .dta (Stata)."""
     from .reading import _need
+    from .results import output_path
 
-    p = Path(path)
+    p = output_path(path, "The residual file")
     ext = p.suffix.lower()
     if ext == ".csv":
         table.to_csv(p, index=False)

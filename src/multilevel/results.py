@@ -11,7 +11,7 @@ import scipy.stats
 from . import hlm_statistics as hs
 from .covariance import LambdaTemplate
 from .design import Design
-from .errors import SpecificationError
+from .errors import DataError, SpecificationError
 from .equations import gamma_labels, level_equations, mixed_equation
 from .objective import Solution, deviance, solve_at
 from .optimizer import OptimizerRecord
@@ -47,15 +47,16 @@ class Fit:
     @classmethod
     def at_variance_components(cls, design, summaries, template, method, tau, sigma2: float) -> Fit:
         """The model evaluated (not optimised) at given tau and sigma2: GLS fixed effects, SEs,
-        robust SEs, HLM statistics and the non-profiled deviance at those values."""
-        tau = np.atleast_2d(np.asarray(tau, dtype=float))
-        if tau.shape != (template.q, template.q):
-            raise SpecificationError(
-                f"tau must be {template.q} x {template.q} (random effects {', '.join(design.z_names)}), "
-                f"not {tau.shape[0]} x {tau.shape[1]}."
-            )
-        theta = template.theta_from_tau(design.coords.tau_internal(tau), float(sigma2))
-        return cls.at_theta(design, summaries, template, method, theta, None, float(sigma2))
+        robust SEs, HLM statistics and the non-profiled deviance at those values. tau must be a
+        q x q symmetric positive semidefinite matrix of finite numbers (rows and columns in the
+        order of the random effects), with zeros between uncorrelated terms ((x || g)); sigma2 a
+        positive finite number (`check_variance_components`)."""
+        tau, s2 = check_variance_components(tau, sigma2, template, design.z_names)
+        try:
+            theta = template.theta_from_tau(design.coords.tau_internal(tau), s2)
+        except ValueError as exc:  # left after the checks: rounding of a near-singular tau
+            raise SpecificationError(f"tau cannot be evaluated for the random effects {', '.join(design.z_names)}: {exc}") from exc
+        return cls.at_theta(design, summaries, template, method, theta, None, s2)
 
     def at(self, tau, sigma2: float) -> Fit:
         """This model evaluated at given tau and sigma2 (see `at_variance_components`)."""
@@ -139,7 +140,11 @@ class Fit:
 
     @property
     def converged(self) -> bool:
-        return True if self.optimizer is None else self.optimizer.converged
+        """True only at a checked optimum (`optimizer.check_optimum`). False for a fit evaluated at
+        given variance components (`fit.at(...)`, `ml.fit(..., tau=, sigma2=)`): nothing was
+        optimised (`evaluated_at_given` is True; its reports say "evaluated at given variance
+        components" and no ConvergenceWarning is raised for it)."""
+        return False if self.optimizer is None else bool(self.optimizer.converged)
 
     # ----- fixed effects --------------------------------------------------------------------
     # The summaries and the solution are in the internal coordinates of `multilevel.coordinates`
@@ -197,7 +202,17 @@ class Fit:
 
     @cached_property
     def fixed(self) -> pd.DataFrame:
-        """Fixed effects with model-based SEs, HLM's approximate df, t and two-sided p."""
+        """Fixed effects with HLM's approximate df, t and two-sided p, and the SEs of `coef_table()`'s
+        default: model-based SEs (lme4's vcov), or, for a fit with sampling weights
+        (pseudo-likelihood), the robust CR0 sandwich SEs, as the model-based ones are not valid
+        there (the same numbers as `fit.robust` and `coef_table()`)."""
+        return self.robust if self.weighted else self.model_based
+
+    @cached_property
+    def model_based(self) -> pd.DataFrame:
+        """Fixed effects with the model-based SEs (lme4's vcov), HLM's df, t and p, for every fit
+        (HLM's first fixed-effect table; under sampling weights these SEs are not valid, and HLM's
+        report prints them with a note saying so)."""
         return self._table(np.sqrt(np.diag(self.vcov.to_numpy())))
 
     @cached_property
@@ -248,6 +263,14 @@ class Fit:
         right-hand sides of the text (0 for a matrix)."""
         from .contrasts import parse_contrasts
 
+        if isinstance(contrast, (list, tuple)) and contrast and all(isinstance(c, str) for c in contrast):
+            # a list of constraints (each one or more, comma-separated) is one joint contrast
+            contrast = ", ".join(c.strip() for c in contrast)
+        elif isinstance(contrast, (list, tuple)) and any(isinstance(c, str) for c in contrast):
+            raise SpecificationError(
+                "A contrast is text (\"sector = 0, meanses = 0\"), a list of such texts, or a matrix of numbers; "
+                f"this list mixes text with {', '.join(sorted({type(c).__name__ for c in contrast if not isinstance(c, str)}))}."
+            )
         if isinstance(contrast, str):
             L, r, labels = parse_contrasts(contrast, self.design.x_names, tuple(g.label for g in self.gamma_labels))
         else:
@@ -267,7 +290,8 @@ class Fit:
         return L, r, labels
 
     def test(self, contrast, rhs=None, df: str | None = None, se: str | None = None, level: float = 0.95):
-        """Joint test of L gamma = rhs (a matrix, or text such as "sector = 0, sector:cses = 0"):
+        """Joint test of L gamma = rhs (a matrix, text such as "sector = 0, sector:cses = 0", or a list
+        of such texts, tested jointly):
         Wald chi-square (HLM's General Linear Hypothesis test) and F with the chosen df."""
         from . import inference
 
@@ -276,7 +300,8 @@ class Fit:
         return inference.hypothesis_test(self, L, r, labels, df, se, level)
 
     def estimate(self, contrast, rhs=None, df: str | None = None, se: str | None = None, level: float = 0.95) -> pd.DataFrame:
-        """Linear combinations, one row each ("meanses - cses" is the contextual effect):
+        """Linear combinations, one row each ("meanses - cses" is the contextual effect; text, a list
+        of texts or a matrix):
         estimate, se, df, t, p and the confidence interval."""
         from . import inference
 
@@ -293,22 +318,29 @@ class Fit:
         return effect_sizes(self, df, level)
 
     def confint(self, method: str = "wald", level: float = 0.95, *, which: str = "all", n_boot: int = 1000,
-                seed: int | None = None, progress: bool = True) -> pd.DataFrame:
+                seed: int | None = None, progress: bool = True, n_jobs: int | None = None) -> pd.DataFrame:
         """Confidence intervals for the fixed effects and the variance components (sd/cor/sigma
-        scale, as lme4): method "wald", "profile" or "bootstrap" (`multilevel.intervals`)."""
+        scale, as lme4): method "wald", "profile" or "bootstrap" (`multilevel.intervals`); which:
+        "all", "fixed" (the fixed effects) or "variance" (the variance components), for every
+        method. Bootstrap: n_boot samples (percentile intervals need many: a MultilevelWarning
+        below 100), `seed`, `n_jobs` threads (`bootstrap`)."""
         from . import intervals
         from .inference import check_level
 
         check_level(level)
+        if not isinstance(method, str):
+            raise SpecificationError(f"method must be 'wald', 'profile' or 'bootstrap', not {method!r}.")
+        intervals.check_which(which)
         m = method.lower()
         if m in ("profile", "bootstrap"):
             self._refuse_weighted(f"A {m} interval")
         if m == "wald":
-            return intervals.wald(self, level)
+            return intervals.select(self, intervals.wald(self, level), which)
         if m == "profile":
             return intervals.profile(self, level, which)
         if m == "bootstrap":
-            return self.bootstrap(n_boot, seed, progress).intervals(level)
+            intervals.warn_few_replicates(n_boot)
+            return intervals.select(self, self.bootstrap(n_boot, seed, progress, n_jobs).intervals(level), which)
         raise SpecificationError(f"method={method!r} is not known; use 'wald', 'profile' or 'bootstrap'.")
 
     def bootstrap(self, n_boot: int = 1000, seed: int | None = None, progress: bool = True, n_jobs: int | None = None):
@@ -400,8 +432,11 @@ class Fit:
     @cached_property
     def ranef(self) -> pd.DataFrame:
         """Empirical Bayes residuals u*_j (lme4 `ranef`), units by random coefficient."""
+        from .residual_files import unit_ids
+
         u = self.coordinates.ranef(conditional_modes(self.summaries, self.solution))
-        return pd.DataFrame(u, index=pd.Index(self.design.group_labels, name=self.design.group), columns=list(self.design.z_names))
+        # indexed by the unit ids with their own type (`design.units`): df[g].map(fit.ranef[...]) works
+        return pd.DataFrame(u, index=pd.Index(unit_ids(self), name=self.design.group), columns=list(self.design.z_names))
 
     @cached_property
     def ranef_condvar(self) -> np.ndarray:
@@ -519,14 +554,15 @@ class Fit:
         return gamma_labels(self.design.coefficients)
 
     # ----- reports (formatting only) --------------------------------------------------------
-    def report(self, tests=(), effect_sizes: bool = True, homogeneity: bool = False) -> str:
+    def report(self, tests=(), effect_sizes: bool = True, homogeneity: bool = False, min_df: int = 10) -> str:
         """HLM's report as text. `tests`: contrasts (text or matrices, tested with HLM's robust
         covariance as HLM does) or `fit.test(...)` results, printed as HLM's General Linear
-        Hypothesis tests; an effect-size section closes the report."""
+        Hypothesis tests; an effect-size section closes the report. `homogeneity`: add HLM's test
+        of homogeneous level-1 variance over the units with at least `min_df` residual df."""
         from .report.hlm import hlm_report
 
         done = [t if hasattr(t, "chisq") else self.test(t, se="CR0") for t in tests]
-        return hlm_report(self, done, effect_sizes, self.homogeneity_test() if homogeneity else None)
+        return hlm_report(self, done, effect_sizes, self.homogeneity_test(min_df) if homogeneity else None)
 
     def summary(self, df: str | None = None) -> str:
         """An lme4/lmerTest-style summary as text (fixed-effect df by `df`: Satterthwaite by default,
@@ -543,19 +579,88 @@ class Fit:
 
         from .report.html import html_document
 
+        target = None if path is None else output_path(path, "The HTML page")
         page = html_document(self, title, plots)
-        if path is not None:
-            Path(path).write_text(page, encoding="utf-8")
+        if target is not None:
+            try:
+                target.write_text(page, encoding="utf-8")
+            except OSError as exc:
+                raise DataError(f"Cannot write the HTML page to '{target}': {exc.strerror or exc}.") from None
         return page
 
     def __str__(self) -> str:
         return self.summary()
 
     def __repr__(self) -> str:
-        state = "" if self.converged else "; NOT converged (see fit.optimizer)"
+        # an evaluated fit (fit.at) optimised nothing: not "NOT converged"
+        state = "" if self.converged or self.evaluated_at_given else "; NOT converged (see fit.optimizer)"
         return f"<multilevel.Fit {self.method}: {self.formula}; N = {self.n_obs}, J = {self.n_groups}{state}>"
 
     def _repr_html_(self) -> str:
         from .report.html import html_report
 
         return html_report(self)
+
+
+def check_variance_components(tau, sigma2, template: LambdaTemplate, z_names) -> tuple[np.ndarray, float]:
+    """(tau, sigma2) as numbers, or a SpecificationError saying which is wrong: tau a q x q
+    symmetric positive semidefinite matrix of finite numbers (a DataFrame is taken in the order
+    of its labels when they are the random effects), zero between uncorrelated terms; sigma2 a
+    positive finite number."""
+    z = list(z_names)
+    q = template.q
+    names = ", ".join(z)
+    if isinstance(sigma2, (bool, np.bool_)) or not isinstance(sigma2, (int, float, np.integer, np.floating)) and not (
+        isinstance(sigma2, np.ndarray) and sigma2.ndim == 0 and sigma2.dtype.kind in "iuf"
+    ):
+        raise SpecificationError(f"sigma2 must be a positive finite number (the level-1 variance), not {sigma2!r}.")
+    s2 = float(sigma2)
+    if not (np.isfinite(s2) and s2 > 0):
+        raise SpecificationError(f"sigma2 must be a positive finite number (the level-1 variance), not {s2!r}.")
+    if isinstance(tau, pd.DataFrame) and set(map(str, tau.index)) == set(z) == set(map(str, tau.columns)):
+        tau = tau.rename(index=str, columns=str).loc[z, z]
+    try:
+        t = np.atleast_2d(np.asarray(tau, dtype=float))
+    except (TypeError, ValueError) as exc:
+        raise SpecificationError(f"tau must be a {q} x {q} matrix of numbers (random effects {names}): {exc}.") from None
+    if t.shape != (q, q):
+        raise SpecificationError(f"tau must be {q} x {q} (random effects {names}), not {' x '.join(map(str, t.shape))}.")
+    if not np.all(np.isfinite(t)):
+        raise SpecificationError(f"tau must hold finite numbers (random effects {names}); it has NaN or infinite entries.")
+    scale = max(float(np.abs(t).max()), 1e-300)
+    if not np.allclose(t, t.T, rtol=0, atol=1e-10 * scale):
+        raise SpecificationError(f"tau must be symmetric (random effects {names}): tau[i, j] = tau[j, i].")
+    eig = np.linalg.eigvalsh((t + t.T) / 2)
+    if eig.min() < -1e-10 * scale:
+        raise SpecificationError(
+            f"tau must be positive semidefinite (a covariance matrix of the random effects {names}); its smallest "
+            f"eigenvalue is {eig.min():.4g} (variances must be >= 0 and each correlation within [-1, 1])."
+        )
+    block = {c: b for b, cols in enumerate(template.blocks) for c in cols} if template.blocks else {c: 0 for c in range(q)}
+    for a in range(q):
+        for b in range(a):
+            if block.get(a) != block.get(b) and abs(t[a, b]) > 1e-12 * scale:
+                raise SpecificationError(
+                    f"tau[{z[a]}, {z[b]}] must be 0: the model has uncorrelated random effects {z[a]} and {z[b]} "
+                    "((x || g) or separate terms), so their covariance is not a parameter."
+                )
+    return (t + t.T) / 2, s2
+
+
+def output_path(path, what: str = "The file"):
+    """`path` as a Path whose folder exists, or a DataError naming the folder (before anything is
+    computed or written). For every file the package writes: residual files, HTML pages, plots."""
+    from pathlib import Path
+
+    try:
+        p = Path(path).expanduser()
+    except TypeError:
+        raise SpecificationError(f"{what} needs a file path (text or a pathlib.Path), not {type(path).__name__}.") from None
+    folder = p.parent if str(p.parent) else Path(".")
+    if not folder.is_dir():
+        kind = "is not a folder" if folder.exists() else "does not exist"
+        raise DataError(f"{what} cannot be written to '{p}': the folder '{folder}' {kind}. Create it first (e.g. "
+                        f"Path('{folder}').mkdir(parents=True)) or choose another path.")
+    if p.is_dir():
+        raise DataError(f"{what} cannot be written to '{p}': it is a folder; give a file name in it.")
+    return p

@@ -264,6 +264,9 @@ def glh_block(fit: Fit, test, number: int = 1) -> list[str]:
         RULE,
     ]
     lines += _gamma_rows(fit, lambda col: f"{beta[col]:>21.6f}" + "".join(f"{v:>8.3f}" for v in test.L[:, col]))
+    rhs = np.broadcast_to(np.asarray(test.rhs, dtype=float), (test.L.shape[0],))
+    if np.any(rhs != 0):  # H0: contrast = value (HLM's own tests are against 0)
+        lines.append(f"{'  Hypothesised value (H0: contrast = value)':<43}" + "".join(f"{v:>8.3f}" for v in rhs))
     se = {"model": "model-based", "CR0": "robust (CR0)", "CR1": "robust (CR1)", "CR2": "robust (CR2)"}[test.se_method]
     lines += [
         "",
@@ -322,7 +325,7 @@ def hlm_report(fit: Fit, tests=(), effect_sizes: bool = True, homogeneity: dict 
     lines += _sufficient_note(fit, "reliability estimates")
     lines.append(f"The value of the log-likelihood function = {-0.5 * fit.hlm_deviance:.6E}")
     lines.append("")
-    lines += _fixed_table(fit, fit.fixed, robust=False)
+    lines += _fixed_table(fit, fit.model_based, robust=False)
     lines += _fixed_table(fit, fit.robust, robust=True)
     lines += _variance_components(fit)
     crit = "REML criterion (lme4 REMLcrit)" if fit.reml else "-2 log-likelihood (lme4 deviance)"

@@ -42,14 +42,14 @@ def _head(fit: Fit) -> str:
         f"N = {fit.n_obs} rows, J = {fit.n_groups} units of <code>{html.escape(fit.design.group)}</code>; "
         f"deviance = {fit.deviance:.4f}"
         + ("; <b>singular fit</b>" if fit.singular else "")
-        + (f"; <b>NOT converged</b>: {html.escape(fit.optimizer.check)}" if not fit.converged else "")
+        + (f"; <b>NOT converged</b>: {html.escape(fit.optimizer.check)}" if fit.optimizer is not None and not fit.converged else "")
         + (f"; {html.escape(fit.weights_description)}" if fit.weight_kind else "")
         + "</p>"
     )
 
 
 def _core_tables(fit: Fit) -> list[str]:
-    fixed = fit.fixed.join(fit.robust[["se"]].rename(columns={"se": "robust se"}))
+    fixed = fit.model_based.join(fit.robust[["se"]].rename(columns={"se": "robust se"}))
     tables = [
         "<h3>Fixed effects</h3><p>Model-based SEs with HLM's approximate df, and HLM's robust (CR0) SEs.</p>",
         _table(fixed),

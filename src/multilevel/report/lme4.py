@@ -49,7 +49,7 @@ def lme4_summary(fit: Fit, df: str = "satterthwaite") -> str:
         )
     if fit.singular:
         lines += ["", "boundary (singular) fit: see help('isSingular')"]
-    if not fit.converged:
+    if fit.optimizer is not None and not fit.converged:  # an evaluated fit (fit.at) optimised nothing
         lines += ["", f"Model failed to converge: {fit.optimizer.check} (the estimates are where the optimizer stopped)"]
     elif fit.optimizer is not None:
         lines += ["", f"Optimum checked: {fit.optimizer.check}"]
