@@ -979,7 +979,7 @@ def _big_float_ids(_):
 
 case("bad-input: whole-number float ids beyond 2**53", "bad-input", _big_float_ids, "right",
      lambda ab: (same_model(ab[0], ab[1]),
-                 _assert(list(ab[0].ranef.index) == [str((int(i) + 1224) * 10**14) for i in ab[1].ranef.index],
+                 _assert(list(ab[0].ranef.index) == [(int(i) + 1224) * 10**14 for i in ab[1].ranef.index],
                          f"labels {list(ab[0].ranef.index)[:3]}")))
 case("bad-input: level-2 equations given as one string", "bad-input",
      lambda _: ml.fit_levels("mathach ~ 1 + cwc(ses)", "sector + u", group="school", data=small()), "error",

@@ -320,10 +320,14 @@ def plot(fit, kind: str, path=None, **options):
             + (", ".join(accepted) if accepted else "none")
             + " (and path= to save the figure)."
         )
-    fig = maker(fit, **options)
+    p = None
     if path is not None:
-        p = Path(path)
+        from .output import output_path
+
+        p = output_path(path, "The plot")
         if p.suffix.lower() not in (".png", ".svg", ".pdf"):
             raise SpecificationError(f"Save plots as .png, .svg or .pdf, not {p.suffix or p.name!r}.")
+    fig = maker(fit, **options)
+    if p is not None:
         fig.savefig(p, dpi=150)
     return fig

@@ -253,7 +253,7 @@ def _safe_names(columns, limit: int) -> list[str]:
 def save(table: pd.DataFrame, path) -> Path:
     """Write a residual file by its extension: .csv, .parquet, .sav (SPSS) or .dta (Stata)."""
     from .reading import _need
-    from .results import output_path
+    from .output import output_path
 
     p = output_path(path, "The residual file")
     ext = p.suffix.lower()

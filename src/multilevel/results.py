@@ -579,6 +579,8 @@ class Fit:
 
         from .report.html import html_document
 
+        from .output import output_path
+
         target = None if path is None else output_path(path, "The HTML page")
         page = html_document(self, title, plots)
         if target is not None:
@@ -645,22 +647,3 @@ def check_variance_components(tau, sigma2, template: LambdaTemplate, z_names) ->
                     "((x || g) or separate terms), so their covariance is not a parameter."
                 )
     return (t + t.T) / 2, s2
-
-
-def output_path(path, what: str = "The file"):
-    """`path` as a Path whose folder exists, or a DataError naming the folder (before anything is
-    computed or written). For every file the package writes: residual files, HTML pages, plots."""
-    from pathlib import Path
-
-    try:
-        p = Path(path).expanduser()
-    except TypeError:
-        raise SpecificationError(f"{what} needs a file path (text or a pathlib.Path), not {type(path).__name__}.") from None
-    folder = p.parent if str(p.parent) else Path(".")
-    if not folder.is_dir():
-        kind = "is not a folder" if folder.exists() else "does not exist"
-        raise DataError(f"{what} cannot be written to '{p}': the folder '{folder}' {kind}. Create it first (e.g. "
-                        f"Path('{folder}').mkdir(parents=True)) or choose another path.")
-    if p.is_dir():
-        raise DataError(f"{what} cannot be written to '{p}': it is a folder; give a file name in it.")
-    return p
