@@ -364,20 +364,30 @@ def _newton_finish(fun, theta: np.ndarray, lower: np.ndarray, check: Check, step
     pos = np.searchsorted(check.hessian_idx, idx)  # both sorted: idx is a subset
     sub = check.hessian[np.ix_(pos, pos)]
     for _ in range(steps):
-        try:
-            step = np.linalg.solve(sub, g0[idx])
-        except np.linalg.LinAlgError:
+        taken = _newton_step(fun, theta, d0, g0, sub, idx, lower, 1e-13)
+        if taken is None:
             break
-        cand = theta.copy()
-        cand[idx] -= step
-        cand = np.maximum(cand, lower)
-        d1, g1 = fun(cand)
-        if not d1 <= d0 + 1e-13 * max(1.0, abs(d0)):
-            break
-        theta, d0, g0 = cand, d1, g1
-        if np.max(np.abs(step)) <= 1e-13 * max(1.0, float(np.max(np.abs(theta)))):
+        theta, d0, g0, moved = taken
+        if moved <= 1e-13 * max(1.0, float(np.max(np.abs(theta)))):
             break
     return theta
+
+
+def _newton_step(fun, theta: np.ndarray, d0: float, g0: np.ndarray, H: np.ndarray, idx: np.ndarray, lower: np.ndarray,
+                 rise: float):
+    """One projected Newton step over the parameters `idx` with the Hessian H: (theta, d, g, how
+    far it moved), or None when H is singular or the deviance rises by more than `rise` of itself."""
+    try:
+        step = np.linalg.solve(H, g0[idx])
+    except np.linalg.LinAlgError:
+        return None
+    cand = theta.copy()
+    cand[idx] -= step
+    cand = np.maximum(cand, lower)
+    d1, g1 = fun(cand)
+    if not d1 <= d0 + rise * max(1.0, abs(d0)):
+        return None
+    return cand, d1, g1, float(np.max(np.abs(cand - theta)))
 
 
 def _on_boundary(theta: np.ndarray, template: LambdaTemplate) -> bool:
@@ -546,19 +556,11 @@ def _polish(fun, theta: np.ndarray, lower: np.ndarray, steps: int = 4) -> tuple[
             H = _fd_hessian(fun, theta, g0, idx)
             if not np.all(np.linalg.eigvalsh(H) > 0):
                 break
-        try:
-            step = np.linalg.solve(H, g0[idx])
-        except np.linalg.LinAlgError:
-            break
-        cand = theta.copy()
-        cand[idx] -= step
-        cand = np.maximum(cand, lower)
-        d1, g1 = fun(cand)
-        if not d1 <= d0 + 1e-12 * max(1.0, abs(d0)):
+        taken = _newton_step(fun, theta, d0, g0, H, idx, lower, 1e-12)
+        if taken is None:
             break
         polished = True
-        converged = np.max(np.abs(cand - theta)) < 1e-10 * max(1.0, float(np.max(np.abs(theta))))
-        theta, d0, g0 = cand, d1, g1
-        if converged:
+        theta, d0, g0, moved = taken
+        if moved < 1e-10 * max(1.0, float(np.max(np.abs(theta)))):
             break
     return theta, polished
