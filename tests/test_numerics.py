@@ -238,3 +238,40 @@ def test_a_variance_not_identified_under_reml_is_refused():
     assert max(flat) - min(flat) < 1e-9  # the reason: the criterion does not depend on tau
     ml_fit = ml.fit("y ~ x + w + (1 | g)", d, method="ML")
     assert ml_fit.converged and ml_fit.tau.iloc[0, 0] == 0.0
+
+
+@pytest.fixture(scope="module")
+def far_slope_pair():
+    """Model with a random slope on x = cses + 1e8 and on x - 1e8 (exact): the same model."""
+    d = hsb()
+    far, near = d.copy(), d.copy()
+    far["x"] = d["cses"] + 1e8
+    near["x"] = far["x"] - 1e8
+    formula = "mathach ~ x * sector + meanses + (x | school)"
+    return ml.fit(formula, near), ml.fit(formula, far)
+
+
+def test_eb_variances_map_exactly_when_a_slope_variable_is_far(far_slope_pair):
+    # before: ranef_pev off by 9e-4 (slope) and not symmetric; residuals(level=2) LinAlgError;
+    # the Rights-Sterba total shares off by up to 3.7
+    a, b = far_slope_pair
+    # the slope's prediction error variance is the same; the matrix is symmetric (the intercept's,
+    # at x = 0, 1e8 SDs away, is ~1e16 and cannot be mapped back in double precision to compare)
+    np.testing.assert_allclose(b.ranef_pev[:, 1, 1], a.ranef_pev[:, 1, 1], rtol=1e-6)
+    np.testing.assert_allclose(b.ranef_pev[:, 0, 1], b.ranef_pev[:, 1, 0], rtol=1e-12)
+    ra, rb = a.residuals(level=2), b.residuals(level=2)
+    np.testing.assert_allclose(rb["mdist"].to_numpy(), ra["mdist"].to_numpy(), rtol=1e-5)
+    ea, eb = a.effect_sizes(), b.effect_sizes()
+    # the shares of the total variance (f1/f2, the within/between split, need a centred x: NaN far away)
+    ta, tb = ea.rights_sterba.loc["total"], eb.rights_sterba.loc["total"]
+    shares = [c for c in ("f", "v", "m", "fv", "fvm") if c in ta.index and c in tb.index]
+    assert len(shares) == 5
+    np.testing.assert_allclose(tb[shares].to_numpy(dtype=float), ta[shares].to_numpy(dtype=float), rtol=1e-6)
+
+
+def test_profile_of_a_far_slope_is_refused_with_a_reason(far_slope_pair):
+    # before: sd_x profiled to [0.834, 0.835] against [0.47, 1.16] (at 1e4), NaN or wrong at 1e8
+    _, b = far_slope_pair
+    with pytest.warns(ml.MultilevelWarning, match="not profiled: a random slope's variable lies far from 0"):
+        ci = b.confint("profile", which="variance")
+    assert ci[["ci_low", "ci_high"]].isna().all().all()

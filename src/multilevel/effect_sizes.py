@@ -230,10 +230,17 @@ def effect_sizes(fit, df: str | None = None, level: float = 0.95) -> EffectSizes
         )
 
     # ICCs
-    Zmat = d.Z
-    ran = float(np.mean(np.einsum("ia,ab,ib->i", Zmat, tau, Zmat)))  # mean z_i' T z_i (Johnson 2014)
+    # z'Tz and the variance of X beta are the same in the summaries' coordinates (`coordinates`:
+    # Z S_z, tau', X S, beta'), where a variable far from 0 makes no cancellation
+    coords = fit.coordinates
+    Zmat = d.Z if coords.z_identity else d.Z @ coords.S_z
+    lam = fit.solution.lam
+    tau_int = s2 * lam @ lam.T
+    ran = float(np.mean(np.einsum("ia,ab,ib->i", Zmat, tau_int, Zmat)))  # mean z_i' T z_i (Johnson 2014)
+    X_int = d.X @ coords.S
+    beta_int = fit.solution.beta
     beta = fit.beta.to_numpy()
-    yhat = d.X @ beta
+    yhat = X_int @ beta_int  # X beta up to a constant (the outcome's shift): same variance and correlation
     fixed_var = float(np.var(yhat, ddof=1))
     icc_rows = {}
     if INTERCEPT in z:
@@ -262,7 +269,7 @@ def effect_sizes(fit, df: str | None = None, level: float = 0.95) -> EffectSizes
     y = d.y
     total_r2 = float(np.corrcoef(y, yhat)[0, 1] ** 2) if np.ptp(yhat) > 0 else 0.0
     levels = column_levels(d.X, d.codes, J)
-    rs = rights_sterba(beta, tau, s2, d.X, Zmat, levels)
+    rs = rights_sterba(beta_int, tau_int, s2, X_int, Zmat, levels)
     r2 = pd.DataFrame({"r2": {"total R2 (corr(y, fixed-only prediction)^2)": total_r2}})
     if not rs.cmc:
         notes.append(

@@ -252,12 +252,22 @@ def _profile(fit, level: float, which: str) -> pd.DataFrame:
         if why:
             notes.append(f"{name} ({side} bound): {why}")
 
+    far_slope = _slope_far_from_zero(fit)
+    far_fixed = _far_from_zero(fit)
     if which in ("all", "variance"):
         scale = VarianceScale.of(fit)
         phi_hat = scale.values(fit.tau.to_numpy(), fit.sigma2)
         dmin = _deviance_at_phi(fit, scale, phi_hat)
         wald_tab = wald(fit, level)
         for k, name in enumerate(scale.names):
+            if far_slope:
+                # the random slope's variable lies far from 0 (`coordinates`): in the data's sd/cor
+                # the intercept's variance at 0 and its correlation with the slope are near-singular
+                # (|cor| ~ 1), and the profile's searches there are not reliable
+                rows[name] = (phi_hat[k], np.nan, np.nan)
+                note(name, "both", "not profiled: a random slope's variable lies far from 0, where the sd/cor "
+                     "parameters are near-singular; centre it (cgm()) to profile them, or use Wald or bootstrap intervals")
+                continue
             lo_lim, hi_lim = scale.bounds()[k]
             width = wald_tab.loc[name, "ci_high"] - wald_tab.loc[name, "estimate"]
             step = max(width / 2, 1e-3 * max(abs(phi_hat[k]), 1.0)) if np.isfinite(width) and width > 0 else 0.1
@@ -278,6 +288,11 @@ def _profile(fit, level: float, which: str) -> pd.DataFrame:
         theta0 = ml_fit.theta
         for k, name in enumerate(fit.design.x_names):
             b_hat = float(ml_fit.beta.iloc[k])
+            if far_fixed:
+                rows[name] = (float(fit.beta.iloc[k]), np.nan, np.nan)
+                note(name, "both", f"not profiled: {far_fixed} lies so far from 0 that the data's own sums lose more than "
+                     "8 digits; centre it (cgm()) to profile, or use Wald or bootstrap intervals")
+                continue
             step = 1.5 * se[k] if np.isfinite(se[k]) and se[k] > 0 else 1e-3 * max(abs(b_hat), 1.0)
             g = _fixed_profile(ml_fit, k, dmin, crit, theta0)
             lo, why = _search(g, b_hat, step, -np.inf, np.inf, -1)
@@ -292,6 +307,52 @@ def _profile(fit, level: float, which: str) -> pd.DataFrame:
         warnings.warn(MultilevelWarning("Profile intervals: some bounds are NaN: " + "; ".join(notes) + "."), stacklevel=4)
         out.attrs["notes"] = notes
     return out
+
+
+#: the fixed-effect profile holds gamma_k in the data's own sums (`coordinates.original_C`); they
+#: lose (mean / SD)^2 ulps of a column, more than 8 digits beyond this ratio
+FAR = 1e4
+
+
+def _far_from_zero(fit) -> str:
+    """The first fixed-effect column whose mean exceeds FAR of its SD ('' if none)."""
+    coords, s = fit.coordinates, fit.summaries
+    i0 = coords.intercept
+    if i0 is None:
+        return ""
+    XtX = s.XtX_total
+    n = XtX[i0, i0]
+    for c, name in enumerate(fit.design.x_names):
+        if c == i0 or n <= 0:
+            continue
+        m_int = XtX[c, i0] / n  # the internal column's mean (about 0)
+        var = XtX[c, c] / n - m_int * m_int
+        mean = coords.shift[c] + m_int
+        if var > 0 and abs(mean) > FAR * np.sqrt(var):
+            return f"'{name}'"
+    return ""
+
+
+#: a random slope's variable whose mean exceeds this many SDs: the data's sd/cor parameters are
+#: near-singular there (measured: fine at 60 SDs, wrong at 1.5e4)
+FAR_SLOPE = 1e3
+
+
+def _slope_far_from_zero(fit) -> bool:
+    coords, s = fit.coordinates, fit.summaries
+    if coords.z_identity:
+        return False
+    tot, i0 = s._total, coords.z_intercept
+    n = tot[i0, i0]
+    for c in range(s.q):
+        m = coords.z_shift[c]
+        if c == i0 or m == 0 or n <= 0:
+            continue
+        m_int = tot[c, i0] / n
+        var = tot[c, c] / n - m_int * m_int
+        if var > 0 and abs(m + m_int) > FAR_SLOPE * np.sqrt(var):
+            return True
+    return False
 
 
 def fixed_summaries(s: GroupSummaries, k: int, b: float) -> GroupSummaries:
@@ -431,9 +492,13 @@ def bootstrap(fit, n_boot: int = 1000, seed: int | None = None, progress: bool =
     scale = VarianceScale.of(fit)
     names = list(d.x_names) + list(scale.names)
     estimate = pd.Series(np.concatenate([fit.beta.to_numpy(), scale.values(fit.tau.to_numpy(), fit.sigma2)]), index=names)
-    tau = fit.tau.to_numpy()
+    # u drawn in the summaries' coordinates (`coordinates`: Z u = (Z S_z) u'), where tau' is well
+    # conditioned, so that a shifted slope variable gives the same replicates for the same seed
+    lam = fit.solution.lam
+    tau = fit.sigma2 * lam @ lam.T
     w, V = np.linalg.eigh(tau)  # tau = F F', also when tau is singular
-    task = _BootTask(d.Z, d.columns, d.codes, d.X @ fit.beta.to_numpy(), V * np.sqrt(np.clip(w, 0, None)),
+    Z = d.Z if fit.coordinates.z_identity else d.Z @ fit.coordinates.S_z
+    task = _BootTask(Z, d.columns, d.codes, d.X @ fit.beta.to_numpy(), V * np.sqrt(np.clip(w, 0, None)),
                      float(np.sqrt(fit.sigma2)), s, fit.template, fit.reml, fit.theta_internal, scale, d.coords,
                      None if d.precision_weights is None else d.precision_weights.values)
     seeds = np.random.SeedSequence(seed).spawn(n_boot)

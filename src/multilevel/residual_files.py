@@ -57,17 +57,21 @@ def unit_W(fit) -> np.ndarray:
 
 def eb_quantities(fit) -> dict[str, np.ndarray]:
     """u*, D, PV, EC and PVC of the module doc, for every unit."""
-    s = fit.summaries
+    s, coords = fit.summaries, fit.coordinates
     u = fit.ranef.to_numpy()
     D = fit.ranef_condvar
-    M = fit.vcov.to_numpy()
-    G = D @ fit._ZtX / fit.sigma2  # in the data's coordinates, as fit.vcov
-    PV = D + G @ M @ np.swapaxes(G, 1, 2)
+    # G M G' and H M H' in the summaries' coordinates (`coordinates`), where nothing cancels:
+    # with D = S_z D' S_z', Z'X = S_z^-T Z'X' S^-1 and M = S M' S', G = D Z'X / sigma2 is
+    # S_z G' S^-1, so G M G' = S_z G' M' G'' S_z', and H M H' = (H S) M' (H S)'
+    D_int = fit.sigma2 * fit.solution.relative_condvar
+    G_int = D_int @ s.ZtX / fit.sigma2
+    M_int = fit._vcov_internal
+    PV = coords.tau(D_int + G_int @ M_int @ np.swapaxes(G_int, 1, 2))
     W = unit_W(fit)
     beta = fit.beta.to_numpy()
     fv = W @ beta
-    H = W - G
-    PVC = D + H @ M @ np.swapaxes(H, 1, 2)
+    HS = W @ coords.S - (coords.S_z @ G_int if not coords.z_identity else G_int)
+    PVC = D + HS @ M_int @ np.swapaxes(HS, 1, 2)
     return {"u": u, "D": D, "PV": PV, "FV": fv, "EC": fv + u, "PVC": PVC, "W": W}
 
 
@@ -109,10 +113,19 @@ def mdist_chipct(fit) -> tuple[np.ndarray, np.ndarray]:
     J, q = fit.n_groups, len(fit.design.z_names)
     mdist = np.full(J, np.nan)
     used = np.flatnonzero(ols.used)
-    T = fit.tau.to_numpy()
-    V = fit.sigma2 * fit.coordinates.ZtZ_inv(np.linalg.inv(fit.summaries.ZtZ[used]))
-    delta = ols.beta_hat - ols.fitted
-    mdist[used] = np.einsum("ja,jab,jb->j", delta, np.linalg.inv(T + V), delta)
+    # delta' (T + V)^-1 delta is the same in the summaries' coordinates (`coordinates`: T = S_z T' S_z',
+    # V likewise, delta = S_z delta'), where T + V is not near-singular
+    # V likewise, delta = S_z delta'), where T + V is not near-singular. There delta' is the units'
+    # OLS of the marginal residual e = y - X gamma on Z' (b_OLS - W gamma = (Z'Z)^-1 Z'e, since X gamma
+    # = Z W gamma + the fixed-only columns), from the summaries: (Z'Z')^-1 (Z'y' - Z'X' gamma')
+    s = fit.summaries
+    lam = fit.solution.lam
+    T = fit.sigma2 * lam @ lam.T
+    ZtZ = s.ZtZ[used]
+    V = fit.sigma2 * np.linalg.inv(ZtZ)
+    Zte = s.Zty[used] - s.ZtX[used] @ fit.solution.beta
+    delta = np.linalg.solve(ZtZ, Zte[:, :, None])[:, :, 0]
+    mdist[used] = np.einsum("ja,ja->j", delta, np.linalg.solve(T + V, delta[:, :, None])[:, :, 0])
     chipct = np.full(J, np.nan)
     r = scipy.stats.rankdata(mdist[used])
     chipct[used] = scipy.stats.chi2.ppf((r - 0.5) / used.size, q)
