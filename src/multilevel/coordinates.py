@@ -215,11 +215,12 @@ def _key(factors) -> tuple[int, ...]:
 
 def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome: str, intercept_name: str = "Intercept",
            blocks: tuple[tuple[int, ...], ...] = ()):
-    """(Coordinates, affine per column of [Z X y]) for `columns.Columns` (module doc): each
+    """(Coordinates, (affine, centres)) for `columns.Columns.with_affine` (module doc): each
     fixed-effect column and the outcome shifted by their mean over an even sample of the rows
-    (any shift is exact; it only has to be near the mean), and a random slope's column when it
-    lies far from 0, within a correlated term (`blocks`) with a random intercept. Refuses
-    columns whose products would underflow or overflow."""
+    (any shift is exact; it only has to be near the mean), an interaction with all its
+    lower-order terms made of centred factors, and a random slope's column when it lies far from
+    0, within a correlated term (`blocks`) with a random intercept. Refuses columns whose products
+    would underflow or overflow."""
     n, q, p = columns.n, columns.q, columns.p
     idx = np.arange(0, n, max(1, n // SAMPLE_ROWS), dtype=np.intp)  # evenly spread rows
     x_factors = columns.factors[q : q + p]
@@ -248,7 +249,8 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
             z_shift[c] = m
             shifted_keys[_key(fs)] = m
     z_keys = {_key(fs) for fs in z_factors}
-    shift = np.zeros(p)  # per column: the mean the internal column is shifted by (the value in messages)
+    shift = np.zeros(p)  # per column: its mean (the value in messages about a constant column)
+    col_shift = np.zeros(p)  # per column: what the one pass subtracts from it (after centring its factors)
     centres: list[tuple[float, ...]] = [(0.0,) * len(fs) for fs in columns.factors]
     S = np.eye(p)
     if i0 is not None:
@@ -268,7 +270,7 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
             v = _sample(fs, idx)
             m, sd = float(v.mean()), float(v.std())
             if key in shifted_keys:
-                shift[c] = shifted_keys[key]  # the same column as Z's: shared in the one pass
+                shift[c] = col_shift[c] = shifted_keys[key]  # the same column as Z's: shared in the one pass
                 S[i0, c] = -shift[c]
                 continue
             if key in z_keys and abs(m) <= SHIFT_SDS * sd:
@@ -289,9 +291,9 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
                     centred = centred * (np.asarray(f, dtype=float)[idx] - mf)
                 rest = float(centred.mean())  # and the centred product shifted by its own mean
                 S[i0, c] -= rest
-                shift[c] = m
+                shift[c], col_shift[c] = m, rest
                 continue
-            shift[c] = m
+            shift[c] = col_shift[c] = m
             S[i0, c] = -m
     for c, name in enumerate(x_names):
         if c != i0:
@@ -301,13 +303,6 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
     y = _sample(columns.factors[-1], idx)
     y_shift = float(y.mean()) if i0 is not None else 0.0
     _check_magnitude(outcome, float(np.max(np.abs(y - y_shift), initial=0.0)), "outcome")
-    # the column's own shift in the one pass: -S[i0, c] (the whole constant of the expansion)
-    col_shift = [0.0 if (i0 is None or c == i0) else -float(S[i0, c]) for c in range(p)]
-    for c in range(p):
-        if any(centres[q + c]):
-            # the kernel makes prod_f (x_f - m_f) and then shifts it by its own mean, `rest` =
-            # prod_f (-m_f) - S[i0, c] (S[i0, c] holds the expansion's constant minus `rest`)
-            col_shift[c] = float(np.prod([-mf for mf in centres[q + c]])) - float(S[i0, c])
     affine = [(float(m), 1.0) for m in z_shift] + [(float(m), 1.0) for m in col_shift] + [(y_shift, 1.0)]
     z = (z_shift, z0) if np.any(z_shift) else (None, None)
     return Coordinates(shift, y_shift, i0, *z, S_x=S if products else None), (tuple(affine), tuple(centres))
