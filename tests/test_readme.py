@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -27,27 +26,6 @@ BLOCKS = re.findall(r"^```python\n(.*?)^```", README.read_text(), re.M | re.S)
 
 #: blocks that cannot run in the test suite, by their first line, with the reason (none today)
 CANNOT_RUN: dict[str, str] = {}
-
-
-# ----- the API changes of issue 11 that other branches bring -------------------------------------
-# Until those branches are merged, the blocks that use them are marked xfail (not skipped): once
-# the API is there they must pass as written. The centred names are also checked through the
-# names of today (`sector:ses`) so that the rest of those blocks is tested meanwhile.
-@lru_cache(maxsize=None)
-def _centred_terms_named_as_written() -> bool:
-    d = hsb()
-    return "cwc(ses)" in ml.fit("mathach ~ cwc(ses) + (1 | school)", d).fixed.index
-
-
-def _weights_api() -> bool:
-    return hasattr(ml, "SamplingWeights")
-
-
-PENDING = (  # (text in the block, is the API there?, what the block needs)
-    ("sampling_weights=", _weights_api, "ml.SamplingWeights / sampling_weights= / precision_weights= (item 7)"),
-    ("cwc(ses) = 0", _centred_terms_named_as_written, "centred terms named cwc(ses) (item 9, naming rule)"),
-)
-TODAYS_NAMES = {"sector:cwc(ses) = 0": "sector:ses = 0", '"meanses - cwc(ses)"': '"meanses - ses"'}
 
 
 def _prepare(folder: Path) -> None:
@@ -103,11 +81,4 @@ def test_readme_block_runs_as_written(number, namespace, recwarn):
     first = block.splitlines()[0]
     if first in CANNOT_RUN:
         pytest.skip(f"README block {number + 1} ({first!r}) cannot run here: {CANNOT_RUN[first]}")
-    code = block
-    for needle, available, needs in PENDING:
-        if needle in code and not available():
-            for new, old in TODAYS_NAMES.items():
-                code = code.replace(new, old)
-            if needle in code:  # cannot be written with today's API
-                pytest.xfail(f"README block {number + 1} needs {needs}, from another branch of issue 11")
-    exec(compile(code, f"README.md, python block {number + 1}", "exec"), namespace)
+    exec(compile(block, f"README.md, python block {number + 1}", "exec"), namespace)
