@@ -1091,6 +1091,20 @@ case('bad-input: `pooled.test("sector = 0", se="CR0")`', "bad-input", _pooled_se
 case("bad-input: a file written into a folder that does not exist", "bad-input",
      lambda tmp: ml.fit(M, small()).save_residuals(tmp / "nope" / "x.csv"), "error", names=("folder", "nope", "does not exist"))
 
+case('bad-input: `ml.fit_levels(l1, {...}, ..., level2="sch.csv")`', "bad-input",
+     lambda tmp: (small().groupby("school", as_index=False)[["meanses"]].first().to_csv(tmp / "sch.csv", index=False),
+                  ml.fit_levels("mathach ~ ses", {"Intercept": "meanses + u"}, group="school", data=small(), level2=str(tmp / "sch.csv"))),
+     "error", names=("level2_data=", "sch.csv"))
+case("bad-input: a random slope of a variable constant within every unit", "bad-input",
+     lambda _: ml.fit("mathach ~ sector + (sector | school)", small()), "error", names=("'sector'", "'school'", "random part"))
+case("bad-input: HLM's `U0`/`u1` in a level-2 equation", "bad-input",
+     lambda _: ml.fit_levels("mathach ~ ses", {"Intercept": "sector + U0", "ses": "U1"}, group="school", data=small()),
+     "error", names=("'U0'", "'Intercept'", "'u'"))
+case("bad-input: a level-2 variable missing in only some rows of a unit", "bad-input",
+     lambda _: ml.fit_levels("mathach ~ ses", {"Intercept": "meanses + u"}, group="school",
+                             data=small().assign(meanses=lambda t: t["meanses"].mask(t.index < 3))),
+     "error", names=("1224", "meanses", "3 of its 47 rows"))
+
 
 # ----- running a case --------------------------------------------------------------------------------
 @dataclass(frozen=True)

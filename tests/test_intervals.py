@@ -9,7 +9,7 @@ import pytest
 from conftest import MODELS, REFS, fitted, hsb
 
 import multilevel as ml
-from multilevel.errors import SpecificationError
+from multilevel.errors import DataError, SpecificationError
 
 INFERENCE = json.loads((REFS / "inference.json").read_text())
 C1 = "mathach ~ cses + meanses + (1 | school)"
@@ -122,8 +122,13 @@ def test_unknown_interval_method():
 
 
 def test_unidentified_variance_parameters_are_flagged():
-    """A random slope of sector (constant within schools) leaves one direction of tau flat."""
-    fit = ml.fit("mathach ~ cses + sector + (1 + sector | school)", hsb())
+    """A random slope of sector (constant within schools) leaves one direction of tau flat: the fit
+    refuses it now (design.check_random_slopes_vary); a slope of sector with a trace of within-school
+    variation (1e-7) is identified only in name, and its intervals say so."""
+    with pytest.raises(DataError, match="constant within every unit"):
+        ml.fit("mathach ~ cses + sector + (1 + sector | school)", hsb())
+    d = hsb().assign(sector=lambda t: t["sector"] + 1e-7 * np.sin(np.arange(len(t))))
+    fit = ml.fit("mathach ~ cses + sector + (1 + sector | school)", d)
     with pytest.warns(UserWarning, match="not identified"):
         w = fit.confint("wald")
     assert w.loc[["sd_Intercept|school", "sigma"], "ci_low"].isna().all()

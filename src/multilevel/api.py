@@ -283,10 +283,50 @@ def _column_names(*tables) -> list[str] | None:
     return names or None
 
 
+def _level2_equations(positional: tuple, level2):
+    """The level-2 equations of `fit_levels`, given positionally or as level2= (not both); a path or
+    table given for them is refused with a pointer to level2_data= (HLM's level-2 file)."""
+    if len(positional) > 1:
+        raise SpecificationError(
+            f"fit_levels takes the level-1 formula and the level-2 equations positionally, then keywords; got "
+            f"{1 + len(positional)} positional arguments. Pass group=, data= (and level2_data= for a level-2 table) by name."
+        )
+    if positional and level2 is not None:
+        what = "the level-2 equations" if isinstance(level2, Mapping) else f"a level-2 table, {_shown(level2)}"
+        raise SpecificationError(
+            "fit_levels got the level-2 equations as its second argument and level2= too (here "
+            f"{what}). level2= is another name for the equations (a dict {{coefficient: equation}}); "
+            "the level-2 table (HLM's level-2 file, a path or table joined on group=) goes in level2_data=."
+        )
+    eqs = positional[0] if positional else level2
+    if eqs is not None and not isinstance(eqs, Mapping) and _looks_like_table(eqs):
+        raise SpecificationError(
+            f"fit_levels' level2 (its second argument) holds the level-2 equations, a dict {{coefficient: equation}}, "
+            f"not a level-2 table ({_shown(eqs)}): pass the level-2 table (HLM's level-2 file) as level2_data=, "
+            "e.g. ml.fit_levels(level1, {'Intercept': 'sector + u'}, group='school', data='stu.csv', level2_data='sch.csv')."
+        )
+    return eqs
+
+
+def _shown(x) -> str:
+    """A path as given; a table by its type."""
+    return repr(os.fspath(x)) if isinstance(x, (str, os.PathLike)) else f"a {type(x).__name__}"
+
+
+def _looks_like_table(x) -> bool:
+    """A path or a table (pandas, polars, pyarrow), not equation text."""
+    if isinstance(x, os.PathLike) or hasattr(x, "columns") or hasattr(x, "column_names"):
+        return True
+    if isinstance(x, str):
+        t = x.strip().lower()
+        return os.path.exists(x) or t.endswith((".csv", ".parquet", ".pq", ".sav", ".dta", ".xlsx", ".xls", ".txt", ".tsv", ".feather", ".arrow"))
+    return False
+
+
 def fit_levels(
     level1: str,
+    *equations: Mapping[str, str],
     level2: Mapping[str, str] | None = None,
-    *,
     group: str,
     data,
     method: str = "REML",
@@ -296,6 +336,7 @@ def fit_levels(
     weights=None,
     sampling_weights=None,
     precision_weights: str | None = None,
+    stream: bool | None = None,
     tau=None,
     sigma2: float | None = None,
 ):
@@ -304,11 +345,16 @@ def fit_levels(
     fit_levels("mathach ~ 1 + cwc(ses)",
                {"Intercept": "sector + meanses + u", "ses": "sector + meanses + u"},
                group="school", data=hsb)
-    `level2_data`: a level-2 table or path joined on `group` (HLM's MDM step; `level2` holds the
-    level-2 equations here); `data` may be a path too. Weights as in `fit`: precision_weights=
-    (lme4's weights=) or sampling_weights= (HLM's weighting); a bare weights="w" is refused.
+    The level-2 equations are the second argument (or level2=, not both); the level-2 TABLE (HLM's
+    level-2 file, a path or table joined on `group`: HLM's MDM step) goes in `level2_data=`, e.g.
+    fit_levels(level1, {...}, group="school", data="stu.csv", level2_data="sch.csv"). `data` may be
+    a path too. Weights as in `fit`: precision_weights= (lme4's weights=) or sampling_weights=
+    (HLM's weighting); a bare weights="w" is refused. `stream=` as in `fit` (Parquet streamed in
+    row groups). cgm() of a level-2 variable in a level-2 equation centres it at its mean over the
+    units (HLM's grand mean of a level-2 predictor), not over the rows (`level_equations`).
     """
+    level2 = _level2_equations(equations, level2)
     return fit_spec(
-        parse_levels(level1, level2, group, columns=_column_names(data, level2_data)), data, method, tau, sigma2, level2_data, level2_missing, imputation, weights,
+        parse_levels(level1, level2, group, columns=_column_names(data, level2_data)), data, method, tau, sigma2, level2_data, level2_missing, imputation, weights, stream,
         sampling_weights=sampling_weights, precision_weights=precision_weights,
     )

@@ -160,7 +160,7 @@ def pass1(chunk: pd.DataFrame, spec: ModelSpec, variables: list[str], group: str
             continue
         check_derived_input(d, used.__getitem__)
         x = used[d.variables[0]].astype(float)
-        if d.kind == "group":
+        if d.kind == "group" or d.over_units:  # over_units: the mean of the units' means (cgm of a level-2 w)
             st.sums[d.name] = x.groupby(ids.to_numpy()).sum()
         else:
             st.grand[d.name] = (float(x.sum()), int(x.size))
@@ -291,6 +291,9 @@ def build(spec: ModelSpec, first: pd.DataFrame, stats: Pass1, source: str) -> tu
     counts = stats.counts.reindex(ids).to_numpy(dtype=float)
     group_means = {v: (s.reindex(ids).to_numpy(dtype=float) / counts) for v, s in stats.sums.items()}
     grand_means = {v: s / c for v, (s, c) in stats.grand.items()}
+    for d in spec.derived:  # cgm() of a level-2 predictor in level equations: over the units (`expressions`)
+        if d.kind == "grand" and d.over_units:
+            grand_means[d.name] = float(np.nanmean(group_means.pop(d.name)))
     levels = {v: sorted(lv) for v, lv in stats.levels.items() if v != spec.outcome}
     plan = Plan(spec, variables, group, ids, group_means, grand_means, levels)
     # one formulaic spec for every chunk: made on a frame holding every level of each text variable

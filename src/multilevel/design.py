@@ -32,6 +32,7 @@ from .weights import PrecisionWeights, SamplingWeights, ScaledWeights, check_pre
 from .weights import scale as scale_weights
 from .expressions import Derived, derived_state, derived_values
 from .spec import Centering, ModelSpec, term_factors
+from .level_equations import HLM_RANDOM_NAME, hlm_random_name_message
 
 INTERCEPT = "Intercept"
 
@@ -49,6 +50,9 @@ class Coefficient:
     columns: tuple[int, ...]
     predictors: tuple[str, ...]
     centering: Centering | None = None
+    #: per predictor: "grand" (cgm(), mean over the rows), "units" (cgm() of a level-2 variable in
+    #: level equations: mean over the units, HLM's) or "" (not centred)
+    predictor_centering: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -200,6 +204,8 @@ def _check_columns(spec: ModelSpec, data: pd.DataFrame) -> list[str]:
                     f"Column '{var}' (used in {role}) is not a column of the data: it is the data's index (the row "
                     f"labels). Make it a column with df.reset_index() (or df.reset_index(level='{var}')) and fit that."
                 )
+            if var in spec.level2 and HLM_RANDOM_NAME.match(var):
+                raise SpecificationError(hlm_random_name_message(var))
             raise DataError(
                 f"Column '{var}' (used in {role}) is not in the data." + close_matches(var, cols)
                 + f" The data have {len(cols)} columns: {preview(cols, 15)}."
@@ -226,6 +232,57 @@ def check_within(d: Derived, values: np.ndarray, raw: np.ndarray, group: str) ->
             f"cwc({v}): '{v}' is constant within every unit of '{group}' (a level-2 variable), so its within-unit "
             f"centred column is zero in every row. Use cgm({v}) (grand-mean centred) or {v} itself."
         )
+
+
+def partly_missing_level2(data: pd.DataFrame, l2: list[str], codes: np.ndarray, units: np.ndarray) -> list[tuple[str, str, int, int]]:
+    """(unit, variable, rows missing, rows) for each declared level-2 variable missing in some but
+    not all rows of a unit (rows without a unit id are not counted)."""
+    if not l2 or not codes.size:
+        return []
+    has = codes >= 0
+    J = len(units)
+    rows = np.bincount(codes[has], minlength=J)
+    labels = None
+    out = []
+    for v in l2:
+        miss = data[v].isna().to_numpy() & has
+        if not miss.any():
+            continue
+        k = np.bincount(codes[miss], minlength=J)
+        for j in np.flatnonzero((k > 0) & (k < rows)):
+            labels = labels or _labels(units)
+            out.append((labels[j], v, int(k[j]), int(rows[j])))
+    return out
+
+
+def check_random_slopes_vary(z_names, z_factors, codes: np.ndarray, n_groups: int, group: str) -> None:
+    """Refuse a random slope whose column is constant within every unit (a level-2 variable) beside
+    a random intercept: within unit j it adds z_j b_j to every row, which is a shift of the unit's
+    intercept, so the two variances (and their covariance) are not identified. The likelihood is
+    flat along a ridge; the optimiser stops anywhere on it (correlation -1, a negative Hessian
+    eigenvalue, NaN reliabilities). lme4 fits it without a word; HLM has no such model (a level-2
+    variable is not a level-1 coefficient). A column constant within most but not all units is
+    identified (by the units where it varies) and kept."""
+    if INTERCEPT not in z_names:
+        return
+    counts = np.bincount(codes, minlength=n_groups).astype(float)
+    multi = counts[codes] > 1  # a unit of one row says nothing either way
+    if not multi.any():
+        return
+    for name, factors in zip(z_names, z_factors):
+        if name == INTERCEPT:
+            continue
+        z = factors[0] if len(factors) == 1 else np.prod(np.vstack(factors), axis=0)
+        means = np.bincount(codes, weights=z, minlength=n_groups) / np.maximum(counts, 1.0)
+        scale = float(np.max(np.abs(z), initial=0.0))
+        if scale > 0 and np.max(np.abs(z - means[codes])[multi]) <= 1e-10 * scale:
+            raise DataError(
+                f"The random slope of '{name}' on '{group}': '{name}' is constant within every unit of '{group}' (a "
+                f"level-2 variable), so its random slope shifts each unit's outcome by a constant and cannot be told "
+                f"from the random intercept; its variance and correlation are not identified. Remove '{name}' from the "
+                f"random part (e.g. (1 | {group}) in a formula; no 'u' in its level-2 equation in fit_levels) and keep "
+                f"it as a fixed effect (a level-2 predictor of the intercept)."
+            )
 
 
 def _center(spec: ModelSpec, data: pd.DataFrame, codes: np.ndarray, n_groups: int, group: str = "") -> tuple[dict[str, np.ndarray], dict[str, object]]:
@@ -400,6 +457,13 @@ def _classify(
             coef_preds.setdefault(l1, []).append(l2)
             col += 1
     centre = spec.centering_map
+
+    def predictor_centering(w: str) -> str:
+        d = spec.derived_columns.get(w)
+        if d is None or d.kind != "grand":
+            return ""
+        return "units" if d.over_units else "grand"
+
     names = list(dict.fromkeys([*z_names, *coef_cols]))
     return tuple(
         Coefficient(
@@ -408,6 +472,7 @@ def _classify(
             columns=tuple(coef_cols.get(n, ())),
             predictors=tuple(coef_preds.get(n, ())),
             centering=centre.get(n),
+            predictor_centering=tuple(predictor_centering(w) for w in coef_preds.get(n, ())),
         )
         for n in names
     )
@@ -479,11 +544,28 @@ def build_design(
     declared = {v for expr in spec.level2 for v in spec.factor_variables(expr)}
     l2 = [v for v in variables if v != group and (v in set(level2_vars) or v in declared)]
     codes_in, units_in = unit_codes(column(group), group)
+    partial = partly_missing_level2(data, l2, codes_in, units_in)
+    if partial and level2_missing == "error":
+        shown = [f"{u} ({v}: missing in {k} of its {n} rows)" for u, v, k, n in partial]
+        raise DataError(
+            f"{len(partial)} unit{'s' if len(partial) > 1 else ''} of '{group}' {'have' if len(partial) > 1 else 'has'} a "
+            f"level-2 value missing in only some of its rows: {preview(shown)}. A level-2 variable is constant within "
+            "its unit, so a value missing in some rows only suggests a data problem (a bad merge, or a unit-level "
+            "value entered row by row): check those units. HLM refuses missing level-2 data; fill the values in, or "
+            "pass level2_missing='drop' to leave the whole unit out (all its rows; the data report lists them)."
+        )
     used, report, codes, uniques = select_rows(data, variables, group, l2, level2_missing, join, codes_in, units_in, missing, notes)
     # Row-level outputs carry the input's own index of the rows used; inside, rows are numbered 0..N-1.
     row_index = used.index
     if not (isinstance(row_index, pd.RangeIndex) and row_index.start == 0 and row_index.step == 1):
         used = used.reset_index(drop=True)
+    if partial:  # level2_missing="drop": the whole unit went (HLM's rule); say that only some rows lacked it
+        report = dataclasses.replace(report, notes=report.notes + tuple(
+            f"Unit {u} of '{group}': the level-2 variable '{v}' is missing in {k} of its {n} rows only (a level-2 "
+            f"variable should be constant within the unit: check the data); the whole unit ({n} rows) was dropped "
+            "under level2_missing='drop', HLM's rule."
+            for u, v, k, n in partial
+        ))
     if zero_weight:
         report = dataclasses.replace(report, n_rows_in=report.n_rows_in + zero_weight, zero_weight_rows=zero_weight)
     if report.n_rows_used == 0:
@@ -543,6 +625,7 @@ def build_design(
         z_names.extend(names)
         z_factors.extend(factors)
 
+    check_random_slopes_vary(z_names, z_factors, codes, J, group)
     coefficients = _classify(
         spec, structure, lambda v: _varying_groups(column(v), codes, _labels(uniques)), tuple(z_names),
         varies=lambda v: _varies(column(v), codes, J),

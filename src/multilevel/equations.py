@@ -9,6 +9,11 @@ from dataclasses import dataclass
 from .design import INTERCEPT, Coefficient
 
 CENTERING_WORDS = {"group": "centred around its group mean", "grand": "centred around the grand mean"}
+#: a level-2 predictor's centring (`Coefficient.predictor_centering`)
+PREDICTOR_CENTERING_WORDS = {
+    "grand": "centred around its grand mean over the rows",
+    "units": "centred around its grand mean over the units (each unit counted once, as HLM centres a level-2 predictor)",
+}
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,12 @@ def level_equations(outcome: str, coefficients: tuple[Coefficient, ...]) -> list
         lines.append("")
         # the column is named by its helper ("cwc(ses)"): say which variable it centres
         lines.extend(f"    {c.name} is {c.name[4:-1] if c.name[3:4] == '(' else c.name} {CENTERING_WORDS[c.centering]}." for c in centred)
+    # the level-2 predictors written cgm(w): HLM marks them too ('$'); which mean says the word
+    l2 = dict.fromkeys((w, k) for c in coefficients for w, k in zip(c.predictors, c.predictor_centering) if k)
+    if l2:
+        if not centred:
+            lines.append("")
+        lines.extend(f"    {w} is {w[4:-1] if w[3:4] == '(' else w} {PREDICTOR_CENTERING_WORDS[k]}." for w, k in l2)
     return lines
 
 

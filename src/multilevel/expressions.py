@@ -20,7 +20,10 @@ Allowed in a formula (lme4's meaning in every case):
 - `scale(x)`: (x - mean) / sd over the rows used (R's `scale`);
 - `C(x)` and `factor(x)` (the same): x as a categorical predictor;
 - `cwc(x)`: x centred within each unit (HLM's group-mean centring), column `cwc(x)`;
-  `cgm(x)`: x centred at the grand mean (HLM's grand-mean centring), column `cgm(x)`;
+  `cgm(x)`: x centred at the grand mean (HLM's grand-mean centring), column `cgm(x)`: the mean
+  over the rows used (what an lme4 user's `x - mean(x)` gives), except for a level-2 variable
+  written in a level-2 equation of `fit_levels`, which HLM centres at its mean over the units
+  (sum_j x_j / J, each unit counted once: `Derived.over_units`);
 - `offset(expr)` (fixed part only, a term of its own): added to the linear predictor with
   coefficient 1, as in R.
 
@@ -78,6 +81,9 @@ class Derived:
     expression: str = ""
     degree: int = 0
     raw: bool = True
+    #: cgm() of a level-2 variable in HLM's level-2 equations: centred at its mean over the units
+    #: (each unit counted once, HLM's grand mean of a level-2 predictor), not over the rows
+    over_units: bool = False
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -509,6 +515,13 @@ def derived_state(d: Derived, column: Callable[[str], np.ndarray], codes: np.nda
     if d.kind == "group":
         return np.bincount(codes, weights=x, minlength=n_groups) / np.bincount(codes, minlength=n_groups)
     if d.kind == "grand":
+        if d.over_units:
+            # HLM: a level-2 predictor's grand mean is over the J units, each counted once
+            # (sum_j x_j / J); x is constant within units (checked in `design._classify`), so it
+            # is the mean of the units' means. Over the rows, large units would weigh more.
+            counts = np.bincount(codes, minlength=n_groups)
+            means = np.bincount(codes, weights=x, minlength=n_groups)[counts > 0] / counts[counts > 0]
+            return float(means.mean())
         return float(x.mean())
     if d.kind == "scale":
         sd = float(x.std(ddof=1)) if x.size > 1 else 0.0

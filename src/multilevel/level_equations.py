@@ -19,12 +19,18 @@ is written
   right-hand side lists the level-2 predictors (an intercept G_q0 is implied; `0` removes it) and
   `u` makes the coefficient random. A coefficient that is random with no fixed effect is `"0 + u"`
   (HLM's `B1 = U1`). A coefficient left out of `level2` is fixed with only its G_q0 (`"1"`).
+- centring a level-2 predictor: `cgm(w)` in a level-2 equation centres w at its mean over the
+  units, each counted once (HLM's grand-mean centring of a level-2 variable: sum_j w_j / J);
+  in `ml.fit`, `cgm(w)` is w minus its mean over the rows (an lme4 user's `w - mean(w)`), so
+  the two differ when units have different sizes. The report marks such predictors '$'.
 
 The fixed part is the cross-level product of each coefficient with its level-2 predictors, in the
 order lme4 would list `(W1 + W2) * x`, so both ways of writing one model give the same spec.
 """
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Mapping
 
 from .errors import SpecificationError, close_matches
@@ -63,6 +69,19 @@ def _coefficient_key(key: str, coefs: list[str], derived: dict[str, Derived]) ->
 
 
 RANDOM_MARKERS = ("u", "random")
+#: HLM's names of the random effects (U0, U1, ...; u0 as some texts write them): here the marker is `u`
+HLM_RANDOM_NAME = re.compile(r"^[uU][0-9]+$")
+
+
+def hlm_random_name_message(name: str, coefficient: str | None = None) -> str:
+    """The message for HLM's U0/U1 notation written where this package reads the marker `u`."""
+    where = f" in the level-2 equation of '{coefficient}'" if coefficient else " in a level-2 equation"
+    return (
+        f"'{name}'{where} is HLM's notation for a random effect (U0 for the intercept's, U1 for the first slope's, ...) "
+        f"and is not a column of the data. Here every random effect is written 'u': e.g. "
+        "{'Intercept': 'sector + u', 'cwc(ses)': 'u'} (the name U_q is given in the report). A data column of that "
+        "name would be read as the column."
+    )
 
 
 def _check_level2_form(level1: str, level2) -> None:
@@ -147,8 +166,16 @@ def parse_levels(level1: str, level2: Mapping[str, str] | None, group: str, colu
     fixed: list[str] = []
     random_terms: list[str] = []
     level2_vars: set[str] = set()
+    known = None if columns is None else {str(c) for c in columns}
+    hlm_names: list[tuple[str, str]] = []
     for coef in coefs:
         parts = [p for p in split_top_level(equations[coef]) if p]
+        for p in parts:
+            if HLM_RANDOM_NAME.match(p.strip()) and (known is None or p.strip() not in known):
+                shown = "Intercept" if coef == "1" else coef
+                if known is not None:  # not a column: HLM's U_q, written where 'u' is meant
+                    raise SpecificationError(hlm_random_name_message(p.strip(), shown))
+                hlm_names.append((p.strip(), shown))
         is_random = any(p.lower() in RANDOM_MARKERS for p in parts)
         parts = [p for p in parts if p.lower() not in RANDOM_MARKERS]
         w_terms = read_terms(" + ".join(parts) if parts else "1", derived, f"the level-2 equation of '{coef}'", outcome=outcome)
@@ -160,6 +187,12 @@ def parse_levels(level1: str, level2: Mapping[str, str] | None, group: str, colu
                 fixed.append(w if coef == "1" else f"{w}:{coef}")
         if is_random:
             random_terms.append(coef)
+    # cgm() of a level-2 predictor: HLM's grand mean over the units, not over the rows (module doc)
+    for name, d in list(derived.items()):
+        if d.kind == "grand" and name in level2_vars and name not in coefs:
+            derived[name] = dataclasses.replace(d, over_units=True)
+    if not random_terms and hlm_names:
+        raise SpecificationError(hlm_random_name_message(*hlm_names[0]))
     if not random_terms:
         raise SpecificationError(
             "No level-1 coefficient is random: add 'u' to at least one level-2 equation, "

@@ -15,6 +15,8 @@ CENTRE_MARK = {"group": "*", "grand": "$"}
 CENTRE_NOTE = {
     "group": "'*' - This level-1 predictor has been centered around its group mean.",
     "grand": "'$' - This level-1 predictor has been centered around its grand mean.",
+    "level2-units": "'$' - This level-2 predictor has been centered around its grand mean (over the units, each counted once).",
+    "level2-grand": "'$' - This level-2 predictor has been centered around its grand mean over the rows (cgm() in a formula).",
 }
 
 
@@ -113,7 +115,10 @@ def _fixed_spec(fit: Fit) -> list[str]:
         for col in c.columns:
             g = labels[col]
             left = f" {mark}{coef_label(c.name, q):>22}" if first else " " * 24
-            lines.append(f"{left}   {_predictor_label(g.predictor):>12}, {g.label}")
+            pc = dict(zip(c.predictors, c.predictor_centering)).get(g.predictor, "")
+            if pc:
+                marks.add("level2-" + pc)  # HLM marks a grand-mean-centred level-2 predictor '$'
+            lines.append(f"{left}   {('$' if pc else '') + _predictor_label(g.predictor):>12}, {g.label}")
             first = False
     if marks:
         lines.append("")
