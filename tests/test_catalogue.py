@@ -1064,7 +1064,7 @@ case('bad-input: `fit.confint("profile")` where a bound cannot be located (a zer
 
 def _negative_chisq(_):
     f = ml.fit(M, small(), method="ML")
-    return ml.compare(f, ml.Deviance(f.deviance + 5, 5, "bigger", method="ML"))
+    return ml.compare(f, ml.Deviance(f.deviance + 5, 5, "bigger", method="ML", convention="lme4"))
 
 
 case("bad-input: `ml.compare` where the larger model has the higher deviance", "bad-input", _negative_chisq, "right",
@@ -1072,6 +1072,28 @@ case("bad-input: `ml.compare` where the larger model has the higher deviance", "
                 _assert(any("higher deviance" in n for n in c.notes), "note")))
 case("bad-input: `ml.compare(fit, ml.Deviance(d, k))`", "bad-input",
      lambda _: ml.compare(ml.fit(M, small()), ml.Deviance(4000.0, 5)), "error", names=("REML or ML", "method="))
+case("bad-input: `fit.homogeneity_test(min_df='10')`, `min_df=-1`", "bad-input",
+     lambda _: ml.fit(M, small()).homogeneity_test(min_df="10"), "error", names=("min_df must be a whole number", "'10'"))
+case("bad-input: `ml.compare` of entered deviances of mixed conventions", "bad-input",
+     lambda _: ml.compare(ml.Deviance(100.0, 2, "a"), ml.Deviance(90.0, 4, "b", convention="lme4")), "error",
+     names=("mix conventions", "convention="))
+case("bad-input: `ml.Deviance(d, k, convention='sas')`", "bad-input",
+     lambda _: ml.Deviance(100.0, 2, convention="sas"), "error", names=("convention must be 'hlm'", "'sas'"))
+case("bad-input: `ml.pseudo_r2(base, fit)` of fits to different rows, by REML and ML, or with different weights", "bad-input",
+     lambda _: ml.pseudo_r2(ml.fit("mathach ~ 1 + (1 | school)", small().iloc[:500]), ml.fit(M, small())), "error",
+     names=("different data", "pseudo-R2"))
+
+
+def _precision_df_advice(_):
+    d = small().assign(w=np.random.default_rng(3).uniform(0.5, 2, 600))
+    return ml.fit(M, d, precision_weights="w").coef_table(df="satterthwaite", se="CR0")
+
+
+case('bad-input: `fit.coef_table(df="satterthwaite", se="CR0")`', "bad-input", _precision_df_advice, "error",
+     names=("derived for the model-based covariance", "'between-within'"))
+case("bad-input: a residual file saved as .sav/.dta with column names SPSS/Stata do not accept", "bad-input",
+     lambda tmp: ml.fit("mathach ~ cwc(ses) + (1 | school)", small()).save_residuals(tmp / "r.dta", level=1), "warning",
+     names=("cwc(ses)", "cwc_ses", "variable labels"))
 case("bad-input: `ml.design_effect(icc=.3, cluster_size=0)`, `icc` outside [0, 1), `ml.effective_n(n_total=-5, ...)`", "bad-input",
      lambda _: ml.design_effect(icc=0.3, cluster_size=0), "error", names=("Cluster sizes", "1 or more"))
 case("bad-input: `ml.design_effect(icc=.3, cluster_size=0)`, `icc` outside [0, 1), `ml.effective_n(n_total=-5, ...)` (n_total)", "bad-input",

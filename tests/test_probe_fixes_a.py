@@ -206,7 +206,7 @@ def test_profile_bound_of_a_zero_sd_is_zero():
 # ----- 9. model comparison and effect-size helpers ------------------------------------------------
 def test_compare_says_when_the_chi_square_is_negative(hsb):
     f0 = ml.fit("mathach ~ 1 + (1|school)", hsb, method="ML")
-    c = ml.compare(f0, ml.Deviance(f0.deviance + 5, 4, "bigger", method="ML"))
+    c = ml.compare(f0, ml.Deviance(f0.deviance + 5, 4, "bigger", method="ML", convention="lme4"))
     assert c.table.loc["bigger", "chisq"] == pytest.approx(-5)
     assert np.isnan(c.table.loc["bigger", "p"])
     assert any("higher deviance" in n for n in c.notes)
@@ -217,7 +217,7 @@ def test_compare_refuses_a_fit_against_a_deviance_of_unknown_kind(hsb):
     f0 = ml.fit("mathach ~ 1 + (1|school)", hsb)
     with pytest.raises(SpecificationError, match="REML or ML"):
         ml.compare(f0, ml.Deviance(46502.9, 2))
-    ok = ml.compare(f0, ml.Deviance(f0.deviance - 3, 4, method="REML"))
+    ok = ml.compare(f0, ml.Deviance(f0.deviance - 3, 4, method="REML", convention="lme4"))
     assert ok.table["chisq"].dropna().iloc[0] == pytest.approx(3)
 
 

@@ -26,14 +26,34 @@ import scipy.stats
 from .errors import SpecificationError
 
 
+CONVENTIONS = ("hlm", "lme4")
+
+
 @dataclass(frozen=True)
 class Deviance:
-    """A deviance and its number of parameters, entered by hand (HLM's model comparison dialog)."""
+    """A deviance and its number of parameters, entered by hand (HLM's model comparison dialog).
+
+    `convention` says whose numbers they are, because the two differ by more than a constant:
+      "hlm" (default: what HLM prints, and what users copy from its output): HLM's deviance (lme4's
+          REMLcrit - log 2 pi under REML, -2 logL - log 2 pi under ML; `Fit.hlm_deviance`) and its
+          "Number of estimated parameters" (covariance parameters under REML, plus the gammas under
+          ML; `Fit.hlm_n_params`);
+      "lme4": lme4's deviance (`Fit.deviance`: REMLcrit or -2 logL) and its parameter count (all
+          parameters, fixed effects too; `Fit.n_params`).
+    Fits compared with it are put in its convention (compare())."""
 
     deviance: float
     n_params: int
     label: str = "entered"
     method: str | None = None
+    convention: str = "hlm"
+
+    def __post_init__(self) -> None:
+        if self.convention not in CONVENTIONS:
+            raise SpecificationError(
+                f"Deviance convention must be 'hlm' (HLM's printed deviance and its \"Number of estimated parameters\") "
+                f"or 'lme4' (fit.deviance and fit.n_params), not {self.convention!r}."
+            )
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,6 +95,29 @@ def _same_data(a, b) -> bool:
     return np.array_equal(da.y, db.y) and np.array_equal(da.codes, db.codes)
 
 
+def check_same_basis(fits, purpose: str) -> None:
+    """Refuse fits that are not of the same data, weights and method: `compare` (for a
+    likelihood-ratio test) and `pseudo_r2` (for a reduction in variance) need all three the same."""
+    described = {f.design.weights_description for f in fits}
+    if len(described) > 1:
+        raise SpecificationError(
+            "The models were fitted with different weights ("
+            + "; ".join(sorted(x or "no weights" for x in described))
+            + f"): their likelihoods are not comparable, so {purpose} is not either. Fit them with the same weights "
+            "(precision_weights= or sampling_weights=)."
+        )
+    for f in fits[1:]:
+        if not _same_data(fits[0], f):
+            raise SpecificationError(
+                f"The models were fitted to different data (different rows or outcome); {purpose} "
+                "needs the same rows. Fit them to the same data (drop missing values first)."
+            )
+    if len({f.method for f in fits}) > 1:
+        raise SpecificationError(
+            f"REML and ML fits cannot be compared ({purpose}); refit them by the same method (fit.refit('ML'))."
+        )
+
+
 def _same_fixed(a, b) -> bool:
     da, db = a.design, b.design
     if sorted(da.x_names) != sorted(db.x_names):
@@ -98,7 +141,14 @@ def _added_random_effect(small, big) -> int | None:
     return big.template.size - small.template.size
 
 
-def _fit_row(f, label: str) -> dict:
+def _fit_row(f, label: str, convention: str = "lme4") -> dict:
+    """A fit's row. In HLM's convention (beside an entered HLM deviance) its deviance and parameter
+    count are HLM's (`Fit.hlm_deviance`, `Fit.hlm_n_params`), with lme4's kept beside them."""
+    if convention == "hlm":
+        d, k = f.hlm_deviance, f.hlm_n_params
+        return {"model": label, "method": f.method, "n_obs": f.n_obs, "n_groups": f.n_groups,
+                "deviance": d, "n_params": k, "aic": d + 2 * k,
+                "deviance_lme4": f.deviance, "n_params_lme4": f.n_params}
     p_all = f.n_params
     p_sas = f.hlm_n_params
     return {
@@ -135,19 +185,7 @@ def compare(*models, refit: str | None = None, labels: list[str] | None = None, 
     labels = given or [m.label if isinstance(m, Deviance) else f"model {i + 1}" for i, m in enumerate(models)]
     fits = [m for m in models if not isinstance(m, Deviance)]
     notes: list[str] = []
-    described = {f.design.weights_description for f in fits}
-    if len(described) > 1:
-        raise SpecificationError(
-            "The models were fitted with different weights ("
-            + "; ".join(sorted(x or "no weights" for x in described))
-            + "): their likelihoods are not comparable. Fit them with the same precision_weights=."
-        )
-    for f in fits[1:]:
-        if not _same_data(fits[0], f):
-            raise SpecificationError(
-                "The models were fitted to different data (different rows or outcome); a likelihood-ratio "
-                "test needs the same rows. Fit them to the same data (drop missing values first)."
-            )
+    check_same_basis(fits, "a likelihood-ratio test")
     unknown = [m.label for m in models if isinstance(m, Deviance) and not m.method]
     if fits and unknown:
         # a REML criterion and a -2 log-likelihood differ by terms of the fixed effects' design: a
@@ -176,13 +214,32 @@ def compare(*models, refit: str | None = None, labels: list[str] | None = None, 
         models = tuple(m.refit("ML") if not isinstance(m, Deviance) else m for m in models)
         notes.append("REML fits with different fixed effects were refitted by ML for this comparison.")
 
+    # one convention for every row: a chi-square of an HLM deviance against an lme4 one (they differ
+    # by log 2 pi and count different parameters) would be silently wrong
+    entered = {m.convention for m in models if isinstance(m, Deviance)}
+    if len(entered) > 1:
+        raise SpecificationError(
+            "The entered deviances mix conventions ('hlm' and 'lme4'): HLM's deviance and parameter count differ from "
+            "lme4's (by log 2 pi, and HLM counts covariance parameters only under REML). Enter all of them from the same "
+            "program, with the same ml.Deviance(..., convention=...)."
+        )
+    convention = entered.pop() if entered else "lme4"
     rows = []
     for m, lab in zip(models, labels):
         if isinstance(m, Deviance):
             rows.append({"model": lab, "method": m.method or "", "deviance": m.deviance,
                          "n_params": m.n_params, "aic": m.deviance + 2 * m.n_params})
         else:
-            rows.append(_fit_row(m, lab))
+            rows.append(_fit_row(m, lab, convention))
+    if convention == "hlm":
+        notes.append(
+            "deviance and n_params: HLM's convention for every row (its printed deviance, lme4's minus log 2 pi, and its "
+            "\"Number of estimated parameters\", covariance parameters only under REML)"
+            + ("; the fits were converted to it (fit.hlm_deviance, fit.hlm_n_params; lme4's in deviance_lme4, "
+               "n_params_lme4). For lme4's numbers, enter ml.Deviance(..., convention='lme4')." if fits else ".")
+        )
+    elif any(isinstance(m, Deviance) for m in models):
+        notes.append("deviance and n_params: lme4's convention for every row (fit.deviance, fit.n_params: all parameters).")
     order = sorted(range(len(models)), key=lambda i: (rows[i]["n_params"], -rows[i]["deviance"]))
     models = [models[i] for i in order]
     rows = [rows[i] for i in order]
@@ -223,7 +280,9 @@ def compare(*models, refit: str | None = None, labels: list[str] | None = None, 
     table = pd.DataFrame(rows).set_index("model")
     if "p_mixture" not in table:
         table["p_mixture"] = np.nan
-    if fits:
+    if fits and convention == "hlm":
+        notes.append("aic: deviance + 2 n_params, in HLM's convention.")
+    elif fits:
         notes.append("aic/bic: lme4's convention (all parameters, BIC n = number of rows).")
         notes.append("aic_sas/bic_sas: SAS PROC MIXED's and HLM's (covariance parameters only under REML; BIC n = number of groups).")
     return ModelComparison(table, tuple(notes))

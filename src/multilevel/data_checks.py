@@ -114,6 +114,18 @@ def plain_column(col: pd.Series) -> pd.Series | None:
         return col.astype(np.float64) if dt == np.float16 else None
     if isinstance(dt, pd.StringDtype) and dt.na_value is not pd.NA:
         return None  # pandas' default text type ('str', NaN for missing) is handled as object text
+    if isinstance(dt, pd.ArrowDtype) and type(dt.pyarrow_dtype).__name__ == "DictionaryType":
+        # an Arrow dictionary column (dtype_backend="pyarrow"): a category, with its levels sorted
+        # when the dictionary is unordered (its order is that of first appearance), as text's are
+        values = col.to_numpy(dtype=object, na_value=np.nan)
+        levels = pd.unique(col.dropna().to_numpy(dtype=object))
+        ordered = bool(dt.pyarrow_dtype.ordered)
+        if not ordered:
+            try:
+                levels = sorted(levels)
+            except TypeError:
+                pass
+        return pd.Series(pd.Categorical(values, categories=levels, ordered=ordered), index=col.index, name=col.name)
     missing = bool(col.isna().any())
     if pd.api.types.is_bool_dtype(dt):
         values = col.to_numpy(dtype=float, na_value=np.nan) if missing else col.to_numpy(dtype=bool)
@@ -353,14 +365,24 @@ def check_values(
     return (data if converted is None else converted), missing, tuple(notes)
 
 
+def _id_labels(ids: pd.Series) -> np.ndarray:
+    """Unit ids as text, whole-number floats without a decimal point (`join.canonical_ids`), so that
+    messages and the data report write a unit the same way everywhere."""
+    from .join import canonical_ids
+
+    return canonical_ids(ids.reset_index(drop=True)).to_numpy(dtype=object)
+
+
 def level2_missing_units(data: pd.DataFrame, level2_vars: list[str], group: str) -> dict[str, tuple[str, ...]]:
     """{unit: level-2 variables missing for it}."""
     out: dict[str, list[str]] = {}
     has_id = data[group].notna().to_numpy()  # rows without an id are dropped for that, not here
+    # ids as the rest of the report prints them (a float id 1224.0 from a .sav file as 1224)
+    labels = _id_labels(data[group])
     for v in level2_vars:
         miss = data[v].isna().to_numpy() & has_id
-        for u in pd.unique(data[group].to_numpy()[miss]):
-            out.setdefault(str(u), []).append(v)
+        for u in pd.unique(labels[miss]):
+            out.setdefault(u, []).append(v)
     return {u: tuple(vs) for u, vs in out.items()}
 
 
@@ -402,7 +424,7 @@ def select_rows(
     keep = None
     by_var: tuple[tuple[str, int], ...] = ()
     if with_missing or l2_missing:
-        keep_l2 = ~data[group].astype(str).isin(set(l2_missing)).to_numpy() if l2_missing else np.ones(len(data), bool)
+        keep_l2 = ~pd.Series(_id_labels(data[group])).isin(set(l2_missing)).to_numpy() if l2_missing else np.ones(len(data), bool)
         miss = data[with_missing].isna().to_numpy() & keep_l2[:, None]
         keep = keep_l2 & ~miss.any(axis=1)
         by_var = tuple((v, int(miss[:, i].sum())) for i, v in enumerate(with_missing) if miss[:, i].any())

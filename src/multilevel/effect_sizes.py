@@ -94,6 +94,11 @@ def pseudo_r2(base, fit) -> pd.DataFrame:
 
     if not (isinstance(base, Fit) and isinstance(fit, Fit)):
         raise SpecificationError("pseudo_r2(base, fit) takes two fits (ml.fit(...)): the model with fewer predictors first.")
+    from .compare import check_same_basis
+
+    # variance components of different rows, weights or estimators differ for reasons other than the
+    # predictors added: the same refusals as compare()'s
+    check_same_basis([base, fit], "a proportion reduction in variance (pseudo-R2)")
     rows = {"level-1 (sigma2)": (base.sigma2, fit.sigma2)}
     tb, tf = base.tau, fit.tau
     for name in tb.index:

@@ -65,9 +65,13 @@ def resolve(fit, df: str | None, se: str | None) -> tuple[str, str]:
     if df not in DF_METHODS:
         raise SpecificationError(f"df={df!r} is not known; use one of {', '.join(DF_METHODS)}.")
     if df in _MODEL_ONLY and se != "model":
+        # the advice lists only the df valid for this fit: Bell-McCaffrey is refused above for
+        # precision weights (and for sampling weights, which never reach here with a model-only df)
+        valid = "df='hlm', 'residual', 'between-within' or 'infinite'"
+        if fit.design.precision_weights is None:
+            valid = "df='bell-mccaffrey' (or 'hlm', 'residual', 'between-within', 'infinite')"
         raise SpecificationError(
-            f"df={df!r} is derived for the model-based covariance; with se={se!r} use df='bell-mccaffrey' "
-            "(or 'hlm', 'residual', 'between-within', 'infinite')."
+            f"df={df!r} is derived for the model-based covariance; with se={se!r} use {valid}."
         )
     if df == "bell-mccaffrey" and se == "model":
         raise SpecificationError("df='bell-mccaffrey' belongs to the cluster-robust SEs: use se='CR2' (or 'CR0', 'CR1').")

@@ -104,6 +104,9 @@ def read(path: str | os.PathLike, *, value_labels: str = "categories", **kwargs)
         elif fmt in _PARQUET:
             _need("pyarrow", "parquet", "Parquet files")
             frame = read_parquet_lean(p) if not kwargs else pd.read_parquet(p, **kwargs)
+            import pyarrow.parquet as pq
+
+            frame = sort_dictionary_levels(frame, pq.read_schema(p))
         else:
             pyreadstat = _need("pyreadstat", "files", f"{fmt} files")
             reader = getattr(pyreadstat, _READSTAT[fmt])
@@ -240,6 +243,31 @@ def apply_value_labels(frame: pd.DataFrame, labels: dict) -> pd.DataFrame:
     return frame
 
 
+def sort_dictionary_levels(frame: pd.DataFrame, schema) -> pd.DataFrame:
+    """Unordered dictionary-encoded Arrow columns (pyarrow's dictionary_encode, Parquet dictionary
+    columns) as categories in sorted order, as text columns are (R's factor() on character data
+    sorts its levels too): the dictionary's order is that of first appearance, and the reference
+    level of a factor must not depend on the container or on the order of the rows. Columns that
+    were pandas Categoricals when written (Parquet's pandas metadata) keep their categories' order,
+    which their user chose; ordered dictionaries keep theirs."""
+    import pyarrow as pa
+
+    from_pandas = {
+        c.get("name") for c in (getattr(schema, "pandas_metadata", None) or {}).get("columns", [])
+        if c.get("pandas_type") == "categorical"
+    }
+    for field in schema:
+        name = field.name
+        if (pa.types.is_dictionary(field.type) and not field.type.ordered and name not in from_pandas
+                and name in frame.columns and isinstance(frame[name].dtype, pd.CategoricalDtype)):
+            try:
+                order = sorted(frame[name].cat.categories)
+            except TypeError:  # levels of mixed kinds have no sorted order: left as they are
+                continue
+            frame[name] = frame[name].cat.reorder_categories(order)
+    return frame
+
+
 def as_frame(data, what: str = "data") -> pd.DataFrame:
     """A pandas DataFrame from a path, a pandas/polars/pyarrow table or a dict of columns."""
     if isinstance(data, (str, os.PathLike)):
@@ -255,6 +283,8 @@ def as_frame(data, what: str = "data") -> pd.DataFrame:
             for name, dtype in schema.items():
                 if type(dtype).__name__ == "Categorical" and isinstance(frame[name].dtype, pd.CategoricalDtype):
                     frame[name] = frame[name].cat.reorder_categories(sorted(frame[name].cat.categories))
+        elif schema is not None and type(schema).__module__.startswith("pyarrow"):
+            frame = sort_dictionary_levels(frame, schema)
     elif isinstance(data, dict):
         frame = pd.DataFrame(data)
     else:

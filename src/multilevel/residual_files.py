@@ -22,6 +22,7 @@ lands on the right rows when rows were dropped; the level-2 file is indexed by t
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ import pandas as pd
 import scipy.stats
 
 from .design import INTERCEPT
-from .errors import DataError, SpecificationError, close_matches, preview
+from .errors import DataError, MultilevelWarning, SpecificationError, close_matches, preview
 
 
 def unit_ids(fit) -> np.ndarray:
@@ -87,6 +88,24 @@ def _full_level1_columns(fit) -> list[int]:
     return cols
 
 
+def _full_rank(G: np.ndarray) -> bool:
+    """Whether the cross-product matrix G = X_j'X_j of a unit's level-1 design has full rank, judged
+    on the scale-free G_s = D^-1/2 G D^-1/2 (D = diag G; columns scaled to unit length) with the
+    tolerance k * 1e3 * eps * the largest eigenvalue of G_s (numpy's matrix_rank rule, with room for
+    the rounding of G's shifted coordinates). On G itself the cut is
+    relative to the largest column, so a constant column (proportional to the intercept) of small
+    size passed in some units and not in others; on G_s it is the same for all (the 2 x 2 block of
+    a column and a multiple of it is [[1, 1], [1, 1]] whatever their sizes). A column that is all 0
+    in the unit is rank deficient."""
+    d = np.diag(G)
+    if not np.all(d > 0):
+        return False
+    r = 1.0 / np.sqrt(d)
+    Gs = G * r[:, None] * r[None, :]
+    ev = np.linalg.eigvalsh(Gs)
+    return bool(ev[0] > ev[-1] * len(d) * 1e3 * np.finfo(float).eps)
+
+
 def unit_level1_ols(fit) -> tuple[np.ndarray, np.ndarray, int]:
     """(RSS_j, f_j, Q) of each unit's OLS of y on the full level-1 model; f_j = n_j - Q - 1, and
     RSS is NaN for units whose design is not of full rank or has f_j <= 0."""
@@ -100,7 +119,7 @@ def unit_level1_ols(fit) -> tuple[np.ndarray, np.ndarray, int]:
     k = len(cols)
     rss = np.full(s.n_groups, np.nan)
     for j in range(s.n_groups):
-        if np.linalg.matrix_rank(G[j], hermitian=True) == k and s.n[j] > k:
+        if _full_rank(G[j]) and s.n[j] > k:
             b = np.linalg.solve(G[j], g[j])
             rss[j] = C[j, -1, -1] - g[j] @ b
     Q = k - 1 if INTERCEPT in fit.design.z_names else k
@@ -135,10 +154,19 @@ def mdist_chipct(fit) -> tuple[np.ndarray, np.ndarray]:
 def level2_predictors(fit) -> list[str]:
     """The level-2 predictors of the model (the W of the level-2 equations), as data columns."""
     names = []
+    columns = fit.design.frame.columns
     for c in fit.design.coefficients:
         for w in c.predictors:
             for part in w.split(":"):
-                if part != INTERCEPT and part in fit.design.frame.columns and part not in names:
+                if part == INTERCEPT:
+                    continue
+                if part not in columns:
+                    # a factor's contrast column (sector_lab[T.pub], C(sector_lab)[T.pub]): its data
+                    # column, whose value per unit (the level's text) goes into the file as a numeric
+                    # level-2 predictor's does
+                    m = re.fullmatch(r"(?:(?:C|factor)\((.+?)\)|(.+?))\[.*\]", part)
+                    part = next((g for g in m.groups() if g), part) if m else part
+                if part in columns and part not in names:
                     names.append(part)
     return names
 
@@ -278,8 +306,20 @@ def save(table: pd.DataFrame, path) -> Path:
     elif ext in (".sav", ".dta"):
         pyreadstat = _need("pyreadstat", "files", f"{ext} files")
         t = table.copy()
+        original = [str(c) for c in t.columns]
         t.columns = _safe_names(t.columns, 64 if ext == ".sav" else 32)
-        (pyreadstat.write_sav if ext == ".sav" else pyreadstat.write_dta)(t, str(p))
+        renamed = [(o, n) for o, n in zip(original, t.columns) if o != n]
+        # the original names go into the file as variable labels (SPSS/Stata show them), and the
+        # renaming is said: a column read back under another name must not pass unnoticed
+        labels = {n: o[:80] if ext == ".dta" else o for o, n in zip(original, t.columns)}
+        (pyreadstat.write_sav if ext == ".sav" else pyreadstat.write_dta)(t, str(p), column_labels=labels)
+        if renamed:
+            warnings.warn(
+                f"{len(renamed)} column name(s) are not valid {ext} variable names and were renamed in '{p.name}' "
+                f"(the original names are kept as variable labels): "
+                + preview([f"{o!r} -> {n!r}" for o, n in renamed], 30) + ".",
+                MultilevelWarning, stacklevel=3,
+            )
     else:
         raise SpecificationError(f"Cannot write '{p}': use .csv, .parquet, .sav or .dta.")
     return p
@@ -290,6 +330,11 @@ def homogeneity_test(fit, min_df: int = 10) -> dict:
     s_j^2 = RSS_j/f_j from the unit's OLS on the full level-1 model, f_j = n_j - Q - 1, over the
     units with f_j >= min_df; d_j = (ln s_j^2 - lbar)/sqrt(2/f_j), lbar = sum f_j ln s_j^2 / sum f_j;
     H = sum d_j^2 ~ chi2 with J' - 1 df."""
+    if isinstance(min_df, (bool, np.bool_)) or not isinstance(min_df, (int, np.integer)) or min_df < 1:
+        raise SpecificationError(
+            f"min_df must be a whole number of residual degrees of freedom, at least 1 (HLM uses 10); got {min_df!r}."
+        )
+    min_df = int(min_df)
     rss, f, Q = unit_level1_ols(fit)
     use = np.isfinite(rss) & (f >= min_df) & (rss > 0)
     if use.sum() < 2:
