@@ -35,7 +35,7 @@ scale as fit(x) against fit(a x) (rounding of a x is relative, 1e-16).
 Tolerances: the criterion to REL_DEV relative (1e-8); the estimates to REL_EST (1e-6) relative with
 an absolute floor of REL_EST x the scale of the quantity: for a fixed effect, max(|estimate|, its SE);
 for a covariance matrix, entry (i, k) against sqrt(tau_ii tau_kk) (i.e. correlations and SDs to 1e-6);
-for the EB residuals, REL_EST x max |u*| of the column. Order and labels: REL_ORDER (1e-10).
+for the EB residuals, REL_EST x max |u*| of the column. Order and labels: REL_ORDER (1e-10) on the criterion, REL_ORDER_EST (1e-7) on the estimates.
 """
 from __future__ import annotations
 
@@ -53,6 +53,11 @@ import multilevel as ml
 REL_DEV = 1e-8
 REL_EST = 1e-6
 REL_ORDER = 1e-10
+#: the estimates under a new row order or new unit labels: the sums over rows and units run in
+#: another order, so the optimum moves by rounding; where the likelihood is flat (a few units,
+#: variances near 0) that reaches ~1e-8 (random sweeps found 1.1e-9 and 1.5e-8 on SEs of ML
+#: fits of 8 units). Still 10x stricter than the issue's 1e-6.
+REL_ORDER_EST = 1e-7
 
 # derandomize: the same examples on every run (a test that fails, fails every time); no shrinking,
 # so that a failing run stays within the time budget (the first failing example is printed).
@@ -401,11 +406,11 @@ def same(what: str, got: Snap, want: Snap, ranef_want: np.ndarray | None = None)
     fits_ok(what, got, want)
     close_deviance(what, got.deviance, want.deviance, REL_ORDER)
     assert got.names == want.names, f"{what}: fixed-effect names {got.names} != {want.names}"
-    close(f"{what}: fixed effects", got.beta, want.beta, REL_ORDER, REL_ORDER * np.maximum(np.abs(want.beta), want.se))
-    close(f"{what}: standard errors", got.se, want.se, REL_ORDER, 0.0)
-    close_cov(f"{what}: tau", got.tau, want.tau, REL_ORDER)
-    close(f"{what}: sigma2", got.sigma2, want.sigma2, REL_ORDER, 0.0)
-    close_ranef(what, got.ranef, want.ranef.to_numpy() if ranef_want is None else ranef_want, REL_ORDER)
+    close(f"{what}: fixed effects", got.beta, want.beta, REL_ORDER_EST, REL_ORDER_EST * np.maximum(np.abs(want.beta), want.se))
+    close(f"{what}: standard errors", got.se, want.se, REL_ORDER_EST, 0.0)
+    close_cov(f"{what}: tau", got.tau, want.tau, REL_ORDER_EST)
+    close(f"{what}: sigma2", got.sigma2, want.sigma2, REL_ORDER_EST, 0.0)
+    close_ranef(what, got.ranef, want.ranef.to_numpy() if ranef_want is None else ranef_want, REL_ORDER_EST)
 
 
 @pytest.mark.parametrize("method", METHODS)
