@@ -265,17 +265,14 @@ def check_random_slopes_vary(z_names, z_factors, codes: np.ndarray, n_groups: in
     identified (by the units where it varies) and kept."""
     if INTERCEPT not in z_names:
         return
-    counts = np.bincount(codes, minlength=n_groups).astype(float)
-    multi = counts[codes] > 1  # a unit of one row says nothing either way
-    if not multi.any():
-        return
     for name, factors in zip(z_names, z_factors):
-        if name == INTERCEPT:
+        if name == INTERCEPT or not factors:
             continue
         z = factors[0] if len(factors) == 1 else np.prod(np.vstack(factors), axis=0)
-        means = np.bincount(codes, weights=z, minlength=n_groups) / np.maximum(counts, 1.0)
-        scale = float(np.max(np.abs(z), initial=0.0))
-        if scale > 0 and np.max(np.abs(z - means[codes])[multi]) <= 1e-10 * scale:
+        z = np.ascontiguousarray(z, dtype=float)
+        # the compiled early-stopping test (`kernels.varies`): a few rows when the column varies
+        varies = kernel("varies")(codes, z, np.empty(n_groups), np.zeros(n_groups, dtype=np.bool_), 1e-10)
+        if not varies and float(np.max(np.abs(z), initial=0.0)) > 0:
             raise DataError(
                 f"The random slope of '{name}' on '{group}': '{name}' is constant within every unit of '{group}' (a "
                 f"level-2 variable), so its random slope shifts each unit's outcome by a constant and cannot be told "
