@@ -314,21 +314,25 @@ def _profile(fit, level: float, which: str) -> pd.DataFrame:
 FAR = 1e4
 
 
+def _offset_in_sds(total: np.ndarray, i0: int, c: int, shift: float) -> float:
+    """|mean| / SD of column c of the data, from totals of the shifted columns (column c shifted
+    by `shift`; i0 the column of ones): 0 when it does not vary."""
+    n = total[i0, i0]
+    if n <= 0:
+        return 0.0
+    m_int = total[c, i0] / n  # the shifted column's mean (about 0)
+    var = total[c, c] / n - m_int * m_int
+    return abs(shift + m_int) / np.sqrt(var) if var > 0 else 0.0
+
+
 def _far_from_zero(fit) -> str:
     """The first fixed-effect column whose mean exceeds FAR of its SD ('' if none)."""
-    coords, s = fit.coordinates, fit.summaries
+    coords, XtX = fit.coordinates, fit.summaries.XtX_total
     i0 = coords.intercept
     if i0 is None:
         return ""
-    XtX = s.XtX_total
-    n = XtX[i0, i0]
     for c, name in enumerate(fit.design.x_names):
-        if c == i0 or n <= 0:
-            continue
-        m_int = XtX[c, i0] / n  # the internal column's mean (about 0)
-        var = XtX[c, c] / n - m_int * m_int
-        mean = coords.shift[c] + m_int
-        if var > 0 and abs(mean) > FAR * np.sqrt(var):
+        if c != i0 and _offset_in_sds(XtX, i0, c, coords.shift[c]) > FAR:
             return f"'{name}'"
     return ""
 
@@ -342,17 +346,9 @@ def _slope_far_from_zero(fit) -> bool:
     coords, s = fit.coordinates, fit.summaries
     if coords.z_identity:
         return False
-    tot, i0 = s._total, coords.z_intercept
-    n = tot[i0, i0]
-    for c in range(s.q):
-        m = coords.z_shift[c]
-        if c == i0 or m == 0 or n <= 0:
-            continue
-        m_int = tot[c, i0] / n
-        var = tot[c, c] / n - m_int * m_int
-        if var > 0 and abs(m + m_int) > FAR_SLOPE * np.sqrt(var):
-            return True
-    return False
+    i0 = coords.z_intercept
+    return any(c != i0 and coords.z_shift[c] != 0 and _offset_in_sds(s._total, i0, c, coords.z_shift[c]) > FAR_SLOPE
+               for c in range(s.q))
 
 
 def fixed_summaries(s: GroupSummaries, k: int, b: float) -> GroupSummaries:

@@ -90,7 +90,6 @@ class Check:
     min_eigenvalue: float
     decrease: float
     gradient_norm: float
-    step: float = 0.0  # the largest element of the Newton step H^-1 g over the free parameters
     hessian: np.ndarray | None = None  # the difference Hessian (made positive) over `hessian_idx`
     hessian_idx: np.ndarray | None = None
     idx: np.ndarray | None = None  # the free (off-bound) parameters: where Newton steps may go
@@ -127,14 +126,12 @@ def check_optimum(fun, theta: np.ndarray, lower: np.ndarray) -> Check:
         return Check(False, f"the Hessian is not positive semidefinite (smallest eigenvalue {wmin:.3g}): a saddle point",
                      wmin, np.nan, gnorm)
     gi = np.where(at_bound[idx], 0.0, g[idx])  # on the bound with zero gradient: curvature only
-    newton = np.linalg.lstsq(_positive(H), gi, rcond=None)[0]
-    decrease = 0.5 * float(gi @ newton)
-    step = float(np.max(np.abs(newton), initial=0.0))
+    decrease = 0.5 * float(gi @ np.linalg.lstsq(_positive(H), gi, rcond=None)[0])
     if not decrease <= max(DECREASE_TOL, 1e-14 * scale):
         return Check(False, f"a Newton step would still lower the deviance by {decrease:.3g} (max |gradient| {gnorm:.3g})",
                      wmin, decrease, gnorm)
     return Check(True, f"max |gradient| {gnorm:.2g}, Newton decrement {decrease:.2g}, Hessian positive "
-                 f"{'definite' if wmin > 0 else 'semidefinite'} (smallest eigenvalue {wmin:.3g})", wmin, decrease, gnorm, step,
+                 f"{'definite' if wmin > 0 else 'semidefinite'} (smallest eigenvalue {wmin:.3g})", wmin, decrease, gnorm,
                  _positive(H), idx, idx[~at_bound[idx]])
 
 
@@ -166,9 +163,9 @@ class ZFrame:
         tot = s._total
         i0 = template.intercept
         N = float(tot[i0, i0]) if i0 is not None else float(s.total_weight)
+        correlated = _correlated_blocks(template)
         for block in template.blocks or (tuple(range(q)),):
-            n_theta = sum(1 for r in template.rows if r in block)
-            full = n_theta == len(block) * (len(block) + 1) // 2 and len(block) > 1
+            full = block in correlated
             for c in block:
                 if c == i0:
                     continue
@@ -184,9 +181,8 @@ class ZFrame:
                 if m:
                     S[i0, c] = -m * scale
         if reverse:
-            for block in template.blocks:
-                if len(block) > 1 and sum(1 for r in template.rows if r in block) == len(block) * (len(block) + 1) // 2:
-                    S[:, list(block)] = S[:, list(block[::-1])]
+            for block in correlated:
+                S[:, list(block)] = S[:, list(block[::-1])]
         if np.array_equal(S, np.eye(q)):
             return cls(S, s, template)
         k = s.C.shape[1]
@@ -298,13 +294,8 @@ def optimize_theta(
     given = None if start is None else frame.to_internal(np.asarray(start, dtype=float))
     theta, res, polished = _search(fun, si, template, given)
     result = check_optimum(fun, theta, lower) if check else None
-    if result is not None and result.ok and result.step > 0:
-        g = fun(theta)[1]
-        idx = result.idx
-        pos = np.searchsorted(result.hessian_idx, idx)
-        newton = np.linalg.lstsq(result.hessian[np.ix_(pos, pos)], g[idx], rcond=None)[0] if idx.size else np.zeros(0)
-        if np.any(np.abs(newton) > POLISH_STEP * (np.abs(theta[idx]) + 1e-3)):
-            theta = _newton_finish(fun, theta, lower, result)
+    if result is not None and result.ok:
+        theta = _newton_finish(fun, theta, lower, result)
     if result is not None and not result.ok:
         # another start, and the best point found: a saddle or a stop far from the optimum
         tried = [(fun(theta)[0], theta, res, polished, result)]
@@ -315,7 +306,7 @@ def optimize_theta(
                 break
         best = min(tried, key=lambda t: (not t[4].ok, t[0] if np.isfinite(t[0]) else np.inf))
         _, theta, res, polished, result = best
-    if result is not None and result.ok and _on_boundary(theta, template) and _has_correlated_term(template):
+    if result is not None and result.ok and _on_boundary(theta, template) and _correlated_blocks(template):
         # A boundary point (a variance, or 1 - |correlation|, at 0) can be a local minimum of one
         # Cholesky parameterisation only: the map from theta to tau is singular there. Check it
         # in the reverse column order too, and search on from there when it is not a minimum.
@@ -343,7 +334,7 @@ def optimize_theta(
         converged=bool(converged),
         return_code=int(res.status) if converged else max(int(res.status), 3),
         message=message,
-        history=tuple((tuple(frame.to_original(np.array(t)).tolist()) if frame.identity is False and np.isfinite(dv) else t, dv) for t, dv in history),
+        history=tuple((tuple(frame.to_original(np.array(t)).tolist()) if not frame.identity and np.isfinite(dv) else t, dv) for t, dv in history),
         gradient_norm=float(np.max(np.abs(free_g), initial=0.0)),
         boundary=template.boundary(theta_out),
         checked=result is not None,
@@ -356,13 +347,17 @@ def optimize_theta(
 
 def _newton_finish(fun, theta: np.ndarray, lower: np.ndarray, check: Check, steps: int = 2) -> np.ndarray:
     """Newton steps over the checked point's free parameters with the check's Hessian (no new
-    difference Hessian), each kept only if the deviance does not rise beyond its rounding."""
-    d0, g0 = fun(theta)
+    difference Hessian), each kept only if the deviance does not rise beyond its rounding; none
+    when every element of the first step is below POLISH_STEP of its theta (+ 1e-3)."""
     idx = check.idx
     if idx is None or idx.size == 0:
         return theta
+    d0, g0 = fun(theta)
     pos = np.searchsorted(check.hessian_idx, idx)  # both sorted: idx is a subset
     sub = check.hessian[np.ix_(pos, pos)]
+    first = np.linalg.lstsq(sub, g0[idx], rcond=None)[0]
+    if not np.any(np.abs(first) > POLISH_STEP * (np.abs(theta[idx]) + 1e-3)):
+        return theta  # pinned down already
     for _ in range(steps):
         taken = _newton_step(fun, theta, d0, g0, sub, idx, lower, 1e-13)
         if taken is None:
@@ -394,8 +389,10 @@ def _on_boundary(theta: np.ndarray, template: LambdaTemplate) -> bool:
     return bool(np.any(template.is_diagonal & (np.abs(theta) < 1e-6)))
 
 
-def _has_correlated_term(template: LambdaTemplate) -> bool:
-    return any(len(b) > 1 for b in template.blocks)
+def _correlated_blocks(template: LambdaTemplate) -> list[tuple[int, ...]]:
+    """The terms with correlated random effects: more than one column, every covariance a parameter."""
+    return [b for b in template.blocks
+            if len(b) > 1 and sum(1 for r in template.rows if r in b) == len(b) * (len(b) + 1) // 2]
 
 
 #: the moment start uses at most this many units
