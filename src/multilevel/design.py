@@ -269,10 +269,7 @@ def check_random_slopes_vary(z_names, z_factors, codes: np.ndarray, n_groups: in
         if name == INTERCEPT or not factors:
             continue
         z = factors[0] if len(factors) == 1 else np.prod(np.vstack(factors), axis=0)
-        z = np.ascontiguousarray(z, dtype=float)
-        # the compiled early-stopping test (`kernels.varies`): a few rows when the column varies
-        varies = kernel("varies")(codes, z, np.empty(n_groups), np.zeros(n_groups, dtype=np.bool_), 1e-10)
-        if not varies and float(np.max(np.abs(z), initial=0.0)) > 0:
+        if not _array_varies(z, codes, n_groups, 1e-10) and float(np.max(np.abs(z), initial=0.0)) > 0:
             raise DataError(
                 f"The random slope of '{name}' on '{group}': '{name}' is constant within every unit of '{group}' (a "
                 f"level-2 variable), so its random slope shifts each unit's outcome by a constant and cannot be told "
@@ -320,9 +317,15 @@ def _varies(values: pd.Series, codes: np.ndarray, n_groups: int) -> bool:
     level-1 variable this stops after a few rows (`kernels.varies`)."""
     # (the rows used have no missing values)
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-        x = np.ascontiguousarray(values.to_numpy(dtype=float))
-        return bool(kernel("varies")(codes, x, np.empty(n_groups), np.zeros(n_groups, dtype=np.bool_), 1e-12))
+        return _array_varies(values.to_numpy(dtype=float), codes, n_groups, 1e-12)
     return bool(_varying_groups(values, codes, tuple(str(i) for i in range(n_groups))))
+
+
+def _array_varies(x: np.ndarray, codes: np.ndarray, n_groups: int, tol: float) -> bool:
+    """Whether x differs within some unit by more than `tol` relative (`kernels.varies`: the
+    compiled early-stopping test, a few rows when it does)."""
+    x = np.ascontiguousarray(x, dtype=float)
+    return bool(kernel("varies")(codes, x, np.empty(n_groups), np.zeros(n_groups, dtype=np.bool_), tol))
 
 
 def _varying_groups(values: pd.Series, codes: np.ndarray, labels: tuple[str, ...]) -> list[str]:
