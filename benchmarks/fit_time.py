@@ -4,9 +4,8 @@
 """
 from __future__ import annotations
 
-from _timing import best_of
-
 import multilevel as ml
+from _timing import best_of
 
 MODELS = {
     "M1": "mathach ~ 1 + (1 | school)",

@@ -11,9 +11,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from _timing import best_of
-
 import multilevel as ml
+from _timing import best_of
 
 FORMULA = "mathach ~ (sector + meanses) * cses + (cses | school)"
 

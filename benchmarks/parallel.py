@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 import multilevel as ml
-import multilevel.api as api
+import multilevel.interfaces.api as api
 from multilevel.parallel import default_jobs
 
 HERE = Path(__file__).resolve().parent

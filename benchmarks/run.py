@@ -252,7 +252,7 @@ def main() -> None:
         results[n] = {}
         for peer in wanted:
             reason = skip_reason(peer, n, have_r)
-            if reason and (not args.no_skip or peer == "lme4" and have_r):
+            if reason and (not args.no_skip or (peer == "lme4" and have_r)):
                 results[n][peer] = {"skipped": reason}
                 continue
             if peer == "lme4":

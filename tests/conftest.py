@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +12,7 @@ import multilevel as ml
 
 ROOT = Path(__file__).resolve().parents[1]
 REFS = ROOT / "refs" / "hsb"
-DATA = Path(__file__).resolve().parent / "data"
+DATA = Path(__file__).resolve().parent / "fixtures"
 
 #: lme4 formula of each reference model (refs/README_shared.md; S4 is the seminar's section 4).
 MODELS = {
@@ -25,22 +25,22 @@ MODELS = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def ref(model: str) -> dict:
     return json.loads((REFS / f"{model}.json").read_text())
 
 
-@lru_cache(maxsize=None)
+@cache
 def hlm_printed() -> dict:
     return json.loads((DATA / "hlm_printed.json").read_text())
 
 
-@lru_cache(maxsize=None)
+@cache
 def hsb() -> pd.DataFrame:
     return ml.datasets.hsb()
 
 
-@lru_cache(maxsize=None)
+@cache
 def fitted(model: str, method: str) -> ml.Fit:
     return ml.fit(MODELS[model], hsb(), method=method)
 

@@ -8,23 +8,24 @@
 from __future__ import annotations
 
 import importlib
+
 TYPE_CHECKING = False  # (not typing.TYPE_CHECKING: importing typing alone costs more than the rest)
 
 # Names are loaded on first use (PEP 562), so `import multilevel` costs milliseconds; pandas, scipy
 # and formulaic load with the first `ml.fit`, numba with its first compiled loop.
 _WHERE = {
     "datasets": None,
-    "fit": "api", "fit_levels": "api", "fit_spec": "api", "levels": "api",
-    "Deviance": "compare", "compare": "compare",
-    "design_effect": "effect_sizes", "effective_n": "effect_sizes", "pseudo_r2": "effect_sizes",
-    "true_intercept_variance": "effect_sizes",
+    "fit": "interfaces.api", "fit_levels": "interfaces.api", "fit_spec": "interfaces.api", "levels": "interfaces.api",
+    "Deviance": "inference.compare", "compare": "inference.compare",
+    "design_effect": "diagnostics.effect_sizes", "effective_n": "diagnostics.effect_sizes", "pseudo_r2": "diagnostics.effect_sizes",
+    "true_intercept_variance": "diagnostics.effect_sizes",
     "DataError": "errors", "MultilevelError": "errors", "MultilevelWarning": "errors", "SpecificationError": "errors",
-    "parse_formula": "formula",
-    "PooledFit": "imputation", "pool": "imputation",
-    "read": "reading",
-    "Fit": "results",
-    "ModelSpec": "spec", "RandomTerm": "spec",
-    "SamplingWeights": "weights", "Weights": "weights",
+    "parse_formula": "model.formula",
+    "PooledFit": "interfaces.imputation", "pool": "interfaces.imputation",
+    "read": "data.reading",
+    "Fit": "interfaces.fit",
+    "ModelSpec": "model.spec", "RandomTerm": "model.spec",
+    "SamplingWeights": "data.weights", "Weights": "data.weights",
 }
 
 
@@ -44,26 +45,26 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from . import datasets
-    from .api import fit, fit_levels, fit_spec, levels
-    from .compare import Deviance, compare
-    from .effect_sizes import design_effect, effective_n, pseudo_r2, true_intercept_variance
-    from .errors import DataError, MultilevelError, MultilevelWarning, SpecificationError
-    from .formula import parse_formula
-    from .imputation import PooledFit, pool
-    from .reading import read
-    from .results import Fit
-    from .spec import ModelSpec, RandomTerm
-    from .weights import SamplingWeights, Weights
+    from multilevel import datasets
+    from multilevel.data.reading import read
+    from multilevel.data.weights import SamplingWeights, Weights
+    from multilevel.diagnostics.effect_sizes import design_effect, effective_n, pseudo_r2, true_intercept_variance
+    from multilevel.errors import DataError, MultilevelError, MultilevelWarning, SpecificationError
+    from multilevel.inference.compare import Deviance, compare
+    from multilevel.interfaces.api import fit, fit_levels, fit_spec, levels
+    from multilevel.interfaces.fit import Fit
+    from multilevel.interfaces.imputation import PooledFit, pool
+    from multilevel.model.formula import parse_formula
+    from multilevel.model.spec import ModelSpec, RandomTerm
 
 __all__ = [
     "DataError",
     "Deviance",
     "Fit",
     "ModelSpec",
-    "PooledFit",
     "MultilevelError",
     "MultilevelWarning",
+    "PooledFit",
     "RandomTerm",
     "SamplingWeights",
     "SpecificationError",

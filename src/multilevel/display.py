@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+
 def _table_text(t: pd.DataFrame | pd.Series) -> str:
     frame = t.to_frame() if isinstance(t, pd.Series) else t
     with pd.option_context("display.width", 200, "display.max_columns", 50, "display.max_rows", 200):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import DataError, SpecificationError
+from multilevel.errors import DataError, SpecificationError
 
 
 def output_path(path, what: str = "The file"):

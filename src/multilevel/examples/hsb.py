@@ -29,7 +29,7 @@ def model4(method: str = "REML") -> ml.Fit:
     )
 
 
-#: HLM 6.08's printed REML estimates of model 4 in the seminar (tests/data/hlm_printed.json): tau,
+#: HLM 6.08's printed REML estimates of model 4 in the seminar (tests/fixtures/hlm_printed.json): tau,
 #: sigma2 and HLM's deviance. These are HLM's numbers, transcribed, not ours.
 HLM6_MODEL4 = {"tau": [[2.37996, 0.19058], [0.19058, 0.14892]], "sigma2": 36.70313, "deviance": 46501.875643}
 

@@ -1,0 +1,501 @@
+"""What goes into a fit and what is left out: the checks of the input values, the missing-data
+rules, and the `DataReport` every fit carries.
+
+Rules (HLM's, made explicit):
+  * Level 1: rows with a missing value in any of the model's variables are dropped (listwise),
+    counted per variable; units left with no rows are listed.
+  * Level 2: a missing value of a level-2 variable (one from the level-2 table, or declared
+    level-2 in the level equations) is refused by default, listing the units and variables, as
+    HLM refuses it; `level2_missing="drop"` drops those units instead and lists them.
+  * Units of one row are allowed and listed; data where every unit has one row are refused, as
+    lme4 refuses them (the level-1 and level-2 variances cannot be told apart).
+  * Rows without a unit id (missing, or blank text) are dropped listwise and counted, as lme4's
+    model frame drops them; they never make a unit of their own.
+Column types: pandas' extension types (nullable Int64/Float64/boolean, `string`, Arrow-backed
+columns of `dtype_backend="pyarrow"`) and float16 are made plain numpy columns first
+(`plain_dtypes`), pd.NA counted as missing. A text column is a factor (treatment contrasts, as a
+character column in R), also when its values look like numbers; the data report says so.
+The bad-input catalogue (docs/bad-input.md) is checked here too: ids of mixed kinds, a variable
+with no value at all, text in a numeric column, infinite values, an outcome with one value.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from multilevel.data.join import JoinReport, check_single_values, id_kind, mixed_id_error, normalise_ids
+from multilevel.errors import DataError, MultilevelWarning, preview
+
+_NUMBER = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
+_DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d*,\d+\s*$")
+#: a text predictor with more levels than this (and than 10% of the rows) is refused as a factor
+MAX_LEVELS = 50
+
+
+@dataclass(frozen=True)
+class DataReport:
+    """What went into a fit and what was left out, and why."""
+
+    n_rows_in: int
+    n_rows_used: int
+    dropped_by_variable: tuple[tuple[str, int], ...]  # rows with a missing value, per variable
+    n_units_in: int
+    n_units_used: int
+    units_dropped: tuple[str, ...]  # units all of whose rows were dropped
+    level2_dropped: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (unit, its missing level-2 variables)
+    unmatched_level1_ids: tuple[str, ...] = ()  # level-1 units without a level-2 row, dropped
+    unmatched_level1_rows: int = 0
+    level2_rows_without_units: tuple[str, ...] = ()  # level-2 rows no level-1 row refers to
+    singleton_units: tuple[str, ...] = ()  # units with one row used
+    source: str = ""
+    zero_weight_rows: int = 0  # rows with level-1 weight 0, dropped
+    notes: tuple[str, ...] = ()  # what reading the files did (e.g. labels kept as numbers)
+
+    @property
+    def n_rows_dropped(self) -> int:
+        return self.n_rows_in - self.n_rows_used
+
+    def __str__(self) -> str:
+        lines = []
+        if self.source:
+            lines.append(f"Data: {self.source}")
+        lines += [
+            f"Level-1 rows: {self.n_rows_used} used of {self.n_rows_in}"
+            + (f" ({self.n_rows_dropped} dropped)" if self.n_rows_dropped else ""),
+            f"Level-2 units: {self.n_units_used} used of {self.n_units_in}"
+            + (f" ({len(self.units_dropped)} left with no rows: {preview(self.units_dropped)})" if self.units_dropped else ""),
+        ]
+        for var, n in self.dropped_by_variable:
+            lines.append(f"  missing in '{var}': {n} rows (dropped listwise)")
+        if self.zero_weight_rows:
+            lines.append(f"  level-1 weight 0: {self.zero_weight_rows} rows dropped (they carry no information)")
+        if self.level2_dropped:
+            lines.append(
+                f"  {len(self.level2_dropped)} units dropped for missing level-2 values: "
+                + preview([f"{u} ({', '.join(v)})" for u, v in self.level2_dropped])
+            )
+        if self.unmatched_level1_ids:
+            lines.append(
+                f"  {len(self.unmatched_level1_ids)} level-1 units with no level-2 row dropped "
+                f"({self.unmatched_level1_rows} rows): {preview(self.unmatched_level1_ids)}"
+            )
+        if self.level2_rows_without_units:
+            lines.append(
+                f"  {len(self.level2_rows_without_units)} level-2 rows have no level-1 rows (not used): "
+                + preview(self.level2_rows_without_units)
+            )
+        if self.singleton_units:
+            lines.append(f"  {len(self.singleton_units)} units have a single row: {preview(self.singleton_units)}")
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    __repr__ = __str__  # in a REPL or notebook too: the report, not the fields
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return f"<pre>{html.escape(str(self))}</pre>"
+
+
+def plain_column(col: pd.Series) -> pd.Series | None:
+    """The column with a numpy dtype, or None when it has one already (or is a category).
+
+    nullable integers -> int64 (float64 with NaN when some are missing); nullable floats and
+    float16 -> float64 (pd.NA -> NaN); nullable booleans -> bool (float64 0/1 with NaN when some
+    are missing: the same numeric column formulaic makes of a bool); `string` and Arrow text ->
+    object of str (NaN for missing). Arrow-backed columns (dtype_backend="pyarrow") alike."""
+    dt = col.dtype
+    if isinstance(dt, pd.CategoricalDtype):
+        return None
+    if isinstance(dt, np.dtype):
+        return col.astype(np.float64) if dt == np.float16 else None
+    if isinstance(dt, pd.StringDtype) and dt.na_value is not pd.NA:
+        return None  # pandas' default text type ('str', NaN for missing) is handled as object text
+    if isinstance(dt, pd.ArrowDtype) and type(dt.pyarrow_dtype).__name__ == "DictionaryType":
+        # an Arrow dictionary column (dtype_backend="pyarrow"): a category, with its levels sorted
+        # when the dictionary is unordered (its order is that of first appearance), as text's are
+        values = col.to_numpy(dtype=object, na_value=np.nan)
+        levels = pd.unique(col.dropna().to_numpy(dtype=object))
+        ordered = bool(dt.pyarrow_dtype.ordered)
+        if not ordered:
+            try:
+                levels = sorted(levels)
+            except TypeError:
+                pass
+        return pd.Series(pd.Categorical(values, categories=levels, ordered=ordered), index=col.index, name=col.name)
+    missing = bool(col.isna().any())
+    if pd.api.types.is_bool_dtype(dt):
+        values = col.to_numpy(dtype=float, na_value=np.nan) if missing else col.to_numpy(dtype=bool)
+    elif pd.api.types.is_integer_dtype(dt):
+        values = col.to_numpy(dtype=float, na_value=np.nan) if missing else col.to_numpy(dtype=np.int64)
+    elif pd.api.types.is_float_dtype(dt):
+        values = col.to_numpy(dtype=np.float64, na_value=np.nan)
+    elif pd.api.types.is_string_dtype(dt):
+        values = col.to_numpy(dtype=object, na_value=np.nan)
+    else:
+        return None
+    return pd.Series(values, index=col.index, name=col.name)
+
+
+def check_duplicate_columns(frame: pd.DataFrame, what: str = "data") -> None:
+    """Two columns of one name: a model could not say which it means."""
+    dup = frame.columns[frame.columns.duplicated()]
+    if len(dup):
+        names = list(dict.fromkeys(str(c) for c in dup))
+        raise DataError(
+            f"The {what} have more than one column named {preview([repr(n) for n in names])}. Rename or drop the "
+            "duplicates (e.g. df.loc[:, ~df.columns.duplicated()]) so that each name means one column."
+        )
+
+
+def plain_dtypes(frame: pd.DataFrame, columns=None) -> pd.DataFrame:
+    """The frame with `columns` (default: all) of numpy dtypes (`plain_column`); the same object
+    when nothing needed converting, else a shallow copy (attrs kept)."""
+    check_duplicate_columns(frame)
+    out = None
+    for c in frame.columns if columns is None else columns:
+        new = plain_column(frame[c])
+        if new is not None:
+            if out is None:
+                out = frame.copy(deep=False)
+                out.attrs = dict(frame.attrs)
+            out[c] = new
+    return frame if out is None else out
+
+
+def _all_text(col: pd.Series) -> bool:
+    """Whether every non-missing value is a string (a text column, not numbers with some text)."""
+    if pd.api.types.is_string_dtype(col.dtype) and not pd.api.types.is_object_dtype(col.dtype):
+        return True
+    return all(isinstance(x, str) for x in col.dropna())
+
+
+def _numeric_looking_text(col: pd.Series) -> tuple[bool, dict[str, list[int]]]:
+    """(True, {bad text: rows}) when most values of a text column are numbers."""
+    if pd.api.types.is_numeric_dtype(col) or isinstance(col.dtype, pd.CategoricalDtype):
+        return False, {}
+    v = col.dropna()
+    if len(v) == 0:
+        return False, {}
+    text = v.astype(str)
+    is_num = text.str.match(_NUMBER)
+    if is_num.mean() < 0.5 or is_num.all():
+        return bool(is_num.all()), {}
+    bad: dict[str, list[int]] = {}
+    for idx, t in text[~is_num].items():
+        bad.setdefault(t, []).append(int(col.index.get_loc(idx)))
+    return True, bad
+
+
+def _check_kind(col: pd.Series, v: str, is_outcome: bool) -> None:
+    """Dates, durations and complex numbers are not numbers a model can use as they are: say what
+    they are and how to convert them (rather than calling a date column text, or numpy dropping
+    the imaginary part)."""
+    dt = col.dtype
+    sample = col.dropna()
+    first = sample.iloc[0] if len(sample) else None
+    role = "The outcome" if is_outcome else "The predictor"
+    if (isinstance(dt, np.dtype) and dt.kind == "M") or isinstance(dt, pd.DatetimeTZDtype) or (
+        pd.api.types.is_object_dtype(dt) and len(sample) and all(isinstance(x, (pd.Timestamp, np.datetime64)) for x in sample)
+    ):
+        raise DataError(
+            f"{role} '{v}' is a date/time column (e.g. {first}), not a number. Convert it to a number of your "
+            f"chosen unit, e.g. days since a date: df['{v}_days'] = (df['{v}'] - pd.Timestamp('{pd.Timestamp(first).date()}')).dt.days, "
+            f"or years: df['{v}'].dt.year; then use that column."
+        )
+    if (isinstance(dt, np.dtype) and dt.kind == "m") or (
+        pd.api.types.is_object_dtype(dt) and len(sample) and all(isinstance(x, (pd.Timedelta, np.timedelta64)) for x in sample)
+    ):
+        raise DataError(
+            f"{role} '{v}' is a duration column (e.g. {first}), not a number. Convert it to a number of your "
+            f"chosen unit, e.g. days: df['{v}_days'] = df['{v}'].dt.total_seconds() / 86400; then use that column."
+        )
+    if pd.api.types.is_complex_dtype(dt) or (pd.api.types.is_object_dtype(dt) and any(isinstance(x, complex) for x in sample)):
+        raise DataError(
+            f"{role} '{v}' holds complex numbers (e.g. {first}): a linear mixed model needs real numbers. Use their "
+            f"real part (df['{v}'].to_numpy().real) or their modulus (abs), as you mean."
+        )
+
+
+def missing_and_infinite(col: pd.Series) -> tuple[int, int]:
+    """(missing, infinite) values of a column; one compiled pass for float columns."""
+    dt = col.dtype
+    if isinstance(dt, np.dtype) and dt.kind in "iub":
+        return 0, 0
+    if isinstance(dt, np.dtype) and dt.kind == "f":
+        from multilevel.numerics.kernels import kernel
+
+        nan, inf = kernel("nonfinite")(np.ascontiguousarray(col.to_numpy()))
+        return int(nan), int(inf)
+    nan = int(col.isna().sum())
+    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col) and nan < len(col):
+        return nan, int(np.isinf(col.to_numpy(dtype=float, na_value=np.nan)).sum())
+    return nan, 0
+
+
+def check_values(
+    data: pd.DataFrame, variables: list[str], outcome: str, group: str, column=None
+) -> tuple[pd.DataFrame, dict[str, int], tuple[str, ...]]:
+    """The bad-input catalogue, before any row is dropped. Returns the data (a copy when a column
+    was changed: extension dtypes made plain, blank ids made missing, numbers written as text in
+    an object column of numbers converted), the number of missing values of each variable (for
+    `select_rows`), and notes for the data report (text predictors that look like numbers, which
+    stay factors, as in R)."""
+    column = column or data.__getitem__
+    check_single_values(column(group), group, "The id column")
+    kind = id_kind(column(group))
+    if kind == "mixed":
+        raise mixed_id_error(column(group), group, "the data")
+    converted = None
+    notes: list[str] = []
+
+    def replace(v: str, values: pd.Series) -> pd.Series:
+        nonlocal converted
+        if converted is None:
+            converted = data.copy(deep=False)
+            converted.attrs = dict(data.attrs)
+        converted[v] = values
+        return values
+
+    for v in variables:
+        if v != group:
+            check_single_values(column(v), v, "The outcome" if v == outcome else "The variable")
+            _check_kind(column(v), v, v == outcome)
+        plain = plain_column(column(v))
+        if plain is not None:
+            replace(v, plain)
+    if pd.api.types.is_bool_dtype(column(outcome)) and outcome != group:
+        # R's model frame takes TRUE/FALSE as 1/0 (lm(y ~ x) with a logical y): so do we, and say
+        # so; a 0/1 outcome then gets `warn_outcome_kind`'s warning
+        replace(outcome, column(outcome).astype(np.float64))
+        column = converted.__getitem__
+        notes.append(f"The outcome '{outcome}' is True/False: taken as 1/0 (as R does).")
+    ids0 = column(group)
+    if ids0.dtype.kind == "f" and ids0.notna().any() and float(np.nanmax(np.abs(ids0.to_numpy()))) >= 2**53:
+        notes.append(
+            f"'{group}' holds ids of {len(str(int(np.nanmax(np.abs(ids0.to_numpy())))))} digits stored as floating-point "
+            "numbers, which keep only about 16 digits: ids that differ only beyond that may have been read as the same unit. "
+            f"Read the column as integers or text (e.g. pd.read_csv(..., dtype={{'{group}': str}}))."
+        )
+    if converted is not None:
+        column = converted.__getitem__
+    ids, blank = normalise_ids(column(group))
+    if ids is not column(group):
+        replace(group, ids)
+        column = converted.__getitem__
+    if blank:
+        notes.append(f"{blank} rows have a blank id in '{group}': counted as missing ids (those rows are dropped).")
+    missing: dict[str, int] = {}
+    for v in variables:
+        col = column(v)
+        n_missing, n_infinite = missing_and_infinite(col)
+        missing[v] = n_missing
+        if n_missing == len(col):
+            raise DataError(
+                f"'{v}' has no value in any of the {len(col)} rows (all missing). Drop it from the model or "
+                "check how the file was read (a misspelt missing-value code, a wrong separator)."
+            )
+        if v == group:
+            continue
+        if not pd.api.types.is_numeric_dtype(col) and not isinstance(col.dtype, pd.CategoricalDtype):
+            text = col.dropna().astype(str)
+            if len(text) and text.str.match(_DECIMAL_COMMA).mean() > 0.5:
+                raise DataError(
+                    f"'{v}' holds numbers written with decimal commas (e.g. {text.iloc[0]!r}). Read the file with "
+                    "decimal=',' (e.g. ml.read(path, sep=';', decimal=','))."
+                )
+        numeric_text, bad = _numeric_looking_text(col)
+        if bad:
+            examples = "; ".join(f"{t!r} (row{'s' if len(r) > 1 else ''} {preview(r, 3)})" for t, r in list(bad.items())[:4])
+            raise DataError(
+                f"'{v}' is a column of numbers with some text in it: {examples}"
+                + (f" and {len(bad) - 4} other texts" if len(bad) > 4 else "")
+                + ". Make those entries missing (e.g. read with na_values=[...], or pd.to_numeric(..., errors='coerce')) "
+                "or correct them."
+            )
+        text_column = not pd.api.types.is_numeric_dtype(col) and not isinstance(col.dtype, pd.CategoricalDtype)
+        if v == outcome and text_column and (_all_text(col) or not numeric_text):
+            example = preview([repr(x) for x in pd.unique(col.dropna())[:3]], 3)
+            raise DataError(
+                f"The outcome '{v}' is not numeric: it is text (values like {example}). A linear mixed model needs a "
+                "numeric outcome: "
+                + (f"convert it, e.g. df['{v}'] = pd.to_numeric(df['{v}']) (errors='coerce' makes unreadable entries "
+                   "missing)." if numeric_text else "code it as numbers if a numeric outcome is meant.")
+            )
+        if numeric_text and not _all_text(col):
+            # an object column of numbers, some of them written as text ("3" beside 3.5): numbers
+            col = replace(v, pd.to_numeric(col))
+            column = converted.__getitem__
+            n_missing, n_infinite = missing_and_infinite(col)
+            missing[v] = n_missing
+            notes.append(f"'{v}' mixes numbers and numbers written as text: all were read as numbers.")
+        elif v != outcome and text_column:
+            levels = col.nunique(dropna=True)
+            if levels > MAX_LEVELS and levels > 0.1 * len(col) and numeric_text:
+                raise DataError(
+                    f"'{v}' is text whose values look like numbers ({preview([repr(x) for x in pd.unique(col.dropna())[:3]], 3)}), "
+                    f"with {levels} different values in {len(col)} rows. Text is a factor (as in R): it would make "
+                    f"{levels - 1} fixed-effect columns. For a numeric effect convert it: df['{v}'] = pd.to_numeric(df['{v}'])."
+                )
+            if levels > MAX_LEVELS and levels > 0.1 * len(col):
+                raise DataError(
+                    f"'{v}' is text with {levels} different values in {len(col)} rows; as a factor it would make "
+                    f"{levels - 1} fixed-effect columns. If it holds numbers, convert it (pd.to_numeric); if it is an "
+                    "id, use it as the grouping factor instead."
+                )
+            if numeric_text:
+                # R's rule: a character column is a factor, whatever its values look like
+                shown = sorted(map(str, pd.unique(col.dropna())), key=lambda t: float(t))
+                notes.append(
+                    f"'{v}' is text whose values look like numbers ({preview(shown, 4)}): it was treated as a factor "
+                    f"({levels} levels, treatment contrasts), as R does. For a numeric effect convert it: "
+                    f"df['{v}'] = pd.to_numeric(df['{v}'])."
+                )
+        if n_infinite:
+            inf = np.isinf(col.to_numpy(dtype=float, na_value=np.nan))
+            if inf.any():
+                rows = np.flatnonzero(inf).tolist()
+                raise DataError(
+                    f"'{v}' has {len(rows)} infinite value{'s' if len(rows) > 1 else ''} (row{'s' if len(rows) > 1 else ''} "
+                    f"{preview(rows)}). Replace them by missing values, or correct them."
+                )
+    return (data if converted is None else converted), missing, tuple(notes)
+
+
+def _id_labels(ids: pd.Series) -> np.ndarray:
+    """Unit ids as text, whole-number floats without a decimal point (`join.canonical_ids`), so that
+    messages and the data report write a unit the same way everywhere."""
+    from multilevel.data.join import canonical_ids
+
+    return canonical_ids(ids.reset_index(drop=True)).to_numpy(dtype=object)
+
+
+def level2_missing_units(data: pd.DataFrame, level2_vars: list[str], group: str) -> dict[str, tuple[str, ...]]:
+    """{unit: level-2 variables missing for it}."""
+    out: dict[str, list[str]] = {}
+    has_id = data[group].notna().to_numpy()  # rows without an id are dropped for that, not here
+    # ids as the rest of the report prints them (a float id 1224.0 from a .sav file as 1224)
+    labels = _id_labels(data[group])
+    for v in level2_vars:
+        miss = data[v].isna().to_numpy() & has_id
+        for u in pd.unique(labels[miss]):
+            out.setdefault(u, []).append(v)
+    return {u: tuple(vs) for u, vs in out.items()}
+
+
+def select_rows(
+    data: pd.DataFrame,
+    variables: list[str],
+    group: str,
+    level2_vars: list[str],
+    level2_missing: str,
+    join: JoinReport | None,
+    codes: np.ndarray,
+    units: np.ndarray,
+    missing: dict[str, int] | None = None,
+    notes: tuple[str, ...] = (),
+) -> tuple[pd.DataFrame, DataReport, np.ndarray, np.ndarray]:
+    """Apply the level-2 and level-1 missing-data rules (module doc). `codes` number the rows'
+    units 0..len(units)-1 (-1: no id; those rows are dropped listwise, counted under the id
+    column). Returns the rows used (with the input's own row index), the report, and the codes
+    and units of the rows used (units without rows left are dropped from both)."""
+    if level2_missing not in ("error", "drop"):
+        raise DataError(f"level2_missing must be 'error' or 'drop', not {level2_missing!r}.")
+    missing = dict(missing or {})
+    if codes.size and codes.min() < 0:
+        missing[group] = int((codes < 0).sum())
+
+    def has_missing(v: str) -> bool:
+        return missing[v] > 0 if v in missing else bool(data[v].hasnans)
+
+    l2 = [v for v in level2_vars if v in variables and has_missing(v)]
+    l2_missing = level2_missing_units(data, l2, group) if l2 else {}
+    if l2_missing and level2_missing == "error":
+        raise DataError(
+            f"{len(l2_missing)} units have missing level-2 values: "
+            + preview([f"{u} ({', '.join(v)})" for u, v in l2_missing.items()])
+            + ". HLM refuses missing level-2 data; fill them in, or pass level2_missing='drop' to leave those "
+            "units out (the data report lists them)."
+        )
+    with_missing = [v for v in variables if has_missing(v)]
+    keep = None
+    by_var: tuple[tuple[str, int], ...] = ()
+    if with_missing or l2_missing:
+        keep_l2 = ~pd.Series(_id_labels(data[group])).isin(set(l2_missing)).to_numpy() if l2_missing else np.ones(len(data), bool)
+        miss = data[with_missing].isna().to_numpy() & keep_l2[:, None]
+        keep = keep_l2 & ~miss.any(axis=1)
+        by_var = tuple((v, int(miss[:, i].sum())) for i, v in enumerate(with_missing) if miss[:, i].any())
+    kept_codes = codes if keep is None else codes[keep]
+    sizes = np.bincount(kept_codes, minlength=len(units))
+    has_rows = sizes > 0
+    dropped_units = tuple(str(u) for u in units[~has_rows] if str(u) not in l2_missing)
+    report = DataReport(
+        n_rows_in=len(data) + (join.unmatched_level1_rows if join else 0),
+        n_rows_used=int(kept_codes.size),
+        dropped_by_variable=by_var,
+        n_units_in=len(units) + (len(join.unmatched_level1_ids) if join else 0),
+        n_units_used=int(has_rows.sum()),
+        units_dropped=dropped_units,
+        level2_dropped=tuple(l2_missing.items()),
+        unmatched_level1_ids=join.unmatched_level1_ids if join else (),
+        unmatched_level1_rows=join.unmatched_level1_rows if join else 0,
+        level2_rows_without_units=join.units_without_level1_rows if join else (),
+        singleton_units=tuple(sorted(str(u) for u in units[sizes == 1])),
+        source=str(data.attrs.get("source", "")),
+        notes=tuple(data.attrs.get("read_notes", ())) + tuple(notes),
+    )
+    if keep is None:
+        return data, report, codes, units
+    if not has_rows.all():
+        renumber = np.cumsum(has_rows) - 1
+        kept_codes = renumber[kept_codes]
+    return data.loc[keep], report, kept_codes.astype(np.intp, copy=False), units[has_rows]
+
+
+def check_units(n_units: int, n_rows: int, group: str) -> None:
+    """lme4's check (checkNlevels): each grouping factor needs fewer levels than observations.
+    When every unit has one row, a unit's random intercept and its row's residual are the same
+    quantity: tau00 and sigma2 are not identified (only their sum is)."""
+    if n_units >= n_rows:
+        raise DataError(
+            f"Every unit of '{group}' has a single row ({n_units} units, {n_rows} rows used): the level-2 and "
+            "level-1 variances cannot be told apart (lme4: 'number of levels of each grouping factor must be < "
+            "number of observations'). Check the grouping column (is it a row id?), or fit a one-level "
+            "regression."
+        )
+
+
+def warn_outcome_kind(y: np.ndarray, outcome: str) -> None:
+    """A warning (`MultilevelWarning`) when the outcome looks binary (only 0 and 1) or like a count
+    (whole numbers >= 0, 0 among them, median <= 10): a linear model's normal residuals and
+    unbounded predictions do not fit such data; a generalized model (logistic, Poisson; lme4's
+    glmer) does. Generalized models are planned; until then the linear fit is returned."""
+    import warnings
+
+    if y.size == 0 or y.min() < 0 or not np.all(np.floor(y) == y):
+        return
+    values = np.unique(y)
+    if values.size == 2 and values[0] == 0 and values[1] == 1:
+        kind, model = "binary (only 0 and 1)", "a logistic mixed model (lme4's glmer(family = binomial))"
+    elif values[0] == 0 and values.size > 2 and np.median(y) <= 10:
+        kind, model = "a count (whole numbers from 0)", "a Poisson or negative-binomial mixed model (lme4's glmer)"
+    else:
+        return
+    warnings.warn(
+        f"The outcome '{outcome}' looks {kind}: a linear mixed model treats it as normal and continuous, so its "
+        f"standard errors and predictions may mislead. {model[0].upper() + model[1:]} is the usual choice; "
+        "multilevel does not fit generalized models yet (they are planned). The linear fit is returned.",
+        MultilevelWarning,
+        stacklevel=4,
+    )
+
+
+def check_outcome(y: np.ndarray, outcome: str) -> None:
+    if y.size and y.min() == y.max():
+        raise DataError(
+            f"The outcome '{outcome}' takes a single value ({y[0]:g}) in every row used: there is no "
+            "variation to model. Check the outcome column and the rows selected."
+        )

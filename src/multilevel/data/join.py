@@ -1,0 +1,194 @@
+"""Joining a level-1 table and a level-2 table on the unit id, as HLM's MDM step does.
+
+Checks, each with a message that names the ids or the variable:
+  * the id column is in both tables and neither mixes numbers and text; ids are compared as text
+    (whole numbers without a decimal point: 1224, 1224.0 and "1224" match; text ids without
+    surrounding spaces, blank text is a missing id: `normalise_ids`, which a plain fit applies too);
+    the joined table keeps the level-1 table's own ids, so that the fit sees them as a plain fit
+    of the same level-1 table would;
+  * duplicate ids in the level-2 table: refused;
+  * level-1 ids with no level-2 row: refused (listed), or those rows dropped and reported with
+    `level2_missing="drop"`;
+  * level-2 rows with no level-1 rows: reported, not an error;
+  * a variable in both tables: it must agree with the level-2 value in every row (then one copy
+    is kept); otherwise refused, naming the variable and units.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from multilevel.errors import DataError, preview
+
+
+@dataclass(frozen=True)
+class JoinReport:
+    level2_variables: tuple[str, ...]
+    level2_rows: int
+    units_without_level1_rows: tuple[str, ...]
+    unmatched_level1_ids: tuple[str, ...]  # dropped (level2_missing="drop")
+    unmatched_level1_rows: int
+
+
+def id_kind(values: pd.Series) -> str:
+    """'number', 'text' or 'mixed' for an id column (missing values ignored)."""
+    if pd.api.types.is_numeric_dtype(values):
+        return "number"
+    if pd.api.types.is_string_dtype(values.dtype) and not pd.api.types.is_object_dtype(values.dtype):
+        return "text" if values.notna().any() else "number"
+    v = values.dropna()
+    if len(v) == 0:
+        return "number"
+    kinds = {"number" if isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) else "text" for x in v}
+    return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
+def mixed_id_error(values: pd.Series, column: str, where: str) -> DataError:
+    v = values.dropna()
+    nums = [x for x in v if isinstance(x, (int, float, np.integer, np.floating))]
+    texts = [x for x in v if isinstance(x, str)]
+    return DataError(
+        f"The id column '{column}' in {where} mixes numbers ({preview(pd.unique(pd.Series(nums)).tolist(), 3)}) "
+        f"and text ({preview([repr(t) for t in pd.unique(pd.Series(texts))], 3)}). Ids must be of one kind: "
+        f"convert the column, e.g. df['{column}'] = df['{column}'].astype(str)."
+    )
+
+
+def check_single_values(values: pd.Series, column: str, role: str) -> None:
+    """A cell must hold one value: a list, tuple, set, dict or array in an object column (e.g. a
+    column built from zip() or a groupby().agg(list)) is refused, naming the rows; pandas would
+    otherwise fail on them (unhashable) or take them as missing."""
+    if not pd.api.types.is_object_dtype(values.dtype):
+        return
+    bad = [i for i, x in enumerate(values.to_numpy()) if isinstance(x, (list, tuple, set, frozenset, dict, np.ndarray, pd.Series))]
+    if bad:
+        first = values.iloc[bad[0]]
+        raise DataError(
+            f"{role} '{column}' holds {type(first).__name__}s, not single values (row{'s' if len(bad) > 1 else ''} "
+            f"{preview(bad, 5)}; e.g. {first!r}). Each cell must hold one "
+            + (f"id (a number or a text): make one value of each cell (e.g. df['{column}'] = df['{column}'].astype(str))."
+               if role.startswith("The id") else
+               f"number: split the column into several columns (e.g. pd.DataFrame(df['{column}'].tolist(), index=df.index)).")
+        )
+
+
+def normalise_ids(values: pd.Series) -> tuple[pd.Series, int]:
+    """Unit ids as every fit takes them (a plain fit and a level-2 join alike): text ids lose
+    surrounding spaces (a padded CSV field " 12" is the unit "12"), and blank text ('' or spaces)
+    is a missing id, never a unit of its own; numbers, dates, times and booleans are unchanged
+    (whole-number floats get integer labels in `design.unit_codes`). Returns (ids, number of
+    blank ids made missing): the same Series when nothing changed."""
+    if isinstance(values.dtype, pd.CategoricalDtype) or id_kind(values) != "text":
+        return values, 0
+    if not (pd.api.types.is_object_dtype(values.dtype) or pd.api.types.is_string_dtype(values.dtype)):
+        return values, 0  # datetime64, timedelta64, period ...: one value per cell, nothing to strip
+    if pd.api.types.is_object_dtype(values.dtype) and not all(isinstance(x, str) for x in values.dropna()):
+        # an object column of other single values (dates, Decimal ...): only the text among them is stripped
+        stripped = values.map(lambda x: x.strip() if isinstance(x, str) else x)
+    else:
+        stripped = values.str.strip()
+    blank = stripped.eq("").fillna(False).to_numpy(dtype=bool)
+    changed = (stripped != values).fillna(False).to_numpy(dtype=bool) & values.notna().to_numpy()
+    if not changed.any() and not blank.any():
+        return values, 0
+    return stripped.where(~blank), int(blank.sum())
+
+
+def canonical_ids(values: pd.Series) -> pd.Series:
+    """Ids as text, with whole numbers written without a decimal point (3.0 -> '3'), so that a
+    numeric id in one file matches a text id in the other (text: `normalise_ids`)."""
+    if pd.api.types.is_bool_dtype(values):
+        return values.map(lambda x: x if pd.isna(x) else str(bool(x)))  # True/False, as `design._labels`
+    if pd.api.types.is_numeric_dtype(values):
+        return values.map(lambda x: x if pd.isna(x) else (str(int(x)) if float(x).is_integer() else repr(float(x))))
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        values = values.astype(object)
+    # datetime64 and timedelta64 columns give pandas' Timestamp/Timedelta, whose str() is the label
+    # `design._labels` gives the units, so that streamed chunks find their units by label
+    return normalise_ids(values)[0].map(lambda x: x if pd.isna(x) else str(x))
+
+
+def join_level2(level1: pd.DataFrame, level2: pd.DataFrame, group: str, level2_missing: str = "error") -> tuple[pd.DataFrame, JoinReport]:
+    for name, frame in (("level-1", level1), ("level-2", level2)):
+        if group not in frame.columns:
+            raise DataError(
+                f"The unit id '{group}' is not a column of the {name} table; both tables need it to be joined. "
+                f"The {name} table has: {preview([str(c) for c in frame.columns], 15)}."
+            )
+        if id_kind(frame[group]) == "mixed":
+            raise mixed_id_error(frame[group], group, f"the {name} table")
+    ids1 = canonical_ids(level1[group])
+    ids2 = canonical_ids(level2[group])
+    if ids2.isna().any():
+        rows = np.flatnonzero(ids2.isna().to_numpy())
+        raise DataError(f"The level-2 table has rows without a unit id '{group}' (rows {preview(rows.tolist())}); fill them in or drop them.")
+    dup = ids2[ids2.duplicated(keep=False)]
+    if len(dup):
+        raise DataError(
+            f"The level-2 table has {dup.nunique()} unit id(s) on more than one row ({preview(pd.unique(dup).tolist())}). "
+            "Each unit needs exactly one level-2 row: remove the duplicates."
+        )
+    known = set(ids2)
+    unmatched_mask = ~ids1.isin(known) & ids1.notna()
+    unmatched = tuple(pd.unique(ids1[unmatched_mask]).tolist())
+    if unmatched and (level2_missing != "drop" or len(unmatched) == ids1.nunique()):
+        hint = ""
+        if len(unmatched) == ids1.nunique():
+            hint = (
+                f" No id matches at all: the level-1 ids look like {preview(pd.unique(ids1.dropna()).tolist(), 3)} and the "
+                f"level-2 ids like {preview(pd.unique(ids2).tolist(), 3)}. Check leading zeros, and read labelled ids "
+                "with value_labels='codes'."
+            )
+        raise DataError(
+            f"{len(unmatched)} unit id(s) of the level-1 table have no row in the level-2 table "
+            f"({preview(unmatched)}; {int(unmatched_mask.sum())} level-1 rows)."
+            + (hint or " Add their level-2 rows, or pass level2_missing='drop' to leave those units out (the data "
+               "report will list them).")
+        )
+    l1 = level1.loc[~unmatched_mask.to_numpy()].copy()
+    l1_ids = ids1[~unmatched_mask.to_numpy()]
+    l2 = level2.copy()
+    l2.index = ids2.to_numpy()
+    shared = [c for c in l2.columns if c in l1.columns and c != group]
+    for c in shared:
+        a, b = l1[c], l2[c]
+        if isinstance(a.dtype, pd.CategoricalDtype) != isinstance(b.dtype, pd.CategoricalDtype):
+            raise DataError(
+                f"'{c}' is in both tables, labelled (a category) in one and numeric in the other. Read both with "
+                "value_labels='codes', or keep the variable in one table."
+            )
+        lv2 = b.reindex(l1_ids.to_numpy()).to_numpy()
+        lv1 = a.to_numpy()
+        # a level-1 copy with a missing value takes the level-2 value (it is a unit's variable)
+        same = pd.isna(lv1) | (pd.isna(lv1) & pd.isna(lv2)) | (lv1 == lv2)
+        if pd.api.types.is_numeric_dtype(a) and pd.api.types.is_numeric_dtype(b):
+            # Stata stores floats in 4 bytes by default: compare at that precision then
+            single = np.float32 in (a.dtype, b.dtype)
+            same = same | np.isclose(lv1.astype(float), lv2.astype(float), rtol=1e-6 if single else 1e-12, atol=0)
+        if not np.all(same):
+            units = pd.unique(l1_ids.to_numpy()[~same]).tolist()
+            raise DataError(
+                f"'{c}' is in both tables but differs in {len(units)} unit(s) ({preview(units)}). Keep it in one "
+                "table, or make the two agree."
+            )
+    # a variable in both tables is taken from the level-2 table: it is the unit's own value (and
+    # fills a level-1 copy's missing values, or its 4-byte rounding)
+    l2_vars = [c for c in l2.columns if c != group]
+    # The level-1 rows keep their own index (row-level outputs carry it) and their own ids: the
+    # fit normalises them (`normalise_ids`) as in a plain fit of the level-1 table.
+    joined = l1.drop(columns=shared)
+    add = l2[l2_vars].reindex(l1_ids.to_numpy())
+    joined = pd.concat([joined, add.set_axis(joined.index)], axis=1) if joined.index.is_unique else joined.assign(
+        **{c: add[c].to_numpy() for c in l2_vars}
+    )
+    without = tuple(sorted(known - set(l1_ids.dropna()), key=str))
+    report = JoinReport(
+        level2_variables=tuple(l2_vars),
+        level2_rows=len(level2),
+        units_without_level1_rows=without,
+        unmatched_level1_ids=unmatched,
+        unmatched_level1_rows=int(unmatched_mask.sum()),
+    )
+    return joined, report

@@ -1,0 +1,782 @@
+"""Design: ModelSpec + data -> the numeric matrices, the grouping and the centring state.
+
+This is the only stage that sees a DataFrame. It checks the input (columns, types, groups,
+constancy of level-2 predictors), drops rows with missing values listwise and reports it, centres
+variables, and describes the columns of X and Z (`columns.Columns`): as products of the data's own
+numeric arrays where every term is such a product (formulaic decides the terms, their order and
+names on three stand-in rows), else as formulaic's matrices. It classifies every fixed-effect
+column into HLM's (level-1 coefficient, level-2 predictor) pair. The one pass over the rows
+(`Design.summaries`) and the collinearity check on X'X (`check_rank`) follow it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+
+import formulaic
+import numpy as np
+import pandas as pd
+
+from multilevel.data.checks import (
+    DataReport,
+    check_duplicate_columns,
+    check_outcome,
+    check_units,
+    check_values,
+    plain_column,
+    select_rows,
+    warn_outcome_kind,
+)
+from multilevel.data.join import JoinReport
+from multilevel.data.weights import PrecisionWeights, SamplingWeights, ScaledWeights, check_precision_column, check_weight_column
+from multilevel.data.weights import scale as scale_weights
+from multilevel.design.columns import Columns
+from multilevel.design.coordinates import Coordinates
+from multilevel.design.coordinates import choose as choose_coordinates
+from multilevel.design.summaries import GroupSummaries
+from multilevel.errors import DataError, SpecificationError, close_matches, plain_message, preview
+from multilevel.model.expressions import Derived, derived_state, derived_values
+from multilevel.model.level_equations import HLM_RANDOM_NAME, hlm_random_name_message
+from multilevel.model.spec import Centering, ModelSpec, term_factors
+from multilevel.numerics.kernels import group_ranges, kernel
+
+INTERCEPT = "Intercept"
+
+
+@dataclass(frozen=True)
+class Coefficient:
+    """A level-1 coefficient B_q of HLM's level form, with its level-2 equation.
+
+    `columns` are the indices in X of its gammas G_qs, `predictors` their level-2 predictors
+    ("Intercept" for G_q0); `random` says whether U_q is in the model.
+    """
+
+    name: str
+    random: bool
+    columns: tuple[int, ...]
+    predictors: tuple[str, ...]
+    centering: Centering | None = None
+    #: per predictor: "grand" (cgm(), mean over the rows), "units" (cgm() of a level-2 variable in
+    #: level equations: mean over the units, HLM's) or "" (not centred)
+    predictor_centering: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class Design:
+    """The numeric model: y (N,), X (N, p), Z (N, q), integer group codes (N,), and labels.
+
+    `blocks` lists, per random-effect term, the Z columns it owns (each block gets its own
+    lower-triangular factor of the relative covariance, lme4's Lambda).
+    """
+
+    spec: ModelSpec
+    columns: Columns | None  # [Z X y] as recipes over the data (`columns`); None when streamed
+    codes: np.ndarray
+    group: str
+    units: np.ndarray  # the unit ids, in the order of the codes (sorted)
+    x_names: tuple[str, ...]
+    z_names: tuple[str, ...]
+    blocks: tuple[tuple[int, ...], ...]
+    coefficients: tuple[Coefficient, ...]
+    centering_means: dict[str, object]
+    data_report: DataReport
+    weights: ScaledWeights | None = None  # sampling weights (pseudo-likelihood), scaled
+    precision_weights: PrecisionWeights | None = None  # lme4's weights= (Var(e_i) = sigma2 / w_i)
+    frame: pd.DataFrame | None = None  # the rows used, all columns, before centring (for residual files)
+    row_index: pd.Index | None = None  # the input's own index of the rows used (row-level outputs carry it)
+    x_model_spec: object = None  # formulaic's spec of X: builds X for new data (model graphs)
+    coordinates: Coordinates | None = None  # the shifts of X and y the summaries are in (`coordinates`)
+    offset: np.ndarray | None = None  # lme4's offset per row used (subtracted from y in `columns`)
+
+    def centred_frame(self) -> pd.DataFrame:
+        """The rows used, with the derived columns (`cwc(ses)`, `I(x^2)`, ...) as the model used them."""
+        out = self.frame.reset_index(drop=True).copy()
+        column = _float_column(out)
+        for d in self.spec.derived:
+            for name, v in derived_values(d, column, self.codes, self.centering_means.get(d.name)).items():
+                out[name] = v
+        return out
+
+    levels: dict = dataclasses.field(default_factory=dict)  # text variable -> its levels (to rebuild X elsewhere)
+    streamed: bool = False  # built chunk by chunk (`chunked`): the rows were not kept (y, X, Z, codes are None)
+    n_rows: int = 0
+
+    @property
+    def n_obs(self) -> int:
+        return self.n_rows if self.streamed else self.columns.n
+
+    # The whole matrices, built on first use (the fit itself needs only the one pass).
+    @property
+    def y(self) -> np.ndarray | None:
+        return None if self.columns is None else self.columns.y
+
+    @property
+    def X(self) -> np.ndarray | None:
+        return None if self.columns is None else self.columns.X
+
+    @property
+    def Z(self) -> np.ndarray | None:
+        return None if self.columns is None else self.columns.Z
+
+    def summaries(self) -> GroupSummaries:
+        """The per-unit cross-products: the one pass over the rows (`columns.Columns.summaries`)."""
+        if self.precision_weights is not None:
+            return self.columns.summaries(self.codes, self.n_groups, precision_weights=self.precision_weights.values)
+        w = self.weights
+        return self.columns.summaries(
+            self.codes, self.n_groups, None if w is None else w.row, None if w is None else w.unit
+        )
+
+    @property
+    def weights_description(self) -> str:
+        """Which kind of weights the fit used, and their columns ("" for none): for the reports."""
+        from multilevel.data.weights import describe
+
+        return describe(self.weights, self.precision_weights)
+
+    def require_rows(self, what: str) -> None:
+        if self.streamed:
+            from multilevel.errors import SpecificationError
+
+            raise SpecificationError(
+                f"{what} needs the rows, which a fit from streamed or distributed data does not keep. Fit the data "
+                "in memory for it (every estimate, test and EB residual of this fit is available)."
+            )
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.units)
+
+    @property
+    def coords(self) -> Coordinates:
+        """The internal coordinates of the summaries (identity when none were chosen)."""
+        return self.coordinates if self.coordinates is not None else Coordinates.identity(len(self.x_names))
+
+    @cached_property
+    def group_labels(self) -> tuple[str, ...]:
+        """The unit ids as text (made on first use: 60 ms for 200,000 units)."""
+        return _labels(self.units)
+
+
+@lru_cache(maxsize=512)
+def _variables(expr: str) -> frozenset[str]:
+    """The columns formulaic looks up for a formulaic right-hand side (`ModelSpec.fixed_formula`):
+    data columns and derived columns by name. (The data columns of a term: `ModelSpec.term_variables`.)"""
+    return frozenset(formulaic.Formula(expr).required_variables) if expr != "1" else frozenset()
+
+
+def _term_factors(term: str) -> tuple[str, ...]:
+    return term_factors(term)
+
+
+def _float_column(frame: pd.DataFrame):
+    cache: dict[str, np.ndarray] = {}
+
+    def column(v: str) -> np.ndarray:
+        if v not in cache:
+            cache[v] = frame[v].to_numpy(dtype=float)
+        return cache[v]
+
+    return column
+
+
+def _check_columns(spec: ModelSpec, data: pd.DataFrame) -> list[str]:
+    cols = [str(c) for c in data.columns]
+    needed: dict[str, str] = {spec.outcome: "the outcome"}
+    for g in spec.groups:
+        needed.setdefault(g, "the grouping factor")
+    for t in spec.fixed:
+        for v in sorted(spec.term_variables(t)):
+            needed.setdefault(v, f"the fixed-effect term '{t}'")
+    for r in spec.random:
+        for t in r.terms:
+            for v in sorted(spec.term_variables(t)):
+                needed.setdefault(v, f"the random-effect term '({' + '.join(r.terms)} | {r.group})'")
+    for o in spec.offsets:
+        for v in o.variables:
+            needed.setdefault(v, f"the offset '{o.source}'")
+    clash = [c for c in cols if c in spec.derived_columns]
+    if clash:
+        raise DataError(
+            f"The data have a column named '{clash[0]}', which is also the name of the model's derived column "
+            f"'{clash[0]}'; rename the data column."
+        )
+    index_names = [str(n) for n in getattr(data.index, "names", []) if n is not None]
+    for var, role in needed.items():
+        if var not in data.columns:
+            if var in index_names:
+                # a frame after groupby()/set_index(): the ids are the row labels, not a column
+                raise DataError(
+                    f"Column '{var}' (used in {role}) is not a column of the data: it is the data's index (the row "
+                    f"labels). Make it a column with df.reset_index() (or df.reset_index(level='{var}')) and fit that."
+                )
+            if var in spec.level2 and HLM_RANDOM_NAME.match(var):
+                raise SpecificationError(hlm_random_name_message(var))
+            raise DataError(
+                f"Column '{var}' (used in {role}) is not in the data." + close_matches(var, cols)
+                + f" The data have {len(cols)} columns: {preview(cols, 15)}."
+            )
+    return list(needed)
+
+
+def check_derived_input(d: Derived, column) -> None:
+    """The data columns of a derived column must be numbers."""
+    for var in d.variables:
+        x = column(var)
+        if not pd.api.types.is_numeric_dtype(x) or pd.api.types.is_bool_dtype(x):
+            what = "centred" if d.kind in ("group", "grand") else f"used in '{d.source}'"
+            raise DataError(
+                f"'{var}' is {what} but is not numeric (dtype {x.dtype}); only numbers can be {'centred' if d.kind in ('group', 'grand') else 'transformed'}."
+            )
+
+
+def check_within(d: Derived, values: np.ndarray, raw: np.ndarray, group: str) -> None:
+    """cwc(x) of a level-2 x (constant within every unit) is zero in every row: refuse it."""
+    if d.kind == "group" and np.all(np.abs(values) <= 1e-12 * max(float(np.max(np.abs(raw), initial=0.0)), 1e-300)):
+        v = d.variables[0]
+        raise DataError(
+            f"cwc({v}): '{v}' is constant within every unit of '{group}' (a level-2 variable), so its within-unit "
+            f"centred column is zero in every row. Use cgm({v}) (grand-mean centred) or {v} itself."
+        )
+
+
+def partly_missing_level2(data: pd.DataFrame, l2: list[str], codes: np.ndarray, units: np.ndarray) -> list[tuple[str, str, int, int]]:
+    """(unit, variable, rows missing, rows) for each declared level-2 variable missing in some but
+    not all rows of a unit (rows without a unit id are not counted)."""
+    if not l2 or not codes.size:
+        return []
+    has = codes >= 0
+    J = len(units)
+    rows = np.bincount(codes[has], minlength=J)
+    labels = None
+    out = []
+    for v in l2:
+        miss = data[v].isna().to_numpy() & has
+        if not miss.any():
+            continue
+        k = np.bincount(codes[miss], minlength=J)
+        for j in np.flatnonzero((k > 0) & (k < rows)):
+            labels = labels or _labels(units)
+            out.append((labels[j], v, int(k[j]), int(rows[j])))
+    return out
+
+
+def check_random_slopes_vary(z_names, z_factors, codes: np.ndarray, n_groups: int, group: str) -> None:
+    """Refuse a random slope whose column is constant within every unit (a level-2 variable) beside
+    a random intercept: within unit j it adds z_j b_j to every row, which is a shift of the unit's
+    intercept, so the two variances (and their covariance) are not identified. The likelihood is
+    flat along a ridge; the optimiser stops anywhere on it (correlation -1, a negative Hessian
+    eigenvalue, NaN reliabilities). lme4 fits it without a word; HLM has no such model (a level-2
+    variable is not a level-1 coefficient). A column constant within most but not all units is
+    identified (by the units where it varies) and kept."""
+    if INTERCEPT not in z_names:
+        return
+    for name, factors in zip(z_names, z_factors):
+        if name == INTERCEPT or not factors:
+            continue
+        z = factors[0] if len(factors) == 1 else np.prod(np.vstack(factors), axis=0)
+        if not _array_varies(z, codes, n_groups, 1e-10) and float(np.max(np.abs(z), initial=0.0)) > 0:
+            raise DataError(
+                f"The random slope of '{name}' on '{group}': '{name}' is constant within every unit of '{group}' (a "
+                f"level-2 variable), so its random slope shifts each unit's outcome by a constant and cannot be told "
+                f"from the random intercept; its variance and correlation are not identified. Remove '{name}' from the "
+                f"random part (e.g. (1 | {group}) in a formula; no 'u' in its level-2 equation in fit_levels) and keep "
+                f"it as a fixed effect (a level-2 predictor of the intercept)."
+            )
+
+
+def _center(spec: ModelSpec, data: pd.DataFrame, codes: np.ndarray, n_groups: int, group: str = "") -> tuple[dict[str, np.ndarray], dict[str, object]]:
+    """The derived columns of `spec` (`cwc(x)`, `cgm(x)`, `I(x^2)`, `poly(...)`, ...) on the rows used,
+    named as the model names them; the data are not copied. Returns them and the state of each
+    stateful one (unit means, the grand mean, scale's (mean, sd), poly's coefficients) by name."""
+    columns: dict[str, np.ndarray] = {}
+    state: dict[str, object] = {}
+    column = _column_cache(data)
+    floats = _float_column(data)
+    for d in spec.derived:
+        check_derived_input(d, column)
+        st = derived_state(d, floats, codes, n_groups)
+        values = derived_values(d, floats, codes, st)
+        if d.kind == "group":
+            check_within(d, values[d.name], floats(d.variables[0]), group)
+        columns.update(values)
+        if st is not None:
+            state[d.name] = st
+    return columns, state
+
+
+def _offset(spec: ModelSpec, data: pd.DataFrame, codes: np.ndarray) -> np.ndarray | None:
+    """The sum of the offsets on the rows used (None without)."""
+    if not spec.offsets:
+        return None
+    column = _column_cache(data)
+    floats = _float_column(data)
+    total = np.zeros(len(data))
+    for o in spec.offsets:
+        check_derived_input(o, column)
+        total = total + derived_values(o, floats, codes, None)[o.name]
+    return total
+
+
+def _varies(values: pd.Series, codes: np.ndarray, n_groups: int) -> bool:
+    """Whether `values` differs within some unit (numbers: beyond rounding, 1e-12 relative); for a
+    level-1 variable this stops after a few rows (`kernels.varies`)."""
+    # (the rows used have no missing values)
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return _array_varies(values.to_numpy(dtype=float), codes, n_groups, 1e-12)
+    return bool(_varying_groups(values, codes, tuple(str(i) for i in range(n_groups))))
+
+
+def _array_varies(x: np.ndarray, codes: np.ndarray, n_groups: int, tol: float) -> bool:
+    """Whether x differs within some unit by more than `tol` relative (`kernels.varies`: the
+    compiled early-stopping test, a few rows when it does)."""
+    x = np.ascontiguousarray(x, dtype=float)
+    return bool(kernel("varies")(codes, x, np.empty(n_groups), np.zeros(n_groups, dtype=np.bool_), tol))
+
+
+def _varying_groups(values: pd.Series, codes: np.ndarray, labels: tuple[str, ...]) -> list[str]:
+    """The units in which `values` is not constant (numbers: max - min per unit, beyond rounding)."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values) and not values.hasnans:
+        x = values.to_numpy(dtype=float)
+        lo, hi = group_ranges(codes, x, len(labels))
+        tol = 1e-12 * max(float(np.max(np.abs(np.concatenate([lo, hi])))), 1e-300)
+        return [labels[i] for i in np.flatnonzero(hi - lo > tol)]
+    nun = pd.Series(values.to_numpy()).groupby(codes).nunique(dropna=False)
+    return [labels[i] for i in nun.index[nun.to_numpy() > 1]]
+
+
+def _model_matrix(rhs: str, data: pd.DataFrame, what: str) -> pd.DataFrame:
+    # rhs holds only backticked look-ups and C(x) (`expressions`); an empty context keeps formulaic
+    # from reaching this module's names
+    try:
+        mm = formulaic.model_matrix(rhs, data, na_action="raise", context={})
+    except Exception as exc:
+        raise SpecificationError(f"Cannot build the {what} from '{rhs}': {plain_message(exc)}") from exc
+    return mm
+
+
+def check_rank(XtX: np.ndarray, names: tuple[str, ...], coords: Coordinates | None = None) -> None:
+    """Name the fixed-effect columns that are zero, constant, or linear combinations of earlier
+    ones, from the Gram matrix X'X (sum_j X_j'X_j of the summaries: no pass over the rows), in
+    the summaries' coordinates (`coordinates`: column c shifted by shift[c])."""
+    p = XtX.shape[0]
+    if p == 0:
+        return
+    shift = coords.shift if coords is not None else np.zeros(p)
+    d = np.diag(XtX).copy()
+    for j in range(p):
+        if d[j] == 0:
+            if shift[j] != 0:
+                raise DataError(
+                    f"The predictor '{names[j]}' has the same value ({shift[j]:g}) in every row used, so its effect "
+                    "cannot be told apart from the intercept. Remove it from the model (or check the rows selected)."
+                )
+            raise DataError(f"The fixed-effect column '{names[j]}' is zero in every row used; remove it.")
+    if INTERCEPT in names:
+        i0 = names.index(INTERCEPT)
+        n = XtX[i0, i0]
+        for j, name in enumerate(names):
+            if j == i0:
+                continue
+            mean = XtX[i0, j] / n
+            # the spread around the mean, relative to the sum of squares: zero up to rounding
+            if d[j] - n * mean * mean <= 1e-13 * d[j]:
+                raise DataError(
+                    f"The predictor '{name}' has the same value ({mean + shift[j]:g}) in every row used, so its effect cannot "
+                    "be told apart from the intercept. Remove it from the model (or check the rows selected)."
+                )
+    # Columns in their order, each kept when it adds to the rank of those kept before it (the
+    # scaled Gram matrix's smallest eigenvalue stays clear of rounding), so that the later of two
+    # dependent columns is the one named, whatever the rounding of the sums.
+    scale = np.sqrt(d)
+    R = XtX / np.outer(scale, scale)
+    kept: list[int] = []
+    dependent: list[int] = []
+    for j in range(p):
+        trial = kept + [j]
+        ev = np.linalg.eigvalsh(R[np.ix_(trial, trial)])
+        (kept if ev[0] > 1e-12 * max(1.0, ev[-1]) else dependent).append(j)
+    rank = len(kept)
+    if rank < p:
+        raise DataError(
+            "The fixed effects are collinear: "
+            + ", ".join(f"'{names[j]}'" for j in dependent)
+            + (" is a linear combination" if len(dependent) == 1 else " are linear combinations")
+            + " of the other columns ("
+            + ", ".join(f"'{names[j]}'" for j in kept)
+            + "). Remove or recode one of them."
+        )
+
+
+def _classify(
+    spec: ModelSpec,
+    structure,
+    varying,
+    z_names: tuple[str, ...],
+    varies=None,
+) -> tuple[Coefficient, ...]:
+    """Split each fixed-effect column into (level-1 coefficient, level-2 predictor).
+
+    A factor of a term is level-2 when all its variables are constant within every unit; the
+    product of the other factors is the level-1 coefficient it belongs to (HLM's B_q), the product
+    of the level-2 factors its predictor (HLM's W_s, or INTRCPT2).
+    """
+    level_of: dict[str, int] = {}
+
+    def is_level2(var: str) -> bool:
+        if var not in level_of:
+            level_of[var] = 1 if (varies(var) if varies else varying(var)) else 2
+        return level_of[var] == 2
+
+    for var in sorted(spec.level2):
+        for v in sorted(spec.factor_variables(var)):
+            units = varying(v) if (varies is None or varies(v)) else []
+            if units:
+                raise DataError(
+                    f"'{v}' is given as a level-2 predictor but varies within {len(units)} units "
+                    f"({preview(units)}). A level-2 predictor must be constant within each unit: "
+                    "use its unit mean or move it to the level-1 model."
+                )
+    coef_cols: dict[str, list[int]] = {}
+    coef_preds: dict[str, list[str]] = {}
+    col = 0
+    for entry in structure:
+        term, columns = str(entry.term), list(entry.columns)
+        factors = _term_factors(term)
+        # a derived column is level-2 when its variables are (cwc(x) never is: it varies within units)
+        lvl2 = [
+            all(is_level2(v) for v in spec.factor_variables(f)) and bool(spec.factor_variables(f))
+            and getattr(spec.derived_columns.get(f), "kind", "") != "group"
+            for f in factors
+        ]
+        for cname in columns:
+            pieces = cname.split(":") if len(factors) > 1 else [cname]
+            if len(pieces) != len(factors):  # a ':' inside a level name; treat the term as one
+                pieces, flags = [cname], [all(lvl2)]
+            else:
+                flags = lvl2
+            l1 = ":".join(p for p, f in zip(pieces, flags) if not f) or INTERCEPT
+            l2 = ":".join(p for p, f in zip(pieces, flags) if f) or INTERCEPT
+            if term == "1":
+                l1, l2 = INTERCEPT, INTERCEPT
+            coef_cols.setdefault(l1, []).append(col)
+            coef_preds.setdefault(l1, []).append(l2)
+            col += 1
+    centre = spec.centering_map
+
+    def predictor_centering(w: str) -> str:
+        d = spec.derived_columns.get(w)
+        if d is None or d.kind != "grand":
+            return ""
+        return "units" if d.over_units else "grand"
+
+    names = list(dict.fromkeys([*z_names, *coef_cols]))
+    return tuple(
+        Coefficient(
+            name=n,
+            random=n in z_names,
+            columns=tuple(coef_cols.get(n, ())),
+            predictors=tuple(coef_preds.get(n, ())),
+            centering=centre.get(n),
+            predictor_centering=tuple(predictor_centering(w) for w in coef_preds.get(n, ())),
+        )
+        for n in names
+    )
+
+
+def build_design(
+    spec: ModelSpec,
+    data: pd.DataFrame,
+    level2_vars: tuple[str, ...] = (),
+    level2_missing: str = "error",
+    join: JoinReport | None = None,
+    weights: SamplingWeights | None = None,
+    precision_weights: str | None = None,
+) -> Design:
+    """Check the data against the spec and build the numeric design (see module doc).
+
+    `level2_vars`: the variables of a level-2 table (see `join`); with those declared level-2 in
+    the level equations they follow the level-2 missing-data rule (`data_checks`)."""
+    if not isinstance(data, pd.DataFrame):
+        data = pd.DataFrame(data)
+    check_duplicate_columns(data)
+    groups = spec.groups
+    if len(groups) != 1:
+        raise SpecificationError(
+            f"This model has {len(groups)} grouping factors ({', '.join(groups)}); nested and crossed "
+            "groupings are not supported yet. Use one grouping factor."
+        )
+    group = groups[0]
+    variables = _check_columns(spec, data)
+    for w in weights.columns if weights else []:
+        if w not in data.columns:
+            raise DataError(f"The weight column '{w}' is not in the data." + close_matches(w, [str(c) for c in data.columns]))
+        if w not in variables:
+            variables.append(w)
+    if precision_weights is not None:
+        if precision_weights not in data.columns:
+            raise DataError(
+                f"The precision weight column '{precision_weights}' is not in the data."
+                + close_matches(precision_weights, [str(c) for c in data.columns])
+            )
+        if precision_weights not in variables:
+            variables.append(precision_weights)  # a missing weight drops its row listwise (lme4's na.omit)
+    for w in weights.columns if weights else []:
+        # before the value checks: a text weight is refused as a weight, not taken for a factor
+        col = data[w]
+        check_weight_column(col if plain_column(col) is None else plain_column(col), w)  # rows named as in the input
+    column = _column_cache(data)
+    checked, missing, notes = check_values(data, variables, spec.outcome, group, column)
+    if checked is not data:  # columns were made plain (dtypes, blank ids, numbers in an object column)
+        data, column = checked, _column_cache(checked)
+    if precision_weights is not None:
+        check_precision_column(data[precision_weights], precision_weights)  # rows named as in the input
+    zero_weight = 0
+    if weights is not None:
+        if weights.level1 is not None:
+            zero = (data[weights.level1] == 0).to_numpy()
+            zero_weight = int(zero.sum())
+            if zero_weight:
+                attrs = dict(data.attrs)
+                data = data.loc[~zero]
+                data.attrs.update(attrs)
+                column = _column_cache(data)
+    y_raw = column(spec.outcome)
+    if not pd.api.types.is_numeric_dtype(y_raw) or pd.api.types.is_bool_dtype(y_raw):
+        raise DataError(
+            f"The outcome '{spec.outcome}' is not numeric (dtype {y_raw.dtype}). A linear mixed model "
+            "needs a numeric outcome: convert it, e.g. with pd.to_numeric."
+        )
+    declared = {v for expr in spec.level2 for v in spec.factor_variables(expr)}
+    l2 = [v for v in variables if v != group and (v in set(level2_vars) or v in declared)]
+    codes_in, units_in = unit_codes(column(group), group)
+    partial = partly_missing_level2(data, l2, codes_in, units_in)
+    if partial and level2_missing == "error":
+        shown = [f"{u} ({v}: missing in {k} of its {n} rows)" for u, v, k, n in partial]
+        raise DataError(
+            f"{len(partial)} unit{'s' if len(partial) > 1 else ''} of '{group}' {'have' if len(partial) > 1 else 'has'} a "
+            f"level-2 value missing in only some of its rows: {preview(shown)}. A level-2 variable is constant within "
+            "its unit, so a value missing in some rows only suggests a data problem (a bad merge, or a unit-level "
+            "value entered row by row): check those units. HLM refuses missing level-2 data; fill the values in, or "
+            "pass level2_missing='drop' to leave the whole unit out (all its rows; the data report lists them)."
+        )
+    used, report, codes, uniques = select_rows(data, variables, group, l2, level2_missing, join, codes_in, units_in, missing, notes)
+    # Row-level outputs carry the input's own index of the rows used; inside, rows are numbered 0..N-1.
+    row_index = used.index
+    if not (isinstance(row_index, pd.RangeIndex) and row_index.start == 0 and row_index.step == 1):
+        used = used.reset_index(drop=True)
+    if partial:  # level2_missing="drop": the whole unit went (HLM's rule); say that only some rows lacked it
+        report = dataclasses.replace(report, notes=report.notes + tuple(
+            f"Unit {u} of '{group}': the level-2 variable '{v}' is missing in {k} of its {n} rows only (a level-2 "
+            f"variable should be constant within the unit: check the data); the whole unit ({n} rows) was dropped "
+            "under level2_missing='drop', HLM's rule."
+            for u, v, k, n in partial
+        ))
+    if zero_weight:
+        report = dataclasses.replace(report, n_rows_in=report.n_rows_in + zero_weight, zero_weight_rows=zero_weight)
+    if report.n_rows_used == 0:
+        raise DataError("No row has all of the model's variables; every row has a missing value: " + str(report))
+    if used is not data:  # rows were dropped: other columns
+        column = _column_cache(used)
+    used, dropped_levels = _drop_unused_categories(used, [v for v in variables if v != group])
+    if dropped_levels:
+        column = _column_cache(used)
+        report = dataclasses.replace(report, notes=report.notes + tuple(dropped_levels))
+    J = len(uniques)
+    if J < 2:
+        raise DataError(
+            f"The grouping factor '{group}' has {J} unit(s) in the rows used; a multilevel "
+            "model needs at least two (and in practice many more)."
+        )
+    check_units(J, report.n_rows_used, group)
+    centred, centering_means = _center(spec, used, codes, J, group)
+    offset = _offset(spec, used, codes)
+    x_rhs = spec.fixed_formula()
+    z_rhs = [spec.random_formula(t) for t in spec.random]
+    numeric = [_numeric_columns(rhs, used, column, centred) for rhs in (x_rhs, *z_rhs)]
+    if all(n is not None for n in numeric):
+        # every column is a product of numeric variables: recipes over the data's own arrays
+        arrays: dict[str, np.ndarray] = {}
+
+        def factor(v: str) -> np.ndarray:
+            if v not in arrays:
+                arrays[v] = centred[v] if v in centred else column(v).to_numpy(dtype=float)
+            return arrays[v]
+
+        x_names = tuple(name for name, _ in numeric[0][0])
+        x_factors = [tuple(factor(v) for v in fs) for _, fs in numeric[0][0]]
+        structure, x_model_spec = numeric[0][1].structure, numeric[0][1]
+        z_groups = [([name for name, _ in n[0]], [tuple(factor(v) for v in fs) for _, fs in n[0]]) for n in numeric[1:]]
+    else:
+        mframe = used.assign(**centred) if centred else used
+        x_mm = _model_matrix(x_rhs, mframe, "fixed-effects design")
+        X = np.asarray(x_mm.to_numpy(dtype=float))
+        x_names = tuple(str(c) for c in x_mm.columns)
+        x_factors = [(X[:, c],) for c in range(X.shape[1])]
+        structure, x_model_spec = x_mm.model_spec.structure, x_mm.model_spec
+        z_groups = []
+        for rhs, term in zip(z_rhs, spec.random):
+            zm = _model_matrix(rhs, mframe, f"random-effects design of '{rhs} | {term.group}'")
+            Zt = zm.to_numpy(dtype=float)
+            z_groups.append(([str(c) for c in zm.columns], [(Zt[:, c],) for c in range(Zt.shape[1])]))
+    blocks, z_names, z_factors = [], [], []
+    for (names, factors), term in zip(z_groups, spec.random):
+        dup = set(names) & set(z_names)
+        if dup:
+            raise SpecificationError(
+                f"The random effect(s) {', '.join(sorted(dup))} of '{term.group}' appear in two terms; "
+                "keep each in one term."
+            )
+        blocks.append(tuple(range(len(z_names), len(z_names) + len(names))))
+        z_names.extend(names)
+        z_factors.extend(factors)
+
+    check_random_slopes_vary(z_names, z_factors, codes, J, group)
+    coefficients = _classify(
+        spec, structure, lambda v: _varying_groups(column(v), codes, _labels(uniques)), tuple(z_names),
+        varies=lambda v: _varies(column(v), codes, J),
+    )
+    y = column(spec.outcome).to_numpy(dtype=float)
+    check_outcome(y, spec.outcome)
+    warn_outcome_kind(y, spec.outcome)
+    if offset is not None:
+        y = y - offset  # lme4: y = X beta + Z b + offset + e; fitted values add it back
+    columns = Columns(tuple(z_factors) + tuple(x_factors) + ((y,),), len(z_names), len(x_names), int(y.shape[0]))
+    coordinates, maps = choose_coordinates(columns, x_names, tuple(z_names), spec.outcome, INTERCEPT, tuple(blocks))
+    columns = columns.with_affine(*maps)
+    scaled = scale_weights(weights, used, codes, J, _labels(uniques)) if weights else None
+    precision = None
+    if precision_weights is not None:
+        precision = PrecisionWeights(precision_weights, np.ascontiguousarray(column(precision_weights).to_numpy(dtype=float)))
+    return Design(
+        spec=spec,
+        columns=columns,
+        codes=codes,
+        group=group,
+        units=uniques,
+        x_names=x_names,
+        z_names=tuple(z_names),
+        blocks=tuple(blocks),
+        coefficients=coefficients,
+        centering_means=centering_means,
+        data_report=report,
+        weights=scaled,
+        precision_weights=precision,
+        frame=used,
+        row_index=row_index,
+        x_model_spec=x_model_spec,
+        coordinates=coordinates,
+        offset=offset,
+        levels={
+            v: (list(column(v).cat.categories) if isinstance(column(v).dtype, pd.CategoricalDtype) else sorted(pd.unique(column(v).astype(str))))
+            for v in variables
+            if v != group and not pd.api.types.is_numeric_dtype(column(v))
+        },
+    )
+
+
+def _drop_unused_categories(used: pd.DataFrame, variables: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Categorical predictors lose the categories no row used has (R's droplevels(), which lme4
+    needs as well): a category with no row would give a fixed-effect column of zeros. A text
+    column's levels are those of the rows used already, so both give the same fit. Returns the
+    frame (a shallow copy when a column changed) and a data-report note per column."""
+    notes: list[str] = []
+    out = used
+    for v in variables:
+        col = used[v]
+        if not isinstance(col.dtype, pd.CategoricalDtype):
+            continue
+        present = set(pd.unique(col.dropna()))
+        unused = [c for c in col.cat.categories if c not in present]
+        if not unused:
+            continue
+        if out is used:
+            out = used.copy(deep=False)
+            out.attrs = dict(used.attrs)
+        out[v] = col.cat.remove_unused_categories()
+        notes.append(
+            f"'{v}' is a categorical column with {len(unused)} categor{'y' if len(unused) == 1 else 'ies'} no row used has "
+            f"({preview([repr(c) for c in unused], 5)}): dropped from its levels (R's droplevels()), as a text column's."
+        )
+    return out, notes
+
+
+def unit_codes(ids: pd.Series, group: str) -> tuple[np.ndarray, np.ndarray]:
+    """Codes 0..J-1 of the units, in the sorted order of their ids (`pd.factorize(sort=True)`;
+    -1 for a missing id). Integer ids already in order, the usual layout of grouped files, take one
+    comparison pass instead of a hash table."""
+    v = ids.to_numpy()
+    if v.dtype.kind in "iu" and v.size > 1:
+        codes = np.empty(v.size, dtype=np.intp)
+        J = kernel("sorted_codes")(v, codes)
+        if J > 0:
+            starts = np.empty(J, dtype=np.intp)
+            starts[0] = 0
+            starts[1:] = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+            return codes, v[starts]
+    codes, uniques = pd.factorize(ids, sort=True)
+    uniques = np.asarray(uniques)
+    if uniques.dtype.kind == "f" and uniques.size and np.all(np.floor(uniques) == uniques) and np.abs(uniques).max() < 2**63:
+        # whole-number ids in a float column (a CSV column with a missing id): the units 12, not 12.0,
+        # as a level-2 join (`join.canonical_ids`) and an integer column name them; every whole float
+        # below 2**63 is an int64 exactly (above 2**53 the float may already have lost digits when
+        # the column was read: `data_checks.check_values` says so in the data report)
+        uniques = uniques.astype(np.int64)
+    return codes.astype(np.intp, copy=False), uniques
+
+
+def _labels(uniques: np.ndarray) -> tuple[str, ...]:
+    if isinstance(uniques, np.ndarray) and uniques.dtype.kind in "iuf":
+        return tuple(map(str, uniques.tolist()))
+    if isinstance(uniques, np.ndarray) and uniques.dtype.kind in "mM":
+        # dates and durations as pandas writes them ('2020-01-31 00:00:00'), as `join.canonical_ids`
+        return tuple(str(u) for u in pd.Index(uniques))
+    return tuple(str(u) for u in uniques)
+
+
+def _column_cache(frame: pd.DataFrame):
+    """frame[v], each column taken once (a DataFrame lookup costs tens of microseconds)."""
+    cache: dict[str, pd.Series] = {}
+
+    def column(v: str) -> pd.Series:
+        if v not in cache:
+            cache[v] = frame[v]
+        return cache[v]
+
+    return column
+
+
+def _numeric_columns(rhs: str, frame: pd.DataFrame, column=None, derived: dict | None = None):
+    """((column name, its factor variables), ...), formulaic's model spec) when every column
+    formulaic makes from `rhs` is a product of numeric variables of `frame` or `derived` columns
+    (numbers by construction); None otherwise."""
+    column = column or frame.__getitem__
+    derived = derived or {}
+    variables = sorted(_variables(rhs))
+    for v in variables:
+        if v in derived:
+            continue
+        if v not in frame.columns:
+            return None
+        dt = column(v).dtype
+        if not pd.api.types.is_numeric_dtype(dt) or pd.api.types.is_bool_dtype(dt):
+            return None
+    return _numeric_structure(rhs, tuple(variables))
+
+
+@lru_cache(maxsize=256)
+def _numeric_structure(rhs: str, variables: tuple[str, ...]):
+    # formulaic decides the terms, their order and names, on three rows of stand-in numbers
+    dummy = pd.DataFrame({v: np.arange(1.0, 4.0) * (i + 2) for i, v in enumerate(variables)})
+    try:
+        mm = formulaic.model_matrix(rhs, dummy, na_action="raise", context={})
+    except Exception:
+        return None  # the general path raises the error with its message
+    cols = []
+    for entry in mm.model_spec.structure:
+        factors = _term_factors(str(entry.term))
+        if len(entry.columns) != 1 or any(f not in variables for f in factors):
+            return None
+        cols.append((str(entry.columns[0]), tuple(factors)))
+    return tuple(cols), mm.model_spec

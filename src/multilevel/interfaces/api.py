@@ -1,0 +1,359 @@
+"""The entry points: lme4-style `fit`, HLM-style `fit_levels`, and the stages they compose.
+
+    spec    = parse_formula(...) | levels(...)          (ModelSpec, no data)
+    design  = build_design(spec, data)                   (the only stage that sees the DataFrame)
+    summ    = design.summaries()                         (one pass over the rows)
+    theta   = optimize_theta(summ, template, reml)      (never touches the rows)
+    Fit     = Fit.at_theta(...)                          (numbers; reports format them)
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import pandas as pd
+
+from multilevel.data.join import join_level2
+from multilevel.data.reading import as_frame
+from multilevel.data.weights import SamplingWeights, choose
+from multilevel.design.builder import build_design, check_rank
+from multilevel.design.identification import check_between_units, check_enough_rows, check_level1_variance, check_not_exact
+from multilevel.design.summaries import GroupSummaries
+from multilevel.engine.covariance import LambdaTemplate
+from multilevel.engine.optimizer import optimize_theta
+from multilevel.errors import DataError, SpecificationError
+from multilevel.interfaces.fit import Fit
+from multilevel.model.formula import parse_formula
+from multilevel.model.level_equations import parse_levels
+from multilevel.model.spec import ModelSpec
+
+METHODS = ("REML", "ML")
+
+
+def levels(level1: str, level2: Mapping[str, str] | None = None, *, group: str) -> ModelSpec:
+    """HLM-style level equations -> ModelSpec (see `multilevel.level_equations`)."""
+    return parse_levels(level1, level2, group)
+
+
+def _method(method: str) -> str:
+    m = str(method).upper()
+    if m not in METHODS:
+        raise SpecificationError(f"method must be 'REML' or 'ML', not {method!r}.")
+    return m
+
+
+def prepare(spec: ModelSpec, data, level2=None, level2_missing: str = "error", weights=None, precision_weights: str | None = None):
+    """Data in: a path or table (`reading.as_frame`), joined with a level-2 table when given
+    (`join.join_level2`), then checked and made numeric (`design.build_design`). `weights`: sampling
+    weights (`SamplingWeights.of`); `precision_weights`: a column name (lme4's weights=)."""
+    frame = as_frame(data)
+    join = None
+    level2_vars: tuple[str, ...] = ()
+    if level2 is not None:
+        if len(spec.groups) != 1:
+            raise SpecificationError("A level-2 table can be joined only in a model with one grouping factor.")
+        schools = as_frame(level2, "level-2 data")
+        source = frame.attrs.get("source", "")
+        notes = list(frame.attrs.get("read_notes", []))
+        frame, join = join_level2(frame, schools, spec.groups[0], level2_missing)
+        frame.attrs["source"] = " + ".join(x for x in (source, schools.attrs.get("source", "")) if x)
+        frame.attrs["read_notes"] = notes + list(schools.attrs.get("read_notes", []))
+        level2_vars = join.level2_variables
+    return build_design(spec, frame, level2_vars, level2_missing, join, SamplingWeights.of(weights), precision_weights)
+
+
+def imputations(data, imputation: str | None) -> list | None:
+    """The imputed data sets, when `data` is a list of tables or paths, or a table with a column
+    naming the imputation; None for ordinary data."""
+    if isinstance(data, (list, tuple)):
+        if len(data) < 2:
+            raise SpecificationError("Multiply imputed data need at least two data sets; for one, pass it alone.")
+        return list(data)
+    if imputation is not None:
+        frame = as_frame(data)
+        if imputation not in frame.columns:
+            raise SpecificationError(f"imputation={imputation!r} is not a column of the data.")
+        ids = frame[imputation]
+        if ids.isna().any():
+            rows = ids.index[ids.isna()].tolist()
+            raise SpecificationError(
+                f"{len(rows)} rows have no imputation number in '{imputation}' (rows {rows[:10]}); every row "
+                "belongs to one imputed data set: fill it in or drop those rows."
+            )
+        if pd.api.types.is_numeric_dtype(ids) and (ids == 0).any() and ids.nunique() > 2:
+            raise SpecificationError(
+                f"'{imputation}' has data set 0 beside 1, 2, ...: in mice's and Stata's long formats that is the "
+                f"original, incomplete data, not an imputation. Drop it first (data[data['{imputation}'] != 0])."
+            )
+        parts = [g.drop(columns=imputation).reset_index(drop=True) for _, g in frame.groupby(imputation, sort=True)]
+        if len(parts) < 2:
+            raise SpecificationError(f"The column '{imputation}' has one value: there is only one imputed data set.")
+        return parts
+    return None
+
+
+#: imputed data sets of at least this many rows are fitted in parallel threads (None: never)
+PARALLEL_ROWS: int | None = 100_000
+
+#: a single Parquet file larger than this is streamed rather than read into memory
+STREAM_BYTES = 2 * 1024**3
+
+
+def _streamed_source(data, stream: bool | None) -> str | None:
+    """'dask' for a Dask DataFrame, 'parquet' for Parquet data to stream (a folder, a glob, a file
+    with stream=True or larger than STREAM_BYTES), else None."""
+    if type(data).__module__.startswith("dask") and hasattr(data, "npartitions"):
+        return "dask"
+    if isinstance(data, (str, os.PathLike)):
+        from multilevel.design.chunked import is_stream_source
+
+        text = os.fspath(data)
+        if is_stream_source(text):
+            return "parquet"
+        is_parquet = text.lower().endswith((".parquet", ".pq"))
+        if stream and not is_parquet:
+            if not os.path.exists(text):
+                from multilevel.data.reading import missing_path_message
+
+                raise DataError(missing_path_message(text))
+            raise SpecificationError("stream=True reads Parquet files (a file, a folder or a glob of them).")
+        if is_parquet and (stream or (stream is None and os.path.exists(text) and os.path.getsize(text) > STREAM_BYTES)):
+            return "parquet"
+    elif stream:
+        raise SpecificationError("stream=True needs Parquet files (a path, folder or glob) or a Dask DataFrame.")
+    return None
+
+
+def finish_fit(design, summ: GroupSummaries, method: str) -> Fit:
+    """Optimise from the summaries and make the Fit (the stages after the design); refuse data
+    that do not identify the model (`identification`), and warn when the optimum could not be
+    checked (`optimizer.check_optimum`)."""
+    coords = design.coords
+    check_enough_rows(design.n_obs, design.n_groups, len(design.z_names), design.group,
+                      " + ".join(f"({' + '.join(t.terms)} | {t.group})" for t in design.spec.random))
+    check_between_units(design.coefficients, design.n_groups, design.group, method == "REML")
+    check_not_exact(summ, design.x_names, design.spec.outcome, coords.intercept)
+    template = LambdaTemplate.from_blocks(design.blocks, design.z_names, design.group)
+    theta, record = optimize_theta(summ, template, method == "REML")
+    fit = Fit.at_theta(design, summ, template, method, theta, record)
+    check_level1_variance(summ, fit.sigma2, design.spec.outcome, design.group, coords.intercept)
+    warn_if_not_converged(fit)
+    return fit
+
+
+def warn_if_not_converged(fit: Fit) -> None:
+    """A ConvergenceWarning naming what the check found, when `fit.converged` is False."""
+    if fit.optimizer is not None and not fit.optimizer.converged:
+        import warnings
+
+        from multilevel.errors import ConvergenceWarning
+
+        warnings.warn(
+            ConvergenceWarning(
+                f"The fit of {fit.formula} did not reach a checked optimum: {fit.optimizer.check}. fit.converged is "
+                "False; its estimates are where the optimiser stopped, not maximum-likelihood estimates. "
+                "Try centring or rescaling the predictors, or a simpler random-effects structure."
+            ),
+            stacklevel=3,
+        )
+
+
+def fit_spec(
+    spec: ModelSpec,
+    data,
+    method: str = "REML",
+    tau=None,
+    sigma2: float | None = None,
+    level2=None,
+    level2_missing: str = "error",
+    imputation: str | None = None,
+    weights=None,
+    stream: bool | None = None,
+    sampling_weights=None,
+    precision_weights: str | None = None,
+):
+    """Fit a ModelSpec to data; with `tau` and `sigma2`, evaluate at them instead of optimising.
+    With several imputed data sets, fit each and pool them (`multilevel.imputation.pool`).
+    Weights: `weights.choose` (a bare weights="w" is refused as ambiguous)."""
+    sampling, precision = choose(weights, sampling_weights, precision_weights)
+    sets = imputations(data, imputation)
+    if sets is not None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from multilevel.interfaces.imputation import pool
+        from multilevel.parallel import default_jobs
+
+        def one(d):
+            return fit_spec(
+                spec, d, method, tau, sigma2, level2, level2_missing, None,
+                sampling_weights=sampling, precision_weights=precision,
+            )
+
+        first = one(sets[0])
+        # The other imputed data sets are fitted in threads, one per core (`parallel`), when they
+        # are large: on the 2-core benchmark machine two threads took five sets of 10^6 rows 1.35x
+        # faster (once 0.93x, right after a run that had filled the memory), and HSB's sets 1.02x
+        # (the Python parts hold the GIL): benchmarks/parallel.py. None turns them off.
+        jobs = default_jobs() if PARALLEL_ROWS is not None and first.n_obs >= PARALLEL_ROWS else 1
+        if jobs == 1:
+            return pool([first] + [one(d) for d in sets[1:]])
+        with ThreadPoolExecutor(max_workers=min(jobs, len(sets) - 1)) as ex:
+            return pool([first] + list(ex.map(one, sets[1:])))
+    method = _method(method)
+    if sampling is not None and method == "REML":
+        raise SpecificationError(
+            "Sampling weights need method='ML': the pseudo-likelihood is a maximum-likelihood criterion "
+            "(as in Stata's mixed with pweights and R's WeMix); a weighted REML is not defined. (For lme4's "
+            "weights=, which allow REML, use precision_weights= instead.)"
+        )
+    if (tau is None) != (sigma2 is None):
+        raise SpecificationError("Give both tau and sigma2 to evaluate at given variance components, or neither.")
+    streamed = _streamed_source(data, stream)
+    if streamed is not None:
+        if level2 is not None or sampling is not None or precision is not None or tau is not None:
+            raise SpecificationError(
+                "Streamed and Dask fits take one table without level2=, sampling_weights=, precision_weights= "
+                "or tau=; join the level-2 table into the Parquet files (or the Dask DataFrame) first, and fit "
+                "weighted models in memory."
+            )
+        from multilevel.design import chunked
+
+        if streamed == "dask":
+            return chunked.fit_dask(spec, data, method)
+        return chunked.fit_parquet(spec, data, method)
+    design = prepare(spec, data, level2, level2_missing, sampling, precision)
+    summ = design.summaries()
+    check_rank(summ.XtX_total, design.x_names, design.coordinates)
+    if tau is not None:
+        template = LambdaTemplate.from_blocks(design.blocks, design.z_names, design.group)
+        return Fit.at_variance_components(design, summ, template, method, tau, sigma2)
+    return finish_fit(design, summ, method)
+
+
+def fit(
+    formula: str | ModelSpec,
+    data,
+    method: str = "REML",
+    *,
+    level2=None,
+    level2_missing: str = "error",
+    imputation: str | None = None,
+    weights=None,
+    sampling_weights=None,
+    precision_weights: str | None = None,
+    stream: bool | None = None,
+    tau=None,
+    sigma2: float | None = None,
+):
+    """Fit a two-level model written as an lme4-style formula.
+
+    `ml.fit("mathach ~ (sector + meanses) * cses + (cses | school)", hsb)`; `(x || g)` for
+    uncorrelated random effects; `cwc(x)` / `cgm(x)` centre x within groups / at the grand mean.
+    data: a table (pandas, polars, pyarrow) or a file path (`ml.read`); level2: a level-2 table or
+    path joined on the unit id (HLM's MDM step); level2_missing: "error" (HLM's rule) or "drop".
+    method: "REML" (default) or "ML". With `tau` and `sigma2` the model is evaluated there, not fitted.
+    Multiply imputed data: `data=[df1, df2, ...]` (tables or paths), or `imputation="column"`
+    naming the imputation in one table; each is fitted and the results pooled (a `PooledFit`).
+    Weights, two kinds (`multilevel.weights`):
+      precision_weights="w"   lme4's lmer(weights=): Var(e_i) = sigma2 / w_i; REML or ML, the numbers
+                              lmer gives (deviance with lme4's -sum log w_i).
+      sampling_weights="w"    level-1 sampling weights, or ml.SamplingWeights(level1=, level2=, ...)
+                              (alias ml.Weights): pseudo-maximum likelihood with method="ML", robust SEs.
+    `weights=` takes only an ml.SamplingWeights object; a column name there is refused as ambiguous.
+    Data beyond memory: a folder or glob of Parquet files (or one with stream=True) is streamed
+    in row groups; a Dask DataFrame is summarised partition by partition (`multilevel.chunked`).
+    """
+    spec = formula if isinstance(formula, ModelSpec) else parse_formula(formula)
+    return fit_spec(
+        spec, data, method, tau, sigma2, level2, level2_missing, imputation, weights, stream,
+        sampling_weights=sampling_weights, precision_weights=precision_weights,
+    )
+
+
+def _column_names(*tables) -> list[str] | None:
+    """The column names of in-memory tables (pandas, polars, pyarrow; a list of imputed sets), or
+    None when none is in memory (a path: the names are not read twice)."""
+    names: list[str] = []
+    for t in tables:
+        t = t[0] if isinstance(t, (list, tuple)) and t else t
+        cols = getattr(t, "column_names", None) or getattr(t, "columns", None)
+        if cols is not None and not isinstance(t, (str, bytes)):
+            names.extend(str(c) for c in cols)
+    return names or None
+
+
+def _level2_equations(positional: tuple, level2):
+    """The level-2 equations of `fit_levels`, given positionally or as level2= (not both); a path or
+    table given for them is refused with a pointer to level2_data= (HLM's level-2 file)."""
+    if len(positional) > 1:
+        raise SpecificationError(
+            f"fit_levels takes the level-1 formula and the level-2 equations positionally, then keywords; got "
+            f"{1 + len(positional)} positional arguments. Pass group=, data= (and level2_data= for a level-2 table) by name."
+        )
+    if positional and level2 is not None:
+        what = "the level-2 equations" if isinstance(level2, Mapping) else f"a level-2 table, {_shown(level2)}"
+        raise SpecificationError(
+            "fit_levels got the level-2 equations as its second argument and level2= too (here "
+            f"{what}). level2= is another name for the equations (a dict {{coefficient: equation}}); "
+            "the level-2 table (HLM's level-2 file, a path or table joined on group=) goes in level2_data=."
+        )
+    eqs = positional[0] if positional else level2
+    if eqs is not None and not isinstance(eqs, Mapping) and _looks_like_table(eqs):
+        raise SpecificationError(
+            f"fit_levels' level2 (its second argument) holds the level-2 equations, a dict {{coefficient: equation}}, "
+            f"not a level-2 table ({_shown(eqs)}): pass the level-2 table (HLM's level-2 file) as level2_data=, "
+            "e.g. ml.fit_levels(level1, {'Intercept': 'sector + u'}, group='school', data='stu.csv', level2_data='sch.csv')."
+        )
+    return eqs
+
+
+def _shown(x) -> str:
+    """A path as given; a table by its type."""
+    return repr(os.fspath(x)) if isinstance(x, (str, os.PathLike)) else f"a {type(x).__name__}"
+
+
+def _looks_like_table(x) -> bool:
+    """A path or a table (pandas, polars, pyarrow), not equation text."""
+    if isinstance(x, os.PathLike) or hasattr(x, "columns") or hasattr(x, "column_names"):
+        return True
+    if isinstance(x, str):
+        t = x.strip().lower()
+        return os.path.exists(x) or t.endswith((".csv", ".parquet", ".pq", ".sav", ".dta", ".xlsx", ".xls", ".txt", ".tsv", ".feather", ".arrow"))
+    return False
+
+
+def fit_levels(
+    level1: str,
+    *equations: Mapping[str, str],
+    level2: Mapping[str, str] | None = None,
+    group: str,
+    data,
+    method: str = "REML",
+    level2_data=None,
+    level2_missing: str = "error",
+    imputation: str | None = None,
+    weights=None,
+    sampling_weights=None,
+    precision_weights: str | None = None,
+    stream: bool | None = None,
+    tau=None,
+    sigma2: float | None = None,
+):
+    """Fit a two-level model written as HLM's level equations (see `multilevel.level_equations`).
+
+    fit_levels("mathach ~ 1 + cwc(ses)",
+               {"Intercept": "sector + meanses + u", "ses": "sector + meanses + u"},
+               group="school", data=hsb)
+    The level-2 equations are the second argument (or level2=, not both); the level-2 TABLE (HLM's
+    level-2 file, a path or table joined on `group`: HLM's MDM step) goes in `level2_data=`, e.g.
+    fit_levels(level1, {...}, group="school", data="stu.csv", level2_data="sch.csv"). `data` may be
+    a path too. Weights as in `fit`: precision_weights= (lme4's weights=) or sampling_weights=
+    (HLM's weighting); a bare weights="w" is refused. `stream=` as in `fit` (Parquet streamed in
+    row groups). cgm() of a level-2 variable in a level-2 equation centres it at its mean over the
+    units (HLM's grand mean of a level-2 predictor), not over the rows (`level_equations`).
+    """
+    level2 = _level2_equations(equations, level2)
+    return fit_spec(
+        parse_levels(level1, level2, group, columns=_column_names(data, level2_data)), data, method, tau, sigma2, level2_data, level2_missing, imputation, weights, stream,
+        sampling_weights=sampling_weights, precision_weights=precision_weights,
+    )

@@ -1,0 +1,204 @@
+"""Parse an lme4-style formula into a `ModelSpec`.
+
+`y ~ fixed + (expr | g) + (expr || g) + offset(z)`: the bars are parsed here, and every term is
+read by `multilevel.expressions`, which checks it against the whitelist (formula text is never
+run as code; see that module for what a formula may say) and turns transforms, centring helpers
+and polynomials into derived columns. formulaic then sees only backticked column look-ups and
+`C(x)`, and decides interactions (`a*b`, `a:b`), the order of the terms and categorical coding.
+
+Naming: a derived column is named by the call that makes it, as R names it: `cwc(ses)` (ses
+centred within units, HLM's group-mean centring), `cgm(ses)` (grand-mean centring), `I(x^2)`,
+`log(x)`, `scale(x)`, `poly(x, 2, raw = TRUE)1` and `...2`; interactions join names with ':'
+(`sector:cwc(ses)`). `factor(x)` is `C(x)`. `offset(z)` is no coefficient: it is subtracted from
+the outcome and added back to fitted values (`ModelSpec.offsets`).
+"""
+from __future__ import annotations
+
+import keyword
+import re
+from functools import lru_cache
+
+import formulaic
+
+from multilevel.errors import SpecificationError, plain_message
+from multilevel.model.expressions import ALLOWED, Derived, column_name, read_offset, tokenize, translate
+from multilevel.model.spec import ModelSpec, RandomTerm, split_outside
+
+#: names a data column may not have: they are the names of the intercept's column
+RESERVED = ("Intercept", "(Intercept)")
+
+
+def split_top_level(text: str, sep: str = "+") -> list[str]:
+    """Split on `sep` outside parentheses and backticks (`spec.split_outside`)."""
+    parts = split_outside(text, sep)
+    if parts is None:
+        raise SpecificationError(f"Unbalanced parentheses in '{text}'.")
+    return parts
+
+
+@lru_cache(maxsize=512)
+def rhs_terms(rhs: str) -> tuple[str, ...]:
+    """The terms of a formulaic right-hand side (from `translate`), in formulaic's order ('1' for
+    the intercept)."""
+    try:
+        terms = formulaic.Formula(rhs)
+    except Exception as exc:  # formulaic raises several types; the message is what matters
+        raise SpecificationError(f"Cannot read the terms '{rhs}': {plain_message(exc)}") from exc
+    return tuple(str(t) for t in terms)
+
+
+def read_terms(text: str, derived: dict[str, Derived], what: str, outcome: str | None = None) -> tuple[str, ...]:
+    """Formula text -> its terms (formulaic term strings over column names and derived names),
+    recording the derived columns in `derived` and checking the names used."""
+    check_names(text, what)
+    ftext, der, columns = translate(text)
+    for d in der:
+        derived.setdefault(d.name, d)
+    for col in columns:
+        if col in RESERVED:
+            raise SpecificationError(
+                f"The column '{col}' in {what} has the name of the intercept's column; rename the column "
+                "(e.g. data.rename(columns={'Intercept': 'intercept_var'}))."
+            )
+        if outcome is not None and col == outcome:
+            raise SpecificationError(
+                f"The outcome '{outcome}' is also among the predictors ({what}: '{text}'). A variable cannot "
+                "predict itself: remove it from the right-hand side."
+            )
+    return rhs_terms(ftext if ftext.strip() else "1")
+
+
+def check_names(text: str, what: str) -> None:
+    """Two names in a row ('my x': a column name with a space, not backticked) and backticked names
+    holding ':' or '|' (which the model's own names use for interactions and random-effect bars,
+    so that 'a:b' could not be told from the interaction of a and b) get a message that says what
+    to write."""
+    tokens = tokenize(text)
+    for tok in tokens:
+        if tok.kind == "quoted" and (":" in tok.text or "|" in tok.text):
+            ch = ":" if ":" in tok.text else "|"
+            use = "interactions (a:b)" if ch == ":" else "random-effect terms ((1 | g))"
+            safe = tok.text.replace(":", "_").replace("|", "_")
+            raise SpecificationError(
+                f"The column name '{tok.text}' in {what} holds '{ch}', which the model's names use for {use}: its "
+                f"coefficient could not be told from them. Rename the column, e.g. "
+                f"df = df.rename(columns={{'{tok.text}': '{safe}'}}), and write '{safe}'."
+            )
+    for a, b in zip(tokens, tokens[1:]):
+        if keyword.iskeyword(a.text) or keyword.iskeyword(b.text):
+            continue  # 'x or y', 'lambda': the whitelist (`expressions`) refuses them with its own message
+        if a.kind in ("name", "quoted", "number") and b.kind in ("name", "quoted"):
+            both = f"{a.text} {b.text}"
+            raise SpecificationError(
+                f"{what[0].upper() + what[1:]} ('{text.strip()}') has two names in a row, '{a.text}' and '{b.text}', with "
+                f"no operator between them. A column name with a space is written in backticks: `{both}`; otherwise "
+                "join them with + (both), * (both and their interaction) or : (the interaction)."
+            )
+
+
+_BAR_RE = re.compile(r"^\((.*?)(\|\|?)(.*)\)$", re.S)
+
+
+def parse_formula(formula: str) -> ModelSpec:
+    """`"mathach ~ (sector + meanses) * cwc(ses) + (cwc(ses) | school)"` -> `ModelSpec`. The spec
+    is frozen, so the parse of a formula is kept (refits and repeated fits parse it once)."""
+    return _parse_formula(str(formula))
+
+
+def split_formula(formula: str) -> tuple[str, str]:
+    """'y ~ rhs' -> ('y' as a column name, 'rhs'); exactly one '~'."""
+    tokens = tokenize(formula)
+    tildes = sum(1 for t in tokens if t.text == "~" and t.kind == "op")
+    for tok in tokens:  # before the bars are looked for: `a|b` is a name, not a bar
+        if tok.kind == "quoted" and (":" in tok.text or "|" in tok.text):
+            check_names(f"`{tok.text}`", "the formula")
+    if tildes == 0:
+        raise SpecificationError(
+            f"The formula '{formula}' has no '~'. Write it as 'outcome ~ predictors + (terms | group)'."
+        )
+    if tildes > 1:
+        raise SpecificationError(
+            f"The formula '{formula}' has {tildes} '~'; write one: 'outcome ~ predictors + (terms | group)'."
+        )
+    lhs, rhs = formula.split("~", 1) if "`" not in formula.split("~", 1)[0] else _split_quoted(formula)
+    if not rhs.strip():
+        raise SpecificationError(f"The formula '{formula}' has nothing after '~'; write '1' for an intercept only.")
+    return column_name(lhs.strip(), "The outcome"), rhs.strip()
+
+
+def _split_quoted(formula: str) -> tuple[str, str]:
+    quoted = False
+    for i, ch in enumerate(formula):
+        quoted ^= ch == "`"
+        if ch == "~" and not quoted:
+            return formula[:i], formula[i + 1 :]
+    raise AssertionError(formula)
+
+
+@lru_cache(maxsize=256)
+def _parse_formula(formula: str) -> ModelSpec:
+    lhs, rhs = split_formula(formula)
+    if lhs in RESERVED:
+        raise SpecificationError(f"The outcome column is named '{lhs}', the name of the intercept's column; rename it.")
+    derived: dict[str, Derived] = {}
+    offsets: list[Derived] = []
+    fixed_parts, random = [], []
+    for part in split_top_level(rhs):
+        m = _BAR_RE.match(part)
+        if m is None:
+            if "|" in part:
+                raise SpecificationError(
+                    f"The term '{part}' has a bar but is not '(terms | group)'; put random-effect "
+                    "terms in their own parentheses."
+                )
+            off = read_offset(part) if part.startswith("offset") else None
+            if off is not None:
+                if lhs in off.variables:
+                    raise SpecificationError(f"The offset '{part}' uses the outcome '{lhs}'; an offset must be another column.")
+                offsets.append(off)
+            elif not part:
+                raise SpecificationError(f"The formula '{formula}' has an empty term (two '+' in a row, or a '+' at an end).")
+            else:
+                fixed_parts.append(part)
+            continue
+        inside, bar, group_text = m.group(1).strip(), m.group(2), m.group(3).strip()
+        group = column_name(group_text, f"The grouping factor in '{part}'")
+        if group_text and ("+" in group_text or "/" in group_text or ":" in group_text):
+            raise SpecificationError(
+                f"The grouping factor '{group_text}' in '{part}' must be one column name "
+                "(nested and crossed groupings are not supported yet)."
+            )
+        if not inside:
+            raise SpecificationError(
+                f"The random-effect term '{part}' has nothing before the bar; write '(1 | {group_text})' for a "
+                "random intercept or '(1 + x | g)' for a random intercept and slope."
+            )
+        terms = read_terms(inside, derived, f"the random-effect term '{part}'", outcome=lhs)
+        if not terms:
+            raise SpecificationError(
+                f"The random-effect term '{part}' has no random effect at all (no intercept, no slope); "
+                f"write '(1 | {group_text})' for a random intercept or '(0 + x | {group_text})' for a slope alone, or remove it."
+            )
+        if bar == "||":
+            # lme4: (x || g) == (1 | g) + (0 + x | g): each term its own uncorrelated block.
+            random.extend(RandomTerm(group, (t,)) for t in terms)
+        else:
+            random.append(RandomTerm(group, terms))
+    if not random:
+        raise SpecificationError(
+            f"The formula '{formula}' has no random-effect term such as '(1 | group)'. "
+            "A multilevel model needs at least one; for a one-level model use OLS."
+        )
+    fixed = read_terms(" + ".join(fixed_parts) if fixed_parts else "1", derived, "the fixed part", outcome=lhs)
+    if not fixed_parts and offsets:
+        fixed = ("1",)
+    return ModelSpec(
+        outcome=lhs,
+        fixed=fixed,
+        random=tuple(random),
+        derived=tuple(derived.values()),
+        offsets=tuple(offsets),
+    )
+
+
+__all__ = ["ALLOWED", "parse_formula", "read_terms", "rhs_terms", "split_formula", "split_top_level"]

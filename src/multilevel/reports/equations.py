@@ -1,0 +1,76 @@
+"""The model in HLM's two forms: Level-1/Level-2 equations and the single mixed equation.
+
+Reads only the design's classification of columns (design.Coefficient); computes nothing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from multilevel.design.builder import INTERCEPT, Coefficient
+
+CENTERING_WORDS = {"group": "centred around its group mean", "grand": "centred around the grand mean"}
+#: a level-2 predictor's centring (`Coefficient.predictor_centering`)
+PREDICTOR_CENTERING_WORDS = {
+    "grand": "centred around its grand mean over the rows",
+    "units": "centred around its grand mean over the units (each unit counted once, as HLM centres a level-2 predictor)",
+}
+
+
+@dataclass(frozen=True)
+class GammaLabel:
+    """HLM's name of a fixed effect: G_qs of level-1 coefficient B_q and level-2 predictor W_s."""
+
+    column: int
+    label: str  # "G01"
+    coefficient: str  # "Intercept" / "ses"
+    predictor: str  # "Intercept" / "sector"
+    b_label: str  # "B0"
+
+
+def gamma_labels(coefficients: tuple[Coefficient, ...]) -> list[GammaLabel]:
+    out = []
+    for qi, c in enumerate(coefficients):
+        offset = 0 if INTERCEPT in c.predictors else 1
+        for si, (col, w) in enumerate(zip(c.columns, c.predictors)):
+            s = si + offset  # G_q0 is the intercept; without one, numbering starts at 1
+            out.append(GammaLabel(col, f"G{qi}{s}", c.name, w, f"B{qi}"))
+    return sorted(out, key=lambda g: g.column)
+
+
+def _w(name: str) -> str:
+    return name.replace(":", "*")
+
+
+def level_equations(outcome: str, coefficients: tuple[Coefficient, ...]) -> list[str]:
+    """['Level-1 Model', '    mathach = B0 + B1*(ses) + R', '', 'Level-2 Model', '    B0 = G00 + U0', ...]."""
+    labels = gamma_labels(coefficients)
+    l1 = " + ".join(f"B{q}" if c.name == INTERCEPT else f"B{q}*({_w(c.name)})" for q, c in enumerate(coefficients))
+    lines = ["Level-1 Model", f"    {outcome} = {l1} + R", "", "Level-2 Model"]
+    for q, c in enumerate(coefficients):
+        parts = [g.label if g.predictor == INTERCEPT else f"{g.label}*({_w(g.predictor)})" for g in labels if g.coefficient == c.name]
+        if c.random:
+            parts.append(f"U{q}")
+        lines.append(f"    B{q} = " + (" + ".join(parts) if parts else "0"))
+    centred = [c for c in coefficients if c.centering]
+    if centred:
+        lines.append("")
+        # the column is named by its helper ("cwc(ses)"): say which variable it centres
+        lines.extend(f"    {c.name} is {c.name[4:-1] if c.name[3:4] == '(' else c.name} {CENTERING_WORDS[c.centering]}." for c in centred)
+    # the level-2 predictors written cgm(w): HLM marks them too ('$'); which mean says the word
+    l2 = dict.fromkeys((w, k) for c in coefficients for w, k in zip(c.predictors, c.predictor_centering) if k)
+    if l2:
+        if not centred:
+            lines.append("")
+        lines.extend(f"    {w} is {w[4:-1] if w[3:4] == '(' else w} {PREDICTOR_CENTERING_WORDS[k]}." for w, k in l2)
+    return lines
+
+
+def mixed_equation(outcome: str, coefficients: tuple[Coefficient, ...]) -> str:
+    """'mathach = G00 + G01*sector + G10*ses + G11*sector*ses + U0 + U1*ses + R' (HLM's mixed form)."""
+    labels = gamma_labels(coefficients)
+    fixed = []
+    for g in labels:
+        factors = [f for f in (g.predictor, g.coefficient) if f != INTERCEPT]
+        fixed.append("*".join([g.label, *map(_w, factors)]))
+    rand = [f"U{q}" if c.name == INTERCEPT else f"U{q}*{_w(c.name)}" for q, c in enumerate(coefficients) if c.random]
+    return f"{outcome} = " + " + ".join(fixed + rand + ["R"])

@@ -1,0 +1,59 @@
+"""An lme4-style summary (`summary(lmer(...))`), from a Fit's tables."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from multilevel.interfaces.fit import Fit
+
+
+def _lme4_name(n: str) -> str:
+    return "(Intercept)" if n == "Intercept" else n
+
+
+def lme4_summary(fit: Fit, df: str = "satterthwaite") -> str:
+    """lmerTest's summary: fixed effects with df and p from `df` (Satterthwaite by default)."""
+    crit = "REML criterion at convergence" if fit.reml else "Deviance"
+    how = "REML" if fit.reml else "maximum likelihood"
+    lines = [
+        f"Linear mixed model fit by {how} ['multilevel']",
+        f"Formula: {fit.formula}",
+    ]
+    if fit.weight_kind == "precision":
+        lines.append(f"Weights: {fit.design.precision_weights.column}  (precision weights, as lmer's weights=)")
+    elif fit.weight_kind:
+        lines.append(f"Weights: {fit.weights_description}")
+    lines.append("")
+    if fit.reml:
+        lines.append(f"{crit}: {fit.deviance:.4f}")
+    else:
+        lines.append(f"     AIC      BIC   logLik deviance\n{fit.aic:9.1f}{fit.bic:9.1f}{fit.loglik:9.1f}{fit.deviance:9.1f}")
+    if fit.evaluated_at_given:
+        lines.append("(evaluated at given variance components, not estimated)")
+    lines += ["", "Random effects:", f" {'Groups':<9}{'Name':<14}{'Variance':>10}{'Std.Dev.':>10}  Corr"]
+    tau = fit.tau.to_numpy()
+    cor = fit.tau_correlations.to_numpy()
+    for i, z in enumerate(fit.design.z_names):
+        grp = fit.design.group if i == 0 else ""
+        corr = " ".join(f"{cor[i, k]:6.2f}" for k in range(i))
+        lines.append(f" {grp:<9}{_lme4_name(z):<14}{tau[i, i]:>10.4f}{np.sqrt(tau[i, i]):>10.4f}  {corr}".rstrip())
+    lines.append(f" {'Residual':<9}{'':<14}{fit.sigma2:>10.4f}{np.sqrt(fit.sigma2):>10.4f}")
+    lines.append(f"Number of obs: {fit.n_obs}, groups:  {fit.design.group}, {fit.n_groups}")
+    table = fit.coef_table(df=df)
+    lines += ["", f"Fixed effects ({df} df):", f"{'':<16}{'Estimate':>11}{'Std. Error':>12}{'df':>10}{'t value':>9}{'Pr(>|t|)':>11}"]
+    for name, row in table.iterrows():
+        lines.append(
+            f"{_lme4_name(name):<16}{row['estimate']:>11.5f}{row['se']:>12.5f}{row['df']:>10.2f}{row['t']:>9.3f}{row['p']:>11.3g}"
+        )
+    if fit.singular:
+        lines += ["", "boundary (singular) fit: see help('isSingular')"]
+    if fit.optimizer is not None and not fit.converged:  # an evaluated fit (fit.at) optimised nothing
+        lines += ["", f"Model failed to converge: {fit.optimizer.check} (the estimates are where the optimizer stopped)"]
+    elif fit.optimizer is not None:
+        lines += ["", f"Optimum checked: {fit.optimizer.check}"]
+    dr = fit.data_report
+    if dr.n_rows_dropped:
+        lines += ["", f"{dr.n_rows_dropped} rows dropped for missing values ({dr.n_rows_used} of {dr.n_rows_in} used)"]
+    return "\n".join(lines) + "\n"
