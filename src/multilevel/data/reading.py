@@ -32,12 +32,12 @@ _TEXT = {".csv": ",", ".tsv": "\t", ".txt": None, ".dat": None}
 FORMATS = ".csv, .tsv, .txt, .dat (optionally .gz/.bz2/.zip/.xz), .parquet, .sav, .zsav, .por, .dta, .sas7bdat, .xpt"
 
 
-def _suffix(path: Path) -> tuple[str, str | None]:
-    """(format suffix, compression suffix)."""
+def _suffix(path: Path) -> str:
+    """The format suffix, before a compression suffix (`.csv` of `x.csv.gz`); pandas reads the compression."""
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] in (".gz", ".bz2", ".zip", ".xz"):
-        return (suffixes[-2] if len(suffixes) > 1 else ""), suffixes[-1]
-    return (suffixes[-1] if suffixes else ""), None
+        return suffixes[-2] if len(suffixes) > 1 else ""
+    return suffixes[-1] if suffixes else ""
 
 
 def _need(module: str, extra: str, what: str):
@@ -75,7 +75,7 @@ def read(path: str | os.PathLike, *, value_labels: str = "categories", **kwargs)
     if value_labels not in ("categories", "codes"):
         raise DataError(f"value_labels must be 'categories' or 'codes', not {value_labels!r}.")
     p = Path(path)
-    fmt, compression = _suffix(p)
+    fmt = _suffix(p)
     known = fmt in _READSTAT or fmt in _PARQUET or fmt in _TEXT
     if not p.exists():
         # before the file type: a misspelt folder ('data/nope/') is missing, not of an unknown type
@@ -229,7 +229,7 @@ def apply_value_labels(frame: pd.DataFrame, labels: dict) -> pd.DataFrame:
         if len(order) < len(codes):
             # two codes share a label: as categories they would become one value (one unit, one
             # level), so the codes are kept
-            shared = {}
+            shared: dict[object, list[object]] = {}
             for c in codes:
                 shared.setdefault(mapping[c], []).append(c)
             example = next((lab, cs) for lab, cs in shared.items() if len(cs) > 1)

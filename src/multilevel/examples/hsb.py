@@ -9,12 +9,13 @@ Level-2:  B0 = G00 + G01*sector + G02*meanses + U0
 After the report, a note compares it with what HLM 6 printed for this model in the seminar: HLM
 stopped before the optimum (its deviance is higher), so its tau, sigma2 and the fixed effects
 differ from ours in the 3rd to 4th digit; evaluated at HLM's printed tau and sigma2 our report
-reproduces HLM's printed numbers (tests/test_hlm_seminar.py).
+reproduces HLM's printed numbers (tests/reference/test_hlm_seminar.py).
 """
 from __future__ import annotations
 
 import argparse
 import time
+from typing import TypedDict
 
 import multilevel as ml
 
@@ -29,9 +30,17 @@ def model4(method: str = "REML") -> ml.Fit:
     )
 
 
+class PrintedFit(TypedDict):
+    """Estimates as a program printed them: tau (k x k), sigma2 and the deviance."""
+
+    tau: list[list[float]]
+    sigma2: float
+    deviance: float
+
+
 #: HLM 6.08's printed REML estimates of model 4 in the seminar (tests/fixtures/hlm_printed.json): tau,
 #: sigma2 and HLM's deviance. These are HLM's numbers, transcribed, not ours.
-HLM6_MODEL4 = {"tau": [[2.37996, 0.19058], [0.19058, 0.14892]], "sigma2": 36.70313, "deviance": 46501.875643}
+HLM6_MODEL4: PrintedFit = {"tau": [[2.37996, 0.19058], [0.19058, 0.14892]], "sigma2": 36.70313, "deviance": 46501.875643}
 
 
 def hlm6_note(fit: ml.Fit) -> str:

@@ -44,15 +44,20 @@ import numpy as np
 
 from multilevel.errors import DataError, SpecificationError
 
+#: how a derived column is made (`Derived.kind`); "group" and "grand" are the centrings
+Kind = Literal["transform", "group", "grand", "scale", "poly", "offset"]
+Centering = Literal["group", "grand"]
+
 #: elementwise functions (inside I(), offset() and at the top of a term)
-ELEMENTWISE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+ELEMENTWISE: dict[str, np.ufunc] = {
     "log": np.log, "log10": np.log10, "log2": np.log2, "log1p": np.log1p,
     "exp": np.exp, "sqrt": np.sqrt, "abs": np.abs,
 }
 #: every function a formula may call
 FUNCTIONS = ("I", *ELEMENTWISE, "poly", "scale", "C", "factor", "cwc", "cgm", "offset")
-#: the centring helpers and their kind (HLM's group-mean and grand-mean centring)
-CENTERING = {"cwc": "group", "cgm": "grand"}
+#: the centring helpers and their kind: `cwc(x)` centres within cluster (HLM's group-mean
+#: centring), `cgm(x)` at the grand mean (HLM's grand-mean centring)
+CENTERING: dict[str, Centering] = {"cwc": "group", "cgm": "grand"}
 
 ALLOWED = (
     "Allowed in a formula: column names (backticked, `like this`, when they have spaces or other "
@@ -60,9 +65,6 @@ ALLOWED = (
     + ", ".join(f"{f}()" for f in FUNCTIONS)
     + " (I() takes arithmetic, comparisons, TRUE/FALSE and the elementwise functions; see docs/formulas.md)."
 )
-
-Kind = Literal["transform", "group", "grand", "scale", "poly", "offset"]
-
 
 @dataclass(frozen=True)
 class Derived:
@@ -284,11 +286,17 @@ def _render(node: ast.AST, names: list[str], parent: int = 0) -> str:
     if isinstance(node, ast.Name):
         return quote(names[int(node.id[2:])])
     if isinstance(node, ast.Call):
-        return f"{node.func.id}({_render(node.args[0], names)})"
+        return f"{_callee(node)}({_render(node.args[0], names)})"
     raise AssertionError(type(node))
 
 
-def _parse_call(fname: str, args: list[Token], term: str, text: str) -> ast.Call:
+def _callee(call: ast.Call) -> str:
+    """The name of a function `_check_expr` admitted (a bare name: attributes are refused there)."""
+    assert isinstance(call.func, ast.Name)
+    return call.func.id
+
+
+def _parse_call(fname: str, args: list[Token], term: str, text: str) -> tuple[ast.Call, list[str]]:
     src, names = _python_source(args, term)
     try:
         tree = ast.parse(f"{fname}({src})", mode="eval")
@@ -472,15 +480,16 @@ def _evaluate(node: ast.AST, values: list[np.ndarray]) -> np.ndarray | float:
         return -v if isinstance(node.op, ast.USub) else v
     if isinstance(node, ast.Compare):
         a, b = _evaluate(node.left, values), _evaluate(node.comparators[0], values)
-        op = type(node.ops[0])
-        r = a < b if op is ast.Lt else a <= b if op is ast.LtE else a > b if op is ast.Gt else a >= b if op is ast.GtE else a == b if op is ast.Eq else a != b
+        cmp = type(node.ops[0])
+        r = a < b if cmp is ast.Lt else a <= b if cmp is ast.LtE else a > b if cmp is ast.Gt else a >= b if cmp is ast.GtE else a == b if cmp is ast.Eq else a != b
         return np.asarray(r, dtype=float)
     if isinstance(node, ast.Constant):
+        assert isinstance(node.value, (int, float))  # _check_expr admitted numbers and TRUE/FALSE only
         return float(node.value)
     if isinstance(node, ast.Name):
         return values[int(node.id[2:])]
     if isinstance(node, ast.Call):
-        return ELEMENTWISE[node.func.id](_evaluate(node.args[0], values))
+        return ELEMENTWISE[_callee(node)](_evaluate(node.args[0], values))
     raise AssertionError(type(node))  # _check_expr admitted nothing else
 
 
@@ -507,7 +516,11 @@ def _poly_values(x: np.ndarray, degree: int, alpha: np.ndarray, norm2: np.ndarra
     return [Z[k] / np.sqrt(norm2[k + 1]) for k in range(1, degree + 1)]
 
 
-def derived_state(d: Derived, column: Callable[[str], np.ndarray], codes: np.ndarray, n_groups: int) -> object:
+#: what a stateful column keeps from the rows used (`derived_state`)
+DerivedState = np.ndarray | float | tuple[float, float] | tuple[np.ndarray, np.ndarray] | None
+
+
+def derived_state(d: Derived, column: Callable[[str], np.ndarray], codes: np.ndarray, n_groups: int) -> DerivedState:
     """What a stateful column needs from the rows used: unit means (cwc), the mean (cgm),
     (mean, sd) (scale), R's (alpha, norm2) (orthogonal poly); None for the others."""
     if not d.stateful:
@@ -536,20 +549,26 @@ def derived_values(
     d: Derived, column: Callable[[str], np.ndarray], codes: np.ndarray | None, state: object, check: bool = True
 ) -> dict[str, np.ndarray]:
     """The column(s) of `d` on the rows whose data columns `column(v)` gives (float arrays);
-    `check`: refuse values that are not finite (rows used; off for rows with missing values)."""
+    `check`: refuse values that are not finite (rows used; off for rows with missing values).
+    `state` is `derived_state`'s (typed `object`: the designs keep the states of all kinds in one dict)."""
     if d.kind == "group":
+        assert codes is not None and isinstance(state, np.ndarray)
         x = column(d.variables[0])
         return {d.name: x - np.where(codes >= 0, state[np.maximum(codes, 0)], np.nan)}
     if d.kind == "grand":
+        assert isinstance(state, (float, np.floating))
         return {d.name: column(d.variables[0]) - state}
     if d.kind == "scale":
+        assert isinstance(state, tuple)
         m, sd = state
         return {d.name: (column(d.variables[0]) - m) / sd}
     if d.kind == "poly":
         x = column(d.variables[0])
         if d.raw:
             return {c: x**k for k, c in enumerate(d.columns, 1)}
-        return dict(zip(d.columns, _poly_values(x, d.degree, *state)))
+        assert isinstance(state, tuple)
+        alpha, norm2 = state
+        return dict(zip(d.columns, _poly_values(x, d.degree, alpha, norm2)))
     values = [column(v) for v in d.variables]
     n = len(values[0]) if values else 0
     with np.errstate(all="ignore"):

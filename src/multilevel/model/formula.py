@@ -17,6 +17,7 @@ from __future__ import annotations
 import keyword
 import re
 from functools import lru_cache
+from itertools import pairwise
 
 import formulaic
 
@@ -84,7 +85,7 @@ def check_names(text: str, what: str) -> None:
                 f"coefficient could not be told from them. Rename the column, e.g. "
                 f"df = df.rename(columns={{'{tok.text}': '{safe}'}}), and write '{safe}'."
             )
-    for a, b in zip(tokens, tokens[1:]):
+    for a, b in pairwise(tokens):
         if keyword.iskeyword(a.text) or keyword.iskeyword(b.text):
             continue  # 'x or y', 'lambda': the whitelist (`expressions`) refuses them with its own message
         if a.kind in ("name", "quoted", "number") and b.kind in ("name", "quoted"):
@@ -142,7 +143,8 @@ def _parse_formula(formula: str) -> ModelSpec:
         raise SpecificationError(f"The outcome column is named '{lhs}', the name of the intercept's column; rename it.")
     derived: dict[str, Derived] = {}
     offsets: list[Derived] = []
-    fixed_parts, random = [], []
+    fixed_parts: list[str] = []
+    random: list[RandomTerm] = []
     for part in split_top_level(rhs):
         m = _BAR_RE.match(part)
         if m is None:

@@ -199,11 +199,11 @@ def parse_levels(level1: str, level2: Mapping[str, str] | None, group: str, colu
             "e.g. level2={'Intercept': '1 + u'}."
         )
     for v in sorted(level2_vars):
-        d = derived.get(v)
-        if d is not None and d.kind == "group":
+        dv = derived.get(v)
+        if dv is not None and dv.kind == "group":
             raise SpecificationError(
-                f"'{d.variables[0]}' is a level-2 predictor (in '{v}'); it is constant within groups, so group-mean "
-                f"centring would make it zero. Use cgm({d.variables[0]}) or {d.variables[0]}."
+                f"'{dv.variables[0]}' is a level-2 predictor (in '{v}'); it is constant within groups, so group-mean "
+                f"centring would make it zero. Use cgm({dv.variables[0]}) or {dv.variables[0]}."
             )
     # formulaic orders terms by degree, as the formula route does.
     spec0 = ModelSpec(outcome, (), (), derived=tuple(derived.values()))

@@ -13,21 +13,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Literal
 
-from multilevel.model.expressions import CENTERING, Derived, quote
-
-Centering = Literal["group", "grand"]
-
-#: formula helpers for centering: `cwc(x)` centres within cluster (HLM's group-mean centring),
-#: `cgm(x)` centres at the grand mean (HLM's grand-mean centring).
-CENTERING_FUNCTIONS: dict[str, Centering] = dict(CENTERING)  # type: ignore[arg-type]
+from multilevel.model.expressions import Centering, Derived, quote
 
 
 def split_outside(text: str, sep: str) -> list[str] | None:
     """`text` split on `sep` where it stands outside parentheses and backticks, each part stripped;
     None when the parentheses do not balance."""
-    parts, depth, cur, quoted = [], 0, [], False
+    parts: list[str] = []
+    cur: list[str] = []
+    depth, quoted = 0, False
     for ch in text:
         if ch == "`":
             quoted = not quoted
@@ -106,7 +101,7 @@ class ModelSpec:
     @property
     def centering(self) -> tuple[tuple[str, Centering], ...]:
         """(centred column, "group" | "grand"), e.g. ("cwc(ses)", "group")."""
-        return tuple((d.name, d.kind) for d in self.derived if d.kind in ("group", "grand"))  # type: ignore[misc]
+        return tuple((d.name, d.kind) for d in self.derived if d.kind == "group" or d.kind == "grand")
 
     @property
     def centering_map(self) -> dict[str, Centering]:
