@@ -22,6 +22,8 @@ same file, byte for byte.
 from __future__ import annotations
 
 import argparse
+import math
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +51,7 @@ def parse_size(text: str) -> int:
 
 def size_label(n: int) -> str:
     """1000000 -> '1e6' (for file names and tables); other numbers as they are."""
-    exp = int(round(np.log10(n)))
+    exp = round(math.log10(n))
     return f"1e{exp}" if 10**exp == n else str(n)
 
 
@@ -117,7 +119,7 @@ def generate(n: int, seed: int = SEED, path: Path | None = None, csv: bool = Fal
     csv_tmp = path.with_suffix(".csv.tmp") if csv else None
     csv_file = open(csv_tmp, "wb") if csv else None
     try:
-        for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        for i, (lo, hi) in enumerate(pairwise(bounds)):
             table = chunk_frame(sizes[lo:hi], lo, np.random.default_rng(streams[i]))
             if writer is None:
                 writer = pq.ParquetWriter(tmp, table.schema, compression="snappy")

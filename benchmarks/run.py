@@ -35,8 +35,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import generate  # noqa: E402
-import peers  # noqa: E402
+import generate  # noqa: E402 (a sibling script: importable once its folder is on sys.path, above)
+import peers  # noqa: E402 (the same)
 
 BETA_TOL = 1e-4
 VC_TOL = 1e-3
@@ -212,7 +212,7 @@ def start_time(python: str, repeat: int = 10) -> dict:
 
     heavy = ("pandas", "scipy", "formulaic", "pyarrow", "matplotlib", "dask", "statsmodels")
     probe = subprocess.run(
-        [python, "-c", "import sys, multilevel; print(' '.join(m for m in %r if m in sys.modules))" % (heavy,)],
+        [python, "-c", f"import sys, multilevel; print(' '.join(m for m in {heavy!r} if m in sys.modules))"],
         capture_output=True, text=True).stdout.strip()
     return dict(import_s=median_run("import multilevel"), bare_s=median_run("pass"), loaded=probe,
                 first_use_s=median_run("import multilevel; multilevel.fit"))

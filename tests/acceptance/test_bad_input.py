@@ -29,7 +29,7 @@ def test_empty_file(tmp_path):
 
 def test_unknown_format(tmp_path):
     (tmp_path / "data.xlsx").write_bytes(b"PK\x03\x04")
-    with pytest.raises(DataError, match=r"file type '.xlsx' is not known. multilevel reads .csv"):
+    with pytest.raises(DataError, match=r"file type '\.xlsx' is not known\. multilevel reads \.csv"):
         ml.read(tmp_path / "data.xlsx")
 
 
@@ -37,7 +37,7 @@ def test_unreadable_file(tmp_path):
     with pytest.raises(DataError, match="there is no such file"):
         ml.read(tmp_path / "nothere.csv")
     (tmp_path / "broken.sav").write_bytes(b"this is not an SPSS file" * 10)
-    with pytest.raises(DataError, match=r"Cannot read '.*broken.sav' as a .sav file: "):
+    with pytest.raises(DataError, match=r"Cannot read '.*broken\.sav' as a \.sav file: "):
         ml.read(tmp_path / "broken.sav")
     (tmp_path / "folder.csv").mkdir()
     with pytest.raises(DataError, match="it is a folder"):
@@ -94,7 +94,7 @@ def test_text_in_a_numeric_column(tmp_path):
     with pytest.raises(DataError, match=expected):
         ml.fit(M, d)
     # pandas' CSV reader already takes 'n/a' as missing; '.' is left
-    with pytest.raises(DataError, match=r"'ses' is a column of numbers with some text in it: '.' \(row 12\)"):
+    with pytest.raises(DataError, match=r"'ses' is a column of numbers with some text in it: '\.' \(row 12\)"):
         ml.fit(M, tmp_path / "d.csv")
     # read with that code as missing too: the fit drops the rows and says so
     fit = ml.fit(M, ml.read(tmp_path / "d.csv", na_values=["."]))

@@ -163,7 +163,7 @@ def test_list_of_constraints_is_one_joint_test(fit4):
 def test_confint_which_is_validated_and_honoured():
     fb = ml.fit("y ~ x + (1|g)", sim())
     for method in ("wald", "profile", "bootstrap"):
-        with pytest.raises(SpecificationError, match="which='fixd'.*Did you mean 'fixed'"):
+        with pytest.raises(SpecificationError, match=r"which='fixd'.*Did you mean 'fixed'"):
             fb.confint(method, which="fixd", n_boot=5, progress=False)
     assert list(fb.confint("wald", which="fixed").index) == ["Intercept", "x"]
     assert list(fb.confint("wald", which="variance").index) == ["sd_Intercept|g", "sigma"]

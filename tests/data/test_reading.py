@@ -126,7 +126,7 @@ def test_missing_optional_reader_says_which_extra(tmp_path, monkeypatch):
 # ----- two tables ---------------------------------------------------------------------------
 def test_join_checks_duplicates_unmatched_and_conflicts():
     s = schools()
-    with pytest.raises(DataError, match="more than one row.*1224"):
+    with pytest.raises(DataError, match=r"more than one row.*1224"):
         ml.fit(MODELS["M2"], students(), level2=pd.concat([s, s.iloc[:1]]))
     missing = s[~s.school.isin(["1224", "1288"])]
     with pytest.raises(DataError, match=r"2 unit id\(s\).*no row in the level-2 table \(1224, 1288"):
@@ -137,7 +137,7 @@ def test_join_checks_duplicates_unmatched_and_conflicts():
     assert r.n_rows_in == 7185 and r.n_rows_used == 7185 - r.unmatched_level1_rows
     assert "level-1 units with no level-2 row dropped" in str(r)
     conflict = students().assign(meanses=hsb()["meanses"] + (hsb()["school"] == "1296") * 0.5)
-    with pytest.raises(DataError, match="'meanses' is in both tables but differs in 1 unit.*1296"):
+    with pytest.raises(DataError, match=r"'meanses' is in both tables but differs in 1 unit.*1296"):
         ml.fit(MODELS["M2"], conflict, level2=s)
     agree = students().assign(meanses=hsb()["meanses"])
     same_fit(ml.fit(MODELS["M2"], agree, level2=s), fitted("M2", "REML"))
@@ -205,7 +205,7 @@ def test_separator_of_a_csv(tmp_path):
 def test_join_hints_and_float32_copies(tmp_path):
     s = schools()
     padded = s.assign(school="0" + s["school"])
-    with pytest.raises(DataError, match="No id matches at all.*leading zeros"):
+    with pytest.raises(DataError, match=r"No id matches at all.*leading zeros"):
         ml.fit(MODELS["M2"], students(), level2=padded)
     # a shared variable stored in 4 bytes in one table (Stata's default float) still agrees
     st = students().assign(meanses=hsb()["meanses"].astype(np.float32))

@@ -110,7 +110,7 @@ def test_pseudo_likelihood_and_sandwich_equal_their_definitions():
     S = np.zeros((J, p))
     H = np.zeros((p, p))
     for j in range(J):
-        f = lambda g, j=j: _dense_unit_loglik(fit, j, g, tau, s2, w.row)  # noqa: E731
+        f = lambda g, j=j: _dense_unit_loglik(fit, j, g, tau, s2, w.row)  # noqa: E731 (unit j's log-likelihood in gamma, j bound now)
         for a in range(p):
             e = np.eye(p)[a] * h
             S[j, a] = (f(gamma + e) - f(gamma - e)) / (2 * h)

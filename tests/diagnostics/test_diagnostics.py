@@ -138,7 +138,7 @@ def test_save_residuals_by_extension(tmp_path, ext):
     np.testing.assert_allclose(back.iloc[:, 3].to_numpy(dtype=float), fit.residuals(2)["mdist"], rtol=1e-12)
     if ext in ("sav", "dta"):
         assert all(re.fullmatch(r"[A-Za-z]\w*", c) for c in back.columns)  # names SPSS/Stata accept
-    with pytest.raises(SpecificationError, match=".csv, .parquet, .sav or .dta"):
+    with pytest.raises(SpecificationError, match=r"\.csv, \.parquet, \.sav or \.dta"):
         fit.save_residuals(tmp_path / "res.xlsx")
 
 
@@ -191,7 +191,7 @@ def test_every_plot_kind_renders_without_warnings(tmp_path):
     np.testing.assert_allclose(y, expected, rtol=1e-10)
     with pytest.raises(SpecificationError, match="kind="):
         fit.plot("histogram")
-    with pytest.raises(SpecificationError, match=".png, .svg or .pdf"):
+    with pytest.raises(SpecificationError, match=r"\.png, \.svg or \.pdf"):
         fit.plot("qq", path=tmp_path / "x.jpg")
 
 

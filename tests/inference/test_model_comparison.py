@@ -34,7 +34,7 @@ def test_reml_comparison_of_variance_models_matches_lme4_anova_and_ranova():
     assert last["df"] == rows[1]["Df"] == 2
     assert last["p"] == pytest.approx(rows[1]["Pr(>Chisq)"], rel=1e-5)
     ranova = INFERENCE["rand_lmerTest"]["M4_REML"]["rows"]
-    assert last["chisq"] == pytest.approx([r for r in ranova if r["LRT"] is not None][0]["LRT"], rel=1e-5)
+    assert last["chisq"] == pytest.approx(next(r for r in ranova if r["LRT"] is not None)["LRT"], rel=1e-5)
     # the slope variance is on its boundary under H0: 0.5 chi2(2) + 0.5 chi2(1), smaller than naive
     mix = 0.5 * scipy.stats.chi2.sf(last["chisq"], 2) + 0.5 * scipy.stats.chi2.sf(last["chisq"], 1)
     assert last["p_mixture"] == pytest.approx(mix, rel=1e-12)
@@ -123,7 +123,7 @@ def _hlm_m4_point():
 
 
 def test_hlm_model4_fixed_effects_table_pins_down_its_variance_components():
-    f, at, residuals, x0, res = _hlm_m4_point()
+    _, at, residuals, x0, res = _hlm_m4_point()
     assert np.abs(residuals(x0)).max() > 20  # the printed tau does not give the printed gammas
     assert np.abs(res.fun).max() < 1.2  # the recovered point gives all 18 to the printed digits
     printed = hlm_printed()["M4"]
@@ -138,7 +138,7 @@ def test_hlm_model4_fixed_effects_table_pins_down_its_variance_components():
 def test_seminar_general_linear_hypothesis_chi_square():
     """'Results of General Linear Hypothesis Testing': G01 = 0 and G11 = 0, chi-square 60.596880,
     df 2. HLM uses the robust (CR0) covariance for it when robust SEs are printed."""
-    f, at, _, x0, res = _hlm_m4_point()
+    _, at, _, x0, res = _hlm_m4_point()
     t = at(res.x).test("G01 = 0, G11 = 0", se="CR0")
     assert t.chisq == pytest.approx(60.596880, abs=5e-6)
     assert t.chisq_df == 2
@@ -152,7 +152,7 @@ def test_seminar_general_linear_hypothesis_chi_square():
 def test_seminar_variance_covariance_components_test():
     """Model 4 against its random-intercept variant: chi-square 1.07710, df 2, p > .500."""
     p = hlm_printed()
-    f, at, _, x0, res = _hlm_m4_point()
+    _, at, _, x0, res = _hlm_m4_point()
     small = fitted("M4b", "REML").at(p["M4b"]["tau"], p["M4b"]["sigma2"])
     big = at(res.x)
     c = ml.compare(small, big)
@@ -181,7 +181,7 @@ def test_seminar_model_comparison_test_from_entered_deviances():
 
 
 def test_report_prints_the_glh_test_as_hlm_does():
-    f, at, _, x0, res = _hlm_m4_point()
+    _, at, _, _, res = _hlm_m4_point()
     text = at(res.x).report(tests=["G01 = 0, G11 = 0"])
     block = text[text.index("Results of General Linear Hypothesis Testing"):]
     chisq = float(block.split("Chi-square statistic =")[1].split()[0])

@@ -66,5 +66,5 @@ def test_formula_errors():
 
 
 def test_nested_grouping_not_yet_supported_says_so():
-    with pytest.raises(ml.SpecificationError, match="2 grouping factors.*not supported yet"):
+    with pytest.raises(ml.SpecificationError, match=r"2 grouping factors.*not supported yet"):
         ml.fit("mathach ~ 1 + (1 | school) + (1 | sector)", hsb())

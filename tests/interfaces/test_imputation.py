@@ -88,7 +88,7 @@ def _r_q_u():
 def test_formulas_exact_on_lme4_numbers():
     """rubin_scalar on lme4's own estimates and SEs reproduces mitml to rounding (no optimiser
     differences)."""
-    q, v = _r_q_u()
+    q, _ = _r_q_u()
     u = np.array([list(r["se"].values()) for r in MI["per_imputation"]]) ** 2
     for key, com in (("fixed", 157.0), ("fixed_df_com_inf", np.inf)):
         out = rubin_scalar(q, u, com)
@@ -242,7 +242,7 @@ def test_fit_takes_a_list_of_data_sets_paths_or_an_imputation_column(tmp_path):
 
 def test_imputation_column_rules_and_pooled_data_report():
     stacked = pd.concat([imputed(k).assign(imp=k) for k in range(MI["m"])], ignore_index=True)  # 0, 1, ...
-    with pytest.raises(SpecificationError, match="data set 0 .* original, incomplete data"):
+    with pytest.raises(SpecificationError, match=r"data set 0 .* original, incomplete data"):
         ml.fit(M4, stacked, imputation="imp")
     gaps = pd.concat([imputed(k).assign(imp=k + 1.0) for k in range(2)], ignore_index=True)
     gaps.loc[[3, 7], "imp"] = np.nan

@@ -195,7 +195,7 @@ def test_profile_interval_of_a_variance_is_where_the_profiled_deviance_rises_by_
     for end in ("ci_low", "ci_high"):
         sd = ci.loc["sd_Intercept|school", end]
         res = scipy.optimize.minimize_scalar(
-            lambda ls2: fit.at([[sd**2]], float(np.exp(ls2))).deviance, bracket=(np.log(60), np.log(80)), tol=1e-12
+            lambda ls2, sd=sd: fit.at([[sd**2]], float(np.exp(ls2))).deviance, bracket=(np.log(60), np.log(80)), tol=1e-12
         )
         assert res.fun - fit.deviance == pytest.approx(crit, rel=1e-4)
 
