@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 
-.PHONY: demo test install install-demo clean
+.PHONY: demo lint test install install-demo clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,7 @@ $(VENV)/.installed-demo: pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install --quiet -e .
 	touch $@
 
-## The package with the test stack (pytest, pyreadstat, pyarrow, polars, matplotlib, dask).
+## The package with the test stack (pytest, ruff, mypy, pyreadstat, pyarrow, polars, matplotlib, dask).
 $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@ $(VENV)/.installed-demo
@@ -26,8 +26,13 @@ install: $(VENV)/.installed
 demo: install-demo
 	$(PY) -m multilevel.examples.hsb
 
-## The whole test suite.
-test: install
+## The linter and the type checker, as configured in pyproject.toml ([tool.ruff], [tool.mypy]).
+lint: install
+	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m mypy
+
+## The whole test suite, after the linter and the type checker.
+test: lint
 	$(PY) -m pytest
 
 clean:
