@@ -178,9 +178,8 @@ class GroupSummaries:
             if term.p != self.p or len(term.cross) != t:
                 raise ValueError(f"Term {t + 1} has p = {term.p} and {len(term.cross)} cross blocks; the model has p = {self.p} and it needs {t}.")
             for s, block in enumerate(term.cross):
-                first = self.terms[s] if s else None
-                J_s, q_s = (self.n_groups, self.q) if first is None else (first.J, first.q)
-                if block.term != s or block.shape != (term.J, J_s) or block.blocks.shape[1:] != (term.q, q_s):
+                earlier = self.terms[s]
+                if block.term != s or block.shape != (term.J, earlier.J) or block.blocks.shape[1:] != (term.q, earlier.q):
                     raise ValueError(f"The cross block of term {t + 1} with term {s + 1} does not match their levels and columns.")
 
     @classmethod
