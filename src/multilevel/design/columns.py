@@ -21,7 +21,6 @@ from functools import cached_property
 import numpy as np
 
 from multilevel.design.summaries import GroupSummaries
-from multilevel.numerics.kernels import cross_products
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,7 +54,7 @@ class Columns:
         bases: list[np.ndarray] = []
         index: dict[int, int] = {}
         distinct: dict[tuple, int] = {}
-        rows: list[tuple[int, ...]] = []
+        rows: list[tuple[tuple[int, float], ...]] = []  # per distinct column: (base, its centre) per factor
         maps: list[tuple[float, float]] = []
         cmap = np.empty(self.k, dtype=np.int64)
         for c, fs in enumerate(self.factors):
@@ -124,20 +123,10 @@ class Columns:
         unit_weights: np.ndarray | None = None,
         precision_weights: np.ndarray | None = None,
     ) -> GroupSummaries:
-        """The per-unit cross-products in one pass over the rows (`kernels.cross_products`).
-        Sampling weights: `row_weights` (level 1) and `unit_weights` (level 2); precision weights
-        (lme4's weights=): `precision_weights`, which weight the same pass but leave N the number of
-        rows and give the deviance its -sum log w (`GroupSummaries.ldw`)."""
-        if precision_weights is not None:
-            if row_weights is not None or unit_weights is not None:
-                raise ValueError("Sampling and precision weights cannot be combined.")
-            pw = np.ascontiguousarray(precision_weights, dtype=float)
-            C, total, n = cross_products(*self.recipe(), codes, n_groups, pw)
-            return GroupSummaries(C, n, self.q, self.p, total=total, ldw=float(np.log(pw).sum()), precision=True)
-        rw = None if row_weights is None else np.ascontiguousarray(row_weights, dtype=float)
-        C, total, n = cross_products(*self.recipe(), codes, n_groups, rw)
-        sums = None if row_weights is None else np.bincount(codes, weights=row_weights, minlength=n_groups)
-        return GroupSummaries(C, n, self.q, self.p, unit_weights, sums, total=total)
+        """The per-unit cross-products of these columns in one pass over the rows
+        (`summaries.GroupSummaries.one_pass`: sampling weights `row_weights`, `unit_weights`, or
+        lme4's precision weights)."""
+        return GroupSummaries.one_pass(self.recipe(), self.q, self.p, codes, n_groups, row_weights, unit_weights, precision_weights)
 
     def with_outcome(self, y: np.ndarray) -> Columns:
         """The same Z and X with another outcome (a bootstrap replicate's), in the same coordinates."""

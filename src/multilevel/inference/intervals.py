@@ -361,7 +361,7 @@ def fixed_summaries(s: GroupSummaries, k: int, b: float) -> GroupSummaries:
         T[old, new] = 1.0
     T[q + k, -1] = -b
     C = np.einsum("ab,jbc,cd->jad", T.T, s.C, T)
-    return s.with_C(C, p - 1)  # the same units and weights (precision weights keep their ldW)
+    return dataclasses.replace(s, C=C, p=p - 1, total=None)  # the same units and weights (precision weights keep their ldW)
 
 
 def _fixed_profile(ml_fit, k: int, dmin: float, crit: float, theta0: np.ndarray):

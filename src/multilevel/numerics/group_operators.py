@@ -59,9 +59,6 @@ class GroupSpace:
     def identity(self) -> GroupOperator:
         return self.operator(1.0, 0.0)
 
-    def zero(self) -> GroupOperator:
-        return self.operator(0.0, 0.0)
-
     def embed(self, block: np.ndarray, rows: slice, cols: slice | None = None) -> np.ndarray:
         """An r-by-r (or (J, r, r)) core with `block` at the given columns of U and zeros elsewhere."""
         cols = rows if cols is None else cols
