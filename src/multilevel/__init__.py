@@ -23,6 +23,7 @@ _WHERE = {
     "parse_formula": "model.formula",
     "PooledFit": "interfaces.imputation", "pool": "interfaces.imputation",
     "read": "data.reading",
+    "dask_residuals": "interfaces.streaming",
     "Fit": "interfaces.fit",
     "ModelSpec": "model.spec", "RandomTerm": "model.spec",
     "SamplingWeights": "data.weights", "Weights": "data.weights",
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from multilevel.interfaces.api import fit, fit_levels, fit_spec, levels
     from multilevel.interfaces.fit import Fit
     from multilevel.interfaces.imputation import PooledFit, pool
+    from multilevel.interfaces.streaming import dask_residuals
     from multilevel.model.formula import parse_formula
     from multilevel.model.spec import ModelSpec, RandomTerm
 
@@ -70,6 +72,7 @@ __all__ = [
     "SpecificationError",
     "Weights",
     "compare",
+    "dask_residuals",
     "datasets",
     "design_effect",
     "effective_n",

@@ -97,7 +97,7 @@ def client():
 def test_dask_on_two_workers_equals_the_in_memory_fit(client):
     import dask.dataframe as dd
 
-    from multilevel.design.chunked import dask_residuals
+    dask_residuals = ml.dask_residuals
 
     assert len(client.scheduler_info()["workers"]) == 2
     d = with_gaps()

@@ -21,12 +21,12 @@ with no value at all, text in a numeric column, infinite values, an outcome with
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from multilevel.data.join import JoinReport, check_single_values, id_kind, mixed_id_error, normalise_ids
+from multilevel.data.join import JoinReport, id_kind, mixed_id_error, normalise_ids, not_single_error, not_single_rows
 from multilevel.errors import DataError, MultilevelWarning, preview
 
 _NUMBER = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
@@ -236,16 +236,142 @@ def missing_and_infinite(col: pd.Series) -> tuple[int, int]:
     return nan, 0
 
 
+@dataclass
+class ValueFacts:
+    """What the checks over all rows (`judge_values`) need of each variable, gathered chunk by chunk
+    when the rows come in chunks (a stream, Dask partitions; `design.chunked`): rows, missing
+    values, the rows of infinite values and of text among numbers, the text levels. Rows are
+    numbered from 0 over all chunks (`add` shifts a chunk's by the rows before it)."""
+
+    rows: int = 0
+    missing: dict[str, int] = field(default_factory=dict)
+    infinite: dict[str, list[int]] = field(default_factory=dict)
+    bad_text: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    levels: dict[str, dict[str, None]] = field(default_factory=dict)  # text variable -> its values, in order of appearance
+    numeric_text: dict[str, bool] = field(default_factory=dict)
+    notes: dict[str, None] = field(default_factory=dict)
+    #: (variable, role) -> (the first such value, its rows): cells holding a list, array, ...
+    not_single: dict[tuple[str, str], tuple[object, list[int]]] = field(default_factory=dict)
+
+    def add(self, o: ValueFacts) -> ValueFacts:
+        """These facts followed by those of the next chunk `o`."""
+        for v, n in o.missing.items():
+            self.missing[v] = self.missing.get(v, 0) + n
+        for v, rows in o.infinite.items():
+            self.infinite.setdefault(v, []).extend(r + self.rows for r in rows)
+        for v, bad in o.bad_text.items():
+            mine = self.bad_text.setdefault(v, {})
+            for t, rows in bad.items():
+                mine.setdefault(t, []).extend(r + self.rows for r in rows)
+        for v, lv in o.levels.items():
+            self.levels.setdefault(v, {}).update(lv)
+        for v, flag in o.numeric_text.items():
+            self.numeric_text[v] = self.numeric_text.get(v, True) and flag
+        self.notes.update(o.notes)
+        for key, (first, rows) in o.not_single.items():
+            self.not_single.setdefault(key, (first, []))[1].extend(r + self.rows for r in rows)
+        self.rows += o.rows
+        return self
+
+
+def _all_missing(v: str, n_missing: int, n: int) -> None:
+    if n_missing == n:
+        raise DataError(
+            f"'{v}' has no value in any of the {n} rows (all missing). Drop it from the model or "
+            "check how the file was read (a misspelt missing-value code, a wrong separator)."
+        )
+
+
+def _text_in_numbers(v: str, bad: dict[str, list[int]]) -> None:
+    if bad:
+        examples = "; ".join(f"{t!r} (row{'s' if len(r) > 1 else ''} {preview(r, 3)})" for t, r in list(bad.items())[:4])
+        raise DataError(
+            f"'{v}' is a column of numbers with some text in it: {examples}"
+            + (f" and {len(bad) - 4} other texts" if len(bad) > 4 else "")
+            + ". Make those entries missing (e.g. read with na_values=[...], or pd.to_numeric(..., errors='coerce')) "
+            "or correct them."
+        )
+
+
+def _text_levels(v: str, values: list, n: int, numeric_text: bool) -> str | None:
+    """Refuse a text predictor of too many levels; the note for text that looks like numbers."""
+    levels = len(values)
+    if levels > MAX_LEVELS and levels > 0.1 * n and numeric_text:
+        raise DataError(
+            f"'{v}' is text whose values look like numbers ({preview([repr(x) for x in values[:3]], 3)}), "
+            f"with {levels} different values in {n} rows. Text is a factor (as in R): it would make "
+            f"{levels - 1} fixed-effect columns. For a numeric effect convert it: df['{v}'] = pd.to_numeric(df['{v}'])."
+        )
+    if levels > MAX_LEVELS and levels > 0.1 * n:
+        raise DataError(
+            f"'{v}' is text with {levels} different values in {n} rows; as a factor it would make "
+            f"{levels - 1} fixed-effect columns. If it holds numbers, convert it (pd.to_numeric); if it is an "
+            "id, use it as the grouping factor instead."
+        )
+    if numeric_text:
+        # R's rule: a character column is a factor, whatever its values look like
+        shown = sorted(map(str, values), key=lambda t: float(t))
+        return (
+            f"'{v}' is text whose values look like numbers ({preview(shown, 4)}): it was treated as a factor "
+            f"({levels} levels, treatment contrasts), as R does. For a numeric effect convert it: "
+            f"df['{v}'] = pd.to_numeric(df['{v}'])."
+        )
+    return None
+
+
+def _infinite(v: str, rows: list[int]) -> None:
+    if rows:
+        raise DataError(
+            f"'{v}' has {len(rows)} infinite value{'s' if len(rows) > 1 else ''} (row{'s' if len(rows) > 1 else ''} "
+            f"{preview(rows)}). Replace them by missing values, or correct them."
+        )
+
+
+def judge_values(facts: ValueFacts, variables: list[str], group: str) -> tuple[str, ...]:
+    """The checks of `check_values` that need all rows, from the facts of every chunk, in the
+    order `check_values` makes them; returns their notes for the data report."""
+    for (v, role), (first, rows) in facts.not_single.items():
+        raise not_single_error(first, v, role, rows)
+    notes = list(facts.notes)
+    for v in variables:
+        _all_missing(v, facts.missing.get(v, 0), facts.rows)
+        if v == group:
+            continue
+        _text_in_numbers(v, facts.bad_text.get(v, {}))
+        if v in facts.levels:
+            note = _text_levels(v, list(facts.levels[v]), facts.rows, facts.numeric_text.get(v, False))
+            if note:
+                notes.append(note)
+        _infinite(v, facts.infinite.get(v, []))
+    return tuple(notes)
+
+
 def check_values(
-    data: pd.DataFrame, variables: list[str], outcome: str, group: str, column=None
+    data: pd.DataFrame, variables: list[str], outcome: str, group: str, column=None, facts: ValueFacts | None = None
 ) -> tuple[pd.DataFrame, dict[str, int], tuple[str, ...]]:
     """The bad-input catalogue, before any row is dropped. Returns the data (a copy when a column
     was changed: extension dtypes made plain, blank ids made missing, numbers written as text in
     an object column of numbers converted), the number of missing values of each variable (for
     `select_rows`), and notes for the data report (text predictors that look like numbers, which
-    stay factors, as in R)."""
+    stay factors, as in R).
+
+    With `facts` (`data` is one chunk of the rows), the checks that need all rows (a variable
+    with no value, text among numbers, text of too many levels, infinite values) only gather
+    their facts there; `judge_values` makes them, with the same messages, after the last chunk."""
     column = column or data.__getitem__
+
+    def check_single_values(values: pd.Series, v: str, role: str) -> None:
+        """`join.check_single_values`; over all rows at the end (`judge_values`) with `facts`."""
+        bad = not_single_rows(values)
+        if bad and facts is None:
+            raise not_single_error(values.iloc[bad[0]], v, role, bad)
+        if bad and facts is not None:
+            facts.not_single[(v, role)] = (values.iloc[bad[0]], bad)
+
     check_single_values(column(group), group, "The id column")
+    if facts is not None and facts.not_single:
+        facts.rows = len(data)
+        return data, {}, ()  # nothing else can be checked on these ids (as in memory: the first error)
     kind = id_kind(column(group))
     if kind == "mixed":
         raise mixed_id_error(column(group), group, "the data")
@@ -267,6 +393,9 @@ def check_values(
         plain = plain_column(column(v))
         if plain is not None:
             replace(v, plain)
+    if facts is not None and facts.not_single:
+        facts.rows = len(data)
+        return data, {}, ()
     if pd.api.types.is_bool_dtype(column(outcome)) and outcome != group:
         # R's model frame takes TRUE/FALSE as 1/0 (lm(y ~ x) with a logical y): so do we, and say
         # so; a 0/1 outcome then gets `warn_outcome_kind`'s warning
@@ -293,11 +422,8 @@ def check_values(
         col = column(v)
         n_missing, n_infinite = missing_and_infinite(col)
         missing[v] = n_missing
-        if n_missing == len(col):
-            raise DataError(
-                f"'{v}' has no value in any of the {len(col)} rows (all missing). Drop it from the model or "
-                "check how the file was read (a misspelt missing-value code, a wrong separator)."
-            )
+        if facts is None:
+            _all_missing(v, n_missing, len(col))
         if v == group:
             continue
         if not pd.api.types.is_numeric_dtype(col) and not isinstance(col.dtype, pd.CategoricalDtype):
@@ -308,16 +434,12 @@ def check_values(
                     "decimal=',' (e.g. ml.read(path, sep=';', decimal=','))."
                 )
         numeric_text, bad = _numeric_looking_text(col)
-        if bad:
-            examples = "; ".join(f"{t!r} (row{'s' if len(r) > 1 else ''} {preview(r, 3)})" for t, r in list(bad.items())[:4])
-            raise DataError(
-                f"'{v}' is a column of numbers with some text in it: {examples}"
-                + (f" and {len(bad) - 4} other texts" if len(bad) > 4 else "")
-                + ". Make those entries missing (e.g. read with na_values=[...], or pd.to_numeric(..., errors='coerce')) "
-                "or correct them."
-            )
+        if facts is None:
+            _text_in_numbers(v, bad)
+        elif bad:
+            facts.bad_text[v] = bad
         text_column = not pd.api.types.is_numeric_dtype(col) and not isinstance(col.dtype, pd.CategoricalDtype)
-        if v == outcome and text_column and (_all_text(col) or not numeric_text):
+        if v == outcome and text_column and (_all_text(col) or not numeric_text) and not bad:
             example = preview([repr(x) for x in pd.unique(col.dropna())[:3]], 3)
             raise DataError(
                 f"The outcome '{v}' is not numeric: it is text (values like {example}). A linear mixed model needs a "
@@ -325,7 +447,7 @@ def check_values(
                 + (f"convert it, e.g. df['{v}'] = pd.to_numeric(df['{v}']) (errors='coerce' makes unreadable entries "
                    "missing)." if numeric_text else "code it as numbers if a numeric outcome is meant.")
             )
-        if numeric_text and not _all_text(col):
+        if numeric_text and not _all_text(col) and not bad:
             # an object column of numbers, some of them written as text ("3" beside 3.5): numbers
             col = replace(v, pd.to_numeric(col))
             column = converted.__getitem__
@@ -333,35 +455,25 @@ def check_values(
             missing[v] = n_missing
             notes.append(f"'{v}' mixes numbers and numbers written as text: all were read as numbers.")
         elif v != outcome and text_column:
-            levels = col.nunique(dropna=True)
-            if levels > MAX_LEVELS and levels > 0.1 * len(col) and numeric_text:
-                raise DataError(
-                    f"'{v}' is text whose values look like numbers ({preview([repr(x) for x in pd.unique(col.dropna())[:3]], 3)}), "
-                    f"with {levels} different values in {len(col)} rows. Text is a factor (as in R): it would make "
-                    f"{levels - 1} fixed-effect columns. For a numeric effect convert it: df['{v}'] = pd.to_numeric(df['{v}'])."
-                )
-            if levels > MAX_LEVELS and levels > 0.1 * len(col):
-                raise DataError(
-                    f"'{v}' is text with {levels} different values in {len(col)} rows; as a factor it would make "
-                    f"{levels - 1} fixed-effect columns. If it holds numbers, convert it (pd.to_numeric); if it is an "
-                    "id, use it as the grouping factor instead."
-                )
-            if numeric_text:
-                # R's rule: a character column is a factor, whatever its values look like
-                shown = sorted(map(str, pd.unique(col.dropna())), key=lambda t: float(t))
-                notes.append(
-                    f"'{v}' is text whose values look like numbers ({preview(shown, 4)}): it was treated as a factor "
-                    f"({levels} levels, treatment contrasts), as R does. For a numeric effect convert it: "
-                    f"df['{v}'] = pd.to_numeric(df['{v}'])."
-                )
+            values = list(pd.unique(col.dropna()))
+            if facts is None:
+                note = _text_levels(v, values, len(col), numeric_text)
+                if note:
+                    notes.append(note)
+            else:
+                facts.levels[v] = dict.fromkeys(values)
+                facts.numeric_text[v] = numeric_text
         if n_infinite:
-            inf = np.isinf(col.to_numpy(dtype=float, na_value=np.nan))
-            if inf.any():
-                rows = np.flatnonzero(inf).tolist()
-                raise DataError(
-                    f"'{v}' has {len(rows)} infinite value{'s' if len(rows) > 1 else ''} (row{'s' if len(rows) > 1 else ''} "
-                    f"{preview(rows)}). Replace them by missing values, or correct them."
-                )
+            rows = np.flatnonzero(np.isinf(col.to_numpy(dtype=float, na_value=np.nan))).tolist()
+            if facts is None:
+                _infinite(v, rows)
+            else:
+                facts.infinite[v] = rows
+    if facts is not None:
+        facts.rows = len(data)
+        facts.missing = dict(missing)
+        facts.notes = dict.fromkeys(notes)
+        notes = []
     return (data if converted is None else converted), missing, tuple(notes)
 
 
@@ -384,6 +496,17 @@ def level2_missing_units(data: pd.DataFrame, level2_vars: list[str], group: str)
         for u in pd.unique(labels[miss]):
             out.setdefault(u, []).append(v)
     return {u: tuple(vs) for u, vs in out.items()}
+
+
+def check_level2_missing(l2_missing: dict[str, tuple[str, ...]]) -> None:
+    """HLM's rule: refuse units with a missing level-2 value ({unit: its missing variables})."""
+    if l2_missing:
+        raise DataError(
+            f"{len(l2_missing)} units have missing level-2 values: "
+            + preview([f"{u} ({', '.join(v)})" for u, v in l2_missing.items()])
+            + ". HLM refuses missing level-2 data; fill them in, or pass level2_missing='drop' to leave those "
+            "units out (the data report lists them)."
+        )
 
 
 def select_rows(
@@ -413,13 +536,8 @@ def select_rows(
 
     l2 = [v for v in level2_vars if v in variables and has_missing(v)]
     l2_missing = level2_missing_units(data, l2, group) if l2 else {}
-    if l2_missing and level2_missing == "error":
-        raise DataError(
-            f"{len(l2_missing)} units have missing level-2 values: "
-            + preview([f"{u} ({', '.join(v)})" for u, v in l2_missing.items()])
-            + ". HLM refuses missing level-2 data; fill them in, or pass level2_missing='drop' to leave those "
-            "units out (the data report lists them)."
-        )
+    if level2_missing == "error":
+        check_level2_missing(l2_missing)
     with_missing = [v for v in variables if has_missing(v)]
     keep = None
     by_var: tuple[tuple[str, int], ...] = ()

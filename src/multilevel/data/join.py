@@ -60,18 +60,27 @@ def check_single_values(values: pd.Series, column: str, role: str) -> None:
     """A cell must hold one value: a list, tuple, set, dict or array in an object column (e.g. a
     column built from zip() or a groupby().agg(list)) is refused, naming the rows; pandas would
     otherwise fail on them (unhashable) or take them as missing."""
-    if not pd.api.types.is_object_dtype(values.dtype):
-        return
-    bad = [i for i, x in enumerate(values.to_numpy()) if isinstance(x, (list, tuple, set, frozenset, dict, np.ndarray, pd.Series))]
+    bad = not_single_rows(values)
     if bad:
-        first = values.iloc[bad[0]]
-        raise DataError(
-            f"{role} '{column}' holds {type(first).__name__}s, not single values (row{'s' if len(bad) > 1 else ''} "
-            f"{preview(bad, 5)}; e.g. {first!r}). Each cell must hold one "
-            + (f"id (a number or a text): make one value of each cell (e.g. df['{column}'] = df['{column}'].astype(str))."
-               if role.startswith("The id") else
-               f"number: split the column into several columns (e.g. pd.DataFrame(df['{column}'].tolist(), index=df.index)).")
-        )
+        raise not_single_error(values.iloc[bad[0]], column, role, bad)
+
+
+def not_single_rows(values: pd.Series) -> list[int]:
+    """The rows (positions) of `values` holding a list, tuple, set, dict or array."""
+    if not pd.api.types.is_object_dtype(values.dtype):
+        return []
+    return [i for i, x in enumerate(values.to_numpy()) if isinstance(x, (list, tuple, set, frozenset, dict, np.ndarray, pd.Series))]
+
+
+def not_single_error(first: object, column: str, role: str, bad: list[int]) -> DataError:
+    """`check_single_values`' refusal, `first` the value of its first row `bad[0]`."""
+    return DataError(
+        f"{role} '{column}' holds {type(first).__name__}s, not single values (row{'s' if len(bad) > 1 else ''} "
+        f"{preview(bad, 5)}; e.g. {first!r}). Each cell must hold one "
+        + (f"id (a number or a text): make one value of each cell (e.g. df['{column}'] = df['{column}'].astype(str))."
+           if role.startswith("The id") else
+           f"number: split the column into several columns (e.g. pd.DataFrame(df['{column}'].tolist(), index=df.index)).")
+    )
 
 
 def normalise_ids(values: pd.Series) -> tuple[pd.Series, int]:

@@ -231,9 +231,9 @@ def check_derived_input(d: Derived, column) -> None:
             )
 
 
-def check_within(d: Derived, values: np.ndarray, raw: np.ndarray, group: str) -> None:
-    """cwc(x) of a level-2 x (constant within every unit) is zero in every row: refuse it."""
-    if d.kind == "group" and np.all(np.abs(values) <= 1e-12 * max(float(np.max(np.abs(raw), initial=0.0)), 1e-300)):
+def check_within(d: Derived, constant: bool, group: str) -> None:
+    """cwc(x) of a level-2 x (`constant` within every unit, to rounding) is zero in every row: refuse it."""
+    if d.kind == "group" and constant:
         v = d.variables[0]
         raise DataError(
             f"cwc({v}): '{v}' is constant within every unit of '{group}' (a level-2 variable), so its within-unit "
@@ -262,6 +262,51 @@ def partly_missing_level2(data: pd.DataFrame, l2: list[str], codes: np.ndarray, 
     return out
 
 
+def check_partly_missing_level2(partial: list[tuple[str, str, int, int]], group: str) -> None:
+    """Refuse level-2 values missing in some but not all rows of a unit (`partly_missing_level2`)."""
+    if partial:
+        shown = [f"{u} ({v}: missing in {k} of its {n} rows)" for u, v, k, n in partial]
+        raise DataError(
+            f"{len(partial)} unit{'s' if len(partial) > 1 else ''} of '{group}' {'have' if len(partial) > 1 else 'has'} a "
+            f"level-2 value missing in only some of its rows: {preview(shown)}. A level-2 variable is constant within "
+            "its unit, so a value missing in some rows only suggests a data problem (a bad merge, or a unit-level "
+            "value entered row by row): check those units. HLM refuses missing level-2 data; fill the values in, or "
+            "pass level2_missing='drop' to leave the whole unit out (all its rows; the data report lists them)."
+        )
+
+
+def partly_missing_notes(partial: list[tuple[str, str, int, int]], group: str) -> tuple[str, ...]:
+    """The data report's notes on units dropped under level2_missing='drop' whose level-2 value
+    was missing in only some rows."""
+    return tuple(
+        f"Unit {u} of '{group}': the level-2 variable '{v}' is missing in {k} of its {n} rows only (a level-2 "
+        f"variable should be constant within the unit: check the data); the whole unit ({n} rows) was dropped "
+        "under level2_missing='drop', HLM's rule."
+        for u, v, k, n in partial
+    )
+
+
+def check_some_rows(report: DataReport) -> None:
+    if report.n_rows_used == 0:
+        raise DataError("No row has all of the model's variables; every row has a missing value: " + str(report))
+
+
+def check_numeric_outcome(dtype, outcome: str) -> None:
+    if not pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
+        raise DataError(
+            f"The outcome '{outcome}' is not numeric (dtype {dtype}). A linear mixed model "
+            "needs a numeric outcome: convert it, e.g. with pd.to_numeric."
+        )
+
+
+def check_two_units(J: int, group: str) -> None:
+    if J < 2:
+        raise DataError(
+            f"The grouping factor '{group}' has {J} unit(s) in the rows used; a multilevel "
+            "model needs at least two (and in practice many more)."
+        )
+
+
 def check_random_slopes_vary(z_names, z_factors, codes: np.ndarray, n_groups: int, group: str) -> None:
     """Refuse a random slope whose column is constant within every unit (a level-2 variable) beside
     a random intercept: within unit j it adds z_j b_j to every row, which is a shift of the unit's
@@ -277,13 +322,17 @@ def check_random_slopes_vary(z_names, z_factors, codes: np.ndarray, n_groups: in
             continue
         z = factors[0] if len(factors) == 1 else np.prod(np.vstack(factors), axis=0)
         if not _array_varies(z, codes, n_groups, 1e-10) and float(np.max(np.abs(z), initial=0.0)) > 0:
-            raise DataError(
-                f"The random slope of '{name}' on '{group}': '{name}' is constant within every unit of '{group}' (a "
-                f"level-2 variable), so its random slope shifts each unit's outcome by a constant and cannot be told "
-                f"from the random intercept; its variance and correlation are not identified. Remove '{name}' from the "
-                f"random part (e.g. (1 | {group}) in a formula; no 'u' in its level-2 equation in fit_levels) and keep "
-                f"it as a fixed effect (a level-2 predictor of the intercept)."
-            )
+            raise random_slope_error(name, group)
+
+
+def random_slope_error(name: str, group: str) -> DataError:
+    return DataError(
+        f"The random slope of '{name}' on '{group}': '{name}' is constant within every unit of '{group}' (a "
+        f"level-2 variable), so its random slope shifts each unit's outcome by a constant and cannot be told "
+        f"from the random intercept; its variance and correlation are not identified. Remove '{name}' from the "
+        f"random part (e.g. (1 | {group}) in a formula; no 'u' in its level-2 equation in fit_levels) and keep "
+        f"it as a fixed effect (a level-2 predictor of the intercept)."
+    )
 
 
 def _center(spec: ModelSpec, data: pd.DataFrame, codes: np.ndarray, n_groups: int, group: str = "") -> tuple[dict[str, np.ndarray], dict[str, object]]:
@@ -299,7 +348,8 @@ def _center(spec: ModelSpec, data: pd.DataFrame, codes: np.ndarray, n_groups: in
         st = derived_state(d, floats, codes, n_groups)
         values = derived_values(d, floats, codes, st)
         if d.kind == "group":
-            check_within(d, values[d.name], floats(d.variables[0]), group)
+            raw = floats(d.variables[0])
+            check_within(d, bool(np.all(np.abs(values[d.name]) <= 1e-12 * max(float(np.max(np.abs(raw), initial=0.0)), 1e-300))), group)
         columns.update(values)
         if st is not None:
             state[d.name] = st
@@ -340,10 +390,15 @@ def _varying_groups(values: pd.Series, codes: np.ndarray, labels: tuple[str, ...
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values) and not values.hasnans:
         x = values.to_numpy(dtype=float)
         lo, hi = group_ranges(codes, x, len(labels))
-        tol = 1e-12 * max(float(np.max(np.abs(np.concatenate([lo, hi])))), 1e-300)
-        return [labels[i] for i in np.flatnonzero(hi - lo > tol)]
+        return varying_from_ranges(lo, hi, labels)
     nun = pd.Series(values.to_numpy()).groupby(codes).nunique(dropna=False)
     return [labels[i] for i in nun.index[nun.to_numpy() > 1]]
+
+
+def varying_from_ranges(lo: np.ndarray, hi: np.ndarray, labels) -> list[str]:
+    """The units whose range hi - lo (per unit) is beyond rounding: 1e-12 of the largest |value|."""
+    tol = 1e-12 * max(float(np.max(np.abs(np.concatenate([lo, hi])), initial=0.0)), 1e-300)
+    return [str(labels[i]) for i in np.flatnonzero(hi - lo > tol)]
 
 
 def _model_matrix(rhs: str, data: pd.DataFrame, what: str) -> pd.DataFrame:
@@ -542,41 +597,23 @@ def build_design(
                 data = data.loc[~zero]
                 data.attrs.update(attrs)
                 column = _column_cache(data)
-    y_raw = column(spec.outcome)
-    if not pd.api.types.is_numeric_dtype(y_raw) or pd.api.types.is_bool_dtype(y_raw):
-        raise DataError(
-            f"The outcome '{spec.outcome}' is not numeric (dtype {y_raw.dtype}). A linear mixed model "
-            "needs a numeric outcome: convert it, e.g. with pd.to_numeric."
-        )
+    check_numeric_outcome(column(spec.outcome).dtype, spec.outcome)
     declared = {v for expr in spec.level2 for v in spec.factor_variables(expr)}
     l2 = [v for v in variables if v != group and (v in set(level2_vars) or v in declared)]
     codes_in, units_in = unit_codes(column(group), group)
     partial = partly_missing_level2(data, l2, codes_in, units_in)
-    if partial and level2_missing == "error":
-        shown = [f"{u} ({v}: missing in {k} of its {n} rows)" for u, v, k, n in partial]
-        raise DataError(
-            f"{len(partial)} unit{'s' if len(partial) > 1 else ''} of '{group}' {'have' if len(partial) > 1 else 'has'} a "
-            f"level-2 value missing in only some of its rows: {preview(shown)}. A level-2 variable is constant within "
-            "its unit, so a value missing in some rows only suggests a data problem (a bad merge, or a unit-level "
-            "value entered row by row): check those units. HLM refuses missing level-2 data; fill the values in, or "
-            "pass level2_missing='drop' to leave the whole unit out (all its rows; the data report lists them)."
-        )
+    if level2_missing == "error":
+        check_partly_missing_level2(partial, group)
     used, report, codes, uniques = select_rows(data, variables, group, l2, level2_missing, join, codes_in, units_in, missing, notes)
     # Row-level outputs carry the input's own index of the rows used; inside, rows are numbered 0..N-1.
     row_index = used.index
     if not (isinstance(row_index, pd.RangeIndex) and row_index.start == 0 and row_index.step == 1):
         used = used.reset_index(drop=True)
     if partial:  # level2_missing="drop": the whole unit went (HLM's rule); say that only some rows lacked it
-        report = dataclasses.replace(report, notes=report.notes + tuple(
-            f"Unit {u} of '{group}': the level-2 variable '{v}' is missing in {k} of its {n} rows only (a level-2 "
-            f"variable should be constant within the unit: check the data); the whole unit ({n} rows) was dropped "
-            "under level2_missing='drop', HLM's rule."
-            for u, v, k, n in partial
-        ))
+        report = dataclasses.replace(report, notes=report.notes + partly_missing_notes(partial, group))
     if zero_weight:
         report = dataclasses.replace(report, n_rows_in=report.n_rows_in + zero_weight, zero_weight_rows=zero_weight)
-    if report.n_rows_used == 0:
-        raise DataError("No row has all of the model's variables; every row has a missing value: " + str(report))
+    check_some_rows(report)
     if used is not data:  # rows were dropped: other columns
         column = _column_cache(used)
     used, dropped_levels = _drop_unused_categories(used, [v for v in variables if v != group])
@@ -584,11 +621,7 @@ def build_design(
         column = _column_cache(used)
         report = dataclasses.replace(report, notes=report.notes + tuple(dropped_levels))
     J = len(uniques)
-    if J < 2:
-        raise DataError(
-            f"The grouping factor '{group}' has {J} unit(s) in the rows used; a multilevel "
-            "model needs at least two (and in practice many more)."
-        )
+    check_two_units(J, group)
     check_units(J, report.n_rows_used, group)
     centred, centering_means = _center(spec, used, codes, J, group)
     offset = _offset(spec, used, codes)
@@ -620,7 +653,9 @@ def build_design(
             zm = _model_matrix(rhs, mframe, f"random-effects design of '{rhs} | {term.group}'")
             Zt = zm.to_numpy(dtype=float)
             z_groups.append(([str(c) for c in zm.columns], [(Zt[:, c],) for c in range(Zt.shape[1])]))
-    blocks, z_names, z_factors = [], [], []
+    blocks: list[tuple[int, ...]] = []
+    z_names: list[str] = []
+    z_factors: list = []
     for (names, factors), term in zip(z_groups, spec.random):
         dup = set(names) & set(z_names)
         if dup:

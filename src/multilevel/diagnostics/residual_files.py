@@ -249,7 +249,7 @@ def level2_table(fit, extra: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
 def level1_table(fit, extra: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
     """HLM's level-1 residual file as a DataFrame, one row per row used."""
     d = fit.design
-    d.require_rows("The level-1 residual file (for Dask data: multilevel.chunked.dask_residuals)")
+    d.require_rows("The level-1 residual file (for Dask data: ml.dask_residuals)")
     u = fit.ranef.to_numpy()
     # an offset (lme4's offset(z)) is part of the fitted values, as in lme4's fitted(); d.y is y - offset
     off = 0.0 if getattr(d, "offset", None) is None else d.offset

@@ -17,7 +17,9 @@ from multilevel.data.join import join_level2
 from multilevel.data.reading import as_frame
 from multilevel.data.weights import SamplingWeights, choose
 from multilevel.design.builder import build_design, check_rank
+from multilevel.design.chunked import build_streamed, check_streamable
 from multilevel.design.identification import check_between_units, check_enough_rows, check_level1_variance, check_not_exact
+from multilevel.design.sources import DaskSource, ParquetSource, is_dask, is_stream_source
 from multilevel.design.summaries import GroupSummaries
 from multilevel.engine.covariance import LambdaTemplate
 from multilevel.engine.optimizer import optimize_theta
@@ -102,11 +104,9 @@ STREAM_BYTES = 2 * 1024**3
 def _streamed_source(data, stream: bool | None) -> str | None:
     """'dask' for a Dask DataFrame, 'parquet' for Parquet data to stream (a folder, a glob, a file
     with stream=True or larger than STREAM_BYTES), else None."""
-    if type(data).__module__.startswith("dask") and hasattr(data, "npartitions"):
+    if is_dask(data):
         return "dask"
     if isinstance(data, (str, os.PathLike)):
-        from multilevel.design.chunked import is_stream_source
-
         text = os.fspath(data)
         if is_stream_source(text):
             return "parquet"
@@ -216,13 +216,12 @@ def fit_spec(
                 "or tau=; join the level-2 table into the Parquet files (or the Dask DataFrame) first, and fit "
                 "weighted models in memory."
             )
-        from multilevel.design import chunked
-
-        if streamed == "dask":
-            return chunked.fit_dask(spec, data, method)
-        return chunked.fit_parquet(spec, data, method)
-    design = prepare(spec, data, level2, level2_missing, sampling, precision)
-    summ = design.summaries()
+        check_streamable(spec)
+        source = DaskSource(data) if streamed == "dask" else ParquetSource.of(data)
+        design, summ = build_streamed(spec, source, level2_missing)
+    else:
+        design = prepare(spec, data, level2, level2_missing, sampling, precision)
+        summ = design.summaries()
     check_rank(summ.XtX_total, design.x_names, design.coordinates)
     if tau is not None:
         template = LambdaTemplate.from_blocks(design.blocks, design.z_names, design.group)
@@ -261,7 +260,8 @@ def fit(
                               (alias ml.Weights): pseudo-maximum likelihood with method="ML", robust SEs.
     `weights=` takes only an ml.SamplingWeights object; a column name there is refused as ambiguous.
     Data beyond memory: a folder or glob of Parquet files (or one with stream=True) is streamed
-    in row groups; a Dask DataFrame is summarised partition by partition (`multilevel.chunked`).
+    in row groups; a Dask DataFrame is summarised partition by partition (`design.chunked`); its
+    residuals: `ml.dask_residuals`.
     """
     spec = formula if isinstance(formula, ModelSpec) else parse_formula(formula)
     return fit_spec(

@@ -575,8 +575,13 @@ def derived_values(
         out = np.broadcast_to(np.asarray(_evaluate(_compiled(d.expression), values), dtype=float), (n,)).copy()
     bad = ~np.isfinite(out)
     if check and bad.any():
-        raise DataError(
-            f"'{d.source}' is not a finite number in {int(bad.sum())} of the rows used (e.g. the log or "
-            "square root of a number <= 0, or a division by 0); drop those rows or change the transform."
-        )
+        raise not_finite_error(d, int(bad.sum()))
     return {d.name: out}
+
+
+def not_finite_error(d: Derived, rows: int) -> DataError:
+    """A transform that is not a finite number in `rows` of the rows used."""
+    return DataError(
+        f"'{d.source}' is not a finite number in {rows} of the rows used (e.g. the log or "
+        "square root of a number <= 0, or a division by 0); drop those rows or change the transform."
+    )
