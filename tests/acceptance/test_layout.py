@@ -22,6 +22,7 @@ STAGES: tuple[tuple[str, ...], ...] = (
     ("data",),  # reading, ids, checks and weights of the rows
     ("design",),  # columns, coordinates, the one pass, summaries
     ("engine",),  # objective, optimizer, conditional modes: the estimates
+    ("results",),  # the core record of a fit: estimates, their covariance, the optimizer record
     ("inference",),  # df, SEs, tests, intervals, comparisons
     ("diagnostics",),  # HLM's statistics, residual files, effect sizes, plots
     ("reports",),  # HLM's report, lme4's summary, HTML

@@ -51,13 +51,13 @@ def test_posterior_variances_with_gamma_uncertainty_equal_henderson():
     pev = np.stack([Cinv[p + j * q : p + (j + 1) * q, p + j * q : p + (j + 1) * q] for j in range(J)])
     np.testing.assert_allclose(fit.ranef_pev, pev, rtol=1e-7, atol=1e-10)
     # PVC: beta_j = W_j gamma + u_j, so Var = [W_j I] Cinv_(gamma, u_j) [W_j I]'
-    W = fit._eb["W"]
+    W = fit.diagnostics.eb["W"]
     for j in (0, 57, 159):
         idx = list(range(p)) + list(range(p + j * q, p + (j + 1) * q))
         Aj = np.hstack([W[j], np.eye(q)])
-        np.testing.assert_allclose(fit._eb["PVC"][j], Aj @ Cinv[np.ix_(idx, idx)] @ Aj.T, rtol=1e-7)
+        np.testing.assert_allclose(fit.diagnostics.eb["PVC"][j], Aj @ Cinv[np.ix_(idx, idx)] @ Aj.T, rtol=1e-7)
     assert np.all(fit.ranef_pev[:, 0, 0] > fit.ranef_condvar[:, 0, 0])
-    np.testing.assert_allclose(fit.eb_coefficients.to_numpy(), fit._eb["FV"] + fit.ranef.to_numpy())
+    np.testing.assert_allclose(fit.eb_coefficients.to_numpy(), fit.diagnostics.eb["FV"] + fit.ranef.to_numpy())
 
 
 def test_mdist_and_chipct_on_a_case_computed_by_hand():

@@ -54,7 +54,7 @@ def test_kenward_roger_se_df_and_vcov_match_pbkrtest(model):
     np.testing.assert_allclose(tab["se"], r["se"], rtol=1e-6)
     np.testing.assert_allclose(tab["df"], r["df"], rtol=1e-4)
     v = np.array(r["vcov_adj"])
-    np.testing.assert_allclose(fit.coordinates.vcov(fit._kenward_roger.vcov_adjusted), v, rtol=1e-6, atol=1e-6 * np.abs(v).max())
+    np.testing.assert_allclose(fit.coordinates.vcov(fit.inference.kenward_roger.vcov_adjusted), v, rtol=1e-6, atol=1e-6 * np.abs(v).max())
 
 
 @pytest.mark.parametrize("model,method", CASES)
@@ -67,7 +67,7 @@ def test_cr0_cr2_se_and_cr2_df_match_clubSandwich(model, method):
     np.testing.assert_allclose(cr2["df"], r["CR2"]["satterthwaite_df"], rtol=1e-4)
     np.testing.assert_allclose(cr2["p"], r["CR2"]["p_satterthwaite"], rtol=1e-3)
     v = np.array(r["CR2"]["vcov"])
-    np.testing.assert_allclose(fit.coordinates.vcov(fit._cr2.vcov), v, rtol=1e-6, atol=1e-6 * np.abs(v).max())
+    np.testing.assert_allclose(fit.coordinates.vcov(fit.inference.cr2.vcov), v, rtol=1e-6, atol=1e-6 * np.abs(v).max())
 
 
 def test_kenward_roger_is_refused_for_ml_fits():
@@ -246,7 +246,7 @@ def test_satterthwaite_on_the_theta_scale_equals_the_tau_scale_inside():
     """Away from the boundary the two scales give the same df (the invariance lmerTest relies on)."""
     from multilevel.inference.satterthwaite import df_1d
 
-    vd = fitted("M4", "REML")._variance_derivatives
+    vd = fitted("M4", "REML").inference.variance_derivatives
     l = np.eye(6)[1]
     g = np.einsum("a,kab,b->k", l, vd.dPhi(), l)
     tau_scale = 2 * (l @ vd.Phi @ l) ** 2 / (g @ vd.asymptotic_vcov @ g)

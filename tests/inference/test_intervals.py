@@ -67,7 +67,7 @@ def test_wald_interval_of_a_variance_component_uses_the_information():
     w = fit.confint("wald")
     # sd of the intercept: delta method from Var(tau00) = 2 H^-1, on the log scale:
     # se(log sd) = se(sd) / sd, interval sd * exp(+/- z se(sd) / sd)
-    var = fit._variance_derivatives.asymptotic_vcov[0, 0]
+    var = fit.inference.variance_derivatives.asymptotic_vcov[0, 0]
     sd = np.sqrt(fit.tau.iloc[0, 0])
     se_sd = np.sqrt(var) / (2 * sd)
     z = 1.959963984540054

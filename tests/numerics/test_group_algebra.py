@@ -64,7 +64,7 @@ def test_kenward_roger_pieces_equal_dense_computation():
     fit = fitted("M4", "REML")
     d = fit.design
     X_internal = d.X @ d.coords.S
-    vd = fit._variance_derivatives
+    vd = fit.inference.variance_derivatives
     tau, s2 = fit.tau.to_numpy(), fit.sigma2
     k = vd.k
     Gs = [np.array([[1.0, 0], [0, 0]]), np.array([[0, 1.0], [1.0, 0]]), np.array([[0, 0], [0, 1.0]])]
@@ -90,7 +90,7 @@ def test_kenward_roger_pieces_equal_dense_computation():
 @pytest.mark.parametrize("method", ["REML", "ML"])
 def test_analytic_hessian_equals_finite_differences_of_the_deviance(method):
     fit = fitted("M4", method)
-    vd = fit._variance_derivatives
+    vd = fit.inference.variance_derivatives
     psi = vd.psi
     t = fit.template
 
@@ -104,9 +104,13 @@ def test_analytic_hessian_equals_finite_differences_of_the_deviance(method):
     for a in range(4):
         for b in range(4):
             pp, pm, mp, mm = (psi.copy() for _ in range(4))
-            pp[a] += h[a]; pp[b] += h[b]
-            pm[a] += h[a]; pm[b] -= h[b]
-            mp[a] -= h[a]; mp[b] += h[b]
-            mm[a] -= h[a]; mm[b] -= h[b]
+            pp[a] += h[a]
+            pp[b] += h[b]
+            pm[a] += h[a]
+            pm[b] -= h[b]
+            mp[a] -= h[a]
+            mp[b] += h[b]
+            mm[a] -= h[a]
+            mm[b] -= h[b]
             H[a, b] = (dev(pp) - dev(pm) - dev(mp) + dev(mm)) / (4 * h[a] * h[b])
     np.testing.assert_allclose(vd.hessian, H, rtol=2e-4, atol=1e-4 * np.abs(H).max())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,9 @@ import scipy.stats
 
 from multilevel.display import ShownAsTables
 from multilevel.errors import SpecificationError
+
+if TYPE_CHECKING:
+    from multilevel.results.estimates import Estimates
 
 CLUSTER_SIZES = ("mean", "median", "kish", "anova")
 
@@ -90,12 +94,14 @@ def pseudo_r2(base, fit) -> pd.DataFrame:
     """Proportion reduction in each variance component from `base` to `fit` (R&B's "proportion
     of variance explained", the lecture's pseudo-R2): (V_base - V_fit) / V_base, for sigma2 and
     every tau_qq present in both. Negative values are reported as they are and flagged."""
-    from multilevel.interfaces.fit import Fit
-
-    if not (isinstance(base, Fit) and isinstance(fit, Fit)):
-        raise SpecificationError("pseudo_r2(base, fit) takes two fits (ml.fit(...)): the model with fewer predictors first.")
+    # (imported here: `import multilevel` and the functions above do not load the fitting stages)
     from multilevel.inference.compare import check_same_basis
+    from multilevel.results.estimates import estimates_of
 
+    base_est, fit_est = estimates_of(base), estimates_of(fit)
+    if base_est is None or fit_est is None:
+        raise SpecificationError("pseudo_r2(base, fit) takes two fits (ml.fit(...)): the model with fewer predictors first.")
+    base, fit = base_est, fit_est
     # variance components of different rows, weights or estimators differ for reasons other than the
     # predictors added: the same refusals as compare()'s
     check_same_basis([base, fit], "a proportion reduction in variance (pseudo-R2)")
@@ -207,12 +213,15 @@ class EffectSizes(ShownAsTables):
 
 
 
-def effect_sizes(fit, df: str | None = None, level: float = 0.95) -> EffectSizes:
+def effect_sizes(fit: Estimates, tab: pd.DataFrame, level: float = 0.95) -> EffectSizes:
+    """Everything of `EffectSizes` for the fit whose record is `fit`; `tab` its coefficient table
+    (`Inference.coef_table`) with the df method asked for, whose t and df give d and r."""
     from multilevel.design.builder import INTERCEPT
+    from multilevel.diagnostics.residual_files import rows as kept_rows
     from multilevel.diagnostics.residual_files import unit_W
 
     d = fit.design
-    d.require_rows("Effect sizes")
+    r = kept_rows(fit, "Effect sizes")
     J, N = fit.n_groups, fit.n_obs
     sizes = fit.summaries.n
     tau = fit.tau.to_numpy()
@@ -238,11 +247,10 @@ def effect_sizes(fit, df: str | None = None, level: float = 0.95) -> EffectSizes
     # z'Tz and the variance of X beta are the same in the summaries' coordinates (`coordinates`:
     # Z S_z, tau', X S, beta'), where a variable far from 0 makes no cancellation
     coords = fit.coordinates
-    Zmat = d.Z if coords.z_identity else d.Z @ coords.S_z
-    lam = fit.solution.lam
-    tau_int = s2 * lam @ lam.T
+    Zmat = r.Z if coords.z_identity else r.Z @ coords.S_z
+    tau_int = fit.tau_internal
     ran = float(np.mean(np.einsum("ia,ab,ib->i", Zmat, tau_int, Zmat)))  # mean z_i' T z_i (Johnson 2014)
-    X_int = d.X @ coords.S
+    X_int = r.X @ coords.S
     beta_int = fit.solution.beta
     beta = fit.beta.to_numpy()
     yhat = X_int @ beta_int  # X beta up to a constant (the outcome's shift): same variance and correlation
@@ -271,9 +279,9 @@ def effect_sizes(fit, df: str | None = None, level: float = 0.95) -> EffectSizes
     design_effects.index.name = "cluster size"
 
     # R2
-    y = d.y
+    y = r.y
     total_r2 = float(np.corrcoef(y, yhat)[0, 1] ** 2) if np.ptp(yhat) > 0 else 0.0
-    levels = column_levels(d.X, d.codes, J)
+    levels = column_levels(r.X, d.codes, J)
     rs = rights_sterba(beta_int, tau_int, s2, X_int, Zmat, levels)
     r2 = pd.DataFrame({"r2": {"total R2 (corr(y, fixed-only prediction)^2)": total_r2}})
     if not rs.cmc:
@@ -284,7 +292,6 @@ def effect_sizes(fit, df: str | None = None, level: float = 0.95) -> EffectSizes
         )
 
     # fixed effects: d and r
-    tab = fit.coef_table(df=df)
     dd, rr = d_and_r(tab["t"], tab["df"])
     fixed = pd.DataFrame({"t": tab["t"], "df": tab["df"], "d": dd, "r": rr})
 
@@ -312,7 +319,7 @@ def effect_sizes(fit, df: str | None = None, level: float = 0.95) -> EffectSizes
     iv = pd.DataFrame()
     if INTERCEPT in z:
         k = z.index(INTERCEPT)
-        means = fit._Zty[:, k] / sizes
+        means = fit.Zty[:, k] / sizes
         observed = float(np.var(means, ddof=1))
         rows = {}
         for kind in CLUSTER_SIZES:

@@ -1,29 +1,21 @@
-"""The statistics HLM prints that lme4 does not: approximate df, reliabilities, chi-square tests
-of the variance components, and HLM's deviance convention (../docs: hlm-statistics.md sections 1,
-2, 6). All from the per-group summaries.
+"""The statistics HLM prints that lme4 does not: reliabilities and chi-square tests of the variance
+components from the units' own OLS (../docs: hlm-statistics.md sections 1 and 6), and their view of
+a fit (`HLMStatistics`). All from the per-group summaries. (HLM's approximate df of the fixed
+effects are a df method, `inference.coefficients.hlm_fixed_df`; HLM's deviance convention is the
+record's, `results.estimates.Estimates.hlm_deviance`.)
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
+import pandas as pd
+import scipy.stats
 
 from multilevel.design.builder import Coefficient
 from multilevel.design.summaries import GroupSummaries
-from multilevel.engine.objective import LOG_2PI
-
-
-def hlm_fixed_df(coefficients: tuple[Coefficient, ...], n_obs: int, n_groups: int, p: int) -> np.ndarray:
-    """HLM's "Approx. d.f." for each gamma (hlm-statistics.md section 2b).
-
-    gamma_qs of a random level-1 coefficient B_q: J - S_q - 1, i.e. J minus the number of gammas in
-    B_q's level-2 equation (J counts all units); of a non-random coefficient: N - F.
-    """
-    df = np.full(p, float(n_obs - p))
-    for c in coefficients:
-        if c.random:
-            df[list(c.columns)] = n_groups - len(c.columns)
-    return df
+from multilevel.results.estimates import Estimates
 
 
 @dataclass(frozen=True)
@@ -88,10 +80,57 @@ def chi_square(ols: UnitOLS, coefficients: tuple[Coefficient, ...], z_names: tup
     return chi, df
 
 
-def hlm_deviance(deviance: float, reml: bool, p: int) -> float:
-    """HLM's printed deviance (empirical, ../refs/README.md): lme4's REMLcrit - log(2 pi) under
-    REML when p >= 2 (REMLcrit itself when p = 1); under ML, -2 logL - log(2 pi) (checked only for
-    p = 1 in a published HLM output)."""
-    if reml:
-        return deviance - (LOG_2PI if p >= 2 else 0.0)
-    return deviance - LOG_2PI
+@dataclass(frozen=True, eq=False)
+class HLMStatistics:
+    """HLM's statistics of a fit (its core record `est`): the units' OLS, reliabilities and the
+    chi-square tests of the variance components, each computed once, on first use."""
+
+    est: Estimates
+
+    @cached_property
+    def unit_ols(self) -> UnitOLS:
+        """The per-unit OLS of `UnitOLS` at the record's gamma and sigma2."""
+        e = self.est
+        d = e.design
+        return unit_ols(e.summaries, d.coefficients, d.z_names, e.beta.to_numpy(), e.sigma2, e.ZtX, e.Zty, e.ZtZ,
+                        e.coordinates.ZtZ_inv)
+
+    @property
+    def n_units_sufficient(self) -> int:
+        """J*: units whose random-coefficient design has full rank (enter reliability and chi-square)."""
+        return int(self.unit_ols.used.sum())
+
+    @cached_property
+    def reliability(self) -> pd.Series:
+        """HLM's reliability of each random level-1 coefficient (R&B eq. 3.58)."""
+        r = reliability(self.unit_ols, np.diag(self.est.tau.to_numpy()))
+        return pd.Series(r, index=list(self.est.design.z_names), name="reliability")
+
+    @cached_property
+    def variance_components(self) -> pd.DataFrame:
+        """HLM's "Final estimation of variance components": sd, variance, df, chi-square, p per
+        random coefficient, and the level-1 residual (sd and variance only)."""
+        d = self.est.design
+        s2 = self.est.sigma2
+        chi, df = chi_square(self.unit_ols, d.coefficients, d.z_names)
+        var = np.diag(self.est.tau.to_numpy())
+        tab = pd.DataFrame(
+            {"sd": np.sqrt(var), "variance": var, "df": df, "chisq": chi, "p": scipy.stats.chi2.sf(chi, df)},
+            index=list(d.z_names),
+        )
+        resid = pd.DataFrame({"sd": [np.sqrt(s2)], "variance": [s2], "df": [np.nan], "chisq": [np.nan], "p": [np.nan]}, index=["level-1"])
+        return pd.concat([tab, resid])
+
+    def unit_ols_table(self) -> pd.DataFrame:
+        """HLM's "Level-1 OLS regressions": each unit's OLS estimates of the random coefficients
+        (with the fixed level-1 coefficients' part removed), its n, and whether it has sufficient data
+        (Z_j of full rank); units without are NaN. Indexed by the unit ids (as `ranef`)."""
+        ols = self.unit_ols
+        d = self.est.design
+        z = list(d.z_names)
+        est = np.full((d.n_groups, len(z)), np.nan)
+        est[ols.used] = ols.beta_hat
+        out = pd.DataFrame(est, index=pd.Index(np.asarray(d.units), name=d.group), columns=z)
+        out.insert(0, "n", self.est.summaries.n.astype(int))
+        out["sufficient"] = ols.used
+        return out

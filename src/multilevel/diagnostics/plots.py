@@ -14,7 +14,8 @@ by the extension). The kinds:
                         predictor, lines at the quartiles of the first level-2 predictor)
     "residuals-fitted"  level-1 residuals against fitted values (fixed + EB)
 
-Plots only draw: every number comes from the fit (`residuals`, `ranef_pev`, the fixed effects).
+Plots only draw: every number comes from the fit's diagnostics view (`diagnostics.view.Diagnostics`:
+`residuals`, `ranef_pev`) and its record (the fixed effects); `diag` below is that view.
 """
 from __future__ import annotations
 
@@ -40,11 +41,11 @@ def _figure(width: float = 6.4, height: float = 4.8):
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def caterpillar(fit, level: float = 0.95, variance: str = "full"):
+def caterpillar(diag, level: float = 0.95, variance: str = "full"):
     """variance "full": posterior SD with gamma's uncertainty (HLM's PV); "unit": lme4's condVar."""
     z = scipy.stats.norm.ppf(0.5 + level / 2)
-    u = fit.ranef
-    V = fit.ranef_pev if variance == "full" else fit.ranef_condvar
+    u = diag.ranef
+    V = diag.ranef_pev if variance == "full" else diag.ranef_condvar
     q = u.shape[1]
     fig = _figure(4.0 * q + 1.0, 5.0)
     axes = fig.subplots(1, q, squeeze=False)[0]
@@ -58,14 +59,14 @@ def caterpillar(fit, level: float = 0.95, variance: str = "full"):
         ax.axvline(0, color="tab:red", lw=0.8)
         ax.set_xlabel(f"EB residual of {name} ({level:.0%} interval)")
         ax.set_yticks([])
-        ax.set_ylabel(f"{fit.design.group} (sorted, {len(est)} units)" if k == 0 else "")
+        ax.set_ylabel(f"{diag.est.design.group} (sorted, {len(est)} units)" if k == 0 else "")
         ax.set_title(f"{name}")
     fig.suptitle("Empirical Bayes residuals")
     return fig
 
 
-def qq(fit):
-    r = fit.residuals(2)
+def qq(diag):
+    r = diag.residuals(2)
     ok = r["mdist"].notna()
     fig = _figure(5.2, 5.0)
     ax = fig.subplots()
@@ -73,15 +74,15 @@ def qq(fit):
     ax.scatter(x, y, s=12, alpha=0.8)
     top = float(max(x.max(), y.max()))
     ax.plot([0, top], [0, top], color="tab:red", lw=0.8, label="45-degree line")
-    ax.set_xlabel(f"Expected chi-square({len(fit.design.z_names)}) quantile (CHIPCT)")
+    ax.set_xlabel(f"Expected chi-square({len(diag.est.design.z_names)}) quantile (CHIPCT)")
     ax.set_ylabel("Mahalanobis distance of the OLS residuals (MDIST)")
     ax.set_title(f"Q-Q plot of MDIST ({int(ok.sum())} units with sufficient data)")
     ax.legend(loc="upper left")
     return fig
 
 
-def residual_sd(fit, which: str = "mdrsvar"):
-    r = fit.residuals(2)
+def residual_sd(diag, which: str = "mdrsvar"):
+    r = diag.residuals(2)
     v = r[which].dropna()
     zs = (v - v.mean()) / v.std(ddof=1)
     fig = _figure(9.0, 4.0)
@@ -102,37 +103,37 @@ def residual_sd(fit, which: str = "mdrsvar"):
 _CENTRED = re.compile(r"^\s*(?:cwc|cgm)\(\s*([^()]+?)\s*\)\s*$")
 
 
-def _column(fit, name: str) -> str | None:
+def _column(diag, name: str) -> str | None:
     """The data column behind a predictor's name (`cwc(ses)` -> `ses`), or None if it is none."""
-    frame = fit.design.frame
+    frame = diag.est.design.frame
     m = _CENTRED.match(name)
     name = m.group(1) if m else name
     return name if frame is not None and name in frame.columns else None
 
 
-def first_level2_predictor(fit) -> str | None:
+def first_level2_predictor(diag) -> str | None:
     """The first level-2 predictor of the model (in the order of the formula) that is a column."""
-    for c in fit.design.coefficients:
+    for c in diag.est.design.coefficients:
         for p in c.predictors:
-            if p != "Intercept" and _column(fit, p):
-                return _column(fit, p)
+            if p != "Intercept" and _column(diag, p):
+                return _column(diag, p)
     return None
 
 
-def first_level1_predictor(fit) -> str | None:
+def first_level1_predictor(diag) -> str | None:
     """The first level-1 predictor (a coefficient other than the intercept) that is a column."""
-    for c in fit.design.coefficients:
-        if c.name != "Intercept" and _column(fit, c.name):
-            return _column(fit, c.name)
+    for c in diag.est.design.coefficients:
+        if c.name != "Intercept" and _column(diag, c.name):
+            return _column(diag, c.name)
     return None
 
 
-def eb_against(fit, variable: str | None = None, coefficient: str | None = None):
+def eb_against(diag, variable: str | None = None, coefficient: str | None = None):
     """EB residuals of `coefficient` (default: the first random one) against the level-2 variable
     `variable` (default: the model's first level-2 predictor)."""
-    d = fit.design
+    d = diag.est.design
     if variable is None:
-        variable = first_level2_predictor(fit)
+        variable = first_level2_predictor(diag)
         if variable is None:
             raise SpecificationError(
                 "The model has no level-2 predictor to plot the EB residuals against: name one, e.g. "
@@ -141,7 +142,7 @@ def eb_against(fit, variable: str | None = None, coefficient: str | None = None)
     coefficient = coefficient or d.z_names[0]
     if coefficient not in d.z_names:
         raise SpecificationError(f"{coefficient!r} is not a random coefficient; those are {', '.join(d.z_names)}.")
-    r = fit.residuals(2, extra=[variable])
+    r = diag.residuals(2, extra=[variable])
     fig = _figure(5.6, 4.4)
     ax = fig.subplots()
     ax.scatter(r[variable], r[f"eb_{coefficient}"], s=12, alpha=0.8)
@@ -218,18 +219,18 @@ def _label(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def model_graph(fit, x: str | None = None, lines: dict | None = None, n_points: int = 50):
+def model_graph(diag, x: str | None = None, lines: dict | None = None, n_points: int = 50):
     """HLM's "Graph Equations": the fixed-part prediction against the level-1 predictor `x` (on the
     scale the model uses: centred if centred; `cwc(ses)` or `ses`), one line per combination of
     the `lines` values (a list, or "quartiles": the 25th and 75th percentiles over units); every
     other variable at its mean over the rows used (categorical ones at their first level).
     Defaults: x the model's first level-1 predictor; lines the quartiles of its first level-2
     predictor (none if it has none; lines={} for one line)."""
-    d = fit.design
+    d = diag.est.design
     d.require_rows("A model graph")
     data = d.centred_frame()
     if x is None:
-        x = first_level1_predictor(fit)
+        x = first_level1_predictor(diag)
         if x is None:
             raise SpecificationError(
                 "The model has no level-1 predictor to put on the x axis: name a column, e.g. "
@@ -242,7 +243,7 @@ def model_graph(fit, x: str | None = None, lines: dict | None = None, n_points: 
     if x not in data.columns:
         raise DataError(f"'{x}' is not a variable of this fit.{close_matches(x, data.columns)}")
     if lines is None:
-        w = first_level2_predictor(fit)
+        w = first_level2_predictor(diag)
         lines = {w: "quartiles"} if w is not None and pd.api.types.is_numeric_dtype(data[w]) else {}
     if not isinstance(lines, dict):
         example = f"{{{lines[0]!r}: 'quartiles'}}" if isinstance(lines, (list, tuple)) and lines and isinstance(lines[0], str) else "{'meanses': 'quartiles'}"
@@ -254,7 +255,8 @@ def model_graph(fit, x: str | None = None, lines: dict | None = None, n_points: 
         if v not in data.columns:
             raise DataError(f"'{v}' (a line variable) is not a variable of this fit.{close_matches(str(v), data.columns)}")
     units = data.groupby(d.codes).first()
-    grid_x = np.linspace(*np.nanpercentile(data[x].to_numpy(dtype=float), [5, 95]), n_points)
+    lo, hi = np.nanpercentile(data[x].to_numpy(dtype=float), [5, 95])
+    grid_x = np.linspace(float(lo), float(hi), n_points)
     base = {}
     for c in data.columns:
         col = data[c]
@@ -265,7 +267,7 @@ def model_graph(fit, x: str | None = None, lines: dict | None = None, n_points: 
     combos = list(itertools.product(*[[(v, val) for val in _line_values(v, units[v], spec)] for v, spec in lines.items()]))
     fig = _figure(6.4, 4.6)
     ax = fig.subplots()
-    beta = fit.beta.to_numpy()
+    beta = diag.est.beta.to_numpy()
     for combo in combos or [()]:
         row = dict(base)
         row.update(dict(combo))
@@ -284,8 +286,8 @@ def model_graph(fit, x: str | None = None, lines: dict | None = None, n_points: 
     return fig
 
 
-def residuals_fitted(fit):
-    r = fit.residuals(1)
+def residuals_fitted(diag):
+    r = diag.residuals(1)
     fig = _figure(6.0, 4.4)
     ax = fig.subplots()
     ax.scatter(r["fitted"], r["resid"], s=4, alpha=0.3)
@@ -296,7 +298,7 @@ def residuals_fitted(fit):
     return fig
 
 
-def plot(fit, kind: str, path=None, **options):
+def plot(diag, kind: str, path=None, **options):
     makers = {
         "caterpillar": caterpillar,
         "qq": qq,
@@ -326,7 +328,7 @@ def plot(fit, kind: str, path=None, **options):
         p = output_path(path, "The plot")
         if p.suffix.lower() not in (".png", ".svg", ".pdf"):
             raise SpecificationError(f"Save plots as .png, .svg or .pdf, not {p.suffix or p.name!r}.")
-    fig = maker(fit, **options)
+    fig = maker(diag, **options)
     if p is not None:
         fig.savefig(p, dpi=150)
     return fig

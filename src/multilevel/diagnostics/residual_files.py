@@ -23,24 +23,49 @@ from __future__ import annotations
 
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import scipy.stats
 
-from multilevel.design.builder import INTERCEPT
+from multilevel.design.builder import INTERCEPT, _varying_groups
+from multilevel.diagnostics.hlm_statistics import UnitOLS
 from multilevel.errors import DataError, MultilevelWarning, SpecificationError, close_matches, preview
+from multilevel.results.estimates import Estimates
 
 
-def unit_ids(fit) -> np.ndarray:
+@dataclass(frozen=True, eq=False)
+class Rows:
+    """The rows an in-memory fit keeps beside its summaries: y (less any offset), X, Z and the data
+    frame of the rows used (all columns, before centring)."""
+
+    y: np.ndarray
+    X: np.ndarray
+    Z: np.ndarray
+    frame: pd.DataFrame
+
+
+def rows(fit: Estimates, what: str) -> Rows:
+    """The fit's rows, or the SpecificationError of `Design.require_rows` naming `what` for a fit
+    from streamed or distributed data, which keeps none."""
+    d = fit.design
+    d.require_rows(what)
+    y, X, Z, frame = d.y, d.X, d.Z, d.frame
+    # an in-memory design has all four (`design.builder.build_design`): said to the type checker
+    assert y is not None and X is not None and Z is not None and frame is not None
+    return Rows(y, X, Z, frame)
+
+
+def unit_ids(fit: Estimates) -> np.ndarray:
     """The unit ids with their own type (integers stay integers: `df[g].map(fit.ranef[...])`
     works), in the order of the codes (`design.units`); `design.group_labels` are their text
     forms, for printing."""
     return np.asarray(fit.design.units)
 
 
-def unit_W(fit) -> np.ndarray:
+def unit_W(fit: Estimates) -> np.ndarray:
     """W_j (J, q, p): W_j[k, c] = (Z'X)_j[k, c] / (Z'Z)_j[k, k] for the columns c of coefficient k's
     equation (exact: the level-2 predictor is constant within the unit); NaN where z_k is all 0."""
     s, d = fit.summaries, fit.design
@@ -50,23 +75,22 @@ def unit_W(fit) -> np.ndarray:
     for c in d.coefficients:
         if c.random and c.columns:
             k = z.index(c.name)
-            zz = fit._ZtZ[:, k, k]
+            zz = fit.ZtZ[:, k, k]
             with np.errstate(invalid="ignore", divide="ignore"):
-                W[:, k, list(c.columns)] = fit._ZtX[:, k, list(c.columns)] / zz[:, None]
+                W[:, k, list(c.columns)] = fit.ZtX[:, k, list(c.columns)] / zz[:, None]
     return W
 
 
-def eb_quantities(fit) -> dict[str, np.ndarray]:
-    """u*, D, PV, EC and PVC of the module doc, for every unit."""
+def eb_quantities(fit: Estimates, u: np.ndarray, D: np.ndarray) -> dict[str, np.ndarray]:
+    """u*, D, PV, EC and PVC of the module doc, for every unit, from the EB residuals u* (J, q) and
+    their conditional covariances D (J, q, q) in the data's coordinates."""
     s, coords = fit.summaries, fit.coordinates
-    u = fit.ranef.to_numpy()
-    D = fit.ranef_condvar
     # G M G' and H M H' in the summaries' coordinates (`coordinates`), where nothing cancels:
     # with D = S_z D' S_z', Z'X = S_z^-T Z'X' S^-1 and M = S M' S', G = D Z'X / sigma2 is
     # S_z G' S^-1, so G M G' = S_z G' M' G'' S_z', and H M H' = (H S) M' (H S)'
     D_int = fit.sigma2 * fit.solution.relative_condvar
     G_int = D_int @ s.ZtX / fit.sigma2
-    M_int = fit._vcov_internal
+    M_int = fit.vcov_internal
     PV = coords.tau(D_int + G_int @ M_int @ np.swapaxes(G_int, 1, 2))
     W = unit_W(fit)
     beta = fit.beta.to_numpy()
@@ -76,7 +100,7 @@ def eb_quantities(fit) -> dict[str, np.ndarray]:
     return {"u": u, "D": D, "PV": PV, "FV": fv, "EC": fv + u, "PVC": PVC, "W": W}
 
 
-def _full_level1_columns(fit) -> list[int]:
+def _full_level1_columns(fit: Estimates) -> list[int]:
     """Columns of [Z X y] making the full level-1 model of a unit: Z, plus the own column of each
     non-random level-1 coefficient (its INTRCPT2 column)."""
     d = fit.design
@@ -106,7 +130,7 @@ def _full_rank(G: np.ndarray) -> bool:
     return bool(ev[0] > ev[-1] * len(d) * 1e3 * np.finfo(float).eps)
 
 
-def unit_level1_ols(fit) -> tuple[np.ndarray, np.ndarray, int]:
+def unit_level1_ols(fit: Estimates) -> tuple[np.ndarray, np.ndarray, int]:
     """(RSS_j, f_j, Q) of each unit's OLS of y on the full level-1 model; f_j = n_j - Q - 1, and
     RSS is NaN for units whose design is not of full rank or has f_j <= 0."""
     s = fit.summaries
@@ -126,9 +150,8 @@ def unit_level1_ols(fit) -> tuple[np.ndarray, np.ndarray, int]:
     return rss, s.n - k, Q
 
 
-def mdist_chipct(fit) -> tuple[np.ndarray, np.ndarray]:
-    """MDIST and CHIPCT (module doc); NaN for units without sufficient data."""
-    ols = fit._unit_ols
+def mdist_chipct(fit: Estimates, ols: UnitOLS) -> tuple[np.ndarray, np.ndarray]:
+    """MDIST and CHIPCT (module doc); NaN for units without sufficient data (`ols.used`)."""
     J, q = fit.n_groups, len(fit.design.z_names)
     mdist = np.full(J, np.nan)
     used = np.flatnonzero(ols.used)
@@ -138,8 +161,7 @@ def mdist_chipct(fit) -> tuple[np.ndarray, np.ndarray]:
     # OLS of the marginal residual e = y - X gamma on Z' (b_OLS - W gamma = (Z'Z)^-1 Z'e, since X gamma
     # = Z W gamma + the fixed-only columns), from the summaries: (Z'Z')^-1 (Z'y' - Z'X' gamma')
     s = fit.summaries
-    lam = fit.solution.lam
-    T = fit.sigma2 * lam @ lam.T
+    T = fit.tau_internal
     ZtZ = s.ZtZ[used]
     V = fit.sigma2 * np.linalg.inv(ZtZ)
     Zte = s.Zty[used] - s.ZtX[used] @ fit.solution.beta
@@ -151,10 +173,13 @@ def mdist_chipct(fit) -> tuple[np.ndarray, np.ndarray]:
     return mdist, chipct
 
 
-def level2_predictors(fit) -> list[str]:
+def level2_predictors(fit: Estimates) -> list[str]:
     """The level-2 predictors of the model (the W of the level-2 equations), as data columns."""
-    names = []
-    columns = fit.design.frame.columns
+    names: list[str] = []
+    frame = fit.design.frame
+    if frame is None:  # a streamed fit keeps no rows: its predictors are not data columns here
+        return names
+    columns = frame.columns
     for c in fit.design.coefficients:
         for w in c.predictors:
             for part in w.split(":"):
@@ -182,14 +207,12 @@ def _missing_columns(columns, frame: pd.DataFrame) -> None:
         )
 
 
-def _unit_values(fit, columns: list[str]) -> pd.DataFrame:
+def _unit_values(fit: Estimates, columns: list[str]) -> pd.DataFrame:
     """The value of each column in each unit. A level-2 file holds level-2 variables only (as
     HLM's): a column that varies within a unit has no single value there, and taking one of its
     rows would be silently wrong, so it is refused with the units where it varies."""
-    from multilevel.design.builder import _varying_groups
-
     d = fit.design
-    frame = d.frame
+    frame = rows(fit, "A level-2 residual file").frame
     _missing_columns(columns, frame)
     labels = d.group_labels
     for c in columns:
@@ -205,22 +228,21 @@ def _unit_values(fit, columns: list[str]) -> pd.DataFrame:
     return first.reset_index(drop=True)
 
 
-def level2_table(fit, extra: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
-    """HLM's level-2 residual file as a DataFrame (module doc), one row per unit."""
+def level2_table(fit: Estimates, eb: dict[str, np.ndarray], ols: UnitOLS, extra: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
+    """HLM's level-2 residual file as a DataFrame (module doc), one row per unit, from the EB
+    quantities (`eb_quantities`) and the units' OLS (`hlm_statistics.unit_ols`)."""
     d, s = fit.design, fit.summaries
-    d.require_rows("The level-2 residual file")
-    eb = eb_quantities(fit)
-    ols = fit._unit_ols
-    mdist, chipct = mdist_chipct(fit)
+    r = rows(fit, "The level-2 residual file")
+    mdist, chipct = mdist_chipct(fit, ols)
     n = s.n
-    y, codes = d.y, d.codes
+    y, codes = r.y, d.codes
     mean = np.bincount(codes, weights=y) / n
     ss = np.bincount(codes, weights=(y - mean[codes]) ** 2)
     with np.errstate(invalid="ignore", divide="ignore"):
         lntotvar = 0.5 * np.log(ss / (n - 1))
         rss, f, _ = unit_level1_ols(fit)
         olsrsvar = 0.5 * np.log(rss / f)
-        cond = y - d.X @ fit.beta.to_numpy() - np.einsum("ia,ia->i", d.Z, eb["u"][codes])
+        cond = y - r.X @ fit.beta.to_numpy() - np.einsum("ia,ia->i", r.Z, eb["u"][codes])
         mdrsvar = 0.5 * np.log(np.bincount(codes, weights=cond**2) / n)
     units = unit_ids(fit)
     out = pd.DataFrame({d.group: units, "nj": n.astype(int), "chipct": chipct, "mdist": mdist,
@@ -246,16 +268,15 @@ def level2_table(fit, extra: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
     return out
 
 
-def level1_table(fit, extra: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
-    """HLM's level-1 residual file as a DataFrame, one row per row used."""
+def level1_table(fit: Estimates, u: np.ndarray, extra: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
+    """HLM's level-1 residual file as a DataFrame, one row per row used; u the EB residuals (J, q)."""
     d = fit.design
-    d.require_rows("The level-1 residual file (for Dask data: ml.dask_residuals)")
-    u = fit.ranef.to_numpy()
+    r = rows(fit, "The level-1 residual file (for Dask data: ml.dask_residuals)")
     # an offset (lme4's offset(z)) is part of the fitted values, as in lme4's fitted(); d.y is y - offset
-    off = 0.0 if getattr(d, "offset", None) is None else d.offset
-    fixed = d.X @ fit.beta.to_numpy() + off
-    fitted = fixed + np.einsum("ia,ia->i", d.Z, u[d.codes])
-    y = d.y + off
+    off = 0.0 if d.offset is None else d.offset
+    fixed = r.X @ fit.beta.to_numpy() + off
+    fitted = fixed + np.einsum("ia,ia->i", r.Z, u[d.codes])
+    y = r.y + off
     out = pd.DataFrame({
         d.group: unit_ids(fit)[d.codes],
         d.spec.outcome: y,
@@ -265,11 +286,11 @@ def level1_table(fit, extra: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
         "resid": y - fitted,
         "sigma": np.sqrt(fit.sigma2),
     })
-    predictors = pd.DataFrame(d.X, columns=list(d.x_names)).drop(columns=[INTERCEPT], errors="ignore")
+    predictors = pd.DataFrame(r.X, columns=list(d.x_names)).drop(columns=[INTERCEPT], errors="ignore")
     out = pd.concat([out, predictors], axis=1)
     if extra:
-        _missing_columns(extra, d.frame)
-        out = pd.concat([out, d.frame[list(extra)].reset_index(drop=True)], axis=1)
+        _missing_columns(extra, r.frame)
+        out = pd.concat([out, r.frame[list(extra)].reset_index(drop=True)], axis=1)
     if d.row_index is not None:
         out.index = d.row_index  # the input's own index of the rows used
     return out
@@ -325,7 +346,7 @@ def save(table: pd.DataFrame, path) -> Path:
     return p
 
 
-def homogeneity_test(fit, min_df: int = 10) -> dict:
+def homogeneity_test(fit: Estimates, min_df: int = 10) -> dict:
     """H test of homogeneous level-1 variance (R&B 2002 eq. 9.5-9.6; hlm-statistics.md 4a):
     s_j^2 = RSS_j/f_j from the unit's OLS on the full level-1 model, f_j = n_j - Q - 1, over the
     units with f_j >= min_df; d_j = (ln s_j^2 - lbar)/sqrt(2/f_j), lbar = sum f_j ln s_j^2 / sum f_j;
@@ -335,7 +356,7 @@ def homogeneity_test(fit, min_df: int = 10) -> dict:
             f"min_df must be a whole number of residual degrees of freedom, at least 1 (HLM uses 10); got {min_df!r}."
         )
     min_df = int(min_df)
-    rss, f, Q = unit_level1_ols(fit)
+    rss, f, _ = unit_level1_ols(fit)
     use = np.isfinite(rss) & (f >= min_df) & (rss > 0)
     if use.sum() < 2:
         raise DataError(f"Fewer than two units have at least {min_df} residual df for the homogeneity test; lower min_df.")

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
+from multilevel.design.builder import INTERCEPT, Coefficient
 from multilevel.display import ShownAsTables
 from multilevel.errors import SpecificationError
 
@@ -40,7 +41,25 @@ def check_level(level: float) -> None:
         raise SpecificationError(f"level is a coverage probability between 0 and 1 (e.g. 0.95), not {level}.")
 
 
-def resolve(fit, df: str | None, se: str | None) -> tuple[str, str]:
+def hlm_fixed_df(coefficients: tuple[Coefficient, ...], n_obs: int, n_groups: int, p: int) -> np.ndarray:
+    """HLM's "Approx. d.f." for each gamma (hlm-statistics.md section 2b).
+
+    gamma_qs of a random level-1 coefficient B_q: J - S_q - 1, i.e. J minus the number of gammas in
+    B_q's level-2 equation (J counts all units); of a non-random coefficient: N - F.
+    """
+    df = np.full(p, float(n_obs - p))
+    for c in coefficients:
+        if c.random:
+            df[list(c.columns)] = n_groups - len(c.columns)
+    return df
+
+
+# The functions below take the fit's `inference.view.Inference` (`inf`: its record is `inf.est`),
+# which holds the pieces shared by the df and SE methods, each computed once.
+def resolve(inf, df: str | None, se: str | None) -> tuple[str, str]:
+    """(df, se) checked against each other and against the fit (its weights and method), the
+    defaults filled in: se "model" ("CR0" under sampling weights), df "hlm" ("bell-mccaffrey" for CR2)."""
+    fit = inf.est
     weighted = fit.weighted
     se = ("CR0" if weighted else "model") if se is None else {m.lower(): m for m in SE_METHODS}.get(str(se).lower(), se)
     if weighted and (se == "CR2" or (df is not None and df.lower() in (*_MODEL_ONLY, "bell-mccaffrey"))):
@@ -83,33 +102,32 @@ def resolve(fit, df: str | None, se: str | None) -> tuple[str, str]:
     return df, se
 
 
-def vcov(fit, df: str, se: str) -> np.ndarray:
+def vcov(inf, df: str, se: str) -> np.ndarray:
     """Var(gamma-hat) in the summaries' internal coordinates (`coordinates`): contrasts are mapped
     to them (`internal_contrast`) before they meet it."""
     if se == "model":
-        return fit._kenward_roger.vcov_adjusted if df == "kenward-roger" else fit._vcov_internal
+        return inf.kenward_roger.vcov_adjusted if df == "kenward-roger" else inf.est.vcov_internal
     if se == "CR0":
-        return fit._vcov_robust_internal
+        return inf.vcov_robust_internal
     if se == "CR1":
-        J = fit.n_groups
-        return fit._vcov_robust_internal * J / (J - 1)
-    return fit._cr2.vcov
+        J = inf.est.n_groups
+        return inf.vcov_robust_internal * J / (J - 1)
+    return inf.cr2.vcov
 
 
-def internal_contrast(fit, L: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def internal_contrast(inf, L: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """L gamma = rhs written in the summaries' coordinates: (L S) gamma' = rhs - m_y L e_i0
     (`coordinates.Coordinates.contrast`); df, SEs and tests are the same in both."""
-    return fit.coordinates.contrast(L, rhs)
+    return inf.est.coordinates.contrast(L, rhs)
 
 
-def per_column_df(fit, df: str) -> np.ndarray:
+def per_column_df(inf, df: str) -> np.ndarray:
     if df == "hlm":
-        return fit.hlm_df.to_numpy()
+        return inf.hlm_df.to_numpy()
+    fit = inf.est
     if df == "residual":
         return np.full(len(fit.beta), float(fit.n_obs - len(fit.beta)))
     if df == "between-within":
-        from multilevel.design.builder import INTERCEPT
-
         p, J, N = len(fit.beta), fit.n_groups, fit.n_obs
         between = np.zeros(p, dtype=bool)
         for c in fit.design.coefficients:
@@ -119,35 +137,35 @@ def per_column_df(fit, df: str) -> np.ndarray:
     raise AssertionError(df)
 
 
-def combination_df(fit, l: np.ndarray, df: str, se: str) -> float:
+def combination_df(inf, l: np.ndarray, df: str, se: str) -> float:
     """Denominator df of the single contrast l'gamma (l in the data's coordinates: the per-column
     methods take the columns it involves; the derived ones work in the summaries' coordinates)."""
     if df == "infinite":
         return np.inf
     if df in ("satterthwaite", "kenward-roger", "bell-mccaffrey"):
-        l = internal_contrast(fit, l[None, :], np.zeros(1))[0][0]
+        l = internal_contrast(inf, l[None, :], np.zeros(1))[0][0]
     if df == "satterthwaite":
         from multilevel.inference.satterthwaite import df_1d
 
-        return df_1d(fit._variance_derivatives, l)
+        return df_1d(inf.variance_derivatives, l)
     if df == "kenward-roger":
-        return fit._kenward_roger.ddf(l[None, :])
+        return inf.kenward_roger.ddf(l[None, :])
     if df == "bell-mccaffrey":
-        return (fit._cr2 if se == "CR2" else fit._cr0_pieces).df(l)
-    d = per_column_df(fit, df)
+        return (inf.cr2 if se == "CR2" else inf.cr0_pieces).df(l)
+    d = per_column_df(inf, df)
     return float(d[np.abs(l) > 0].min())
 
 
-def t_table(fit, L: np.ndarray, rhs: np.ndarray, labels, df: str, se: str, level: float, show_rhs: bool | None = None) -> pd.DataFrame:
+def t_table(inf, L: np.ndarray, rhs: np.ndarray, labels, df: str, se: str, level: float, show_rhs: bool | None = None) -> pd.DataFrame:
     """estimate (L gamma), rhs (the hypothesised value, shown when `show_rhs` or, by default, when
     one is not 0), se, df, t = (L gamma - rhs)/se, its p, and the confidence interval of L gamma,
     one row per row of L. (The estimate is never L gamma - rhs: "sector = 1" estimates sector.)"""
     check_level(level)
-    V = vcov(fit, df, se)
-    d = np.array([combination_df(fit, row, df, se) for row in L])
+    V = vcov(inf, df, se)
+    d = np.array([combination_df(inf, row, df, se) for row in L])
     rhs = np.broadcast_to(np.asarray(rhs, dtype=float), (L.shape[0],))
-    Li, rhs_i = internal_contrast(fit, L, rhs)
-    diff = Li @ fit.solution.beta - rhs_i
+    Li, rhs_i = internal_contrast(inf, L, rhs)
+    diff = Li @ inf.est.solution.beta - rhs_i
     est = diff + rhs  # L gamma in the data's coordinates (internal_contrast moves the shift into rhs_i)
     s = np.sqrt(np.einsum("ka,ab,kb->k", Li, V, Li))
     t = diff / s
@@ -206,37 +224,37 @@ class HypothesisTest(OneRowTable, ShownAsTables):
 
 
 
-def hypothesis_test(fit, L: np.ndarray, rhs: np.ndarray, labels, df: str, se: str, level: float) -> HypothesisTest:
-    """The test of `HypothesisTest`; L and rhs as `Fit._contrast` makes them (checked there)."""
+def hypothesis_test(inf, L: np.ndarray, rhs: np.ndarray, labels, df: str, se: str, level: float) -> HypothesisTest:
+    """The test of `HypothesisTest`; L and rhs as `Inference.contrast` makes them (checked there)."""
     if np.linalg.matrix_rank(L) < L.shape[0]:
         raise SpecificationError("The rows of the contrast are linearly dependent; drop the redundant ones.")
-    V = vcov(fit, df, se)
+    V = vcov(inf, df, se)
     given = (L, rhs)
-    L, rhs = internal_contrast(fit, L, rhs)
-    beta = fit.solution.beta
+    L, rhs = internal_contrast(inf, L, rhs)
+    beta = inf.est.solution.beta
     diff = L @ beta - rhs
     q = L.shape[0]
     chisq = float(diff @ np.linalg.solve(L @ V @ L.T, diff))
     if df == "satterthwaite":
         from multilevel.inference.satterthwaite import f_test
 
-        F, _, den = f_test(fit._variance_derivatives, L, beta, rhs)
+        F, _, den = f_test(inf.variance_derivatives, L, beta, rhs)
     elif df == "kenward-roger":
-        F, _, den, _ = fit._kenward_roger.f_test(L, beta, rhs)
+        F, _, den, _ = inf.kenward_roger.f_test(L, beta, rhs)
     elif df == "bell-mccaffrey":
         # CR1 shares CR0's df (the df is scale free); the statistic uses the chosen covariance.
-        pieces = fit._cr2 if se == "CR2" else fit._cr0_pieces
+        pieces = inf.cr2 if se == "CR2" else inf.cr0_pieces
         if q == 1:
             F, den = chisq, pieces.df(L[0])
         else:  # Pustejovsky-Tipton HTZ (clubSandwich's default joint test)
             F, den, _ = pieces.htz(L, chisq)
     else:
         F = chisq / q
-        den = np.inf if df == "infinite" else min(combination_df(fit, row, df, se) for row in given[0])
+        den = np.inf if df == "infinite" else min(combination_df(inf, row, df, se) for row in given[0])
     table = pd.DataFrame(
         {
             "chisq": [chisq], "chisq_df": [float(q)], "chisq_p": [float(scipy.stats.chi2.sf(chisq, q))],
             "F": [F], "num_df": [float(q)], "den_df": [float(den)], "F_p": [_f_sf(F, q, den)],
         }
     )
-    return HypothesisTest(given[0], given[1], t_table(fit, given[0], given[1], labels, df, se, level, show_rhs=True), table, df, se)
+    return HypothesisTest(given[0], given[1], t_table(inf, given[0], given[1], labels, df, se, level, show_rhs=True), table, df, se)

@@ -18,12 +18,14 @@ deviances; `Deviance` lets one enter a deviance and a parameter count by hand, a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.stats
 
 from multilevel.errors import SpecificationError
+from multilevel.results.estimates import Estimates, estimates_of
 
 CONVENTIONS = ("hlm", "lme4")
 
@@ -165,15 +167,15 @@ def compare(*models, refit: str | None = None, labels: list[str] | None = None, 
     used exactly when a fit adds one random effect to the previous one."""
     if len(models) < 2:
         raise SpecificationError("compare() needs at least two models.")
-    from multilevel.interfaces.fit import Fit
-
     for i, m in enumerate(models):
-        if not isinstance(m, (Fit, Deviance)):
+        if not isinstance(m, Deviance) and estimates_of(m) is None:
             raise SpecificationError(
                 f"Argument {i + 1} of compare() is a {type(m).__name__}; give fits (ml.fit(...)) or "
                 "ml.Deviance(deviance, n_params) numbers."
             )
-    if any(isinstance(m, Fit) and m.weighted for m in models):
+    # each fit by its core record (`results.estimates`): what the comparison reads
+    models = tuple(m if isinstance(m, Deviance) else estimates_of(m) for m in models)
+    if any(isinstance(m, Estimates) and m.weighted for m in models):
         raise SpecificationError(
             "Fits with sampling weights maximise a pseudo-likelihood, whose differences are not chi-square "
             "distributed: compare them by Wald tests (fit.test) instead."
@@ -223,7 +225,7 @@ def compare(*models, refit: str | None = None, labels: list[str] | None = None, 
             "program, with the same ml.Deviance(..., convention=...)."
         )
     convention = entered.pop() if entered else "lme4"
-    rows = []
+    rows: list[dict[str, Any]] = []
     for m, lab in zip(models, labels):
         if isinstance(m, Deviance):
             rows.append({"model": lab, "method": m.method or "", "deviance": m.deviance,
@@ -240,7 +242,7 @@ def compare(*models, refit: str | None = None, labels: list[str] | None = None, 
     elif any(isinstance(m, Deviance) for m in models):
         notes.append("deviance and n_params: lme4's convention for every row (fit.deviance, fit.n_params: all parameters).")
     order = sorted(range(len(models)), key=lambda i: (rows[i]["n_params"], -rows[i]["deviance"]))
-    models = [models[i] for i in order]
+    models = tuple(models[i] for i in order)
     rows = [rows[i] for i in order]
     for i in range(1, len(rows)):
         small, big = models[i - 1], models[i]

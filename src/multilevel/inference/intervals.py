@@ -33,8 +33,10 @@ import scipy.optimize
 import scipy.stats
 
 from multilevel.design.columns import Columns
+from multilevel.design.coordinates import Coordinates
 from multilevel.design.summaries import GroupSummaries
 from multilevel.display import ShownAsTables
+from multilevel.engine.covariance import LambdaTemplate
 from multilevel.engine.objective import deviance, solve_at
 from multilevel.engine.optimizer import optimize_theta
 from multilevel.errors import MultilevelWarning, SpecificationError, close_matches
@@ -101,15 +103,17 @@ def _deviance_at_phi(fit, scale: VarianceScale, phi: np.ndarray) -> float:
 
 
 # ----- Wald --------------------------------------------------------------------------------
-def wald(fit, level: float = 0.95) -> pd.DataFrame:
+def wald(inf, level: float = 0.95) -> pd.DataFrame:
+    """Wald intervals (module doc) from the fit's `inference.view.Inference`."""
+    fit = inf.est
     z = scipy.stats.norm.ppf(0.5 + level / 2)
-    fx = fit.coef_table(df="infinite", level=level)
+    fx = inf.coef_table(df="infinite", level=level)
     if fit.weighted:  # the observed information of a pseudo-likelihood does not give variances
         return _frame({n: (e, lo, hi) for n, e, lo, hi in zip(fx.index, fx["estimate"], fx["ci_low"], fx["ci_high"])}, level)
     rows = {n: (e, lo, hi) for n, e, lo, hi in zip(fx.index, fx["estimate"], fx["ci_low"], fx["ci_high"])}
     scale = VarianceScale.of(fit)
     phi = scale.values(fit.tau.to_numpy(), fit.sigma2)
-    vd = fit._variance_derivatives
+    vd = inf.variance_derivatives
     # delta method from psi = (tau elements, sigma2) to (sd, cor, sigma):
     # d sd_a/d tau_aa = 1/(2 sd_a); d cor_ab/d tau_ab = 1/(sd_a sd_b), d cor_ab/d tau_aa = -cor_ab/(2 tau_aa);
     # d sigma/d sigma2 = 1/(2 sigma). Undefined (NaN) at a zero SD.
@@ -127,7 +131,7 @@ def wald(fit, level: float = 0.95) -> pd.DataFrame:
                 Jac[i, index[(c, c)]] = -phi[i] / (2 * tau[c, c])
         Jac[-1, -1] = 1 / (2 * np.sqrt(fit.sigma2))
     with np.errstate(invalid="ignore"):
-        se = np.sqrt(np.clip(np.diag(Jac @ fit._psi_vcov @ Jac.T), 0, None))
+        se = np.sqrt(np.clip(np.diag(Jac @ inf.psi_vcov @ Jac.T), 0, None))
     if not vd.identified:
         se = np.full_like(se, np.nan)  # no Wald interval for parameters the data do not identify
     for n, kind, e, s in zip(scale.names, scale.kinds, phi, se):
@@ -233,17 +237,18 @@ def select(fit, table: pd.DataFrame, which: str) -> pd.DataFrame:
     return table[fixed] if which == "fixed" else table[~fixed]
 
 
-def profile(fit, level: float = 0.95, which: str = "all") -> pd.DataFrame:
+def profile(inf, level: float = 0.95, which: str = "all") -> pd.DataFrame:
     """Profile-likelihood intervals (module doc); which: "all", "variance" or "fixed". A deviance
     that cannot be computed (a tau that is not a covariance matrix, a singular system) counts as
     +inf; a bound the profile does not locate (it does not reach the cut within the parameter's
     range, or the search fails) is NaN, with a MultilevelWarning saying which and why."""
     check_which(which)
     with np.errstate(all="ignore"):  # the profile walks into singular regions on purpose
-        return _profile(fit, level, which)
+        return _profile(inf, level, which)
 
 
-def _profile(fit, level: float, which: str) -> pd.DataFrame:
+def _profile(inf, level: float, which: str) -> pd.DataFrame:
+    fit = inf.est
     crit = float(scipy.stats.chi2.ppf(level, 1))
     rows: dict[str, tuple[float, float, float]] = {}
     notes: list[str] = []
@@ -258,7 +263,7 @@ def _profile(fit, level: float, which: str) -> pd.DataFrame:
         scale = VarianceScale.of(fit)
         phi_hat = scale.values(fit.tau.to_numpy(), fit.sigma2)
         dmin = _deviance_at_phi(fit, scale, phi_hat)
-        wald_tab = wald(fit, level)
+        wald_tab = wald(inf, level)
         for k, name in enumerate(scale.names):
             if far_slope:
                 # the random slope's variable lies far from 0 (`coordinates`): in the data's sd/cor
@@ -374,7 +379,7 @@ def _fixed_profile(ml_fit, k: int, dmin: float, crit: float, theta0: np.ndarray)
     def g(b: float) -> float:
         s = fixed_summaries(original, k, b)
         try:
-            theta, rec = optimize_theta(s, ml_fit.template, False, start=start["theta"], check=False)
+            theta, _ = optimize_theta(s, ml_fit.template, False, start=start["theta"], check=False)
             value = float(deviance(solve_at(s, ml_fit.template.lam(theta)), False))
         except (ValueError, np.linalg.LinAlgError, ZeroDivisionError, FloatingPointError):
             return np.inf  # no deviance there (`_search` steps back)
@@ -418,11 +423,11 @@ class _BootTask:
     factor: np.ndarray  # tau = factor factor'
     sigma: float
     summaries: GroupSummaries
-    template: object
+    template: LambdaTemplate
     reml: bool
     theta: np.ndarray
     scale: VarianceScale
-    coords: object  # the columns' internal coordinates: refits' beta mapped back (`coordinates`)
+    coords: Coordinates  # the columns' internal coordinates: refits' beta mapped back (`coordinates`)
     precision: np.ndarray | None = None  # precision weights w_i (lme4's weights=): e_i ~ N(0, sigma2 / w_i)
 
 
@@ -490,9 +495,7 @@ def bootstrap(fit, n_boot: int = 1000, seed: int | None = None, progress: bool =
     estimate = pd.Series(np.concatenate([fit.beta.to_numpy(), scale.values(fit.tau.to_numpy(), fit.sigma2)]), index=names)
     # u drawn in the summaries' coordinates (`coordinates`: Z u = (Z S_z) u'), where tau' is well
     # conditioned, so that a shifted slope variable gives the same replicates for the same seed
-    lam = fit.solution.lam
-    tau = fit.sigma2 * lam @ lam.T
-    w, V = np.linalg.eigh(tau)  # tau = F F', also when tau is singular
+    w, V = np.linalg.eigh(fit.tau_internal)  # tau = F F', also when tau is singular
     Z = d.Z if fit.coordinates.z_identity else d.Z @ fit.coordinates.S_z
     task = _BootTask(Z, d.columns, d.codes, d.X @ fit.beta.to_numpy(), V * np.sqrt(np.clip(w, 0, None)),
                      float(np.sqrt(fit.sigma2)), s, fit.template, fit.reml, fit.theta_internal, scale, d.coords,

@@ -28,20 +28,12 @@ from multilevel.interfaces.fit import Fit
 from multilevel.model.formula import parse_formula
 from multilevel.model.level_equations import parse_levels
 from multilevel.model.spec import ModelSpec
-
-METHODS = ("REML", "ML")
+from multilevel.results.estimates import check_method, warn_if_not_converged
 
 
 def levels(level1: str, level2: Mapping[str, str] | None = None, *, group: str) -> ModelSpec:
     """HLM-style level equations -> ModelSpec (see `multilevel.level_equations`)."""
     return parse_levels(level1, level2, group)
-
-
-def _method(method: str) -> str:
-    m = str(method).upper()
-    if m not in METHODS:
-        raise SpecificationError(f"method must be 'REML' or 'ML', not {method!r}.")
-    return m
 
 
 def prepare(spec: ModelSpec, data, level2=None, level2_missing: str = "error", weights=None, precision_weights: str | None = None):
@@ -137,25 +129,8 @@ def finish_fit(design, summ: GroupSummaries, method: str) -> Fit:
     theta, record = optimize_theta(summ, template, method == "REML")
     fit = Fit.at_theta(design, summ, template, method, theta, record)
     check_level1_variance(summ, fit.sigma2, design.spec.outcome, design.group, coords.intercept)
-    warn_if_not_converged(fit)
+    warn_if_not_converged(fit.estimates)
     return fit
-
-
-def warn_if_not_converged(fit: Fit) -> None:
-    """A ConvergenceWarning naming what the check found, when `fit.converged` is False."""
-    if fit.optimizer is not None and not fit.optimizer.converged:
-        import warnings
-
-        from multilevel.errors import ConvergenceWarning
-
-        warnings.warn(
-            ConvergenceWarning(
-                f"The fit of {fit.formula} did not reach a checked optimum: {fit.optimizer.check}. fit.converged is "
-                "False; its estimates are where the optimiser stopped, not maximum-likelihood estimates. "
-                "Try centring or rescaling the predictors, or a simpler random-effects structure."
-            ),
-            stacklevel=3,
-        )
 
 
 def fit_spec(
@@ -199,7 +174,7 @@ def fit_spec(
             return pool([first] + [one(d) for d in sets[1:]])
         with ThreadPoolExecutor(max_workers=min(jobs, len(sets) - 1)) as ex:
             return pool([first] + list(ex.map(one, sets[1:])))
-    method = _method(method)
+    method = check_method(method)
     if sampling is not None and method == "REML":
         raise SpecificationError(
             "Sampling weights need method='ML': the pseudo-likelihood is a maximum-likelihood criterion "
@@ -223,7 +198,7 @@ def fit_spec(
         design = prepare(spec, data, level2, level2_missing, sampling, precision)
         summ = design.summaries()
     check_rank(summ.XtX_total, design.x_names, design.coordinates)
-    if tau is not None:
+    if tau is not None and sigma2 is not None:  # both or neither (checked above)
         template = LambdaTemplate.from_blocks(design.blocks, design.z_names, design.group)
         return Fit.at_variance_components(design, summ, template, method, tau, sigma2)
     return finish_fit(design, summ, method)

@@ -365,7 +365,7 @@ class PooledFit(ShownAsTables):
             other = pool(self.fits, df_new, se_new, self.level)
             if (other.df_method, other.se_method) != (self.df_method, self.se_method):
                 return other.test(contrast, rhs)
-        L, r, labels = self.first._contrast(contrast, rhs)
+        L, r, labels = self.first.inference.contrast(contrast, rhs)
         L = np.atleast_2d(np.asarray(L, dtype=float))
         k = L.shape[0]
         if np.linalg.matrix_rank(L) < k:
@@ -425,7 +425,7 @@ class PooledFit(ShownAsTables):
 def _row_df_com(pooled: PooledFit, L: np.ndarray) -> np.ndarray:
     """Complete-data df of each row of L (mean over the fits)."""
     return np.array([
-        np.mean([inference.combination_df(f, row, pooled.df_method, pooled.se_method) for f in pooled.fits]) for row in L
+        np.mean([inference.combination_df(f.inference, row, pooled.df_method, pooled.se_method) for f in pooled.fits]) for row in L
     ])
 
 
@@ -507,7 +507,7 @@ def pool(fits: Sequence[Fit], df: str | None = None, se: str | None = None, leve
     inference.check_level(level)
     _check_same_model(fits)
     _check_same_rows(fits)
-    df, se = inference.resolve(fits[0], df, se)
-    vcovs = np.array([f.coordinates.vcov(inference.vcov(f, df, se)) for f in fits])  # in the data's coordinates
+    df, se = inference.resolve(fits[0].inference, df, se)
+    vcovs = np.array([f.coordinates.vcov(inference.vcov(f.inference, df, se)) for f in fits])  # in the data's coordinates
     df_com = np.mean([f.coef_table(df=df, se=se, level=level)["df"].to_numpy() for f in fits], axis=0)
     return PooledFit(fits, df, se, level, vcovs, pd.Series(df_com, index=list(fits[0].design.x_names), name="df_com"))

@@ -1,12 +1,12 @@
 """The model in HLM's two forms: Level-1/Level-2 equations and the single mixed equation.
 
-Reads only the design's classification of columns (design.Coefficient); computes nothing.
+Reads only the design's classification of columns (design.Coefficient) and HLM's names of the
+fixed effects (`results.labels`); computes nothing.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from multilevel.design.builder import INTERCEPT, Coefficient
+from multilevel.results.labels import gamma_labels
 
 CENTERING_WORDS = {"group": "centred around its group mean", "grand": "centred around the grand mean"}
 #: a level-2 predictor's centring (`Coefficient.predictor_centering`)
@@ -14,27 +14,6 @@ PREDICTOR_CENTERING_WORDS = {
     "grand": "centred around its grand mean over the rows",
     "units": "centred around its grand mean over the units (each unit counted once, as HLM centres a level-2 predictor)",
 }
-
-
-@dataclass(frozen=True)
-class GammaLabel:
-    """HLM's name of a fixed effect: G_qs of level-1 coefficient B_q and level-2 predictor W_s."""
-
-    column: int
-    label: str  # "G01"
-    coefficient: str  # "Intercept" / "ses"
-    predictor: str  # "Intercept" / "sector"
-    b_label: str  # "B0"
-
-
-def gamma_labels(coefficients: tuple[Coefficient, ...]) -> list[GammaLabel]:
-    out = []
-    for qi, c in enumerate(coefficients):
-        offset = 0 if INTERCEPT in c.predictors else 1
-        for si, (col, w) in enumerate(zip(c.columns, c.predictors)):
-            s = si + offset  # G_q0 is the intercept; without one, numbering starts at 1
-            out.append(GammaLabel(col, f"G{qi}{s}", c.name, w, f"B{qi}"))
-    return sorted(out, key=lambda g: g.column)
 
 
 def _w(name: str) -> str:
@@ -51,11 +30,11 @@ def level_equations(outcome: str, coefficients: tuple[Coefficient, ...]) -> list
         if c.random:
             parts.append(f"U{q}")
         lines.append(f"    B{q} = " + (" + ".join(parts) if parts else "0"))
-    centred = [c for c in coefficients if c.centering]
+    centred = [(c.name, c.centering) for c in coefficients if c.centering]
     if centred:
         lines.append("")
         # the column is named by its helper ("cwc(ses)"): say which variable it centres
-        lines.extend(f"    {c.name} is {c.name[4:-1] if c.name[3:4] == '(' else c.name} {CENTERING_WORDS[c.centering]}." for c in centred)
+        lines.extend(f"    {name} is {name[4:-1] if name[3:4] == '(' else name} {CENTERING_WORDS[how]}." for name, how in centred)
     # the level-2 predictors written cgm(w): HLM marks them too ('$'); which mean says the word
     l2 = dict.fromkeys((w, k) for c in coefficients for w, k in zip(c.predictors, c.predictor_centering) if k)
     if l2:

@@ -1,14 +1,20 @@
-"""HLM's report (the layout of HLM 6's output file), from a Fit's tables."""
+"""HLM's report (the layout of HLM 6's output file), from a fit's core record (`results.estimates`)
+and the tables of its views (`diagnostics.hlm_statistics.HLMStatistics`, `inference.view.Inference`,
+`diagnostics.effect_sizes.EffectSizes`). Formatting only: every number is given.
+"""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 import numpy as np
 
 from multilevel.design.builder import INTERCEPT
-
-if TYPE_CHECKING:
-    from multilevel.interfaces.fit import Fit
+from multilevel.diagnostics.effect_sizes import EffectSizes
+from multilevel.diagnostics.hlm_statistics import HLMStatistics
+from multilevel.inference.coefficients import HypothesisTest
+from multilevel.inference.view import Inference
+from multilevel.reports.equations import level_equations, mixed_equation
+from multilevel.results.estimates import Estimates
 
 RULE = " " + "-" * 76
 CENTRE_MARK = {"group": "*", "grand": "$"}
@@ -31,16 +37,16 @@ def _predictor_label(predictor: str) -> str:
     return "INTRCPT2" if predictor == INTERCEPT else predictor
 
 
-def _coefficient_index(fit: Fit) -> dict[str, int]:
+def coefficient_index(fit: Estimates) -> dict[str, int]:
     """q of each level-1 coefficient B_q, by name."""
     return {c.name: q for q, c in enumerate(fit.design.coefficients)}
 
 
-def _tau_label(name: str, q: int) -> str:
+def tau_label(name: str, q: int) -> str:
     return f"INTRCPT1,B{q}" if name == INTERCEPT else f"{name},B{q}"
 
 
-def _weighting_rows(fit: Fit) -> list[str]:
+def _weighting_rows(fit: Estimates) -> list[str]:
     w = fit.design.weights
     if w is None:
         return [f" {'Level 1':<11}no", f" {'Level 2':<11}no"]
@@ -54,7 +60,7 @@ def _weighting_rows(fit: Fit) -> list[str]:
     return rows
 
 
-def _precision_row(fit: Fit) -> str:
+def _precision_row(fit: Estimates) -> str:
     """HLM's "Precision" weighting row: lme4's weights= (Var(e_i) = sigma2 / w_i), as given."""
     pw = fit.design.precision_weights
     if pw is None:
@@ -62,7 +68,7 @@ def _precision_row(fit: Fit) -> str:
     return f" {'Precision':<11}{'yes':<13}{pw.column:<12}no"
 
 
-def _specifications(fit: Fit) -> list[str]:
+def _specifications(fit: Estimates) -> list[str]:
     dr = fit.data_report
     opt = fit.optimizer
     method = "restricted maximum likelihood" if fit.reml else "full maximum likelihood"
@@ -94,7 +100,7 @@ def _specifications(fit: Fit) -> list[str]:
     return lines
 
 
-def _fixed_spec(fit: Fit) -> list[str]:
+def _fixed_spec(fit: Estimates) -> list[str]:
     lines = [
         "  The model specified for the fixed effects was:",
         " ----------------------------------------------------",
@@ -104,7 +110,7 @@ def _fixed_spec(fit: Fit) -> list[str]:
         " ----------------------   ---------------",
     ]
     labels = {g.column: g for g in fit.gamma_labels}
-    marks = set()
+    marks: set[str] = set()
     for q, c in enumerate(fit.design.coefficients):
         mark = CENTRE_MARK.get(c.centering or "", " ")
         if c.centering:
@@ -134,12 +140,12 @@ def _fixed_spec(fit: Fit) -> list[str]:
     ]
     lines += [f"               {('INTRCPT1' if z == INTERCEPT else z + ' slope')}" for z in fit.design.z_names]
     lines += ["", " Summary of the model specified (in equation format)", " ---------------------------------------------------", ""]
-    lines += fit.level_equations
-    lines += ["", "Mixed Model", f"    {fit.mixed_equation}", ""]
+    lines += level_equations(fit.spec.outcome, fit.design.coefficients)
+    lines += ["", "Mixed Model", f"    {mixed_equation(fit.spec.outcome, fit.design.coefficients)}", ""]
     return lines
 
 
-def _convergence(fit: Fit) -> list[str]:
+def _convergence(fit: Estimates) -> list[str]:
     opt = fit.optimizer
     if opt is None:
         return [" Evaluated at given variance components (tau and sigma_squared supplied; no estimation).", ""]
@@ -158,12 +164,14 @@ def _convergence(fit: Fit) -> list[str]:
     return lines
 
 
-def _optimum_check(fit: Fit) -> list[str]:
+def _optimum_check(fit: Estimates) -> list[str]:
     """Whether the optimum was checked (`optimizer.check_optimum`: the gradient, the Newton
     decrement and the Hessian at the estimates) and what the check found. Said plainly because HLM 6
     stops when the deviance changes little between iterations and may print values short of the
     optimum: a reader comparing the two needs to know which was checked."""
     opt = fit.optimizer
+    if opt is None:  # evaluated at given variance components: no optimum (`_convergence` says so)
+        return []
     if not opt.checked:
         return [f" Optimum not checked (gradient norm {opt.gradient_norm:.2g})."]
     if not opt.converged:
@@ -183,7 +191,7 @@ def _matrix(title: str, mat: np.ndarray, labels: list[str], fmt: str) -> list[st
     return lines
 
 
-def _fixed_table(fit: Fit, table, robust: bool) -> list[str]:
+def _fixed_table(fit: Estimates, table, robust: bool) -> list[str]:
     head = [
         f" The outcome variable is  {fit.spec.outcome}",
         "",
@@ -203,14 +211,14 @@ def _fixed_table(fit: Fit, table, robust: bool) -> list[str]:
         est, se, df, t, p = rows[col]
         return f"{est:>14.6f}{se:>11.6f}{t:>10.3f}{df:>10.0f}{p:>9.3f}"
 
-    head += _gamma_rows(fit, row)
+    head += gamma_rows(fit, row)
     head += [RULE, ""]
     if fit.weighted and not robust:
         head[-1:-1] = [" With sampling weights these model-based SEs are not valid: use the robust ones below."]
     return head
 
 
-def _gamma_rows(fit: Fit, cells) -> list[str]:
+def gamma_rows(fit: Estimates, cells) -> list[str]:
     """HLM's fixed-effect rows, grouped under "For <B_q>": label, then cells(column)."""
     labels = {g.column: g for g in fit.gamma_labels}
     lines = []
@@ -224,8 +232,8 @@ def _gamma_rows(fit: Fit, cells) -> list[str]:
     return lines
 
 
-def _variance_components(fit: Fit) -> list[str]:
-    vc = fit.variance_components
+def _variance_components(fit: Estimates, stats: HLMStatistics) -> list[str]:
+    vc = stats.variance_components
     lines = [
         " Final estimation of variance components:",
         " -----------------------------------------------------------------------------",
@@ -233,7 +241,7 @@ def _variance_components(fit: Fit) -> list[str]:
         "                         Deviation     Component",
         " -----------------------------------------------------------------------------",
     ]
-    zq = _coefficient_index(fit)
+    zq = coefficient_index(fit)
     for z in fit.design.z_names:
         sd, var, df, chi, p = vc.loc[z]
         lab = coef_label(z, zq[z], random_part=True)
@@ -241,12 +249,12 @@ def _variance_components(fit: Fit) -> list[str]:
     sd, var = vc.loc["level-1", ["sd", "variance"]]
     lines.append(f" {'level-1, R':<22}{sd:>11.5f}{var:>14.5f}")
     lines.append(" -----------------------------------------------------------------------------")
-    lines += _sufficient_note(fit, "chi-square statistics")
+    lines += _sufficient_note(stats, "chi-square statistics")
     return lines
 
 
-def _sufficient_note(fit: Fit, what: str) -> list[str]:
-    js, j = fit.n_units_sufficient, fit.n_groups
+def _sufficient_note(stats: HLMStatistics, what: str) -> list[str]:
+    js, j = stats.n_units_sufficient, stats.est.n_groups
     if js == j:
         return [""]
     return [
@@ -257,7 +265,7 @@ def _sufficient_note(fit: Fit, what: str) -> list[str]:
     ]
 
 
-def glh_block(fit: Fit, test, number: int = 1) -> list[str]:
+def glh_block(fit: Estimates, test: HypothesisTest, number: int = 1) -> list[str]:
     """HLM's "Results of General Linear Hypothesis Testing" for one test (its chi-square uses the
     covariance the test was made with: HLM's is the robust one when robust SEs are printed)."""
     beta = fit.beta.to_numpy()
@@ -268,7 +276,7 @@ def glh_block(fit: Fit, test, number: int = 1) -> list[str]:
         "                                   Coefficients      Contrast",
         RULE,
     ]
-    lines += _gamma_rows(fit, lambda col: f"{beta[col]:>21.6f}" + "".join(f"{v:>8.3f}" for v in test.L[:, col]))
+    lines += gamma_rows(fit, lambda col: f"{beta[col]:>21.6f}" + "".join(f"{v:>8.3f}" for v in test.L[:, col]))
     rhs = np.broadcast_to(np.asarray(test.rhs, dtype=float), (test.L.shape[0],))
     if np.any(rhs != 0):  # H0: contrast = value (HLM's own tests are against 0)
         lines.append(f"{'  Hypothesised value (H0: contrast = value)':<43}" + "".join(f"{v:>8.3f}" for v in rhs))
@@ -283,9 +291,8 @@ def glh_block(fit: Fit, test, number: int = 1) -> list[str]:
     return lines
 
 
-def effect_size_block(fit: Fit) -> list[str]:
+def effect_size_block(es: EffectSizes) -> list[str]:
     """The effect sizes of `fit.effect_sizes()`, formatted."""
-    es = fit.effect_sizes()
     lines = ["", " Effect sizes", " ------------"]
     for name, v in es.icc["icc"].items():
         lines.append(f"  ICC, {name:<34}= {v:.4f}")
@@ -309,12 +316,13 @@ def effect_size_block(fit: Fit) -> list[str]:
     return lines
 
 
-def hlm_report(fit: Fit, tests=(), effect_sizes: bool = True, homogeneity: dict | None = None) -> str:
-    """The report HLM 6 prints for a two-level run, section by section; `tests` are
-    `HypothesisTest`s (fit.test(...)) printed as HLM's General Linear Hypothesis tests, and an
-    effect-size section closes the report."""
-    zq = _coefficient_index(fit)
-    tau_labels = [_tau_label(n, zq[n]) for n in fit.design.z_names]
+def hlm_report(fit: Estimates, stats: HLMStatistics, inf: Inference, tests: Sequence[HypothesisTest] = (),
+               effect_sizes: EffectSizes | None = None, homogeneity: dict | None = None) -> str:
+    """The report HLM 6 prints for a two-level run, section by section, for the fit whose record is
+    `fit`; `tests` are `HypothesisTest`s (fit.test(...)) printed as HLM's General Linear Hypothesis
+    tests, and the effect sizes, when given, close the report."""
+    zq = coefficient_index(fit)
+    tau_labels = [tau_label(n, zq[n]) for n in fit.design.z_names]
     lines = _specifications(fit) + _fixed_spec(fit) + _convergence(fit)
     lines += [f" Sigma_squared = {fit.sigma2:>12.5f}", ""]
     lines += _matrix("Tau", fit.tau.to_numpy(), tau_labels, ">14.5f")
@@ -324,15 +332,15 @@ def hlm_report(fit: Fit, tests=(), effect_sizes: bool = True, homogeneity: dict 
         "  Random level-1 coefficient   Reliability estimate",
         " ----------------------------------------------------",
     ]
-    for n, r in fit.reliability.items():
+    for n, r in stats.reliability.items():
         lines.append(f"  {coef_label(n, zq[n]):<28}{r:>13.3f}")
     lines.append(" ----------------------------------------------------")
-    lines += _sufficient_note(fit, "reliability estimates")
-    lines.append(f"The value of the log-likelihood function = {-0.5 * fit.hlm_deviance:.6E}")
+    lines += _sufficient_note(stats, "reliability estimates")
+    lines.append(f"The value of the log-likelihood function = {fit.hlm_loglik:.6E}")
     lines.append("")
-    lines += _fixed_table(fit, fit.model_based, robust=False)
-    lines += _fixed_table(fit, fit.robust, robust=True)
-    lines += _variance_components(fit)
+    lines += _fixed_table(fit, inf.model_based, robust=False)
+    lines += _fixed_table(fit, inf.robust, robust=True)
+    lines += _variance_components(fit, stats)
     crit = "REML criterion (lme4 REMLcrit)" if fit.reml else "-2 log-likelihood (lme4 deviance)"
     lines += [
         " Statistics for current covariance components model",
@@ -362,6 +370,6 @@ def hlm_report(fit: Fit, tests=(), effect_sizes: bool = True, homogeneity: dict 
             lines.append(f" ({h['units_left_out']} units with fewer than {h['min_df']} residual df left out)")
     for i, t in enumerate(tests, start=1):
         lines += glh_block(fit, t, i)
-    if effect_sizes and not fit.design.streamed:
-        lines += effect_size_block(fit)
+    if effect_sizes is not None:
+        lines += effect_size_block(effect_sizes)
     return "\n".join(lines) + "\n"

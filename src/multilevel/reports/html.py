@@ -1,17 +1,24 @@
 """The Fit in HTML: a compact view for Jupyter (`_repr_html_`) and a self-contained document to share
 (`fit.to_html(path)`): the model in both forms, every table of the HLM report and of the
 lme4-style summary, the data report, effect sizes and the plots embedded as PNG. Formatting only:
-every number comes from the Fit's tables.
+every number comes from the fit's core record (`results.estimates`) and its views' tables
+(`inference.view.Inference`, `diagnostics.hlm_statistics.HLMStatistics`, `diagnostics.view.Diagnostics`).
 """
 from __future__ import annotations
 
 import base64
 import html
 import io
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from multilevel.interfaces.fit import Fit
+from multilevel.diagnostics.effect_sizes import EffectSizes
+from multilevel.diagnostics.hlm_statistics import HLMStatistics
+from multilevel.diagnostics.residual_files import level2_predictors
+from multilevel.diagnostics.view import Diagnostics
+from multilevel.inference.view import Inference
+from multilevel.reports.equations import level_equations, mixed_equation
+from multilevel.reports.hlm import hlm_report
+from multilevel.reports.lme4 import lme4_summary
+from multilevel.results.estimates import Estimates
 
 _CSS = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1100px;
@@ -36,7 +43,7 @@ def _pre(text: str) -> str:
     return f"<pre>{html.escape(text)}</pre>"
 
 
-def _head(fit: Fit) -> str:
+def _head(fit: Estimates) -> str:
     return (
         f"<p><b>{html.escape(fit.method)} fit</b>: <code>{html.escape(fit.formula)}</code><br>"
         f"N = {fit.n_obs} rows, J = {fit.n_groups} units of <code>{html.escape(fit.design.group)}</code>; "
@@ -48,19 +55,19 @@ def _head(fit: Fit) -> str:
     )
 
 
-def _core_tables(fit: Fit) -> list[str]:
-    fixed = fit.model_based.join(fit.robust[["se"]].rename(columns={"se": "robust se"}))
+def _core_tables(stats: HLMStatistics, inf: Inference, es: EffectSizes | None) -> list[str]:
+    """The tables of the estimates; the effect sizes' when given (they need the rows)."""
+    fixed = inf.model_based.join(inf.robust[["se"]].rename(columns={"se": "robust se"}))
     tables = [
         "<h3>Fixed effects</h3><p>Model-based SEs with HLM's approximate df, and HLM's robust (CR0) SEs.</p>",
         _table(fixed),
         "<h3>Variance components</h3>",
-        _table(fit.variance_components),
+        _table(stats.variance_components),
         "<p>Reliability</p>",
-        _table(fit.reliability.to_frame(), 3),
+        _table(stats.reliability.to_frame(), 3),
     ]
-    if fit.design.streamed:  # effect sizes need the rows
+    if es is None:
         return tables
-    es = fit.effect_sizes()
     return tables + [
         "<h3>Effect sizes</h3>",
         _table(es.icc, 4),
@@ -71,9 +78,10 @@ def _core_tables(fit: Fit) -> list[str]:
     ]
 
 
-def html_report(fit: Fit) -> str:
-    """The compact view Jupyter shows."""
-    return "\n".join([_head(fit), *_core_tables(fit)])
+def html_report(fit: Estimates, stats: HLMStatistics, inf: Inference, es: EffectSizes | None) -> str:
+    """The compact view Jupyter shows, of the fit whose record is `fit` (`es`: its effect sizes,
+    None for a streamed fit)."""
+    return "\n".join([_head(fit), *_core_tables(stats, inf, es)])
 
 
 def _png(fig) -> str:
@@ -82,14 +90,13 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def default_plots(fit: Fit) -> list[tuple[str, str, dict]]:
+def default_plots(fit: Estimates) -> list[tuple[str, str, dict]]:
     """(title, kind, options) of the plots the document shows."""
-    plots = [("Empirical Bayes residuals", "caterpillar", {}), ("Q-Q plot of the Mahalanobis distances", "qq", {}),
+    plots: list[tuple[str, str, dict]] = [("Empirical Bayes residuals", "caterpillar", {}), ("Q-Q plot of the Mahalanobis distances", "qq", {}),
              ("Log residual SDs of the units", "residual-sd", {}), ("Level-1 residuals against fitted values", "residuals-fitted", {})]
-    from multilevel.diagnostics.residual_files import level2_predictors
-
     d = fit.design
-    level1 = [z for z in d.z_names if z != "Intercept" and z in d.frame.columns]
+    columns = () if d.frame is None else d.frame.columns
+    level1 = [z for z in d.z_names if z != "Intercept" and z in columns]
     level2 = level2_predictors(fit)
     if level1:
         plots.append(("Model graph", "model", {"x": level1[0], "lines": {v: "quartiles" for v in level2[:2]}}))
@@ -98,23 +105,28 @@ def default_plots(fit: Fit) -> list[tuple[str, str, dict]]:
     return plots
 
 
-def html_document(fit: Fit, title: str | None = None, plots: bool = True) -> str:
-    """One self-contained HTML page (no external files)."""
+def html_document(diag: Diagnostics, title: str | None = None, plots: bool = True) -> str:
+    """One self-contained HTML page (no external files) of the fit whose views are `diag` (its
+    record `diag.est`, inference `diag.inference`, HLM statistics `diag.statistics`)."""
+    fit, stats, inf = diag.est, diag.statistics, diag.inference
+    es = None if fit.design.streamed else diag.effect_sizes()  # effect sizes need the rows
+    summary_df = "hlm" if fit.weighted else "satterthwaite"
     title = title or f"Multilevel model: {fit.spec.outcome}"
     sections = [
-        ("model", "The model", _pre("\n".join(fit.level_equations)) + "<p>Mixed form</p>" + _pre(fit.mixed_equation)
+        ("model", "The model", _pre("\n".join(level_equations(fit.spec.outcome, fit.design.coefficients)))
+         + "<p>Mixed form</p>" + _pre(mixed_equation(fit.spec.outcome, fit.design.coefficients))
          + "<p>lme4 form</p>" + _pre(fit.formula)),
         ("data", "Data", _pre(str(fit.data_report))),
-        ("tables", "Estimates", "\n".join(_core_tables(fit))),
+        ("tables", "Estimates", "\n".join(_core_tables(stats, inf, es))),
         ("inference", "Fixed effects with Satterthwaite df" if not fit.weighted else "Fixed effects (robust SEs)",
-         _table(fit.coef_table(df=None if fit.weighted else "satterthwaite"))),
-        ("hlm", "HLM report", _pre(fit.report())),
-        ("lme4", "lme4-style summary", _pre(fit.summary() if not fit.weighted else fit.summary(df="hlm"))),
+         _table(inf.coef_table(df=None if fit.weighted else "satterthwaite"))),
+        ("hlm", "HLM report", _pre(hlm_report(fit, stats, inf, (), es))),
+        ("lme4", "lme4-style summary", _pre(lme4_summary(fit, inf.coef_table(df=summary_df), summary_df))),
     ]
     if plots and not fit.design.streamed:
         figs = []
         for caption, kind, options in default_plots(fit):
-            fig = fit.plot(kind, **options)
+            fig = diag.plot(kind, **options)
             figs.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{_png(fig)}">'
                         f"<figcaption>{html.escape(caption)}</figcaption></figure>")
         sections.insert(3, ("plots", "Plots", '<div class="figs">' + "".join(figs) + "</div>"))

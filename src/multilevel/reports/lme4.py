@@ -1,28 +1,29 @@
-"""An lme4-style summary (`summary(lmer(...))`), from a Fit's tables."""
+"""An lme4-style summary (`summary(lmer(...))`), from a fit's core record (`results.estimates`) and
+its coefficient table (`inference.view.Inference.coef_table`). Formatting only: every number is given.
+"""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import pandas as pd
 
-import numpy as np
-
-if TYPE_CHECKING:
-    from multilevel.interfaces.fit import Fit
+from multilevel.results.estimates import Estimates
 
 
 def _lme4_name(n: str) -> str:
     return "(Intercept)" if n == "Intercept" else n
 
 
-def lme4_summary(fit: Fit, df: str = "satterthwaite") -> str:
-    """lmerTest's summary: fixed effects with df and p from `df` (Satterthwaite by default)."""
+def lme4_summary(fit: Estimates, table: pd.DataFrame, df: str = "satterthwaite") -> str:
+    """lmerTest's summary of the fit whose record is `fit`: fixed effects from `table`, the
+    coefficient table with df and p of the method `df` (Satterthwaite by default)."""
     crit = "REML criterion at convergence" if fit.reml else "Deviance"
     how = "REML" if fit.reml else "maximum likelihood"
     lines = [
         f"Linear mixed model fit by {how} ['multilevel']",
         f"Formula: {fit.formula}",
     ]
-    if fit.weight_kind == "precision":
-        lines.append(f"Weights: {fit.design.precision_weights.column}  (precision weights, as lmer's weights=)")
+    pw = fit.design.precision_weights
+    if pw is not None:
+        lines.append(f"Weights: {pw.column}  (precision weights, as lmer's weights=)")
     elif fit.weight_kind:
         lines.append(f"Weights: {fit.weights_description}")
     lines.append("")
@@ -33,15 +34,14 @@ def lme4_summary(fit: Fit, df: str = "satterthwaite") -> str:
     if fit.evaluated_at_given:
         lines.append("(evaluated at given variance components, not estimated)")
     lines += ["", "Random effects:", f" {'Groups':<9}{'Name':<14}{'Variance':>10}{'Std.Dev.':>10}  Corr"]
-    tau = fit.tau.to_numpy()
+    vc = fit.random_effects
     cor = fit.tau_correlations.to_numpy()
     for i, z in enumerate(fit.design.z_names):
         grp = fit.design.group if i == 0 else ""
         corr = " ".join(f"{cor[i, k]:6.2f}" for k in range(i))
-        lines.append(f" {grp:<9}{_lme4_name(z):<14}{tau[i, i]:>10.4f}{np.sqrt(tau[i, i]):>10.4f}  {corr}".rstrip())
-    lines.append(f" {'Residual':<9}{'':<14}{fit.sigma2:>10.4f}{np.sqrt(fit.sigma2):>10.4f}")
+        lines.append(f" {grp:<9}{_lme4_name(z):<14}{vc['variance'].iloc[i]:>10.4f}{vc['sd'].iloc[i]:>10.4f}  {corr}".rstrip())
+    lines.append(f" {'Residual':<9}{'':<14}{vc['variance'].iloc[-1]:>10.4f}{vc['sd'].iloc[-1]:>10.4f}")
     lines.append(f"Number of obs: {fit.n_obs}, groups:  {fit.design.group}, {fit.n_groups}")
-    table = fit.coef_table(df=df)
     lines += ["", f"Fixed effects ({df} df):", f"{'':<16}{'Estimate':>11}{'Std. Error':>12}{'df':>10}{'t value':>9}{'Pr(>|t|)':>11}"]
     for name, row in table.iterrows():
         lines.append(

@@ -1,17 +1,81 @@
 """The report of a PooledFit (multiple imputation / plausible values), from its tables.
 
-Formatting only: every number comes from `multilevel.imputation.PooledFit` and `PooledTest`.
+Formatting only: every number comes from `interfaces.imputation.PooledFit` and `PooledTest`, read
+through the protocols below (what the report needs of them; the pooling itself is at the interfaces
+stage, above the reports).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
+import pandas as pd
 
-from multilevel.reports.hlm import RULE, _coefficient_index, _gamma_rows, _tau_label, coef_label
+from multilevel.reports.hlm import RULE, coef_label, coefficient_index, gamma_rows, tau_label
+from multilevel.results.estimates import Estimates
 
-if TYPE_CHECKING:
-    from multilevel.interfaces.imputation import PooledFit, PooledTest
+
+class _HasEstimates(Protocol):
+    @property
+    def estimates(self) -> Estimates: ...
+
+
+class PooledResults(Protocol):
+    """What the pooled report reads of a pooled fit (`interfaces.imputation.PooledFit`)."""
+
+    @property
+    def first(self) -> _HasEstimates: ...  # the fit to the first data set: the model's labels
+    @property
+    def method(self) -> str: ...
+    @property
+    def formula(self) -> str: ...
+    @property
+    def m(self) -> int: ...
+    @property
+    def n_obs(self) -> pd.Series: ...
+    @property
+    def n_groups(self) -> pd.Series: ...
+    @property
+    def df_method(self) -> str: ...
+    @property
+    def se_method(self) -> str: ...
+    @property
+    def fixed(self) -> pd.DataFrame: ...
+    @property
+    def robust(self) -> pd.DataFrame | None: ...
+    @property
+    def beta(self) -> pd.Series: ...
+    @property
+    def sigma2(self) -> float: ...
+    @property
+    def tau(self) -> pd.DataFrame: ...
+    @property
+    def tau_correlations(self) -> pd.DataFrame: ...
+    @property
+    def reliability(self) -> pd.Series: ...
+    @property
+    def variance_components(self) -> pd.DataFrame: ...
+    @property
+    def icc(self) -> float | None: ...
+    @property
+    def deviance(self) -> float: ...
+    @property
+    def hlm_deviance(self) -> float: ...
+
+
+class PooledTestResults(Protocol):
+    """What the pooled report reads of a D1 test (`interfaces.imputation.PooledTest`): its contrast
+    and its one-row `table` (F, num_df, den_df, p, riv, den_df_lrr, df_com)."""
+
+    @property
+    def L(self) -> np.ndarray: ...
+    @property
+    def table(self) -> pd.DataFrame: ...
+    @property
+    def df_method(self) -> str: ...
+    @property
+    def se_method(self) -> str: ...
 
 SE_NAMES = {"model": "model-based", "CR0": "robust (CR0)", "CR1": "robust (CR1)", "CR2": "robust (CR2)"}
 
@@ -21,7 +85,7 @@ def _counts(values) -> str:
     return str(vals[0]) if len(vals) == 1 else f"{vals[0]} to {vals[-1]}"
 
 
-def _header(pf: PooledFit) -> list[str]:
+def _header(pf: PooledResults) -> list[str]:
     method = "restricted maximum likelihood" if pf.method == "REML" else "full maximum likelihood"
     return [
         " MULTIPLE IMPUTATION: RESULTS POOLED OVER IMPUTED DATA SETS",
@@ -38,7 +102,7 @@ def _header(pf: PooledFit) -> list[str]:
     ]
 
 
-def _fixed_table(pf: PooledFit, table, se_method: str) -> list[str]:
+def _fixed_table(pf: PooledResults, table, se_method: str) -> list[str]:
     lines = [
         f" Final estimation of fixed effects, pooled over m = {pf.m} ({SE_NAMES[se_method]} standard errors)",
         RULE,
@@ -52,7 +116,7 @@ def _fixed_table(pf: PooledFit, table, se_method: str) -> list[str]:
         est, se, t, df, p, riv, fmi = rows[col]
         return f"{est:>14.6f}{se:>11.6f}{t:>9.3f}{df:>9.1f}{p:>9.3f}{riv:>7.3f}{fmi:>7.3f}"
 
-    lines += _gamma_rows(pf.first, row)
+    lines += gamma_rows(pf.first.estimates, row)
     com = table["df_com"].to_numpy()
     com_txt = f"{com[0]:g}" if np.all(com == com[0]) else f"{com.min():g} to {com.max():g}"
     lines += [
@@ -63,10 +127,10 @@ def _fixed_table(pf: PooledFit, table, se_method: str) -> list[str]:
     return lines
 
 
-def _averages(pf: PooledFit) -> list[str]:
-    zq = _coefficient_index(pf.first)
-    z = list(pf.first.design.z_names)
-    labels = [_tau_label(n, zq[n]) for n in z]
+def _averages(pf: PooledResults) -> list[str]:
+    zq = coefficient_index(pf.first.estimates)
+    z = list(pf.first.estimates.design.z_names)
+    labels = [tau_label(n, zq[n]) for n in z]
     lines = [f" Sigma_squared (average over m = {pf.m}) = {pf.sigma2:>12.5f}", "", f" Tau (average over m = {pf.m})"]
     for lab, r in zip(labels, pf.tau.to_numpy()):
         lines.append(f" {lab:>16}" + "".join(f"{v:>14.5f}" for v in r))
@@ -109,9 +173,10 @@ def _averages(pf: PooledFit) -> list[str]:
     return lines
 
 
-def d1_block(pf: PooledFit, test: PooledTest, number: int = 1) -> list[str]:
+def d1_block(pf: PooledResults, test: PooledTestResults, number: int = 1) -> list[str]:
     """One D1 test: the contrast, the pooled rows and F."""
     beta = pf.beta.to_numpy()
+    t = test.table.iloc[0]
     lines = [
         "",
         f"        Results of General Linear Hypothesis Testing, pooled (D1) - Test {number}",
@@ -119,19 +184,19 @@ def d1_block(pf: PooledFit, test: PooledTest, number: int = 1) -> list[str]:
         "                                   Coefficients      Contrast",
         RULE,
     ]
-    lines += _gamma_rows(pf.first, lambda col: f"{beta[col]:>21.6f}" + "".join(f"{v:>8.3f}" for v in test.L[:, col]))
+    lines += gamma_rows(pf.first.estimates, lambda col: f"{beta[col]:>21.6f}" + "".join(f"{v:>8.3f}" for v in test.L[:, col]))
     lines += [
         "",
-        f"D1 statistic (F)     = {test.F:.6f}",
-        f"Degrees of freedom   = {int(test.num_df)} and {test.den_df:.2f}",
-        f"P-value              = {test.p:.6f}",
-        f"  (average relative increase in variance r1 = {test.riv:.4f}; {SE_NAMES[test.se_method]} covariance;",
-        f"   complete-data d.f. {test.df_com:g} ({test.df_method}); Li-Raghunathan-Rubin d.f. {test.den_df_lrr:.2f})",
+        f"D1 statistic (F)     = {float(t['F']):.6f}",
+        f"Degrees of freedom   = {int(t['num_df'])} and {float(t['den_df']):.2f}",
+        f"P-value              = {float(t['p']):.6f}",
+        f"  (average relative increase in variance r1 = {float(t['riv']):.4f}; {SE_NAMES[test.se_method]} covariance;",
+        f"   complete-data d.f. {float(t['df_com']):g} ({test.df_method}); Li-Raghunathan-Rubin d.f. {float(t['den_df_lrr']):.2f})",
     ]
     return lines
 
 
-def pooled_report(pf: PooledFit, tests=()) -> str:
+def pooled_report(pf: PooledResults, tests: Sequence[PooledTestResults] = ()) -> str:
     """The pooled report: header, pooled fixed effects (model-based and robust), the averages over
     m, and D1 tests."""
     lines = _header(pf)
