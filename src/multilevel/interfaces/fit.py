@@ -26,9 +26,6 @@ from multilevel.engine.optimizer import OptimizerRecord
 from multilevel.errors import DataError
 from multilevel.inference.view import Inference
 from multilevel.reports import equations
-from multilevel.reports.hlm import hlm_report
-from multilevel.reports.html import html_document, html_report
-from multilevel.reports.lme4 import lme4_summary
 from multilevel.results.estimates import Estimates
 
 
@@ -197,12 +194,16 @@ class Fit:
         done = [t if hasattr(t, "chisq") else self.inference.test(t, se="CR0") for t in tests]
         h = self.diagnostics.homogeneity_test(min_df) if homogeneity else None
         es = self.diagnostics.effect_sizes() if effect_sizes and not self.estimates.design.streamed else None
+        from multilevel.reports.hlm import hlm_report  # the reports load with their first use
+
         return hlm_report(self.estimates, self.statistics, self.inference, done, es, h)
 
     def summary(self, df: str | None = None) -> str:
         """An lme4/lmerTest-style summary as text (fixed-effect df by `df`: Satterthwaite by default,
         HLM's df with the robust SEs under sampling weights, for which Satterthwaite is not defined)."""
         df = df if df is not None else ("hlm" if self.estimates.weighted else "satterthwaite")
+        from multilevel.reports.lme4 import lme4_summary
+
         return lme4_summary(self.estimates, self.inference.coef_table(df=df), df)
 
     def to_html(self, path=None, title: str | None = None, plots: bool = True) -> str:
@@ -212,6 +213,8 @@ class Fit:
         from multilevel.output import output_path
 
         target = None if path is None else output_path(path, "The HTML page")
+        from multilevel.reports.html import html_document
+
         page = html_document(self.diagnostics, title, plots)
         if target is not None:
             try:
@@ -232,5 +235,7 @@ class Fit:
     def _repr_html_(self) -> str:
         e = self.estimates
         es = None if e.design.streamed else self.diagnostics.effect_sizes()  # effect sizes need the rows
+        from multilevel.reports.html import html_report
+
         return html_report(e, self.statistics, self.inference, es)
 
