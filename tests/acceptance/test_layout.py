@@ -7,75 +7,8 @@ only modules of its own stage or of lower ones, and no module may import one tha
 """
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import pytest
-
-SRC = Path(__file__).resolve().parents[2] / "src" / "multilevel"
-
-# Lowest first. A module's stage is that of the longest prefix that names it.
-STAGES: tuple[tuple[str, ...], ...] = (
-    ("errors", "display", "parallel", "output"),  # shared by all: errors, tables, threads, output paths
-    ("numerics",),  # compiled kernels and dense per-unit algebra: arrays in, arrays out
-    ("model",),  # what the user wrote: formulas, level equations, the model specification
-    ("data",),  # reading, ids, checks and weights of the rows
-    ("design",),  # columns, coordinates, the one pass, summaries
-    ("engine",),  # objective, optimizer, conditional modes: the estimates
-    ("results",),  # the core record of a fit: estimates, their covariance, the optimizer record
-    ("inference",),  # df, SEs, tests, intervals, comparisons
-    ("diagnostics",),  # HLM's statistics, residual files, effect sizes, plots
-    ("reports",),  # HLM's report, lme4's summary, HTML
-    ("interfaces",),  # ml.fit, the Fit a user holds, pooling
-    ("datasets", "examples", ""),  # the package's front door and its examples
-)
-
-
-def stage_of(module: str) -> int:
-    rel = module.removeprefix("multilevel").lstrip(".")
-    best, rank = -1, None
-    for r, names in enumerate(STAGES):
-        for name in names:
-            if (rel == name or rel.startswith(name + ".") or name == "") and len(name) > best:
-                best, rank = len(name), r
-    assert rank is not None, f"{module} is in no stage: add its folder to STAGES"
-    return rank
-
-
-def modules() -> dict[str, Path]:
-    out = {}
-    for p in SRC.rglob("*.py"):
-        parts = p.relative_to(SRC.parent).with_suffix("").parts
-        if parts[-1] == "__init__":
-            parts = parts[:-1]
-        out[".".join(parts)] = p
-    return out
-
-
-def imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
-    """The package's modules that `name` imports, anywhere in its file."""
-    is_pkg = path.name == "__init__.py"
-    here = name.split(".") if is_pkg else name.split(".")[:-1]
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = here[: len(here) - node.level + 1]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
-            if not target.startswith("multilevel"):
-                continue
-            for alias in node.names:
-                sub = f"{target}.{alias.name}"
-                found.add(sub if sub in known else target)
-        elif isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.startswith("multilevel")}
-    found.discard(name)
-    return {m for m in found if m in known}
-
-
-GRAPH = {name: imports(name, path, modules()) for name, path in modules().items()}
+from layout import GRAPH, SRC, STAGES, architecture, stage_of  # the shared reading of the layout
 
 
 def test_every_module_has_a_stage():
@@ -121,3 +54,10 @@ def test_no_import_cycles():
 def test_the_stage_folders_exist(stage):
     for name in stage:
         assert (SRC / name / "__init__.py").is_file(), f"the stage folder {name}/ is missing"
+
+
+def test_the_architecture_document_is_current():
+    doc = SRC.parents[1] / "docs" / "architecture.md"
+    assert doc.read_text() == architecture(), (
+        "docs/architecture.md is out of date: run python tests/acceptance/layout.py > docs/architecture.md"
+    )

@@ -1,1 +1,1 @@
-"""inference"""
+"""Stage 7, inference: df, standard errors (model-based, CR0-CR2, Kenward-Roger), tests, intervals and comparisons."""

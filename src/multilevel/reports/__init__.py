@@ -1,1 +1,1 @@
-"""Renderers: they format a Fit's numbers and never compute statistics."""
+"""Stage 9, reports: HLM's report, lme4's summary, the HTML page and the printed equations; they format, never compute."""

@@ -1,1 +1,1 @@
-"""The core record of a fit: the estimates, their covariance and the optimizer record (`estimates`)."""
+"""Stage 6, results: the core record of a fit (estimates, their covariance, the optimizer record) that every view reads."""
