@@ -295,8 +295,6 @@ def optimize_theta(
     given = None if start is None else frame.to_internal(np.asarray(start, dtype=float))
     theta, res, polished = _search(fun, si, template, given)
     result = check_optimum(fun, theta, lower) if check else None
-    if result is not None and result.ok:
-        theta = _newton_finish(fun, theta, lower, result)
     if result is not None and not result.ok:
         # another start, and the best point found: a saddle or a stop far from the optimum
         tried = [(fun(theta)[0], theta, res, polished, result)]
@@ -307,6 +305,9 @@ def optimize_theta(
                 break
         best = min(tried, key=lambda t: (not t[4].ok, t[0] if np.isfinite(t[0]) else np.inf))
         _, theta, res, polished, result = best
+    if result is not None and result.ok:
+        # whichever start found it: a flat optimum is pinned down only by the Newton finish
+        theta = _newton_finish(fun, theta, lower, result)
     if result is not None and result.ok and _on_boundary(theta, template) and _correlated_blocks(template):
         # A boundary point (a variance, or 1 - |correlation|, at 0) can be a local minimum of one
         # Cholesky parameterisation only: the map from theta to tau is singular there. Check it
@@ -318,7 +319,7 @@ def optimize_theta(
             t2, r2, p2 = _search(alt_fun, alt.summaries, template, alt_theta)
             c2 = check_optimum(alt_fun, t2, lower)
             if c2.ok and alt_fun(t2)[0] < fun(theta)[0] - 1e-13 * max(1.0, abs(fun(theta)[0])):
-                frame, fun, theta, res, polished, result = alt, alt_fun, t2, r2, p2, c2
+                frame, fun, theta, res, polished, result = alt, alt_fun, _newton_finish(alt_fun, t2, lower, c2), r2, p2, c2
     d, g = fun(theta)
     at_bound = (theta <= lower + 1e-8) & np.isfinite(lower)
     free_g = np.where(at_bound, np.minimum(g, 0.0), g) if np.all(np.isfinite(g)) else np.full(g.shape, np.inf)
