@@ -39,7 +39,7 @@ from multilevel.errors import DataError, SpecificationError, close_matches, plai
 from multilevel.model.expressions import Derived, derived_state, derived_values
 from multilevel.model.level_equations import HLM_RANDOM_NAME, hlm_random_name_message
 from multilevel.model.spec import Centering, ModelSpec, term_factors
-from multilevel.numerics.kernels import group_ranges, kernel
+from multilevel.numerics.rowpass import group_ranges, kernel
 
 INTERCEPT = "Intercept"
 

@@ -21,7 +21,7 @@ from functools import cached_property
 import numpy as np
 
 from multilevel.design.summaries import GroupSummaries
-from multilevel.numerics.kernels import cross_products
+from multilevel.numerics.rowpass import cross_products
 
 
 @dataclass(frozen=True, eq=False)
