@@ -15,7 +15,7 @@ answers, clear errors, warnings, failures) for the closing note: run
 Every row of docs/bad-input.md has a case (`test_every_bad_input_row_has_a_case`): a case of item
 "bad-input" named after the row's first cell, or a case of an issue item whose `row` names it (one
 input, counted once). The cache rows are checked without compiling anything (the folder checks of
-`multilevel.numerics.kernels`; the end-to-end subprocesses are in tests/test_cache_security.py).
+`multilevel.numerics.cache`; the end-to-end subprocesses are in tests/test_cache_security.py).
 """
 from __future__ import annotations
 
@@ -720,7 +720,7 @@ case("bad-input: `ml.compare` of fits with different weights", "bad-input",
 
 # the compiled-code cache (item 8): only the folder checks, nothing is compiled
 def _cache_env(**env: str | None):
-    """A context in which kernels.cache_dir() sees these variables (None: unset), restored after."""
+    """A context in which cache.cache_dir() sees these variables (None: unset), restored after."""
     import contextlib
     import os
 
@@ -751,13 +751,13 @@ def _refused_cache(make: Callable[[Path], Path], uid_offset: int = 0):
     def run(tmp: Path):
         import os
 
-        from multilevel.numerics import kernels
+        from multilevel.numerics import cache
 
         folder = make(tmp)
-        reason = kernels.unsafe_reason(str(folder), os.getuid() + uid_offset)
+        reason = cache.unsafe_reason(str(folder), os.getuid() + uid_offset)
         with warnings.catch_warnings(record=True) as caught, _cache_env(MULTILEVEL_CACHE_DIR=str(folder)):
             warnings.simplefilter("always")
-            chosen = kernels.cache_dir() if uid_offset == 0 else None
+            chosen = cache.cache_dir() if uid_offset == 0 else None
         return reason, chosen, [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)], folder, uid_offset
     return run
 
@@ -812,7 +812,7 @@ def _no_writable_home(tmp: Path):
     import stat
     import tempfile
 
-    from multilevel.numerics import kernels
+    from multilevel.numerics import cache
 
     (tmp / "home").write_text("")  # a home that is a file: nothing can be made under it
     (tmp / "tmp").mkdir()
@@ -822,7 +822,7 @@ def _no_writable_home(tmp: Path):
     try:
         with warnings.catch_warnings(record=True) as caught, _cache_env(MULTILEVEL_CACHE_DIR=None, XDG_CACHE_HOME=None, HOME=str(tmp / "home")):
             warnings.simplefilter("always")
-            chosen = kernels.cache_dir()
+            chosen = cache.cache_dir()
     finally:
         tempfile.tempdir = saved
     want = tmp / "tmp" / f"multilevel-{os.getuid()}"

@@ -16,6 +16,7 @@ import multilevel as ml
 from conftest import hsb
 from multilevel.engine import optimizer
 from multilevel.engine.covariance import LambdaTemplate
+from multilevel.engine.objective import Objective
 from multilevel.errors import ConvergenceWarning, DataError
 
 MODEL = "mathach ~ meanses + cses + (cses | school)"
@@ -120,11 +121,11 @@ def test_the_check_catches_the_point_the_old_search_stopped_at():
     # the summaries in the data's own coordinates (the fit's are shifted: `multilevel.design.coordinates`)
     s = dataclasses.replace(fit.summaries, C=fit.design.coords.original_C(fit.summaries), total=None)
     tpl = fit.template
-    raw = optimizer._objective(s, tpl, True, [])
+    raw = optimizer.Evaluations(Objective(s, tpl, True), [])
     assert raw(OLD_STOP)[0] == pytest.approx(fit.deviance + 74.5, abs=0.1)
     assert optimizer.check_optimum(raw, OLD_STOP, tpl.lower_bounds).ok  # why a local check alone is not enough
     frame = optimizer.ZFrame.of(s, tpl)
-    own = optimizer._objective(frame.summaries, tpl, True, [])
+    own = optimizer.Evaluations(Objective(frame.summaries, tpl, True), [])
     stuck = optimizer.check_optimum(own, frame.to_internal(OLD_STOP), tpl.lower_bounds)
     assert not stuck.ok and "saddle" in stuck.message
     assert optimizer.check_optimum(own, frame.to_internal(fit.theta), tpl.lower_bounds).ok
@@ -142,8 +143,8 @@ def test_a_non_finite_deviance_is_never_converged():
 def test_a_fit_that_fails_says_so_everywhere(monkeypatch):
     # the search is made to stop at its start: the check must fail, and the fit must say so in
     # fit.converged, in a warning and in both reports
-    monkeypatch.setattr(optimizer, "_search", lambda fun, s, tpl, start: (
-        np.asarray(tpl.start() * 3.0 if start is None else start, dtype=float),
+    monkeypatch.setattr(optimizer, "_search", lambda fun, objective, start: (
+        np.asarray(objective.template.start() * 3.0 if start is None else start, dtype=float),
         optimizer.SimpleNamespace(x=None, nit=0, success=True, status=0, message="stopped"), False))
     with pytest.warns(ConvergenceWarning, match="did not reach a checked optimum"):
         f = ml.fit("mathach ~ meanses + (1 | school)", hsb())

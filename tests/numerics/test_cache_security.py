@@ -1,14 +1,12 @@
 """Issue 11, item 8: compiled code is loaded only from a folder no other user can write to.
 
-The folder checks run without compiling anything; two subprocesses check the whole path: a module
-planted in a folder others can write is never run, and a user with a read-only home (and a
-read-only install) can still fit."""
+The folder checks run without compiling anything; subprocesses check the whole path: a cache file
+planted in a folder others can write is never loaded (while the same file in our own folder is),
+and a user with a read-only home (and a read-only install) can still fit."""
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import os
-import py_compile
+import pickle
 import shutil
 import subprocess
 import sys
@@ -20,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import multilevel as ml
-from multilevel.numerics import kernels
+from multilevel.numerics import cache
 
 SRC = str(Path(ml.__file__).resolve().parent.parent)  # the package under test, for subprocesses
 OTHER_UID = 54321
@@ -33,23 +31,23 @@ def _fresh(monkeypatch, **env):
     for k, v in env.items():
         if v is not None:
             monkeypatch.setenv(k, v)
-    monkeypatch.setattr(kernels, "_CACHE_CHOICE", {})
+    monkeypatch.setattr(cache, "_CACHE_CHOICE", {})
 
 
 def test_a_new_cache_folder_is_private_and_accepted(tmp_path, monkeypatch):
     _fresh(monkeypatch, MULTILEVEL_CACHE_DIR=str(tmp_path / "a" / "cache"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert kernels.cache_dir() == str(tmp_path / "a" / "cache")
+        assert cache.cache_dir() == str(tmp_path / "a" / "cache")
     assert (tmp_path / "a" / "cache").stat().st_mode & 0o777 == 0o700
 
 
 def test_the_default_folder_is_in_the_users_cache_home(tmp_path, monkeypatch):
     _fresh(monkeypatch, XDG_CACHE_HOME=str(tmp_path / "xdg"))
-    assert kernels.cache_dir() == str(tmp_path / "xdg" / "multilevel")
+    assert cache.cache_dir() == str(tmp_path / "xdg" / "multilevel")
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert kernels.cache_dir() == str(tmp_path / "home" / ".cache" / "multilevel")
+    assert cache.cache_dir() == str(tmp_path / "home" / ".cache" / "multilevel")
 
 
 @pytest.mark.skipif(not hasattr(os, "getuid"), reason="no uids on this system")
@@ -88,7 +86,7 @@ def test_a_folder_others_can_write_is_refused(tmp_path, monkeypatch, case):
             os.chown(d.parent, OTHER_UID, -1)
         else:
             pytest.skip("needs root to give a folder to another user")
-    reason = kernels.unsafe_reason(str(d), uid)
+    reason = cache.unsafe_reason(str(d), uid)
     assert reason is not None
     expected = {"other owner": "another user", "group-writable": "other users can write",
                 "world-writable": "other users can write", "symlink": "symbolic link", "file": "not a folder",
@@ -97,9 +95,9 @@ def test_a_folder_others_can_write_is_refused(tmp_path, monkeypatch, case):
     # named by MULTILEVEL_CACHE_DIR: a warning, and no cache at all (compiled in memory)
     _fresh(monkeypatch, MULTILEVEL_CACHE_DIR=str(d))
     if uid != os.getuid():
-        monkeypatch.setattr(kernels, "unsafe_reason", lambda path, uid=uid, f=kernels.unsafe_reason: f(path, uid))
+        monkeypatch.setattr(cache, "unsafe_reason", lambda path, uid=uid, f=cache.unsafe_reason: f(path, uid))
     with pytest.warns(RuntimeWarning, match="does not cache compiled code"):
-        assert kernels.cache_dir() is None
+        assert cache.cache_dir() is None
 
 
 def test_a_sticky_shared_parent_is_accepted(tmp_path, monkeypatch):
@@ -108,7 +106,7 @@ def test_a_sticky_shared_parent_is_accepted(tmp_path, monkeypatch):
     shared.mkdir()
     shared.chmod(0o1777)
     _fresh(monkeypatch, MULTILEVEL_CACHE_DIR=str(shared / "multilevel-x"))
-    assert kernels.cache_dir() == str(shared / "multilevel-x")
+    assert cache.cache_dir() == str(shared / "multilevel-x")
 
 
 @pytest.mark.skipif(not hasattr(os, "getuid"), reason="no uids on this system")
@@ -118,47 +116,59 @@ def test_the_temporary_folder_fallback_of_another_user_is_refused(tmp_path, monk
     planted.mkdir(mode=0o755)
     if os.getuid() == 0:
         os.chown(planted, OTHER_UID, -1)
-        check = kernels.unsafe_reason
+        check = cache.unsafe_reason
     else:
-        check = lambda path, f=kernels.unsafe_reason: f(path, OTHER_UID + 1)  # noqa: E731
+        check = lambda path, f=cache.unsafe_reason: f(path, OTHER_UID + 1)  # noqa: E731
     _fresh(monkeypatch)
     unusable_home = tmp_path / "home-is-a-file"
     unusable_home.write_text("")
-    monkeypatch.setattr(kernels, "cache_candidates", lambda: ((str(unusable_home / "multilevel"), False),
+    monkeypatch.setattr(cache, "cache_candidates", lambda: ((str(unusable_home / "multilevel"), False),
                                                               (str(planted), False)))
-    monkeypatch.setattr(kernels, "unsafe_reason", check)
+    monkeypatch.setattr(cache, "unsafe_reason", check)
     with pytest.warns(RuntimeWarning, match="belongs to another user"):
-        assert kernels.cache_dir() is None
+        assert cache.cache_dir() is None
 
 
-def _plant(folder: Path, marker: Path) -> None:
-    """A generated module, as the kernels would name it, whose .pyc writes `marker` when imported
-    (an unchecked-hash .pyc: Python runs it whatever the .py next to it says)."""
-    digest = hashlib.sha256(Path(kernels.__file__).read_bytes()).hexdigest()[:16]
-    py = folder / f"multilevel_kernels_any_{digest}.py"
-    evil = folder / "evil.py"
-    evil.write_text(f"open({str(marker)!r}, 'w').write('planted code ran')\n")
-    pyc = importlib.util.cache_from_source(str(py))
-    os.makedirs(os.path.dirname(pyc), exist_ok=True)
-    py_compile.compile(str(evil), cfile=pyc, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
-    evil.unlink()
-    py.write_text("# planted\n")
+class _Planted:
+    """Unpickling this runs code: what a planted numba cache index (.nbi, a pickle) could do."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('planted code ran')",))
 
 
-def test_a_module_planted_in_a_folder_others_can_write_is_never_run(tmp_path):
-    folder = tmp_path / "shared"
-    folder.mkdir()
-    folder.chmod(0o777)  # anyone may write here
-    marker = tmp_path / "marker"
-    _plant(folder, marker)
+#: compiles one small loop (numba caches it in <MULTILEVEL_CACHE_DIR>/numba), or loads it from there
+_ONE_LOOP = "import numpy as np; from multilevel.numerics import rowpass; print(rowpass.kernel('nonfinite')(np.zeros(3)))"
+
+
+def _run(code: str, folder: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "MULTILEVEL_CACHE_DIR": str(folder), "PYTHONPATH": SRC}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    # the generated module is made (not called: nothing is compiled, so this takes a second)
-    code = "from multilevel.numerics import kernels; m = kernels._any(); print(m.__name__)"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_a_cache_file_planted_in_a_folder_others_can_write_is_never_loaded(tmp_path):
+    own = tmp_path / "own"
+    own.mkdir(mode=0o700)
+    own.chmod(0o700)
+    out = _run(_ONE_LOOP, own)  # fills our folder with numba's cache files of the loop
     assert out.returncode == 0, out.stderr
-    assert not marker.exists(), "a module planted in a world-writable folder was imported"
+    indexes = list((own / "numba").rglob("*.nbi"))
+    assert indexes, "numba cached nothing in the checked folder"
+    marker = tmp_path / "marker"
+    for index in indexes:  # numba unpickles the index first: the planted object runs on loading
+        index.write_bytes(pickle.dumps(_Planted(str(marker))))
+    shared = tmp_path / "shared"
+    shutil.copytree(own, shared)
+    shared.chmod(0o777)  # anyone may write here
+    out = _run(_ONE_LOOP, shared)
+    assert out.returncode == 0, out.stderr
+    assert not marker.exists(), "a cache file planted in a world-writable folder was loaded"
     assert "does not cache compiled code" in out.stderr and "other users can write" in out.stderr
+    # the same files in our own folder are loaded: the plant above would have run
+    out = _run(_ONE_LOOP, own)
+    assert marker.exists()
 
 
 def _runner() -> list[str] | None:
@@ -193,9 +203,9 @@ def test_a_user_with_a_read_only_home_and_install_can_fit():
                "PYTHONPATH": SRC}
         code = textwrap.dedent("""
             import multilevel as ml
-            from multilevel.numerics import kernels
+            from multilevel.numerics import cache
             fit = ml.fit("mathach ~ ses + (1 | school)", ml.datasets.hsb())
-            print(kernels.cache_dir())
+            print(cache.cache_dir())
             print(repr(float(fit.fixed["estimate"]["ses"])))
         """)
         out = subprocess.run(runner + [sys.executable, "-c", code], env=env, capture_output=True, text=True,

@@ -104,13 +104,8 @@ def test_analytic_hessian_equals_finite_differences_of_the_deviance(method):
     for a in range(4):
         for b in range(4):
             pp, pm, mp, mm = (psi.copy() for _ in range(4))
-            pp[a] += h[a]
-            pp[b] += h[b]
-            pm[a] += h[a]
-            pm[b] -= h[b]
-            mp[a] -= h[a]
-            mp[b] += h[b]
-            mm[a] -= h[a]
-            mm[b] -= h[b]
+            for v, sa, sb in ((pp, 1, 1), (pm, 1, -1), (mp, -1, 1), (mm, -1, -1)):
+                v[a] += sa * h[a]
+                v[b] += sb * h[b]
             H[a, b] = (dev(pp) - dev(pm) - dev(mp) + dev(mm)) / (4 * h[a] * h[b])
     np.testing.assert_allclose(vd.hessian, H, rtol=2e-4, atol=1e-4 * np.abs(H).max())

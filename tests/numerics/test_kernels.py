@@ -1,4 +1,4 @@
-"""The compiled loops (multilevel.numerics.kernels) against plain numpy, and the fast paths of the design
+"""The compiled loops (multilevel.numerics.rowpass and units) against plain numpy, and the fast paths of the design
 (ids in order, products of numeric columns, the lean Parquet reader) against the general ones."""
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from multilevel.design.builder import unit_codes
 from multilevel.design.columns import Columns
 from multilevel.design.summaries import GroupSummaries
 from multilevel.engine.covariance import LambdaTemplate
-from multilevel.engine.objective import deviance, deviance_and_gradient, gradient, solve_at
+from multilevel.engine.objective import Objective, deviance, solve_at
 from multilevel.interfaces.api import prepare
-from multilevel.numerics import kernels
+from multilevel.numerics import rowpass
 
 
 def _dense_cross_products(W, codes, J, w=None):
@@ -30,13 +30,13 @@ def _dense_cross_products(W, codes, J, w=None):
 @pytest.mark.parametrize("weighted", [False, True])
 def test_one_pass_equals_per_unit_products(ordered, weighted):
     rng = np.random.default_rng(3)
-    J, n = 37, 5000  # more rows than one block (kernels.BLOCK_ROWS)
+    J, n = 37, 5000  # more rows than one block (rowpass.BLOCK_ROWS)
     codes = np.sort(rng.integers(0, J, n)) if ordered else rng.integers(0, J, n)
     x, v, y = rng.normal(size=(3, n))
     w = rng.uniform(0.5, 2, n) if weighted else None
     # columns: 1, x | 1, x, v, x*v | y (the intercept and x shared by Z and X)
     cols = Columns(((), (x,), (), (x,), (v,), (x, v), (y,)), 2, 4, n)
-    C, total, counts = kernels.cross_products(*cols.recipe(), codes, J, w)
+    C, total, counts = rowpass.cross_products(*cols.recipe(), codes, J, w)
     assert cols.recipe()[1].shape[0] == 5  # 7 columns, 5 distinct: the shared 1 and x once each
     W = np.column_stack([np.ones(n), x, np.ones(n), x, v, x * v, y])
     np.testing.assert_allclose(C, _dense_cross_products(W, codes, J, w), rtol=1e-12, atol=1e-12)
@@ -46,8 +46,8 @@ def test_one_pass_equals_per_unit_products(ordered, weighted):
     C2 = np.zeros_like(C)
     for a in range(0, n, 1234):
         part = Columns(tuple(tuple(f[a : a + 1234] for f in fs) for fs in cols.factors), 2, 4, min(1234, n - a))
-        kernels.accumulate_into(*part.recipe(), codes[a : a + 1234], C2, None if w is None else w[a : a + 1234])
-    np.testing.assert_allclose(kernels.mirror_upper(C2), C, rtol=1e-12, atol=1e-12)
+        rowpass.accumulate_into(*part.recipe(), codes[a : a + 1234], C2, None if w is None else w[a : a + 1234])
+    np.testing.assert_allclose(rowpass.mirror_upper(C2), C, rtol=1e-12, atol=1e-12)
 
 
 def test_ids_in_order_are_coded_as_factorize_codes_them():
@@ -78,38 +78,35 @@ def test_level_of_a_variable_from_the_early_stopping_check():
     nearly = level2 * (1 + 1e-15 * np.arange(12))  # rounding only: still level 2
     level1 = level2.copy()
     level1[-1] += 0.5  # varies in the last unit only
-    f = kernels.kernel("varies")
+    f = rowpass.kernel("varies")
     check = lambda x: f(codes, x, np.empty(4), np.zeros(4, dtype=np.bool_), 1e-12)  # noqa: E731
     assert not check(level2) and not check(nearly) and check(level1)
 
 
 def test_missing_and_infinite_values_are_counted():
     x = np.array([1.0, np.nan, np.inf, -np.inf, 2.0, np.nan])
-    assert kernels.kernel("nonfinite")(x) == (2, 2)
+    assert rowpass.kernel("nonfinite")(x) == (2, 2)
 
 
 @pytest.mark.parametrize("formula", ["mathach ~ cses + (1 | school)", "mathach ~ (sector + meanses) * cses + (cses | school)",
                                      "mathach ~ meanses + cses + (1 + female + cses | school)"])
 @pytest.mark.parametrize("reml", [True, False])
-def test_fused_deviance_and_gradient_equal_the_factorised_ones(formula, reml):
+def test_fused_deviance_equals_the_factorised_one_and_the_gradient_its_derivative(formula, reml):
     d = prepare(ml.parse_formula(formula), hsb())
     s = d.summaries()
     t = LambdaTemplate.from_blocks(d.blocks, d.z_names, d.group)
     rng = np.random.default_rng(5)
     theta = t.start() * rng.uniform(0.3, 0.9, t.start().size) + 0.05 * (~t.is_diagonal)
-    lam = t.lam(theta)
-    dev, G = deviance_and_gradient(s, lam, reml)
-    sol = solve_at(s, lam)
-    assert dev == pytest.approx(deviance(sol, reml), rel=1e-12)
-    g = (2 * G @ lam)[list(t.rows), list(t.cols)]
-    np.testing.assert_allclose(g, gradient(s, sol, t, reml), rtol=1e-7, atol=1e-7)
-    # and the gradient is the derivative of the deviance (central differences)
+    objective = Objective(s, t, reml)
+    dev, g = objective.value_and_grad(theta)
+    assert dev == pytest.approx(deviance(solve_at(s, t.lam(theta)), reml), rel=1e-12)
+    # the gradient is the derivative of the deviance (central differences)
     h = 1e-6
     fd = []
     for i in range(theta.size):
         e = np.zeros_like(theta)
         e[i] = h
-        fd.append((deviance_and_gradient(s, t.lam(theta + e), reml)[0] - deviance_and_gradient(s, t.lam(theta - e), reml)[0]) / (2 * h))
+        fd.append((objective.value_and_grad(theta + e)[0] - objective.value_and_grad(theta - e)[0]) / (2 * h))
     np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-4)
 
 
@@ -118,9 +115,10 @@ def test_weighted_fused_evaluation_equals_the_factorised_one():
     d["w1"] = np.random.default_rng(1).uniform(0.5, 2.0, len(d))
     design = prepare(ml.parse_formula("mathach ~ cses + meanses + (cses | school)"), d, weights="w1")
     s = design.summaries()
-    lam = np.array([[0.3, 0.0], [0.05, 0.1]])
-    dev, _ = deviance_and_gradient(s, lam, False)
-    assert dev == pytest.approx(deviance(solve_at(s, lam), False), rel=1e-12)
+    t = LambdaTemplate.from_blocks(design.blocks, design.z_names, design.group)
+    theta = np.array([0.3, 0.05, 0.1])
+    dev, _ = Objective(s, t, False).value_and_grad(theta)
+    assert dev == pytest.approx(deviance(solve_at(s, t.lam(theta)), False), rel=1e-12)
 
 
 def test_summaries_from_matrices_equal_those_from_recipes():
@@ -187,3 +185,35 @@ def test_lean_parquet_reader_keeps_what_pandas_wrote(tmp_path, monkeypatch):
         else:
             got = ml.read(path)
         pd.testing.assert_frame_equal(got, expected)
+
+
+def test_loops_compiled_for_their_sizes_equal_the_generic_ones():
+    """The `*_sized` loops (sizes as tuple lengths, used from SPECIALISE_UNITS units and
+    SPECIALISE_ROWS rows on) compute what the loops for all sizes compute."""
+    from multilevel.numerics import units
+
+    d = prepare(ml.parse_formula("mathach ~ meanses * cses + (cses | school)"), hsb())
+    s = d.summaries()
+    lam = np.array([[0.4, 0.0], [0.1, 0.2]])
+    out = []
+    for J in (1, units.SPECIALISE_UNITS):  # the count only picks the loop
+        G = np.empty((s.q, s.q))
+        dev = units.call("deviance_gradient", J, s.compact, s.q, s.p, lam, s.w2, s.XtX_total, s.Xty_total,
+                         s.yty_total, float(s.n_obs), 0.0, True, G)
+        out.append((dev, G))
+    assert out[0][0] == pytest.approx(out[1][0], rel=1e-13)
+    np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-11, atol=1e-12)
+    rng = np.random.default_rng(4)
+    n, J = 3000, 20
+    codes = np.sort(rng.integers(0, J, n))
+    x, y = rng.normal(size=(2, n))
+    cols = Columns(((), (x,), (), (x,), (y,)), 2, 2, n)
+    bases, recipe, affine, cmap = cols.recipe()
+    u, k = recipe.shape[0], cmap.shape[0]
+    Cs = []
+    for name, su, sk in (("accumulate", u, k), ("accumulate_sized", (0,) * u, (0,) * k)):
+        C, total, counts = np.zeros((J, k, k)), np.zeros((k, k)), np.zeros(J)
+        rowpass.LOOPS[name](bases, recipe, affine, cmap, su, sk, codes, np.empty(0), C,
+                            np.empty((rowpass.BLOCK_ROWS, u)), total, counts)
+        Cs.append(C)
+    np.testing.assert_allclose(Cs[0], Cs[1], rtol=1e-13, atol=1e-13)

@@ -226,7 +226,7 @@ def missing_and_infinite(col: pd.Series) -> tuple[int, int]:
     if isinstance(dt, np.dtype) and dt.kind in "iub":
         return 0, 0
     if isinstance(dt, np.dtype) and dt.kind == "f":
-        from multilevel.numerics.kernels import kernel
+        from multilevel.numerics.rowpass import kernel
 
         nan, inf = kernel("nonfinite")(np.ascontiguousarray(col.to_numpy()))
         return int(nan), int(inf)

@@ -39,7 +39,7 @@ from multilevel.errors import DataError, SpecificationError, close_matches, plai
 from multilevel.model.expressions import Derived, derived_state, derived_values
 from multilevel.model.level_equations import HLM_RANDOM_NAME, hlm_random_name_message
 from multilevel.model.spec import Centering, ModelSpec, term_factors
-from multilevel.numerics.kernels import group_ranges, kernel
+from multilevel.numerics.rowpass import group_ranges, kernel
 
 INTERCEPT = "Intercept"
 
@@ -371,7 +371,7 @@ def _offset(spec: ModelSpec, data: pd.DataFrame, codes: np.ndarray) -> np.ndarra
 
 def _varies(values: pd.Series, codes: np.ndarray, n_groups: int) -> bool:
     """Whether `values` differs within some unit (numbers: beyond rounding, 1e-12 relative); for a
-    level-1 variable this stops after a few rows (`kernels.varies`)."""
+    level-1 variable this stops after a few rows (`rowpass.varies`)."""
     # (the rows used have no missing values)
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         return _array_varies(values.to_numpy(dtype=float), codes, n_groups, 1e-12)
@@ -379,7 +379,7 @@ def _varies(values: pd.Series, codes: np.ndarray, n_groups: int) -> bool:
 
 
 def _array_varies(x: np.ndarray, codes: np.ndarray, n_groups: int, tol: float) -> bool:
-    """Whether x differs within some unit by more than `tol` relative (`kernels.varies`: the
+    """Whether x differs within some unit by more than `tol` relative (`rowpass.varies`: the
     compiled early-stopping test, a few rows when it does)."""
     x = np.ascontiguousarray(x, dtype=float)
     return bool(kernel("varies")(codes, x, np.empty(n_groups), np.zeros(n_groups, dtype=np.bool_), tol))

@@ -60,7 +60,7 @@ from multilevel.design.summaries import GroupSummaries
 from multilevel.errors import DataError, SpecificationError
 from multilevel.model.expressions import derived_values, not_finite_error
 from multilevel.model.spec import ModelSpec
-from multilevel.numerics.kernels import accumulate_into, mirror_upper
+from multilevel.numerics.rowpass import accumulate_into, mirror_upper
 
 
 # ----- pass 1 ----------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Every column of X and Z that formulaic would make from numeric variables is a product of data
 columns: the intercept is the empty product, `x` is x, the interaction `x:w` is x*w. Holding the
 factors (views of the data's own arrays, or a centred copy) instead of the N x k matrix lets the
-one pass over the rows (`kernels.accumulate`) make each row of W as it goes
+one pass over the rows (`rowpass.accumulate`) make each row of W as it goes
 and accumulate it, so a fit adds O(J k^2) memory to the data, not O(N k). Columns formulaic has to
 make itself (factors, transforms) enter as one materialised factor each. X, Z and y as whole
 matrices are built only when something asks for the rows (residual files, effect sizes, plots).

@@ -47,7 +47,7 @@ from functools import cached_property
 
 import numpy as np
 
-from multilevel.numerics.kernels import cross_products
+from multilevel.numerics.rowpass import cross_products
 
 #: what `cross_products` takes besides the rows' codes: (bases, recipe, affine, cmap), as
 #: `columns.Columns.recipe` makes it
@@ -306,7 +306,7 @@ class GroupSummaries:
         precision_weights: np.ndarray | None = None,
     ) -> GroupSummaries:
         """The per-unit cross-products of the columns `recipe` makes, in one pass over the rows
-        (`kernels.cross_products`). Sampling weights: `row_weights` (level 1) and `unit_weights`
+        (`rowpass.cross_products`). Sampling weights: `row_weights` (level 1) and `unit_weights`
         (level 2); precision weights (lme4's weights=): `precision_weights`, which weight the same
         pass but leave N the number of rows and give the deviance its -sum log w (`ldw`)."""
         if precision_weights is not None:

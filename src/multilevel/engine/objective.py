@@ -34,7 +34,7 @@ import numpy as np
 
 from multilevel.design.summaries import GroupSummaries
 from multilevel.engine.covariance import LambdaTemplate
-from multilevel.numerics.kernels import kernel
+from multilevel.numerics import units
 
 LOG_2PI = float(np.log(2 * np.pi))
 
@@ -66,12 +66,12 @@ class Solution:
 
     def sigma2_hat(self, reml: bool) -> float:
         """The profiled residual variance: pwrss/(N-p) under REML, pwrss/N under ML."""
-        return self.pwrss / (self.n - self.p if reml else self.n)
+        return float(units.LOOPS["profiled_sigma2"](self.pwrss, self.n, self.p, reml))
 
 
 def solve_at(s: GroupSummaries, lam: np.ndarray) -> Solution:
     """Penalised least squares at Lambda: beta, pwrss and the log-determinants (module doc).
-    The per-unit part is one compiled loop over the units (`kernels.solve_units`)."""
+    The per-unit part is one compiled loop over the units (`units.solve_units`)."""
     q, p = s.q, s.p
     J = s.n_groups
     L = np.empty((J, q, q))
@@ -80,8 +80,8 @@ def solve_at(s: GroupSummaries, lam: np.ndarray) -> Solution:
     rZy = np.empty((J, q))
     FtF = np.empty((p, p))
     Ftr = np.empty(p)
-    logdet_L, ss = kernel("solve_units", q, p, J)(
-        s.C_contiguous, np.ascontiguousarray(lam, dtype=float), s.w2, L, LtLam, RZX, rZy, FtF, Ftr
+    logdet_L, ss = units.call(
+        "solve_units", J, s.C_contiguous, q, p, np.ascontiguousarray(lam, dtype=float), s.w2, L, LtLam, RZX, rZy, FtF, Ftr
     )
     if not np.isfinite(logdet_L):
         raise np.linalg.LinAlgError("Matrix is not positive definite")
@@ -92,64 +92,122 @@ def solve_at(s: GroupSummaries, lam: np.ndarray) -> Solution:
     beta = A_inv @ b
     pwrss = float(s.yty_total - ss - b @ beta)
     logdet_A = 2.0 * float(np.log(np.diag(RX)).sum())
-    n = s.total_weight if s.weighted else s.n_obs
-    return Solution(lam, L, LtLam, RZX, rZy, A, A_inv, beta, pwrss, float(logdet_L), logdet_A, n, p, s.ldw)
+    return Solution(lam, L, LtLam, RZX, rZy, A, A_inv, beta, pwrss, float(logdet_L), logdet_A, _n(s), p, s.ldw)
 
 
 def deviance(sol: Solution, reml: bool, sigma2: float | None = None) -> float:
-    """-2 log-likelihood (ML) or the REML criterion, profiled over sigma2 unless `sigma2` is given.
-
-    At a given sigma2 (not profiled), with V = sigma2 (I + Z Lambda Lambda' Z'):
-      ML:   N log(2 pi sigma2) + log|L|^2 + pwrss / sigma2
-      REML: (N-p) log(2 pi) + (N-p) log sigma2 + log|L|^2 + log|R_X|^2 + pwrss / sigma2
-    (the REML one is lme4's REMLcrit; without the Harville -log|X'X| term, as HLM prints it too).
-    Precision weights subtract ldW = sum_i log w_i from both (lme4's `lmerResp::Laplace`).
-    """
-    n, p = sol.n, sol.p
+    """-2 log-likelihood (ML) or the REML criterion, profiled over sigma2 unless `sigma2` is given
+    (the formula: `units.deviance`, the one the optimiser's evaluations use too)."""
     if sigma2 is None:
         sigma2 = sol.sigma2_hat(reml)
-    if reml:
-        return (n - p) * (LOG_2PI + np.log(sigma2)) + sol.logdet_L + sol.logdet_A + sol.pwrss / sigma2 - sol.ldw
-    return n * (LOG_2PI + np.log(sigma2)) + sol.logdet_L + sol.pwrss / sigma2 - sol.ldw
+    return float(units.LOOPS["deviance"](sol.n, sol.p, reml, sol.logdet_L, sol.logdet_A, sol.pwrss, sigma2, sol.ldw))
 
 
-def gradient(s: GroupSummaries, sol: Solution, template: LambdaTemplate, reml: bool) -> np.ndarray:
-    """d deviance / d theta, analytically, from the summaries.
+def _n(s: GroupSummaries) -> float:
+    """N: the number of rows (sum_j w_j sum_i w_i|j under sampling weights)."""
+    return float(s.total_weight if s.weighted else s.n_obs)
 
-    With D = Lambda Lambda' the profiled deviance has
+
+class Objective:
+    """The profiled (RE)ML deviance of one LMM as a function of theta (lme4's `devfun`).
+
+    value_and_grad(theta): the deviance and its gradient, from one compiled pass over the units that
+    keeps nothing per unit (`units.deviance_gradient`): with D = Lambda Lambda' the profiled
+    deviance has
       d/dD = sum_j Z_j'W_jZ_j - [REML] sum_j Z_j'W_jX_j A^-1 X_j'W_jZ_j
              - (N-p or N)/pwrss * sum_j (Z_j'W_j r_j)(Z_j'W_j r_j)'   =: G,
-    and d/dLambda = 2 G Lambda, read off at theta's positions (one compiled loop over the units,
-    `kernels.gradient_units`). The optimiser uses `deviance_and_gradient`, which gets the same
-    from one pass that keeps no per-unit factors; this one serves as its factorised counterpart.
-    """
+    and d/dLambda = 2 G Lambda, read off at theta's positions. solve(theta): the per-unit factors
+    and the estimates (`solve_at`), for everything after the fit. start(): where the search starts.
+    The variances' elements of theta are bounded below by 0 (`lower`), as in lme4."""
+
+    def __init__(self, s: GroupSummaries, template: LambdaTemplate, reml: bool):
+        self.summaries = s
+        self.template = template
+        self.reml = reml
+        self.lower = template.lower_bounds
+        self._rows = list(template.rows)
+        self._cols = list(template.cols)
+
+    def value_and_grad(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """(deviance, gradient); (inf, nan) where Lambda makes a matrix not positive definite (never a
+        zero gradient that looks converged)."""
+        lam = self.template.lam(theta)
+        try:
+            d, G = self.deviance_and_derivative(lam)
+        except (np.linalg.LinAlgError, ZeroDivisionError, FloatingPointError):
+            return np.inf, np.full(np.shape(theta), np.nan)
+        return d, (2.0 * G @ lam)[self._rows, self._cols]
+
+    def deviance_and_derivative(self, lam: np.ndarray) -> tuple[float, np.ndarray]:
+        """The profiled deviance and G = d deviance / dD (q x q, the class doc) at Lambda."""
+        s = self.summaries
+        G = np.empty((s.q, s.q))
+        d = units.call(
+            "deviance_gradient", s.n_groups, s.compact, s.q, s.p, np.ascontiguousarray(lam, dtype=float), s.w2,
+            s.XtX_total, s.Xty_total, s.yty_total, _n(s), float(s.ldw), self.reml, G,
+        )
+        if not np.isfinite(d):
+            raise np.linalg.LinAlgError("Matrix is not positive definite")
+        return float(d), G
+
+    def solve(self, theta: np.ndarray) -> Solution:
+        return solve_at(self.summaries, self.template.lam(theta))
+
+    def start(self) -> tuple[np.ndarray, ...]:
+        """Starting points, the search begins at the lowest: the moments (`moment_start`, as HLM
+        starts), then lme4's (Lambda = I)."""
+        return (moment_start(self.summaries, self.template), self.template.start())
+
+    def starts(self, theta: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Other starts, for a search that ended away from a checked optimum at theta."""
+        lme4 = self.template.start()
+        return (lme4, moment_start(self.summaries, self.template), 0.5 * lme4 + 0.5 * theta)
+
+    @property
+    def is_variance(self) -> np.ndarray:
+        """The elements of theta on the diagonal of Lambda (the deviance is even in each)."""
+        return self.template.is_diagonal
+
+
+#: the moment start uses at most this many units
+MOMENT_UNITS = 5000
+
+
+def moment_start(s: GroupSummaries, template: LambdaTemplate) -> np.ndarray:
+    """A starting theta from the units' own OLS fits, as HLM starts its iterations: sigma2 from the
+    pooled within-unit residuals; the units' OLS coefficients of y - X gamma_OLS (gamma_OLS from
+    the pooled data, so that the level-2 predictors' part of the coefficients' spread is taken
+    out); T = cov(those coefficients) - mean(sigma2 (Z_j'Z_j)^-1), made positive definite; and
+    theta from T / sigma2. Only a start: the optimiser does the rest."""
     q = s.q
-    df = sol.n - sol.p if reml else sol.n
-    G = np.empty((q, q))
-    kernel("gradient_units", q, s.p, s.n_groups)(
-        s.C_contiguous, s.w2, sol.LtLam, sol.RZX, sol.rZy, sol.beta, sol.A_inv, df / sol.pwrss, reml, G
-    )
-    dLam = 2.0 * G @ sol.lam
-    return dLam[list(template.rows), list(template.cols)]
-
-
-def deviance_and_gradient(s: GroupSummaries, lam: np.ndarray, reml: bool) -> tuple[float, np.ndarray]:
-    """The profiled deviance and d deviance / d Lambda-bar (G of `gradient`, q x q) in one pass
-    over the units that reads only `GroupSummaries.compact` and writes nothing per unit.
-
-    The gradient's per-unit terms are quadratic in Z'Wr = Z'Wy - Z'WX beta, so with the sums
-    S = sum_j z_j z_j', z_j = [vec(Z'WX_j), Z'Wy_j] of `kernels.deviance_terms`, i.e. the blocks
-    SXX[a,b,c,d] = sum Z'WX_ac Z'WX_bd, SyX[a,b,c] = sum Z'Wy_a Z'WX_bc, Syy = sum Z'Wy Z'Wy',
-      sum_j (Z'Wr)(Z'Wr)' = Syy - SyX.beta - (SyX.beta)' + SXX:(beta beta'),
-      sum_j Z'WX A^-1 X'WZ = SXX:A^-1,
-    and beta (which needs the whole pass) enters only afterwards. The optimiser's evaluation;
-    `solve_at` keeps the per-unit factors for everything after the fit.
-    """
-    G = np.empty((s.q, s.q))
-    n = s.total_weight if s.weighted else s.n_obs
-    d = kernel("deviance_gradient", s.q, s.p, s.n_groups)(
-        s.compact, np.ascontiguousarray(lam, dtype=float), s.w2, s.XtX_total, s.Xty_total, s.yty_total, float(n), reml, G
-    )
-    if not np.isfinite(d):
-        raise np.linalg.LinAlgError("Matrix is not positive definite")
-    return float(d) - s.ldw, G
+    ZtZ, Zty, ZtX, yty, n = s.ZtZ, s.Zty, s.ZtX, s.yty_j, s.n
+    if s.n_groups > MOMENT_UNITS:
+        # it is only a start: the moments of an evenly spread subset of units do
+        pick = np.linspace(0, s.n_groups - 1, MOMENT_UNITS).astype(np.intp)
+        ZtZ, Zty, ZtX, yty, n = ZtZ[pick], Zty[pick], ZtX[pick], yty[pick], n[pick]
+    try:
+        gamma = np.linalg.solve(s.XtX_total, s.Xty_total)
+    except np.linalg.LinAlgError:
+        gamma = np.zeros(s.p)
+    # units whose Z_j has full rank (a determinant well away from 0 relative to its diagonal)
+    ok = (n > q) & (np.linalg.det(ZtZ) > 1e-10 * np.prod(np.diagonal(ZtZ, axis1=1, axis2=2), axis=1))
+    if ok.sum() < q + 2:
+        return template.start()
+    inv = np.linalg.inv(ZtZ[ok])
+    b = (inv @ Zty[ok][:, :, None])[:, :, 0]
+    rss = yty[ok] - np.einsum("ja,ja->j", Zty[ok], b)
+    b = b - (inv @ (ZtX[ok] @ gamma)[:, :, None])[:, :, 0]  # the coefficients of y - X gamma_OLS
+    sigma2 = float(rss.sum() / (n[ok].sum() - q * ok.sum()))
+    if not sigma2 > 0:
+        return template.start()
+    T = np.atleast_2d(np.cov(b, rowvar=False)) - sigma2 * inv.mean(axis=0)
+    w, V = np.linalg.eigh(0.5 * (T + T.T))
+    T = (V * np.maximum(w, 0.05 * max(float(w.max()), 1e-8))) @ V.T
+    mask = np.zeros((q, q), dtype=bool)
+    mask[template.rows, template.cols] = True
+    mask = mask | mask.T
+    T = np.where(mask, T, 0.0)  # uncorrelated blocks stay uncorrelated
+    try:
+        return template.theta_from_tau(T, sigma2)
+    except ValueError:
+        return template.start()

@@ -1,7 +1,7 @@
 """Minimise the profiled deviance over theta, and keep a record of how it went.
 
 From a start made of the units' own OLS fits (`moment_start`), a projected quasi-Newton method
-(`_minimize`) with the analytic gradient (`objective.deviance_and_gradient`) and lme4's bounds
+(`_minimize`) with the analytic gradient (`objective.Objective`) and lme4's bounds
 (variances >= 0): its Hessian starts as a forward difference of the gradient and is kept by BFGS
 updates, so it converges in a few Newton-like steps, far tighter than lme4's defaults (8
 evaluations of the deviance for the benchmarks' model at every size, against ~45 with L-BFGS-B
@@ -17,7 +17,7 @@ import numpy as np
 
 from multilevel.design.summaries import GroupSummaries
 from multilevel.engine.covariance import LambdaTemplate
-from multilevel.engine.objective import deviance_and_gradient
+from multilevel.engine.objective import Objective
 
 
 @dataclass(frozen=True)
@@ -212,40 +212,79 @@ class ZFrame:
         return self.template.theta_from_tau(lam @ lam.T, 1.0)
 
 
-def _objective(s: GroupSummaries, template: LambdaTemplate, reml: bool, history: list):
-    seen: dict[tuple[float, ...], tuple[float, np.ndarray]] = {}
+class Evaluations:
+    """An objective's value_and_grad, remembered per point (the line search and the polish ask for
+    some points twice), with the history of (theta, value) of every evaluation."""
 
-    def fun(theta: np.ndarray) -> tuple[float, np.ndarray]:
+    def __init__(self, objective, history: list):
+        self.objective = objective
+        self.history = history
+        self._seen: dict[tuple[float, ...], tuple[float, np.ndarray]] = {}
+
+    def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         key = tuple(float(t) for t in theta)
-        if key in seen:  # the line search and the polish ask for some points twice
-            return seen[key]
-        lam = template.lam(theta)
-        try:
-            d, G = deviance_and_gradient(s, lam, reml)
-        except (np.linalg.LinAlgError, ZeroDivisionError, FloatingPointError):
-            d, G = np.inf, np.zeros((s.q, s.q))
-        if not np.isfinite(d):
-            out = np.inf, np.full(theta.shape, np.nan)  # never a zero gradient that looks converged
-        else:
-            dLam = 2.0 * G @ lam
-            out = d, dLam[list(template.rows), list(template.cols)]
-        history.append((key, float(out[0])))
-        seen[key] = out
+        if key in self._seen:
+            return self._seen[key]
+        d, g = self.objective.value_and_grad(theta)
+        out = (float(d), g) if np.isfinite(d) else (np.inf, np.full(np.shape(theta), np.nan))
+        self.history.append((key, out[0]))
+        self._seen[key] = out
         return out
 
-    return fun
+
+@dataclass(frozen=True, eq=False)
+class Optimum:
+    """Where `optimize` ended: the point, the last search's result, and the check there."""
+
+    x: np.ndarray
+    search: SimpleNamespace
+    check: Check | None
+    polished: bool
+    fun: Evaluations  # the evaluations made (value_and_grad remembered, and the history)
 
 
-def _search(fun, s: GroupSummaries, template: LambdaTemplate, start: np.ndarray | None):
-    lower = template.lower_bounds
+def optimize(objective, start: np.ndarray | None = None, check: bool = True, fun: Evaluations | None = None,
+             restart: bool = True) -> Optimum:
+    """Minimise any objective: value_and_grad(x) -> (value, gradient), lower bounds `lower`, start()
+    (candidate starts: the search begins at the lowest), starts(x) (other starts, for a search that
+    ended at x away from a checked optimum) and is_variance (the elements, bounded at 0, in which
+    the value is even). The quasi-Newton search from `start` or the best of objective.start()
+    (`_search`), the check of the optimum (`check_optimum`: finite, Newton decrement, PSD Hessian,
+    KKT), when it fails (and `restart`) the other starts, the lowest checked point kept, and the
+    Newton finish of the checked optimum (`_newton_finish`). `fun`: evaluations to go on with."""
+    fun = Evaluations(objective, []) if fun is None else fun
+    lower = objective.lower
+    x, res, polished = _search(fun, objective, start)
+    result = check_optimum(fun, x, lower) if check else None
+    if result is not None and not result.ok and restart:
+        # another start, and the best point found: a saddle or a stop far from the optimum
+        tried = [(fun(x)[0], x, res, polished, result)]
+        for alt in objective.starts(x):
+            t2, r2, p2 = _search(fun, objective, alt)
+            tried.append((fun(t2)[0], t2, r2, p2, check_optimum(fun, t2, lower)))
+            if tried[-1][4].ok:
+                break
+        best = min(tried, key=lambda t: (not t[4].ok, t[0] if np.isfinite(t[0]) else np.inf))
+        _, x, res, polished, result = best
+    if result is not None and result.ok:
+        # whichever start found it: a flat optimum is pinned down only by the Newton finish
+        x = _newton_finish(fun, x, lower, result)
+    return Optimum(x, res, result, polished, fun)
+
+
+def _search(fun, objective, start: np.ndarray | None):
+    lower = objective.lower
     if start is None:
-        start = moment_start(s, template)
-        # keep lme4's start when it is better (the moments can be poor for small or unbalanced units)
-        if not fun(start)[0] <= fun(template.start())[0]:
-            start = template.start()
+        # the first candidate unless another is lower (lme4's start against the moments, which
+        # can be poor for small or unbalanced units)
+        candidates = objective.start()
+        start = candidates[0]
+        for c in candidates[1:]:
+            if not fun(start)[0] <= fun(c)[0]:
+                start = c
     res = _minimize(fun, np.asarray(start, dtype=float), lower)
     theta = np.asarray(res.x, dtype=float)
-    theta, res = _leave_saddles(fun, theta, template, lower, res)
+    theta, res = _leave_saddles(fun, theta, objective.is_variance, lower, res)
     # the quasi-Newton steps already converge quadratically near the optimum; polish only what
     # stopped for another reason (an iteration limit, no decrease found)
     theta, polished = (theta, False) if res.success else _polish(fun, theta, lower)
@@ -289,36 +328,23 @@ def optimize_theta(
     starts and keep the lowest deviance. `converged` is True only at a checked optimum."""
     history: list[tuple[tuple[float, ...], float]] = []
     frame = ZFrame.of(s, template)
-    si = frame.summaries
-    fun = _objective(si, template, reml, history)
+    objective = Objective(frame.summaries, template, reml)
     lower = template.lower_bounds
     given = None if start is None else frame.to_internal(np.asarray(start, dtype=float))
-    theta, res, polished = _search(fun, si, template, given)
-    result = check_optimum(fun, theta, lower) if check else None
-    if result is not None and result.ok:
-        theta = _newton_finish(fun, theta, lower, result)
-    if result is not None and not result.ok:
-        # another start, and the best point found: a saddle or a stop far from the optimum
-        tried = [(fun(theta)[0], theta, res, polished, result)]
-        for alt in (template.start(), moment_start(si, template), 0.5 * template.start() + 0.5 * theta):
-            t2, r2, p2 = _search(fun, si, template, alt)
-            tried.append((fun(t2)[0], t2, r2, p2, check_optimum(fun, t2, lower)))
-            if tried[-1][4].ok:
-                break
-        best = min(tried, key=lambda t: (not t[4].ok, t[0] if np.isfinite(t[0]) else np.inf))
-        _, theta, res, polished, result = best
+    opt = optimize(objective, given, check, Evaluations(objective, history))
+    theta, res, result, polished, fun = opt.x, opt.search, opt.check, opt.polished, opt.fun
     if result is not None and result.ok and _on_boundary(theta, template) and _correlated_blocks(template):
         # A boundary point (a variance, or 1 - |correlation|, at 0) can be a local minimum of one
         # Cholesky parameterisation only: the map from theta to tau is singular there. Check it
         # in the reverse column order too, and search on from there when it is not a minimum.
         alt = ZFrame.of(s, template, reverse=True)
-        alt_fun = _objective(alt.summaries, template, reml, history)
+        alt_objective = Objective(alt.summaries, template, reml)
+        alt_fun = Evaluations(alt_objective, history)
         alt_theta = alt.to_internal(frame.to_original(theta))
         if not check_optimum(alt_fun, alt_theta, lower).ok:
-            t2, r2, p2 = _search(alt_fun, alt.summaries, template, alt_theta)
-            c2 = check_optimum(alt_fun, t2, lower)
-            if c2.ok and alt_fun(t2)[0] < fun(theta)[0] - 1e-13 * max(1.0, abs(fun(theta)[0])):
-                frame, fun, theta, res, polished, result = alt, alt_fun, t2, r2, p2, c2
+            o2 = optimize(alt_objective, alt_theta, True, alt_fun, restart=False)
+            if o2.check is not None and o2.check.ok and alt_fun(o2.x)[0] < fun(theta)[0] - 1e-13 * max(1.0, abs(fun(theta)[0])):
+                frame, fun, theta, res, polished, result = alt, alt_fun, o2.x, o2.search, o2.polished, o2.check
     d, g = fun(theta)
     at_bound = (theta <= lower + 1e-8) & np.isfinite(lower)
     free_g = np.where(at_bound, np.minimum(g, 0.0), g) if np.all(np.isfinite(g)) else np.full(g.shape, np.inf)
@@ -351,7 +377,7 @@ def _newton_finish(fun, theta: np.ndarray, lower: np.ndarray, check: Check, step
     difference Hessian), each kept only if the deviance does not rise beyond its rounding; none
     when every element of the first step is below POLISH_STEP of its theta (+ 1e-3)."""
     idx = check.idx
-    if idx is None or idx.size == 0:
+    if idx is None or idx.size == 0 or check.hessian is None or check.hessian_idx is None:
         return theta
     d0, g0 = fun(theta)
     pos = np.searchsorted(check.hessian_idx, idx)  # both sorted: idx is a subset
@@ -396,50 +422,6 @@ def _correlated_blocks(template: LambdaTemplate) -> list[tuple[int, ...]]:
             if len(b) > 1 and sum(1 for r in template.rows if r in b) == len(b) * (len(b) + 1) // 2]
 
 
-#: the moment start uses at most this many units
-MOMENT_UNITS = 5000
-
-
-def moment_start(s: GroupSummaries, template: LambdaTemplate) -> np.ndarray:
-    """A starting theta from the units' own OLS fits, as HLM starts its iterations: sigma2 from the
-    pooled within-unit residuals; the units' OLS coefficients of y - X gamma_OLS (gamma_OLS from
-    the pooled data, so that the level-2 predictors' part of the coefficients' spread is taken
-    out); T = cov(those coefficients) - mean(sigma2 (Z_j'Z_j)^-1), made positive definite; and
-    theta from T / sigma2. Only a start: the optimiser does the rest."""
-    q = s.q
-    ZtZ, Zty, ZtX, yty, n = s.ZtZ, s.Zty, s.ZtX, s.yty_j, s.n
-    if s.n_groups > MOMENT_UNITS:
-        # it is only a start: the moments of an evenly spread subset of units do
-        pick = np.linspace(0, s.n_groups - 1, MOMENT_UNITS).astype(np.intp)
-        ZtZ, Zty, ZtX, yty, n = ZtZ[pick], Zty[pick], ZtX[pick], yty[pick], n[pick]
-    try:
-        gamma = np.linalg.solve(s.XtX_total, s.Xty_total)
-    except np.linalg.LinAlgError:
-        gamma = np.zeros(s.p)
-    # units whose Z_j has full rank (a determinant well away from 0 relative to its diagonal)
-    ok = (n > q) & (np.linalg.det(ZtZ) > 1e-10 * np.prod(np.diagonal(ZtZ, axis1=1, axis2=2), axis=1))
-    if ok.sum() < q + 2:
-        return template.start()
-    inv = np.linalg.inv(ZtZ[ok])
-    b = (inv @ Zty[ok][:, :, None])[:, :, 0]
-    rss = yty[ok] - np.einsum("ja,ja->j", Zty[ok], b)
-    b = b - (inv @ (ZtX[ok] @ gamma)[:, :, None])[:, :, 0]  # the coefficients of y - X gamma_OLS
-    sigma2 = float(rss.sum() / (n[ok].sum() - q * ok.sum()))
-    if not sigma2 > 0:
-        return template.start()
-    T = np.atleast_2d(np.cov(b, rowvar=False)) - sigma2 * inv.mean(axis=0)
-    w, V = np.linalg.eigh(0.5 * (T + T.T))
-    T = (V * np.maximum(w, 0.05 * max(float(w.max()), 1e-8))) @ V.T
-    mask = np.zeros((q, q), dtype=bool)
-    mask[template.rows, template.cols] = True
-    mask = mask | mask.T
-    T = np.where(mask, T, 0.0)  # uncorrelated blocks stay uncorrelated
-    try:
-        return template.theta_from_tau(T, sigma2)
-    except ValueError:
-        return template.start()
-
-
 def _fd_hessian(fun, x: np.ndarray, g: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
     """Forward differences of the analytic gradient (one evaluation per parameter), symmetrised;
     over the parameters `idx` only when given (the free ones)."""
@@ -468,14 +450,15 @@ def _minimize(fun, start: np.ndarray, lower: np.ndarray, max_iter: int = 500):
     one; each iteration costs one evaluation when the full step is taken. Parameters at their
     bound with the gradient pointing out of the region are held there (active set). Stops when
     the predicted decrease g'H^-1 g falls below the deviance's rounding level, or the step below
-    1e-10 relative. The gradient is analytic (`objective.deviance_and_gradient`)."""
+    1e-10 relative. The gradient is analytic (`Objective.value_and_grad`)."""
     x = np.maximum(np.asarray(start, dtype=float), lower)
     f, g = fun(x)
     if not np.isfinite(f):
         return SimpleNamespace(x=x, nit=0, success=False, status=2, message="the deviance is not finite at the start")
     B = _positive(_fd_hessian(fun, x, g))
     status, message, it = 1, "iteration limit reached", 0
-    for it in range(1, max_iter + 1):
+    while it < max_iter:
+        it += 1
         free = ~((x <= lower) & (g > 0))
         if not free.any():
             status, message = 0, "all parameters at their bounds"
@@ -511,7 +494,7 @@ def _minimize(fun, start: np.ndarray, lower: np.ndarray, max_iter: int = 500):
     return SimpleNamespace(x=x, nit=it, success=status == 0, status=status, message=message)
 
 
-def _leave_saddles(fun, theta: np.ndarray, template: LambdaTemplate, lower, res, rounds: int = 5):
+def _leave_saddles(fun, theta: np.ndarray, is_variance: np.ndarray, lower, res, rounds: int = 5):
     """Move off a zero diagonal of Lambda when that lowers the deviance.
 
     The deviance is even in each diagonal element of Lambda (flipping the sign of a column of
@@ -521,7 +504,7 @@ def _leave_saddles(fun, theta: np.ndarray, template: LambdaTemplate, lower, res,
     """
     for _ in range(rounds):
         d0 = fun(theta)[0]
-        zero = np.flatnonzero(template.is_diagonal & (theta < 1e-6))
+        zero = np.flatnonzero(is_variance & (theta < 1e-6))
         best, best_d = None, d0
         for i in zero:
             for delta in (1e-3, 1e-2, 1e-1, 0.5):
@@ -543,13 +526,13 @@ def _polish(fun, theta: np.ndarray, lower: np.ndarray, steps: int = 4) -> tuple[
     to ~1e-6 relative, so the steps converge at least linearly at that rate), made once and reused."""
     polished = False
     d0, g0 = fun(theta)
-    H = None
-    idx = None
-    for _ in range(steps):
+    H = np.empty((0, 0))
+    idx = np.empty(0, dtype=np.intp)
+    for k in range(steps):
         free = ~((theta <= lower + 1e-8) & (g0 > 0))
         if not free.any():
             break
-        if H is None or not np.array_equal(np.flatnonzero(free), idx):
+        if k == 0 or not np.array_equal(np.flatnonzero(free), idx):
             idx = np.flatnonzero(free)
             H = _fd_hessian(fun, theta, g0, idx)
             if not np.all(np.linalg.eigvalsh(H) > 0):

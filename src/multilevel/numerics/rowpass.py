@@ -1,0 +1,230 @@
+"""The one pass over the rows, and the other compiled loops over rows.
+
+`accumulate` makes every unit's cross-products C_j = sum_i w_i W_i W_i' in one pass (W_i made from the
+data's columns as it goes, never held as a matrix); `accumulate_into` and `cross_products` call it on
+numpy arrays. The row helpers: `nonfinite` (NaN and infinity counts), `sorted_codes` (codes of ids in
+order), `varies` (a column's variation within units, stopping early), `mirror`, `group_range`.
+Compiled on first use (`compile.Loops`: numba, cached on disk in the checked folder of `cache`).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from multilevel.numerics.compile import Loops
+
+# ----- the loops, as plain Python that numba compiles (`LOOPS`) ----------------------------------
+
+def accumulate(bases, recipe, affine, cmap, u, k, codes, weights, C, W, total, counts):
+    """C[j] += sum_{i in j} w_i W_i W_i' (upper triangle only; `mirror` fills the rest), total +=
+    the same summed over units, counts[j] += rows. W has k columns of which u are distinct (Z and
+    X share the intercept and the random slopes): column c of W is distinct column cmap[c], and
+    distinct column d is V_id = (prod_f (bases[recipe[d, f]][i] - affine[d, 2 + f]) - affine[d, 0])
+    * affine[d, 1] (recipe -1: no factor; none at all: the intercept, 1; the affine maps centre the
+    factors and shift and scale the column into the fit's internal coordinates, `coordinates`, so
+    that the sums do not cancel). V is made a block of rows at a time in the scratch array W (rows x u,
+    cache-sized), column by column, and only its u(u+1)/2 products are summed per row. Rows of
+    one unit that follow each other (grouped data) are summed in a local buffer and added to C
+    once per run, so C is touched once per unit, not once per row."""
+    n = codes.shape[0]
+    if n == 0:
+        return
+    nf = recipe.shape[1]
+    size = W.shape[0]
+    use_w = weights.shape[0] == n
+    pair = np.empty((u, u), dtype=np.int64)
+    t = 0
+    for a in range(u):
+        for b in range(a, u):
+            pair[a, b] = t
+            pair[b, a] = t
+            t += 1
+    buf = np.zeros(u * (u + 1) // 2)
+    cur = codes[0]
+    run = 0
+    for start in range(0, n + size, size):
+        stop = min(start + size, n)
+        m = stop - start if stop > start else 0
+        for c in range(u):
+            for i in range(m):
+                W[i, c] = 1.0
+            for f in range(nf):
+                r = recipe[c, f]
+                if r < 0:
+                    break
+                base = bases[r]
+                centre = affine[c, 2 + f]
+                if centre == 0.0:
+                    for i in range(m):
+                        W[i, c] *= base[start + i]
+                else:
+                    for i in range(m):
+                        W[i, c] *= base[start + i] - centre
+            shift = affine[c, 0]
+            factor = affine[c, 1]
+            if shift != 0.0 or factor != 1.0:
+                for i in range(m):
+                    W[i, c] = (W[i, c] - shift) * factor
+        for i in range(m + (1 if stop == n else 0)):
+            j = codes[start + i] if i < m else -1
+            if j != cur:
+                for a in range(k):
+                    for b in range(a, k):
+                        v = buf[pair[cmap[a], cmap[b]]]
+                        C[cur, a, b] += v
+                        total[a, b] += v
+                for t in range(buf.shape[0]):
+                    buf[t] = 0.0
+                counts[cur] += run
+                run = 0
+                cur = j
+                if i == m:
+                    break
+            wi = weights[start + i] if use_w else 1.0
+            run += 1
+            t = 0
+            for a in range(u):
+                wa = wi * W[i, a]
+                for b in range(a, u):
+                    buf[t] += wa * W[i, b]
+                    t += 1
+        if stop == n:
+            break
+
+
+def nonfinite(x):
+    """(number of NaN, number of +-inf) in x, in one pass."""
+    nan = 0
+    inf = 0
+    for i in range(x.shape[0]):
+        v = x[i]
+        if v != v:
+            nan += 1
+        elif v - v != 0.0:
+            inf += 1
+    return nan, inf
+
+
+def sorted_codes(v, codes):
+    """Codes 0..J-1 for ids in non-decreasing order (one pass); returns J, or -1 as soon as an
+    id is smaller than the one before (the ids are not in order)."""
+    n = v.shape[0]
+    if n == 0:
+        return 0
+    c = 0
+    codes[0] = 0
+    for i in range(1, n):
+        if v[i] != v[i - 1]:
+            if v[i] < v[i - 1]:
+                return -1
+            c += 1
+        codes[i] = c
+    return c + 1
+
+
+def varies(codes, x, first, seen, tol):
+    """Whether x differs (by more than tol * max(|a|, |b|)) between two rows of some unit; stops
+    at the first such unit, so a level-1 variable costs a few rows, a level-2 one a pass."""
+    for i in range(x.shape[0]):
+        j = codes[i]
+        if seen[j]:
+            a = first[j]
+            if abs(x[i] - a) > tol * max(abs(x[i]), abs(a)):
+                return True
+        else:
+            seen[j] = True
+            first[j] = x[i]
+    return False
+
+
+def mirror(C):
+    """C[j] lower triangle := its upper triangle, per unit."""
+    J, k, _ = C.shape
+    for j in range(J):
+        for a in range(k):
+            for b in range(a + 1, k):
+                C[j, b, a] = C[j, a, b]
+
+
+def group_range(codes, x, lo, hi):
+    """Per unit minimum and maximum of x (lo, hi start at +inf, -inf)."""
+    for i in range(x.shape[0]):
+        j = codes[i]
+        v = x[i]
+        if v < lo[j]:
+            lo[j] = v
+        if v > hi[j]:
+            hi[j] = v
+
+
+def accumulate_sized(bases, recipe, affine, cmap, us, ks, codes, weights, C, W, total, counts):
+    """`accumulate` compiled for u = len(us), k = len(ks) columns (constants: the loops over columns
+    unrolled, `compile`), for large data."""
+    accumulate(bases, recipe, affine, cmap, len(us), len(ks), codes, weights, C, W, total, counts)
+
+
+LOOPS = Loops(globals(), ("accumulate", "accumulate_sized", "nonfinite", "sorted_codes", "varies", "mirror",
+                          "group_range"))
+
+
+def kernel(name: str) -> Any:
+    """The compiled row helper `name` (nonfinite, sorted_codes, varies, mirror, group_range)."""
+    return LOOPS[name]
+
+
+#: the one pass is compiled for its columns (`accumulate_sized`) from this many rows on; below, the
+#: loop compiled once for all sizes serves (a model of a new shape on ordinary data then costs no
+#: compilation, seconds once per shape and machine otherwise)
+SPECIALISE_ROWS = 1_000_000
+
+
+#: rows per block of the one pass: a block of W (rows x k doubles) stays in the cache
+BLOCK_ROWS = 4096
+
+
+def accumulate_into(bases: tuple[np.ndarray, ...], recipe: np.ndarray, affine: np.ndarray, cmap: np.ndarray,
+                    codes: np.ndarray, C: np.ndarray, weights: np.ndarray | None = None,
+                    total: np.ndarray | None = None, counts: np.ndarray | None = None) -> None:
+    """C[j] += sum_i w_i W_i W_i' over the rows given (upper triangles; `mirror_upper` completes
+    them), and total, counts (rows per unit) alike: the one pass, W made row by row from the
+    `bases` arrays by `recipe`, `affine` and `cmap` (`accumulate`), so no N x k matrix is ever held.
+    Chunks of rows add into the same arrays."""
+    u, k = recipe.shape[0], cmap.shape[0]
+    W = np.empty((BLOCK_ROWS, u))
+    total = np.zeros((k, k)) if total is None else total
+    counts = np.zeros(C.shape[0]) if counts is None else counts
+    w = np.empty(0) if weights is None else weights
+    if codes.shape[0] >= SPECIALISE_ROWS:
+        LOOPS["accumulate_sized"](bases, recipe, affine, cmap, (0,) * int(u), (0,) * int(k), codes, w, C, W, total, counts)
+    else:
+        LOOPS["accumulate"](bases, recipe, affine, cmap, int(u), int(k), codes, w, C, W, total, counts)
+
+
+def mirror_upper(C: np.ndarray) -> np.ndarray:
+    """C with each unit's lower triangle filled from its upper one (`mirror`)."""
+    LOOPS["mirror"](C)
+    return C
+
+
+def cross_products(
+    bases: tuple[np.ndarray, ...], recipe: np.ndarray, affine: np.ndarray, cmap: np.ndarray, codes: np.ndarray,
+    n_groups: int, weights: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(C, total, counts): sum_i w_i W_i W_i' per unit (J, k, k), over all rows (k, k), and the
+    rows per unit (J,), in one pass over the rows (`accumulate_into`)."""
+    k = cmap.shape[0]
+    C = np.zeros((n_groups, k, k))
+    total = np.zeros((k, k))
+    counts = np.zeros(n_groups)
+    accumulate_into(bases, recipe, affine, cmap, codes, C, weights, total, counts)
+    total = np.triu(total) + np.triu(total, 1).T
+    return mirror_upper(C), total, counts
+
+
+def group_ranges(codes: np.ndarray, x: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-unit (min, max) of x, exactly (used to tell level-2 variables from level-1 ones)."""
+    lo = np.full(n_groups, np.inf)
+    hi = np.full(n_groups, -np.inf)
+    LOOPS["group_range"](codes, np.ascontiguousarray(x, dtype=float), lo, hi)
+    return lo, hi
