@@ -15,7 +15,7 @@ ctrl2 <- lmerControl(optimizer = "nloptwrap",
                                     xtol_rel = 0, ftol_rel = 0, maxeval = 1e5),
                      check.conv.singular = "ignore")
 
-# HLM-style statistics, straight from their definitions (hlm-statistics.md sections 1 and 2),
+# HLM-style statistics, straight from their definitions (docs/hlm-statistics.md sections 1 and 2),
 # school by school: OLS of y on Z_j = (1, female, cses) over schools where Z_j has full rank.
 hlm_stats <- function(tau, s2, gamma) {
   rel <- list(); chis <- c(0, 0, 0); used <- 0

@@ -8,7 +8,7 @@ Two kinds, two arguments, so that neither can be taken for the other (`choose`):
 A bare `weights="w"` is refused (`choose`): lme4 users mean the second, HLM/Stata users the first,
 and the two give different variance components.
 
-Sampling weights at level 1 and level 2: pseudo-maximum likelihood (hlm-statistics.md section 13).
+Sampling weights at level 1 and level 2: pseudo-maximum likelihood (docs/hlm-statistics.md section 13).
 
     l_w(gamma, T, sigma2) = sum_j w_j log  integral  exp{ sum_i w_i|j log phi(y_ij; x_ij'gamma + z_ij'u, sigma2) } phi_T(u) du
 
@@ -172,11 +172,6 @@ class PrecisionWeights:
 
     column: str
     values: np.ndarray  # (N,) the weights of the rows used, in the design's row order
-
-    @property
-    def log_sum(self) -> float:
-        """lme4's ldW = sum_i log w_i."""
-        return float(np.log(self.values).sum())
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame({"weighting": [True], "name": [self.column], "scaling": ["raw"]}, index=["Precision"])

@@ -4,7 +4,7 @@ Planning helpers (no fit needed):
     design effect   deff = 1 + (n - 1) ICC                     (Kish; the lecture's "Design Effect")
     effective N     N_eff = N / deff
     "true" intercept variance = observed variance of cluster means - sigma2 / n   (the lecture)
-For unequal cluster sizes n is one of (hlm-statistics.md section 9):
+For unequal cluster sizes n is one of (docs/hlm-statistics.md section 9):
     "mean"    N / J                      (the lecture, misty)
     "median"  median n_j                 (mlmhelpr option)
     "kish"    n_w = sum n_j^2 / N        (Kish's design effect of the pooled mean)
@@ -144,7 +144,7 @@ def column_levels(X: np.ndarray, codes: np.ndarray, J: int, tol: float = 1e-9) -
 
 @dataclass(frozen=True)
 class RightsSterba:
-    """Rights & Sterba (2019) decomposition of the model-implied outcome variance (section 10):
+    """Rights & Sterba (2019) decomposition of the model-implied outcome variance (docs/hlm-statistics.md section 10):
     f1 (within fixed), f2 (between fixed), v (random slopes), m (random intercept/means), sigma2."""
 
     f1: float

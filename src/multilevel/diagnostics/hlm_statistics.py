@@ -1,5 +1,5 @@
 """The statistics HLM prints that lme4 does not: reliabilities and chi-square tests of the variance
-components from the units' own OLS (../docs: hlm-statistics.md sections 1 and 6), and their view of
+components from the units' own OLS (docs/hlm-statistics.md sections 1 and 6), and their view of
 a fit (`HLMStatistics`). All from the per-group summaries. (HLM's approximate df of the fixed
 effects are a df method, `inference.coefficients.hlm_fixed_df`; HLM's deviance convention is the
 record's, `results.estimates.Estimates.hlm_deviance`.)

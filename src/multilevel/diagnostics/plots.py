@@ -153,9 +153,6 @@ def eb_against(diag, variable: str | None = None, coefficient: str | None = None
     return fig
 
 
-LINE_SPECS = ("quartiles", "terciles")
-
-
 def _is_factor(col: pd.Series) -> bool:
     """A text, categorical or bool column: its lines are its levels, not numbers."""
     return not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)

@@ -1,4 +1,4 @@
-"""HLM's residual files and the empirical Bayes quantities in them (hlm-statistics.md section 8).
+"""HLM's residual files and the empirical Bayes quantities in them (docs/hlm-statistics.md section 8).
 
 For unit j, with D_j = sigma2 Lambda M_j^-1 Lambda' (lme4's condVar), M = Var(gamma-hat) and W_j the
 q x p matrix that maps gamma to the unit's fixed part of each random coefficient
@@ -347,7 +347,7 @@ def save(table: pd.DataFrame, path) -> Path:
 
 
 def homogeneity_test(fit: Estimates, min_df: int = 10) -> dict:
-    """H test of homogeneous level-1 variance (R&B 2002 eq. 9.5-9.6; hlm-statistics.md 4a):
+    """H test of homogeneous level-1 variance (R&B 2002 eq. 9.5-9.6; docs/hlm-statistics.md section 4a):
     s_j^2 = RSS_j/f_j from the unit's OLS on the full level-1 model, f_j = n_j - Q - 1, over the
     units with f_j >= min_df; d_j = (ln s_j^2 - lbar)/sqrt(2/f_j), lbar = sum f_j ln s_j^2 / sum f_j;
     H = sum d_j^2 ~ chi2 with J' - 1 df."""

@@ -42,7 +42,7 @@ def check_level(level: float) -> None:
 
 
 def hlm_fixed_df(coefficients: tuple[Coefficient, ...], n_obs: int, n_groups: int, p: int) -> np.ndarray:
-    """HLM's "Approx. d.f." for each gamma (hlm-statistics.md section 2b).
+    """HLM's "Approx. d.f." for each gamma (docs/hlm-statistics.md section 2b).
 
     gamma_qs of a random level-1 coefficient B_q: J - S_q - 1, i.e. J minus the number of gammas in
     B_q's level-2 equation (J counts all units); of a non-random coefficient: N - F.

@@ -6,7 +6,7 @@
   cannot be compared: refused, or both refitted by ML with `refit="ML"`.
 * When the bigger model adds one random effect (its variance and k-1 covariances) and nothing
   else, the null value of the variance is on the boundary and the reference distribution is the
-  mixture 0.5 chi2_k + 0.5 chi2_(k-1) (Stram and Lee 1994; hlm-statistics.md section 9); the naive
+  mixture 0.5 chi2_k + 0.5 chi2_(k-1) (Stram and Lee 1994; docs/hlm-statistics.md section 9); the naive
   p-value is reported beside it.
 * Information criteria under both conventions, each stated:
     lme4:    AIC = D + 2 p_all,   BIC = D + p_all log(N)          (p_all counts fixed effects too, also under REML)
