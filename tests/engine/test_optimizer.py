@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 import multilevel as ml
 from conftest import DATA
@@ -33,3 +34,38 @@ def test_the_newton_finish_follows_a_restart():
     scale = np.sqrt(np.outer(np.diag(want), np.diag(want)))
     np.testing.assert_array_less(np.abs(got - want), 1e-6 * scale)
     assert abs(f_b.deviance - f_r.deviance) < 1e-8 * abs(f_r.deviance)
+
+
+class _Quadratic:
+    """A problem that is not an LMM: f(x) = (x - m)' H (x - m) with x[0] >= 0, as a GLMM's
+    (theta, beta) or a variance model's (theta, alpha) will come to `optimize`."""
+
+    def __init__(self, m, H):
+        self.m, self.H = np.asarray(m, float), np.asarray(H, float)
+        self.lower = np.array([0.0] + [-np.inf] * (len(m) - 1))
+        self.is_variance = np.array([True] + [False] * (len(m) - 1))
+
+    def value_and_grad(self, x):
+        r = x - self.m
+        return float(r @ self.H @ r), 2.0 * self.H @ r
+
+    def start(self):
+        return (np.ones(len(self.m)),)
+
+    def starts(self, x):
+        return (np.full(len(self.m), 0.5),)
+
+
+@pytest.mark.parametrize("m, want", [([1.5, -2.0, 0.3], [1.5, -2.0, 0.3]), ([-1.0, 2.0, 0.0], None)])
+def test_the_optimizer_takes_any_problem(m, want):
+    from multilevel.engine.optimizer import optimize
+
+    H = np.array([[2.0, 0.3, 0.1], [0.3, 1.0, 0.2], [0.1, 0.2, 0.5]])
+    res = optimize(_Quadratic(m, H))
+    if want is None:
+        # the bound binds: x0 = 0 and the rest minimise the quadratic with x0 fixed there (KKT)
+        m = np.asarray(m)
+        rest = m[1:] - np.linalg.solve(H[1:, 1:], H[1:, :1] @ (0.0 - m[:1]))
+        want = np.concatenate([[0.0], rest])
+    np.testing.assert_allclose(res.x, want, atol=1e-8)
+    assert res.check is not None and res.check.ok

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import Protocol
 
 import numpy as np
 
@@ -212,11 +213,39 @@ class ZFrame:
         return self.template.theta_from_tau(lam @ lam.T, 1.0)
 
 
+class Problem(Protocol):
+    """What `optimize` minimises: the LMM's profiled deviance over theta (`objective.Objective`)
+    today; a GLMM's Laplace deviance over (theta, beta) or a heterogeneous-variance model over
+    (theta, alpha) later, each with its own parameters, bounds and starts."""
+
+    @property
+    def lower(self) -> np.ndarray:
+        """Lower bounds of the parameters (-inf where unbounded)."""
+        ...
+
+    @property
+    def is_variance(self) -> np.ndarray:
+        """The parameters bounded at 0 in which the value is even (a saddle can be left by a sign)."""
+        ...
+
+    def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """The value and its gradient at x; (inf, nan) where the value is not defined."""
+        ...
+
+    def start(self) -> tuple[np.ndarray, ...]:
+        """Candidate starts: the search begins at the lowest."""
+        ...
+
+    def starts(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Other starts, for a search that ended at x away from a checked optimum."""
+        ...
+
+
 class Evaluations:
     """An objective's value_and_grad, remembered per point (the line search and the polish ask for
     some points twice), with the history of (theta, value) of every evaluation."""
 
-    def __init__(self, objective, history: list):
+    def __init__(self, objective: Problem, history: list):
         self.objective = objective
         self.history = history
         self._seen: dict[tuple[float, ...], tuple[float, np.ndarray]] = {}
@@ -243,7 +272,7 @@ class Optimum:
     fun: Evaluations  # the evaluations made (value_and_grad remembered, and the history)
 
 
-def optimize(objective, start: np.ndarray | None = None, check: bool = True, fun: Evaluations | None = None,
+def optimize(objective: Problem, start: np.ndarray | None = None, check: bool = True, fun: Evaluations | None = None,
              restart: bool = True) -> Optimum:
     """Minimise any objective: value_and_grad(x) -> (value, gradient), lower bounds `lower`, start()
     (candidate starts: the search begins at the lowest), starts(x) (other starts, for a search that
@@ -272,7 +301,7 @@ def optimize(objective, start: np.ndarray | None = None, check: bool = True, fun
     return Optimum(x, res, result, polished, fun)
 
 
-def _search(fun, objective, start: np.ndarray | None):
+def _search(fun: Evaluations, objective: Problem, start: np.ndarray | None):
     lower = objective.lower
     if start is None:
         # the first candidate unless another is lower (lme4's start against the moments, which
