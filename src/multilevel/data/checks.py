@@ -379,11 +379,13 @@ def check_values(
     notes: list[str] = []
 
     def replace(v: str, values: pd.Series) -> pd.Series:
-        nonlocal converted
+        """Put `values` in place of column v (in a shallow copy, made once); `column` reads the copy."""
+        nonlocal converted, column
         if converted is None:
             converted = data.copy(deep=False)
             converted.attrs = dict(data.attrs)
         converted[v] = values
+        column = converted.__getitem__
         return values
 
     for v in variables:
@@ -400,7 +402,6 @@ def check_values(
         # R's model frame takes TRUE/FALSE as 1/0 (lm(y ~ x) with a logical y): so do we, and say
         # so; a 0/1 outcome then gets `warn_outcome_kind`'s warning
         replace(outcome, column(outcome).astype(np.float64))
-        column = converted.__getitem__
         notes.append(f"The outcome '{outcome}' is True/False: taken as 1/0 (as R does).")
     ids0 = column(group)
     if ids0.dtype.kind == "f" and ids0.notna().any() and float(np.nanmax(np.abs(ids0.to_numpy()))) >= 2**53:
@@ -409,12 +410,9 @@ def check_values(
             "numbers, which keep only about 16 digits: ids that differ only beyond that may have been read as the same unit. "
             f"Read the column as integers or text (e.g. pd.read_csv(..., dtype={{'{group}': str}}))."
         )
-    if converted is not None:
-        column = converted.__getitem__
     ids, blank = normalise_ids(column(group))
     if ids is not column(group):
         replace(group, ids)
-        column = converted.__getitem__
     if blank:
         notes.append(f"{blank} rows have a blank id in '{group}': counted as missing ids (those rows are dropped).")
     missing: dict[str, int] = {}
@@ -450,7 +448,6 @@ def check_values(
         if numeric_text and not _all_text(col) and not bad:
             # an object column of numbers, some of them written as text ("3" beside 3.5): numbers
             col = replace(v, pd.to_numeric(col))
-            column = converted.__getitem__
             n_missing, n_infinite = missing_and_infinite(col)
             missing[v] = n_missing
             notes.append(f"'{v}' mixes numbers and numbers written as text: all were read as numbers.")

@@ -382,7 +382,7 @@ def plan_of(spec: ModelSpec, first: pd.DataFrame, stats: Pass1, variables: list[
     x_names = tuple(str(c) for c in x_mm.columns)
     coordinates, plan.affine = choose_coordinates(chunk_columns(sample, plan), x_names, tuple(z_names), spec.outcome, INTERCEPT, tuple(blocks))
     design = Design(
-        spec=spec, columns=None, codes=None, group=group, units=np.asarray(ids),
+        spec=spec, columns=None, codes=np.empty(0, dtype=np.intp), group=group, units=np.asarray(ids),
         x_names=x_names, z_names=tuple(z_names), blocks=tuple(blocks),
         coefficients=coefficients, centering_means={**group_means, **grand_means}, data_report=report,
         x_model_spec=x_mm.model_spec, streamed=True, n_rows=stats.rows_used, levels=levels,

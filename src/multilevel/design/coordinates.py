@@ -80,7 +80,7 @@ class Coordinates:
         """Z' = Z S_z: S_z = I - e_z0 m_z'."""
         q = 0 if self.z_shift is None else self.z_shift.size
         S = np.eye(q)
-        if not self.z_identity:
+        if self.z_shift is not None and self.z_intercept is not None and not self.z_identity:
             S[self.z_intercept, :] -= self.z_shift
             S[self.z_intercept, self.z_intercept] = 1.0
         return S
@@ -89,7 +89,7 @@ class Coordinates:
     def S_z_inv(self) -> np.ndarray:
         q = 0 if self.z_shift is None else self.z_shift.size
         T = np.eye(q)
-        if not self.z_identity:
+        if self.z_shift is not None and self.z_intercept is not None and not self.z_identity:
             T[self.z_intercept, :] += self.z_shift
             T[self.z_intercept, self.z_intercept] = 1.0
         return T
@@ -304,8 +304,10 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
     y_shift = float(y.mean()) if i0 is not None else 0.0
     _check_magnitude(outcome, float(np.max(np.abs(y - y_shift), initial=0.0)), "outcome")
     affine = [(float(m), 1.0) for m in z_shift] + [(float(m), 1.0) for m in col_shift] + [(y_shift, 1.0)]
-    z = (z_shift, z0) if np.any(z_shift) else (None, None)
-    return Coordinates(shift, y_shift, i0, *z, S_x=S if products else None), (tuple(affine), tuple(centres))
+    z_shifted = bool(np.any(z_shift))
+    coordinates = Coordinates(shift, y_shift, i0, z_shift=z_shift if z_shifted else None, z_intercept=z0 if z_shifted else None,
+                              S_x=S if products else None)
+    return coordinates, (tuple(affine), tuple(centres))
 
 
 def _check_magnitude(name: str, size: float, what: str) -> None:
