@@ -358,9 +358,10 @@ def _center(spec: ModelSpec, data: pd.DataFrame, codes: np.ndarray, n_groups: in
     state: dict[str, object] = {}
     column = _column_cache(data)
     floats = _float_column(data)
+    counts = np.bincount(codes, minlength=n_groups) if any(d.kind in ("group", "grand") for d in spec.derived) else None
     for d in spec.derived:
         check_derived_input(d, column)
-        st = derived_state(d, floats, codes, n_groups)
+        st = derived_state(d, floats, codes, n_groups, counts)
         values = derived_values(d, floats, codes, st)
         if d.kind == "group":
             raw = floats(d.variables[0])
