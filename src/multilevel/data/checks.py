@@ -379,11 +379,13 @@ def check_values(
     notes: list[str] = []
 
     def replace(v: str, values: pd.Series) -> pd.Series:
-        nonlocal converted
+        """Put `values` in place of column v (in a shallow copy, made once); `column` reads the copy."""
+        nonlocal converted, column
         if converted is None:
             converted = data.copy(deep=False)
             converted.attrs = dict(data.attrs)
         converted[v] = values
+        column = converted.__getitem__
         return values
 
     for v in variables:
@@ -400,7 +402,6 @@ def check_values(
         # R's model frame takes TRUE/FALSE as 1/0 (lm(y ~ x) with a logical y): so do we, and say
         # so; a 0/1 outcome then gets `warn_outcome_kind`'s warning
         replace(outcome, column(outcome).astype(np.float64))
-        column = converted.__getitem__
         notes.append(f"The outcome '{outcome}' is True/False: taken as 1/0 (as R does).")
     ids0 = column(group)
     if ids0.dtype.kind == "f" and ids0.notna().any() and float(np.nanmax(np.abs(ids0.to_numpy()))) >= 2**53:
@@ -409,12 +410,9 @@ def check_values(
             "numbers, which keep only about 16 digits: ids that differ only beyond that may have been read as the same unit. "
             f"Read the column as integers or text (e.g. pd.read_csv(..., dtype={{'{group}': str}}))."
         )
-    if converted is not None:
-        column = converted.__getitem__
     ids, blank = normalise_ids(column(group))
     if ids is not column(group):
         replace(group, ids)
-        column = converted.__getitem__
     if blank:
         notes.append(f"{blank} rows have a blank id in '{group}': counted as missing ids (those rows are dropped).")
     missing: dict[str, int] = {}
@@ -450,7 +448,6 @@ def check_values(
         if numeric_text and not _all_text(col) and not bad:
             # an object column of numbers, some of them written as text ("3" beside 3.5): numbers
             col = replace(v, pd.to_numeric(col))
-            column = converted.__getitem__
             n_missing, n_infinite = missing_and_infinite(col)
             missing[v] = n_missing
             notes.append(f"'{v}' mixes numbers and numbers written as text: all were read as numbers.")
@@ -586,22 +583,75 @@ def check_units(n_units: int, n_rows: int, group: str) -> None:
         )
 
 
-def warn_outcome_kind(y: np.ndarray, outcome: str) -> None:
+@dataclass(frozen=True)
+class OutcomeKind:
+    """What `warn_outcome_kind` needs of the outcome over the rows used, gathered chunk by chunk when
+    the rows come in chunks (`design.chunked`, pass 1; `add` joins consecutive chunks): whether every
+    value is a whole number >= 0, the smallest value, up to three distinct values, and for the
+    median: the rows <= MEDIAN_COUNT, the largest of those and the smallest value above it."""
+
+    rows: int = 0
+    whole: bool = True  # every value a whole number >= 0
+    low: float = np.inf  # the smallest value
+    distinct: frozenset = frozenset()  # up to 3 distinct values (3: three or more)
+    small: int = 0  # rows <= MEDIAN_COUNT
+    small_max: float = -np.inf
+    large_min: float = np.inf
+
+    @classmethod
+    def of(cls, y: np.ndarray) -> OutcomeKind:
+        if y.size == 0:
+            return cls()
+        if y.min() < 0 or not np.all(np.floor(y) == y):
+            return cls(rows=y.size, whole=False)
+        small = y <= MEDIAN_COUNT
+        k = int(small.sum())
+        return cls(y.size, True, float(y.min()), frozenset(np.unique(y)[:3].tolist()), k,
+                   float(y[small].max()) if k else -np.inf, float(y[~small].min()) if k < y.size else np.inf)
+
+    def add(self, o: OutcomeKind) -> OutcomeKind:
+        if not (self.whole and o.whole):
+            return OutcomeKind(self.rows + o.rows, whole=False)
+        return OutcomeKind(self.rows + o.rows, True, min(self.low, o.low), frozenset(sorted(self.distinct | o.distinct)[:3]),
+                           self.small + o.small, max(self.small_max, o.small_max), min(self.large_min, o.large_min))
+
+    @property
+    def median_small(self) -> bool:
+        """np.median(y) <= MEDIAN_COUNT: the middle value(s) of the sorted y, from the counts."""
+        n, k = self.rows, self.small
+        if k >= n // 2 + 1:  # both middle values (positions (n-1)//2 and n//2) are small
+            return True
+        if k <= (n - 1) // 2:  # neither is
+            return False
+        return (self.small_max + self.large_min) / 2 <= MEDIAN_COUNT  # n even, k = n/2: their mean
+
+    def kind(self) -> tuple[str, str] | None:
+        """(what the outcome looks like, the model for it), or None."""
+        if not self.whole or self.rows == 0:
+            return None
+        if self.distinct == {0.0, 1.0}:
+            return "binary (only 0 and 1)", "a logistic mixed model (lme4's glmer(family = binomial))"
+        if self.low == 0 and len(self.distinct) > 2 and self.median_small:
+            return "a count (whole numbers from 0)", "a Poisson or negative-binomial mixed model (lme4's glmer)"
+        return None
+
+
+#: a whole-number outcome from 0 with its median at most this looks like a count
+MEDIAN_COUNT = 10
+
+
+def warn_outcome_kind(y: np.ndarray | OutcomeKind, outcome: str) -> None:
     """A warning (`MultilevelWarning`) when the outcome looks binary (only 0 and 1) or like a count
     (whole numbers >= 0, 0 among them, median <= 10): a linear model's normal residuals and
     unbounded predictions do not fit such data; a generalized model (logistic, Poisson; lme4's
-    glmer) does. Generalized models are planned; until then the linear fit is returned."""
+    glmer) does. Generalized models are planned; until then the linear fit is returned. `y`: the
+    outcome on the rows used, or its `OutcomeKind` gathered chunk by chunk (a stream)."""
     import warnings
 
-    if y.size == 0 or y.min() < 0 or not np.all(np.floor(y) == y):
+    found = (y if isinstance(y, OutcomeKind) else OutcomeKind.of(y)).kind()
+    if found is None:
         return
-    values = np.unique(y)
-    if values.size == 2 and values[0] == 0 and values[1] == 1:
-        kind, model = "binary (only 0 and 1)", "a logistic mixed model (lme4's glmer(family = binomial))"
-    elif values[0] == 0 and values.size > 2 and np.median(y) <= 10:
-        kind, model = "a count (whole numbers from 0)", "a Poisson or negative-binomial mixed model (lme4's glmer)"
-    else:
-        return
+    kind, model = found
     warnings.warn(
         f"The outcome '{outcome}' looks {kind}: a linear mixed model treats it as normal and continuous, so its "
         f"standard errors and predictions may mislead. {model[0].upper() + model[1:]} is the usual choice; "

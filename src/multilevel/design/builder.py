@@ -72,7 +72,7 @@ class Design:
 
     spec: ModelSpec
     columns: Columns | None  # [Z X y] as recipes over the data (`columns`); None when streamed
-    codes: np.ndarray
+    codes: np.ndarray  # the unit code (0..J-1) of each row used; empty when streamed (no rows kept)
     group: str
     units: np.ndarray  # the unit ids, in the order of the codes (sorted)
     x_names: tuple[str, ...]
@@ -91,7 +91,7 @@ class Design:
 
     def centred_frame(self) -> pd.DataFrame:
         """The rows used, with the derived columns (`cwc(ses)`, `I(x^2)`, ...) as the model used them."""
-        out = self.frame.reset_index(drop=True).copy()
+        out = self.rows_frame("The centred data").reset_index(drop=True).copy()
         column = _float_column(out)
         for d in self.spec.derived:
             for name, v in derived_values(d, column, self.codes, self.centering_means.get(d.name)).items():
@@ -104,7 +104,7 @@ class Design:
 
     @property
     def n_obs(self) -> int:
-        return self.n_rows if self.streamed else self.columns.n
+        return self.n_rows if self.columns is None else self.columns.n
 
     # The whole matrices, built on first use (the fit itself needs only the one pass).
     @property
@@ -121,10 +121,11 @@ class Design:
 
     def summaries(self) -> GroupSummaries:
         """The per-unit cross-products: the one pass over the rows (`columns.Columns.summaries`)."""
+        columns = self.rows_columns("The one pass over the rows")
         if self.precision_weights is not None:
-            return self.columns.summaries(self.codes, self.n_groups, precision_weights=self.precision_weights.values)
+            return columns.summaries(self.codes, self.n_groups, precision_weights=self.precision_weights.values)
         w = self.weights
-        return self.columns.summaries(
+        return columns.summaries(
             self.codes, self.n_groups, None if w is None else w.row, None if w is None else w.unit
         )
 
@@ -137,12 +138,19 @@ class Design:
 
     def require_rows(self, what: str) -> None:
         if self.streamed:
-            from multilevel.errors import SpecificationError
+            raise _no_rows(what)
 
-            raise SpecificationError(
-                f"{what} needs the rows, which a fit from streamed or distributed data does not keep. Fit the data "
-                "in memory for it (every estimate, test and EB residual of this fit is available)."
-            )
+    def rows_columns(self, what: str) -> Columns:
+        """The columns of the rows used ([Z X y]); a streamed design keeps none (`require_rows`)."""
+        if self.columns is None:
+            raise _no_rows(what)
+        return self.columns
+
+    def rows_frame(self, what: str) -> pd.DataFrame:
+        """The rows used, all columns; a streamed design keeps none (`require_rows`)."""
+        if self.frame is None:
+            raise _no_rows(what)
+        return self.frame
 
     @property
     def n_groups(self) -> int:
@@ -157,6 +165,13 @@ class Design:
     def group_labels(self) -> tuple[str, ...]:
         """The unit ids as text (made on first use: 60 ms for 200,000 units)."""
         return _labels(self.units)
+
+
+def _no_rows(what: str) -> SpecificationError:
+    return SpecificationError(
+        f"{what} needs the rows, which a fit from streamed or distributed data does not keep. Fit the data "
+        "in memory for it (every estimate, test and EB residual of this fit is available)."
+    )
 
 
 @lru_cache(maxsize=512)
@@ -343,9 +358,10 @@ def _center(spec: ModelSpec, data: pd.DataFrame, codes: np.ndarray, n_groups: in
     state: dict[str, object] = {}
     column = _column_cache(data)
     floats = _float_column(data)
+    counts = np.bincount(codes, minlength=n_groups) if any(d.kind in ("group", "grand") for d in spec.derived) else None
     for d in spec.derived:
         check_derived_input(d, column)
-        st = derived_state(d, floats, codes, n_groups)
+        st = derived_state(d, floats, codes, n_groups, counts)
         values = derived_values(d, floats, codes, st)
         if d.kind == "group":
             raw = floats(d.variables[0])

@@ -28,6 +28,7 @@ import pandas as pd
 
 from multilevel.data.checks import (
     DataReport,
+    OutcomeKind,
     ValueFacts,
     check_duplicate_columns,
     check_level2_missing,
@@ -35,6 +36,7 @@ from multilevel.data.checks import (
     check_units,
     check_values,
     judge_values,
+    warn_outcome_kind,
 )
 from multilevel.design.builder import (
     INTERCEPT,
@@ -54,11 +56,12 @@ from multilevel.design.builder import (
     varying_from_ranges,
 )
 from multilevel.design.columns import Columns
+from multilevel.design.coordinates import SAMPLE_ROWS
 from multilevel.design.coordinates import choose as choose_coordinates
 from multilevel.design.sources import DaskSource, Source
 from multilevel.design.summaries import GroupSummaries
 from multilevel.errors import DataError, SpecificationError
-from multilevel.model.expressions import derived_values, not_finite_error
+from multilevel.model.expressions import centring_state, derived_values, not_finite_error
 from multilevel.model.spec import ModelSpec
 from multilevel.numerics.rowpass import accumulate_into, mirror_upper
 
@@ -73,6 +76,7 @@ class Pass1:
     not_finite: dict = field(default_factory=dict)  # transform -> rows used where it is not a finite number
     rows_used: int = 0
     outcome_dtype: object = None  # the dtype of a non-numeric outcome
+    outcome_kind: OutcomeKind = field(default_factory=OutcomeKind)  # a 0/1 or count outcome? (`checks.warn_outcome_kind`)
     ids_in: set = field(default_factory=set)
     counts: pd.Series | None = None  # rows used per id
     sums: dict = field(default_factory=dict)  # centred variable -> Series of per-unit sums, by id
@@ -101,6 +105,7 @@ def combine(parts: list[Pass1]) -> Pass1:
         for k, v in o.not_finite.items():
             out.not_finite[k] = out.not_finite.get(k, 0) + v
         out.rows_used += o.rows_used
+        out.outcome_kind = out.outcome_kind.add(o.outcome_kind)
         out.outcome_dtype = out.outcome_dtype if out.outcome_dtype is not None else o.outcome_dtype
         out.ids_in |= o.ids_in
         for k, v in o.levels.items():
@@ -163,6 +168,7 @@ def pass1(chunk: pd.DataFrame, spec: ModelSpec, variables: list[str], group: str
     st.rows_used = int(keep.sum())
     st.ids_in = set(pd.unique(sub[group].dropna()))
     st.counts = used[group].value_counts()
+    st.outcome_kind = OutcomeKind.of(used[spec.outcome].to_numpy(dtype=float))
     for d in spec.derived:  # the centred columns' unit sums, by their names ("cwc(ses)")
         if d.kind in ("group", "grand"):
             check_derived_input(d, used.__getitem__)
@@ -199,8 +205,7 @@ class Plan:
     variables: list[str]
     group: str
     ids: pd.Index  # sorted unit ids: the codes
-    group_means: dict  # variable -> array over codes
-    grand_means: dict
+    centring: dict  # cwc()/cgm() column -> its state (`expressions.centring_state`): unit means over codes, or a mean
     levels: dict  # text variable -> sorted levels
     x_spec: Any = None  # formulaic's ModelSpec of X
     z_specs: list = field(default_factory=list)
@@ -218,12 +223,11 @@ def prepare_chunk(chunk: pd.DataFrame, plan: Plan, codes_of=None, drop: bool = T
     sub = _checked(chunk, plan.spec, plan.variables, plan.group, None)
     used = sub.loc[~sub.isna().any(axis=1).to_numpy()].copy() if drop else sub.copy()
     codes = (codes_of or plan.ids.get_indexer)(used[plan.group])
-    state = {**plan.group_means, **plan.grand_means}
     floats = _float_column(used)
     for d in plan.spec.derived:  # derived columns under their own names (the data's stay as they are)
         check_derived_input(d, used.__getitem__)
         with np.errstate(all="ignore"):
-            for name, v in derived_values(d, floats, codes, state.get(d.name), check=drop).items():
+            for name, v in derived_values(d, floats, codes, plan.centring.get(d.name), check=drop).items():
                 used[name] = v
     for var, levels in plan.levels.items():
         used[var] = pd.Categorical(used[var].astype(str).where(used[var].notna()), categories=levels)
@@ -293,10 +297,24 @@ def _level2_rules(spec: ModelSpec, stats: Pass1, group: str, level2_missing: str
         )
 
 
-def plan_of(spec: ModelSpec, first: pd.DataFrame, stats: Pass1, variables: list[str], source: str,
-            level2_missing: str) -> tuple[Plan, Design]:
-    """The structure (`Plan`) and the row-free Design from pass 1's statistics and the first chunk,
-    with the in-memory checks and their messages."""
+def first_rows(source: Source, plan: Plan, rows: int) -> pd.DataFrame:
+    """The first `rows` rows used, prepared (`prepare_chunk`), from as many chunks as hold them: the
+    rows an in-memory design chooses its coordinates from (`coordinates.SAMPLE_ROWS`)."""
+    parts: list[pd.DataFrame] = []
+    n = 0
+    for chunk in source.chunks():
+        used, _ = prepare_chunk(chunk, plan)
+        if len(used):
+            parts.append(used)
+            n += len(used)
+        if n >= rows:
+            break
+    return pd.concat(parts, ignore_index=True).iloc[:rows] if len(parts) > 1 else parts[0].iloc[:rows].reset_index(drop=True)
+
+
+def plan_of(spec: ModelSpec, source: Source, stats: Pass1, variables: list[str], level2_missing: str) -> tuple[Plan, Design]:
+    """The structure (`Plan`) and the row-free Design from pass 1's statistics and the first rows
+    used (`first_rows`), with the in-memory checks and their messages."""
     group = spec.groups[0]
     if stats.error is not None and not stats.facts.not_single:
         raise stats.error
@@ -320,7 +338,7 @@ def plan_of(spec: ModelSpec, first: pd.DataFrame, stats: Pass1, variables: list[
         n_units_used=J,
         units_dropped=tuple(str(u) for u in sorted(stats.ids_in - set(ids), key=str)),
         singleton_units=tuple(sorted(str(i) for i, c in zip(ids, counts) if c == 1)),
-        source=source,
+        source=source.description,
         notes=notes,
     )
     check_some_rows(report)
@@ -336,23 +354,18 @@ def plan_of(spec: ModelSpec, first: pd.DataFrame, stats: Pass1, variables: list[
             return varying_from_ranges(lo, hi, labels)
         return []
 
-    group_means = {v: s.reindex(ids).to_numpy(dtype=float) / counts for v, s in stats.sums.items()}
-    grand_means = {}
-    for d in spec.derived:  # the centring state, as `expressions.derived_state` makes it in memory
+    centring: dict[str, object] = {}
+    for d in spec.derived:  # the centring state from the units' sums, as in memory (`expressions.centring_state`)
         if stats.not_finite.get(d.name):
             raise not_finite_error(d, stats.not_finite[d.name])
         if d.kind == "group":
             check_within(d, not varying(d.variables[0]), group)
-        elif d.kind == "grand":
-            means = group_means.pop(d.name)
-            # over_units: the mean of the units' means (cgm() of a level-2 variable in level equations)
-            grand_means[d.name] = float(np.mean(means)) if d.over_units else float(np.sum(means * counts) / counts.sum())
+        if d.kind in ("group", "grand"):
+            centring[d.name] = centring_state(d, stats.sums[d.name].reindex(ids).to_numpy(dtype=float), counts)
     levels = {v: sorted(lv) for v, lv in stats.levels.items() if v != spec.outcome}
-    plan = Plan(spec, variables, group, ids, group_means, grand_means, levels)
+    plan = Plan(spec, variables, group, ids, centring, levels)
     # one formulaic spec for every chunk: made on a frame holding every level of each text variable
-    sample, _ = prepare_chunk(first, plan)
-    if len(sample) == 0:
-        raise DataError("The first chunk has no complete row; put complete rows first or use larger chunks.")
+    sample = first_rows(source, plan, SAMPLE_ROWS)
     x_mm = formulaic.model_matrix(spec.fixed_formula(), sample, na_action="raise", context={})
     plan.x_spec = x_mm.model_spec
     z_names: list[str] = []
@@ -378,13 +391,14 @@ def plan_of(spec: ModelSpec, first: pd.DataFrame, stats: Pass1, variables: list[
                 raise random_slope_error(name, group)
     coefficients = _classify(spec, x_mm.model_spec.structure, varying, tuple(z_names))
     check_outcome(np.array([float(stats.lo[spec.outcome].min()), float(stats.hi[spec.outcome].max())]), spec.outcome)
-    # the internal coordinates (`coordinates`) from the first chunk: any shift is exact
+    warn_outcome_kind(stats.outcome_kind, spec.outcome)
+    # the internal coordinates (`coordinates`) from the first rows used, as in memory: any shift is exact
     x_names = tuple(str(c) for c in x_mm.columns)
     coordinates, plan.affine = choose_coordinates(chunk_columns(sample, plan), x_names, tuple(z_names), spec.outcome, INTERCEPT, tuple(blocks))
     design = Design(
-        spec=spec, columns=None, codes=None, group=group, units=np.asarray(ids),
+        spec=spec, columns=None, codes=np.empty(0, dtype=np.intp), group=group, units=np.asarray(ids),
         x_names=x_names, z_names=tuple(z_names), blocks=tuple(blocks),
-        coefficients=coefficients, centering_means={**group_means, **grand_means}, data_report=report,
+        coefficients=coefficients, centering_means=dict(centring), data_report=report,
         x_model_spec=x_mm.model_spec, streamed=True, n_rows=stats.rows_used, levels=levels,
         coordinates=coordinates,
     )
@@ -417,7 +431,6 @@ def build_streamed(spec: ModelSpec, source: Source, level2_missing: str = "error
     source = source.reading(variables)
     declared = {v for expr in spec.level2 for v in spec.factor_variables(expr)}
     level2 = tuple(v for v in variables if v != group and v in declared)
-    first = None
     parts: list[Pass1] = []
 
     def one(chunk: pd.DataFrame) -> Pass1:
@@ -427,12 +440,9 @@ def build_streamed(spec: ModelSpec, source: Source, level2_missing: str = "error
         parts.append(st)
         if len(parts) >= 32:  # reduce now and then: the parts' memory stays bounded
             parts = [combine(parts)]
-    for chunk in source.chunks():
-        first = chunk
-        break
-    if first is None or not parts:
+    if not parts:
         raise DataError(f"{source.description} has no rows.")
-    plan, design = plan_of(spec, first, combine(parts), variables, source.description, level2_missing)
+    plan, design = plan_of(spec, source, combine(parts), variables, level2_missing)
     if isinstance(source, DaskSource):  # per partition on the workers, added on the client
         sums = list(source.each(lambda chunk: pass2(chunk, plan)))
         total = sums[0]

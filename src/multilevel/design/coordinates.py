@@ -36,7 +36,10 @@ import numpy as np
 
 from multilevel.errors import DataError
 
-#: rows sampled (evenly spread) to choose the shifts: any shift is exact, it only has to be near the mean
+#: the shifts are chosen from the first SAMPLE_ROWS rows used (all rows of smaller data): any shift
+#: is exact, it only has to be near the mean. The first rows, not a sample spread over all rows,
+#: because a stream (`chunked`) has them before its one pass, so that a streamed design and an
+#: in-memory one choose from the same rows (and refuse with the same numbers)
 SAMPLE_ROWS = 20_000
 
 #: a random slope's column (and the fixed-effect column of the same variable, so that the one
@@ -80,7 +83,7 @@ class Coordinates:
         """Z' = Z S_z: S_z = I - e_z0 m_z'."""
         q = 0 if self.z_shift is None else self.z_shift.size
         S = np.eye(q)
-        if not self.z_identity:
+        if self.z_shift is not None and self.z_intercept is not None and not self.z_identity:
             S[self.z_intercept, :] -= self.z_shift
             S[self.z_intercept, self.z_intercept] = 1.0
         return S
@@ -89,7 +92,7 @@ class Coordinates:
     def S_z_inv(self) -> np.ndarray:
         q = 0 if self.z_shift is None else self.z_shift.size
         T = np.eye(q)
-        if not self.z_identity:
+        if self.z_shift is not None and self.z_intercept is not None and not self.z_identity:
             T[self.z_intercept, :] += self.z_shift
             T[self.z_intercept, self.z_intercept] = 1.0
         return T
@@ -201,11 +204,11 @@ class Coordinates:
         return np.einsum("ab,jbc,cd->jad", T.T, s.C, T)
 
 
-def _sample(factors, idx: np.ndarray) -> np.ndarray:
-    """The product column at the sampled rows."""
-    out = np.ones(idx.size)
+def _sample(factors, rows: int) -> np.ndarray:
+    """The product column on the first `rows` rows."""
+    out = np.ones(rows)
     for f in factors:
-        out = out * np.asarray(f, dtype=float)[idx]
+        out = out * np.asarray(f[:rows], dtype=float)
     return out
 
 
@@ -216,13 +219,13 @@ def _key(factors) -> tuple[int, ...]:
 def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome: str, intercept_name: str = "Intercept",
            blocks: tuple[tuple[int, ...], ...] = ()):
     """(Coordinates, (affine, centres)) for `columns.Columns.with_affine` (module doc): each
-    fixed-effect column and the outcome shifted by their mean over an even sample of the rows
+    fixed-effect column and the outcome shifted by their mean over the first `SAMPLE_ROWS` rows
     (any shift is exact; it only has to be near the mean), an interaction with all its
     lower-order terms made of centred factors, and a random slope's column when it lies far from
     0, within a correlated term (`blocks`) with a random intercept. Refuses columns whose products
     would underflow or overflow."""
     n, q, p = columns.n, columns.q, columns.p
-    idx = np.arange(0, n, max(1, n // SAMPLE_ROWS), dtype=np.intp)  # evenly spread rows
+    rows = min(n, SAMPLE_ROWS)  # the first rows
     x_factors = columns.factors[q : q + p]
     z_factors = columns.factors[:q]
 
@@ -241,7 +244,7 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
         fs = z_factors[c]
         if not fs or c == z0:
             continue
-        v = _sample(fs, idx)
+        v = _sample(fs, rows)
         m, sd = float(v.mean()), float(v.std())
         _check_magnitude(name, float(np.max(np.abs(v), initial=0.0)), "random effect's column")
         block = next((b for b in blocks if c in b), ())
@@ -259,7 +262,7 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
 
         def mean_of(arr) -> float:
             if id(arr) not in base_mean:
-                base_mean[id(arr)] = float(_sample((arr,), idx).mean())
+                base_mean[id(arr)] = float(_sample((arr,), rows).mean())
             return base_mean[id(arr)]
 
         for c in range(p):
@@ -267,7 +270,7 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
                 continue
             fs = x_factors[c]
             key = _key(fs)
-            v = _sample(fs, idx)
+            v = _sample(fs, rows)
             m, sd = float(v.mean()), float(v.std())
             if key in shifted_keys:
                 shift[c] = col_shift[c] = shifted_keys[key]  # the same column as Z's: shared in the one pass
@@ -286,9 +289,9 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
                 for a in subsets:
                     coef = float(np.prod([-ms[i] for i in range(len(fs)) if i not in a]))
                     S[by_key[_key([fs[i] for i in a])] if a else i0, c] += coef
-                centred = np.ones(idx.size)
+                centred = np.ones(rows)
                 for f, mf in zip(fs, ms):
-                    centred = centred * (np.asarray(f, dtype=float)[idx] - mf)
+                    centred = centred * (np.asarray(f[:rows], dtype=float) - mf)
                 rest = float(centred.mean())  # and the centred product shifted by its own mean
                 S[i0, c] -= rest
                 shift[c], col_shift[c] = m, rest
@@ -297,15 +300,17 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
             S[i0, c] = -m
     for c, name in enumerate(x_names):
         if c != i0:
-            v = _sample(x_factors[c], idx) - shift[c]
+            v = _sample(x_factors[c], rows) - shift[c]
             _check_magnitude(name, float(np.max(np.abs(v), initial=0.0)), "predictor")
     products = any(any(centres[q + c]) for c in range(p))
-    y = _sample(columns.factors[-1], idx)
+    y = _sample(columns.factors[-1], rows)
     y_shift = float(y.mean()) if i0 is not None else 0.0
     _check_magnitude(outcome, float(np.max(np.abs(y - y_shift), initial=0.0)), "outcome")
     affine = [(float(m), 1.0) for m in z_shift] + [(float(m), 1.0) for m in col_shift] + [(y_shift, 1.0)]
-    z = (z_shift, z0) if np.any(z_shift) else (None, None)
-    return Coordinates(shift, y_shift, i0, *z, S_x=S if products else None), (tuple(affine), tuple(centres))
+    z_shifted = bool(np.any(z_shift))
+    coordinates = Coordinates(shift, y_shift, i0, z_shift=z_shift if z_shifted else None, z_intercept=z0 if z_shifted else None,
+                              S_x=S if products else None)
+    return coordinates, (tuple(affine), tuple(centres))
 
 
 def _check_magnitude(name: str, size: float, what: str) -> None:

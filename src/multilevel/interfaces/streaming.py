@@ -48,7 +48,7 @@ def dask_residuals(fit: Fit, ddf, level: int = 1):
     x_spec: Any = d.x_model_spec  # formulaic's ModelSpec of X
     # the structure of the fit (its centring state and levels), for the same preparation of the rows
     # as the fit's pass 2 (`chunked.prepare_chunk`)
-    plan = Plan(spec, variables, d.group, labels, {}, dict(d.centering_means), dict(d.levels))
+    plan = Plan(spec, variables, d.group, labels, dict(d.centering_means), dict(d.levels))
     plan.z_specs = [None] * len(spec.random)
 
     def one(part: pd.DataFrame) -> pd.DataFrame:

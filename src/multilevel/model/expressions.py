@@ -520,23 +520,36 @@ def _poly_values(x: np.ndarray, degree: int, alpha: np.ndarray, norm2: np.ndarra
 DerivedState = np.ndarray | float | tuple[float, float] | tuple[np.ndarray, np.ndarray] | None
 
 
-def derived_state(d: Derived, column: Callable[[str], np.ndarray], codes: np.ndarray, n_groups: int) -> DerivedState:
-    """What a stateful column needs from the rows used: unit means (cwc), the mean (cgm),
-    (mean, sd) (scale), R's (alpha, norm2) (orthogonal poly); None for the others."""
+def centring_state(d: Derived, sums: np.ndarray, counts: np.ndarray) -> np.ndarray | float:
+    """The centring state of cwc(x) or cgm(x) from x's per-unit sums S_j = sum_i x_ij and rows n_j
+    over the rows used (units in the order of their codes): written once for the in-memory design
+    (sums from one bincount, `derived_state`) and the streamed one (sums added up over the chunks).
+
+    cwc(x), HLM's group-mean centring: the unit means S_j / n_j;
+    cgm(x), HLM's grand-mean centring: the mean over the rows, sum_j S_j / sum_j n_j (lme4's x - mean(x));
+    cgm(x) of a level-2 variable in level equations: the mean over the units, each counted once,
+    sum_j (S_j / n_j) / J (HLM's grand mean of a level-2 predictor; x is constant within units,
+    checked in `builder._classify`, so S_j / n_j is its value; over the rows large units would weigh more).
+    """
+    if d.kind == "group":
+        return sums / counts
+    if d.over_units:
+        has = counts > 0
+        return float((sums[has] / counts[has]).mean())
+    return float(sums.sum() / counts.sum())
+
+
+def derived_state(d: Derived, column: Callable[[str], np.ndarray], codes: np.ndarray, n_groups: int,
+                  counts: np.ndarray | None = None) -> DerivedState:
+    """What a stateful column needs from the rows used: unit means (cwc) or the mean (cgm) by
+    `centring_state`, (mean, sd) (scale), R's (alpha, norm2) (orthogonal poly); None for the
+    others. `counts`: the rows of each unit (np.bincount(codes), made once for all columns)."""
     if not d.stateful:
         return None
     x = column(d.variables[0])
-    if d.kind == "group":
-        return np.bincount(codes, weights=x, minlength=n_groups) / np.bincount(codes, minlength=n_groups)
-    if d.kind == "grand":
-        if d.over_units:
-            # HLM: a level-2 predictor's grand mean is over the J units, each counted once
-            # (sum_j x_j / J); x is constant within units (checked in `design._classify`), so it
-            # is the mean of the units' means. Over the rows, large units would weigh more.
-            counts = np.bincount(codes, minlength=n_groups)
-            means = np.bincount(codes, weights=x, minlength=n_groups)[counts > 0] / counts[counts > 0]
-            return float(means.mean())
-        return float(x.mean())
+    if d.kind in ("group", "grand"):
+        n = np.bincount(codes, minlength=n_groups) if counts is None else counts
+        return centring_state(d, np.bincount(codes, weights=x, minlength=n_groups), n)
     if d.kind == "scale":
         sd = float(x.std(ddof=1)) if x.size > 1 else 0.0
         if not sd > 0:
