@@ -50,7 +50,7 @@ def main() -> None:
                     os.mkdir(cache, 0o700)
                     times.setdefault((s, name, "cold"), []).append(timed(code, s, cache))
                     times.setdefault((s, name, "warm"), []).append(timed(code, s, cache))
-    print(f"| source | case | cold cache: first fit (s) | warm cache: new process (s) |\n|---|---|---|---|")
+    print("| source | case | cold cache: first fit (s) | warm cache: new process (s) |\n|---|---|---|---|")
     for s in srcs:
         for name in cases:
             cold, warm = (statistics.median(times[(s, name, c)]) for c in ("cold", "warm"))
