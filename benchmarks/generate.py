@@ -18,6 +18,16 @@ The data are made group by group in chunks of about a million rows and written a
 (one Parquet row group per chunk), so memory stays bounded whatever the size (1e8 rows included).
 Each chunk has its own random stream, spawned from the seed: the same seed and size give the
 same file, byte for byte.
+
+Issue 13's data (`users_table`, `ensure_users`; `--users`): the model users meet,
+
+    y ~ x1*w1 + x2 + w2 + (1 + x1 | g)      (and, with a 20-level text predictor, ... + f)
+
+with the same group sizes (25..75), written four ways per size: integer ids (0..J-1) or text ids
+("S0000123"), rows sorted by group or shuffled (one seeded permutation), to
+benchmarks/data/users_<n>_<ids>_<order>.parquet (CSV copies on demand, `csv_copy_of`). Columns
+g (int64 or text), y, x1, w1, x2, w2 (float64), f (text, levels L01..L20). The same rows in all
+four files, so every fit of the same model gives the same estimates.
 """
 from __future__ import annotations
 
@@ -137,6 +147,120 @@ def generate(n: int, seed: int = SEED, path: Path | None = None, csv: bool = Fal
     return path
 
 
+USERS_TRUTH = {
+    "beta": {"Intercept": 10.0, "x1": 2.0, "w1": 1.0, "x1:w1": 0.5, "x2": 0.8, "w2": -0.6},
+    "tau": [[1.0, 0.3], [0.3, 0.25]],
+    "sigma2": 4.0,
+}
+LEVELS = tuple(f"L{k:02d}" for k in range(1, 21))  # the factor f's levels (L01 is the reference)
+LEVEL_EFFECTS = tuple(0.1 * (k - 10) for k in range(20))  # each level's effect on y
+ID_KINDS = ("int", "text")
+ORDERS = ("shuffled", "sorted")
+
+
+def users_path(n: int, ids: str, order: str, suffix: str = "parquet") -> Path:
+    return DATA_DIR / f"users_{size_label(n)}_{ids}_{order}.{suffix}"
+
+
+def text_ids(codes: np.ndarray, n_groups: int):
+    """Text ids "S0000000".. for the codes 0..J-1, as a pyarrow string array (labels made once per
+    group, then taken per row: cheap at 10^7 rows)."""
+    import pyarrow as pa
+
+    labels = pa.array([f"S{j:07d}" for j in range(n_groups)], pa.string())
+    return labels.take(pa.array(codes))
+
+
+def users_table(n: int, ids: str = "int", order: str = "shuffled", seed: int = SEED):
+    """The n rows of issue 13's model as a pyarrow Table (module doc). The same seed and n give
+    the same rows whatever `ids` and `order`; "shuffled" applies one seeded permutation."""
+    import pyarrow as pa
+
+    if ids not in ID_KINDS or order not in ORDERS:
+        raise ValueError(f"ids in {ID_KINDS}, order in {ORDERS}; not {ids!r}, {order!r}")
+    ss = np.random.SeedSequence([seed, n, 13])
+    rng_sizes, rng_data, rng_perm = (np.random.default_rng(s) for s in ss.spawn(3))
+    sizes = group_sizes(n, rng_sizes)
+    J = len(sizes)
+    g = np.repeat(np.arange(J), sizes)
+    w1, w2 = rng_data.standard_normal(J), rng_data.standard_normal(J)
+    x_mean = 0.5 * rng_data.standard_normal(J)
+    u = rng_data.standard_normal((J, 2)) @ np.linalg.cholesky(np.asarray(USERS_TRUTH["tau"])).T
+    x1 = x_mean[g] + rng_data.standard_normal(n)
+    x2 = rng_data.standard_normal(n)
+    f = rng_data.integers(0, len(LEVELS), size=n)
+    b = USERS_TRUTH["beta"]
+    w1r, w2r = w1[g], w2[g]
+    y = (b["Intercept"] + b["x1"] * x1 + b["w1"] * w1r + b["x1:w1"] * x1 * w1r + b["x2"] * x2 + b["w2"] * w2r
+         + np.asarray(LEVEL_EFFECTS)[f] + u[g, 0] + u[g, 1] * x1
+         + np.sqrt(USERS_TRUTH["sigma2"]) * rng_data.standard_normal(n))
+    if order == "shuffled":
+        perm = rng_perm.permutation(n)
+        g, x1, w1r, x2, w2r, f, y = (a[perm] for a in (g, x1, w1r, x2, w2r, f, y))
+    gcol = pa.array(g.astype(np.int64)) if ids == "int" else text_ids(g, J)
+    fcol = pa.array(list(LEVELS), pa.string()).take(pa.array(f))
+    return pa.table({"g": gcol, "y": pa.array(y), "x1": pa.array(x1), "w1": pa.array(w1r),
+                     "x2": pa.array(x2), "w2": pa.array(w2r), "f": fcol})
+
+
+def write_users(n: int, seed: int = SEED, kinds=None) -> list[Path]:
+    """Write the (ids, order) files of n rows (default: all four), one Parquet row group per
+    CHUNK_ROWS rows. The rows are made once in memory (10^7 rows: about 1 GB while writing)."""
+    import pyarrow.parquet as pq
+
+    kinds = kinds or [(i, o) for i in ID_KINDS for o in ORDERS]
+    out = []
+    for order in ORDERS:
+        if not any(o == order for _, o in kinds):
+            continue
+        base = users_table(n, "int", order, seed)
+        for ids in ID_KINDS:
+            if (ids, order) not in kinds:
+                continue
+            table = base
+            if ids == "text":
+                J = int(pa_max(base.column("g"))) + 1
+                table = base.set_column(0, "g", text_ids(base.column("g").to_numpy(), J))
+            path = users_path(n, ids, order)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".parquet.tmp")
+            pq.write_table(table, tmp, row_group_size=CHUNK_ROWS, compression="snappy")
+            tmp.replace(path)
+            out.append(path)
+    return out
+
+
+def pa_max(column) -> int:
+    import pyarrow.compute as pc
+
+    return int(pc.max(column).as_py())
+
+
+def ensure_users(n: int, ids: str, order: str, seed: int = SEED) -> Path:
+    """The users_<n>_<ids>_<order>.parquet file, written if missing."""
+    path = users_path(n, ids, order)
+    if not path.exists():
+        write_users(n, seed, [(ids, order)])
+    return path
+
+
+def csv_copy_of(src: Path) -> Path:
+    """The CSV copy next to a Parquet file (written if missing or older), row group by row group."""
+    import pyarrow.parquet as pq
+
+    src = Path(src)
+    dst = src.with_suffix(".csv")
+    if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
+        return dst
+    tmp = dst.with_suffix(".csv.tmp")
+    pf = pq.ParquetFile(src)
+    with open(tmp, "wb") as fh:
+        for i in range(pf.num_row_groups):
+            _write_csv(pf.read_row_group(i), fh, header=(i == 0))
+    tmp.replace(dst)
+    return dst
+
+
 def _write_csv(table, f, header: bool) -> None:
     """Full-precision CSV (R reads it back to the same doubles: 17 significant digits)."""
     import pyarrow.csv as pc
@@ -176,7 +300,18 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument("--csv", action="store_true", help="also write a CSV copy (R without the arrow package)")
     ap.add_argument("--force", action="store_true", help="regenerate existing files")
+    ap.add_argument("--users", action="store_true",
+                    help="write issue 13's files instead (users_<n>_{int,text}_{shuffled,sorted}.parquet)")
     args = ap.parse_args()
+    if args.users:
+        for n in (parse_size(s) for s in args.sizes.split(",")):
+            kinds = [(i, o) for i in ID_KINDS for o in ORDERS
+                     if args.force or args.seed != SEED or not users_path(n, i, o).exists()]
+            for path in write_users(n, args.seed, kinds) if kinds else []:
+                print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB)")
+                if args.csv:
+                    csv_copy_of(path)
+        return
     for n in (parse_size(s) for s in args.sizes.split(",")):
         path = path_for(n)
         if path.exists() and not args.force and args.seed == SEED:
