@@ -170,7 +170,7 @@ def _layout(coefs: dict[str, float], tau, sigma2, remlcrit, converged, model: st
     out = dict(coefs=coefs, tau=[[float(v) for v in row] for row in tau], sigma2=float(sigma2),
                remlcrit=None if remlcrit is None else float(remlcrit), converged=bool(converged))
     if model == "old":
-        out["beta"] = [coefs[c] for c in COEFS]
+        out["beta"] = [coefs[canonical_name(c)] for c in COEFS]
     return out
 
 

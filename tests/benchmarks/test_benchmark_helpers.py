@@ -80,3 +80,11 @@ def test_lme4_is_given_the_model_and_the_id_class(tmp_path):
     cmd = peers.command("lme4", path, model="factor")
     assert cmd[2].endswith(".csv") and cmd[3] == peers.MODELS["factor"].formula and cmd[4:] == ["character", "x1"]
     assert peers.command("lme4", path)[3:] == []  # the old model: the old command line
+
+
+def test_the_old_model_keeps_run_pys_layout():
+    """run.py reads `beta` as [Intercept, x, w, x:w]; the canonical names sort the interaction."""
+    coefs = peers.canonical({"(Intercept)": 1.0, "x": 2.0, "w": 3.0, "x:w": 4.0})
+    out = peers._layout(coefs, [[1.0, 0.0], [0.0, 1.0]], 4.0, None, True, "old")
+    assert out["beta"] == [1.0, 2.0, 3.0, 4.0]
+    assert "beta" not in peers._layout(coefs, [[1.0, 0.0], [0.0, 1.0]], 4.0, None, True, "users")
