@@ -96,9 +96,12 @@ def wall(cmd: list[str], env: dict[str, str] | None = None) -> float:
         return float(out.read().strip().splitlines()[-1])
 
 
-def measure(srcs: list[str], peers: list[str], repeat: int, only: list[str] | None = None) -> dict:
+def measure(srcs: list[str], peers: list[str], repeat: int, only: list[str] | None = None,
+            install_step: str | None = None) -> dict:
     """{case: {column: [seconds per run]}}; columns "ours <src> cold", "ours <src> warm" and the
-    peers'. The runs are interleaved (run r of every column, then run r + 1)."""
+    peers'. The runs are interleaved (run r of every column, then run r + 1). install_step: a
+    shell command run (untimed) with the new cache folder before the cold run, for a package
+    whose install does work ahead of the first fit (e.g. compiles into its cache)."""
     table = {name: spec for name, spec in cases().items() if not only or name in only}
     have_r = shutil.which("Rscript") is not None
     times: dict[str, dict[str, list[float]]] = {name: {} for name in table}
@@ -110,6 +113,8 @@ def measure(srcs: list[str], peers: list[str], repeat: int, only: list[str] | No
                     cache = os.path.join(tmp, f"cache-{r}-{i}-{len(times[name])}-{abs(hash(name))}")
                     os.mkdir(cache, 0o700)
                     env = {**os.environ, "PYTHONPATH": src, "MULTILEVEL_CACHE_DIR": cache}
+                    if install_step:
+                        subprocess.run(install_step, shell=True, env=env, check=True, stdout=subprocess.DEVNULL)
                     cmd = [sys.executable, "-c", str(spec["ours"])]
                     times[name].setdefault(f"ours {src} cold", []).append(wall(cmd, env))
                     times[name].setdefault(f"ours {src} warm", []).append(wall(cmd, env))
@@ -149,10 +154,12 @@ def main() -> None:
     ap.add_argument("--src", action="append", help="a source tree (the folder holding multilevel/); repeatable")
     ap.add_argument("--peers", default=",".join(PEERS), help="comma-separated, from %(default)s")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--install-step", help="a shell command run untimed with the empty cache before the cold run "
+                    "(what an install does ahead of the first fit, if anything)")
     args = ap.parse_args()
     srcs = args.src or [str(HERE.parent / "src")]
     peers = [p.strip() for p in args.peers.split(",") if p.strip()]
-    print(render(measure(srcs, peers, args.repeat), srcs, peers, args.repeat))
+    print(render(measure(srcs, peers, args.repeat, install_step=args.install_step), srcs, peers, args.repeat))
 
 
 if __name__ == "__main__":

@@ -331,6 +331,8 @@ def main() -> None:
     ap.add_argument("--cases", default=",".join(ALL_CASES), help="comma-separated, from %(default)s")
     ap.add_argument("--repeat", type=int, default=3, help="runs per peer, case and size (default %(default)s)")
     ap.add_argument("--first-repeat", type=int, default=3, help="runs of each first-fit measurement (default %(default)s)")
+    ap.add_argument("--install-step", help="first fit: a shell command run untimed with the empty cache before the "
+                    "cold run (first_fit.py)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds before one run is stopped (default %(default)s)")
     ap.add_argument("--no-skip", action="store_true", help="run every peer and case at every size (module doc)")
     ap.add_argument("--out", type=Path, help="also write the markdown report to this file")
@@ -366,7 +368,8 @@ def main() -> None:
     first_times, first = None, None
     if "first" in cases:
         fpeers = [p for p in wanted if p in first_fit.PEERS]
-        first_times = first_fit.measure([str(HERE.parent / "src")], fpeers, args.first_repeat)
+        first_times = first_fit.measure([str(HERE.parent / "src")], fpeers, args.first_repeat,
+                                        install_step=args.install_step)
         first = first_fit.render(first_times, [str(HERE.parent / "src")], fpeers, args.first_repeat)
         if "PYTHONPATH" not in os.environ:
             first += "\n(ours: the source tree next to benchmarks/.)"
