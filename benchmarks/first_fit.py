@@ -143,6 +143,14 @@ def render(times: dict, srcs: list[str], peers: list[str], repeat: int) -> str:
                               "–" if m is None or not ours_m else f"{m / ours_m:.2f}"]
                 lines.append(f"| {name} | {where} | {'–' if ours_m is None else f'{ours_m:.2f}'} | "
                              + " | ".join(cells) + " |")
+    hsb = times.get("HSB model 4", {})
+    for src in srcs:
+        cold, warm = hsb.get(f"ours {src} cold"), hsb.get(f"ours {src} warm")
+        if cold and warm:
+            c, w = statistics.median(cold), statistics.median(warm)
+            lines += ["", f"Acceptance{'' if len(srcs) == 1 else f' ({src})'}: HSB model 4, the first fit with an empty cache "
+                      f"{c:.2f} s (target under 2 s: {'met' if c < 2 else '**not met**'}), a new process with a warm "
+                      f"cache {w:.2f} s (target under 1 s: {'met' if w < 1 else '**not met**'})."]
     timer = "/usr/bin/time -f %e" if os.path.exists(TIME) else "the clock around the process (no /usr/bin/time)"
     lines += ["", f"Wall seconds of a new process ({timer}), median of {repeat} runs; ratios peer / ours "
               "(above 1: ours is faster). The peers keep no compile cache: their columns are the same in both rows."]

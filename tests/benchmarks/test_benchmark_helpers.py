@@ -88,3 +88,13 @@ def test_the_old_model_keeps_run_pys_layout():
     out = peers._layout(coefs, [[1.0, 0.0], [0.0, 1.0]], 4.0, None, True, "old")
     assert out["beta"] == [1.0, 2.0, 3.0, 4.0]
     assert "beta" not in peers._layout(coefs, [[1.0, 0.0], [0.0, 1.0]], 4.0, None, True, "users")
+
+
+def test_the_first_fit_table_states_the_acceptance():
+    import first_fit
+
+    times = {"HSB model 4": {"ours s cold": [1.5, 1.9, 3.0], "ours s warm": [1.2, 1.1, 0.9], "glmm": [0.3, 0.4, 0.5]}}
+    text = first_fit.render(times, ["s"], ["ours", "glmm"], 3)
+    assert "| HSB model 4 | empty (first fit of a fresh install) | 1.90 | 0.40 | 0.21 |" in text
+    assert "empty cache 1.90 s (target under 2 s: met)" in text
+    assert "warm cache 1.10 s (target under 1 s: **not met**)" in text
