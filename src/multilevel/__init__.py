@@ -11,8 +11,9 @@ import importlib
 
 TYPE_CHECKING = False  # (not typing.TYPE_CHECKING: importing typing alone costs more than the rest)
 
-# Names are loaded on first use (PEP 562), so `import multilevel` costs milliseconds; pandas, scipy
-# and formulaic load with the first `ml.fit`, numba with its first compiled loop.
+# Names are loaded on first use (PEP 562), so `import multilevel` costs milliseconds; pandas loads
+# with the first `ml.fit`, numba with its first compiled loop, formulaic and scipy's statistics only
+# when a fit needs them (tests/interfaces/test_imports.py).
 _WHERE = {
     "datasets": None,
     "fit": "interfaces.api", "fit_levels": "interfaces.api", "fit_spec": "interfaces.api", "levels": "interfaces.api",

@@ -3,8 +3,9 @@
 This is the only stage that sees a DataFrame. It checks the input (columns, types, groups,
 constancy of level-2 predictors), drops rows with missing values listwise and reports it, centres
 variables, and describes the columns of X and Z (`columns.Columns`): as products of the data's own
-numeric arrays where every term is such a product (formulaic decides the terms, their order and
-names on three stand-in rows), else as formulaic's matrices. It classifies every fixed-effect
+numeric arrays where every term is such a product (formulaic's terms, order and names: from
+`model.terms` for a formula of column names, else from formulaic on three stand-in rows), else as
+formulaic's matrices. It classifies every fixed-effect
 column into HLM's (level-1 coefficient, level-2 predictor) pair. The one pass over the rows
 (`Design.summaries`) and the collinearity check on X'X (`check_rank`) follow it.
 """
@@ -14,7 +15,6 @@ import dataclasses
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
-import formulaic
 import numpy as np
 import pandas as pd
 
@@ -39,6 +39,7 @@ from multilevel.errors import DataError, SpecificationError, close_matches, plai
 from multilevel.model.expressions import Derived, derived_state, derived_values
 from multilevel.model.level_equations import HLM_RANDOM_NAME, hlm_random_name_message
 from multilevel.model.spec import Centering, ModelSpec, term_factors
+from multilevel.model.terms import numeric_spec
 from multilevel.numerics.rowpass import group_ranges, kernel
 
 INTERCEPT = "Intercept"
@@ -178,7 +179,14 @@ def _no_rows(what: str) -> SpecificationError:
 def _variables(expr: str) -> frozenset[str]:
     """The columns formulaic looks up for a formulaic right-hand side (`ModelSpec.fixed_formula`):
     data columns and derived columns by name. (The data columns of a term: `ModelSpec.term_variables`.)"""
-    return frozenset(formulaic.Formula(expr).required_variables) if expr != "1" else frozenset()
+    if expr == "1":
+        return frozenset()
+    simple = numeric_spec(expr)
+    if simple is not None:
+        return frozenset(simple.variables)
+    import formulaic  # here, not at import: only what `terms` cannot read needs it
+
+    return frozenset(formulaic.Formula(expr).required_variables)
 
 
 def _term_factors(term: str) -> tuple[str, ...]:
@@ -420,6 +428,8 @@ def varying_from_ranges(lo: np.ndarray, hi: np.ndarray, labels) -> list[str]:
 def _model_matrix(rhs: str, data: pd.DataFrame, what: str) -> pd.DataFrame:
     # rhs holds only backticked look-ups and C(x) (`expressions`); an empty context keeps formulaic
     # from reaching this module's names
+    import formulaic  # here, not at import: a model of numeric columns does not need it (`terms`)
+
     try:
         mm = formulaic.model_matrix(rhs, data, na_action="raise", context={})
     except Exception as exc:
@@ -818,6 +828,11 @@ def _numeric_columns(rhs: str, frame: pd.DataFrame, column=None, derived: dict |
 
 @lru_cache(maxsize=256)
 def _numeric_structure(rhs: str, variables: tuple[str, ...]):
+    simple = numeric_spec(rhs, INTERCEPT)
+    if simple is not None:  # column look-ups only: formulaic's structure without formulaic (`terms`)
+        return tuple((e.columns[0], _term_factors(e.term)) for e in simple.structure), simple
+    import formulaic
+
     # formulaic decides the terms, their order and names, on three rows of stand-in numbers
     dummy = pd.DataFrame({v: np.arange(1.0, 4.0) * (i + 2) for i, v in enumerate(variables)})
     try:

@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import formulaic
 import numpy as np
 import pandas as pd
 
@@ -364,6 +363,8 @@ def plan_of(spec: ModelSpec, source: Source, stats: Pass1, variables: list[str],
             centring[d.name] = centring_state(d, stats.sums[d.name].reindex(ids).to_numpy(dtype=float), counts)
     levels = {v: sorted(lv) for v, lv in stats.levels.items() if v != spec.outcome}
     plan = Plan(spec, variables, group, ids, centring, levels)
+    import formulaic  # here, not at import: an in-memory fit of numeric columns does not need it
+
     # one formulaic spec for every chunk: made on a frame holding every level of each text variable
     sample = first_rows(source, plan, SAMPLE_ROWS)
     x_mm = formulaic.model_matrix(spec.fixed_formula(), sample, na_action="raise", context={})

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import scipy.stats
 
 from multilevel.display import ShownAsTables
 from multilevel.errors import SpecificationError
+from multilevel.inference import distributions as dist
 
 if TYPE_CHECKING:
     from multilevel.results.estimates import Estimates
@@ -296,7 +296,7 @@ def effect_sizes(fit: Estimates, tab: pd.DataFrame, level: float = 0.95) -> Effe
     fixed = pd.DataFrame({"t": tab["t"], "df": tab["df"], "d": dd, "r": rr})
 
     # plausible-value ranges of the random coefficients, at the mean of the level-2 predictors
-    zc = scipy.stats.norm.ppf(0.5 + level / 2)
+    zc = dist.norm_ppf(0.5 + level / 2)
     pv = {}
     for c in d.coefficients:
         if not c.random:

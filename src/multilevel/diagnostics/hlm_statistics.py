@@ -11,10 +11,10 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
-import scipy.stats
 
 from multilevel.design.builder import Coefficient
 from multilevel.design.summaries import GroupSummaries
+from multilevel.inference import distributions as dist
 from multilevel.results.estimates import Estimates
 
 
@@ -115,7 +115,7 @@ class HLMStatistics:
         chi, df = chi_square(self.unit_ols, d.coefficients, d.z_names)
         var = np.diag(self.est.tau.to_numpy())
         tab = pd.DataFrame(
-            {"sd": np.sqrt(var), "variance": var, "df": df, "chisq": chi, "p": scipy.stats.chi2.sf(chi, df)},
+            {"sd": np.sqrt(var), "variance": var, "df": df, "chisq": chi, "p": dist.chi2_sf(chi, df)},
             index=list(d.z_names),
         )
         resid = pd.DataFrame({"sd": [np.sqrt(s2)], "variance": [s2], "df": [np.nan], "chisq": [np.nan], "p": [np.nan]}, index=["level-1"])

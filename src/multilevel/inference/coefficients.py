@@ -25,11 +25,11 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
-import scipy.stats
 
 from multilevel.design.builder import INTERCEPT, Coefficient
 from multilevel.display import ShownAsTables
 from multilevel.errors import SpecificationError
+from multilevel.inference import distributions as dist
 
 SE_METHODS = ("model", "CR0", "CR1", "CR2")
 DF_METHODS = ("hlm", "residual", "between-within", "satterthwaite", "kenward-roger", "bell-mccaffrey", "infinite")
@@ -169,8 +169,8 @@ def t_table(inf, L: np.ndarray, rhs: np.ndarray, labels, df: str, se: str, level
     est = diff + rhs  # L gamma in the data's coordinates (internal_contrast moves the shift into rhs_i)
     s = np.sqrt(np.einsum("ka,ab,kb->k", Li, V, Li))
     t = diff / s
-    p = 2 * scipy.stats.t.sf(np.abs(t), d)
-    crit = scipy.stats.t.ppf(0.5 + level / 2, d)
+    p = 2 * dist.t_sf(np.abs(t), d)
+    crit = dist.t_ppf(0.5 + level / 2, d)
     cols = {"estimate": est}
     if show_rhs or (show_rhs is None and np.any(rhs != 0)):
         cols["rhs"] = rhs.copy()
@@ -180,7 +180,7 @@ def t_table(inf, L: np.ndarray, rhs: np.ndarray, labels, df: str, se: str, level
 
 def _f_sf(F: float, q: int, den: float) -> float:
     # F(q, inf) is chi-square(q)/q; scipy's F distribution gives nan there.
-    return float(scipy.stats.chi2.sf(F * q, q) if np.isinf(den) else scipy.stats.f.sf(F, q, den))
+    return float(dist.chi2_sf(F * q, q) if np.isinf(den) else dist.f_sf(F, q, den))
 
 
 class OneRowTable:
@@ -253,7 +253,7 @@ def hypothesis_test(inf, L: np.ndarray, rhs: np.ndarray, labels, df: str, se: st
         den = np.inf if df == "infinite" else min(combination_df(inf, row, df, se) for row in given[0])
     table = pd.DataFrame(
         {
-            "chisq": [chisq], "chisq_df": [float(q)], "chisq_p": [float(scipy.stats.chi2.sf(chisq, q))],
+            "chisq": [chisq], "chisq_df": [float(q)], "chisq_p": [float(dist.chi2_sf(chisq, q))],
             "F": [F], "num_df": [float(q)], "den_df": [float(den)], "F_p": [_f_sf(F, q, den)],
         }
     )

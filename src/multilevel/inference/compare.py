@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.stats
 
 from multilevel.errors import SpecificationError
+from multilevel.inference import distributions as dist
 from multilevel.results.estimates import Estimates, estimates_of
 
 CONVENTIONS = ("hlm", "lme4")
@@ -80,8 +80,8 @@ def _blank_nan(pattern: str):
 
 def mixture_p(chisq: float, k: int) -> float:
     """0.5 P(chi2_k > chisq) + 0.5 P(chi2_(k-1) > chisq), chi2_0 a point mass at 0."""
-    lower = float(scipy.stats.chi2.sf(chisq, k - 1)) if k > 1 else float(chisq <= 0)
-    return 0.5 * float(scipy.stats.chi2.sf(chisq, k)) + 0.5 * lower
+    lower = float(dist.chi2_sf(chisq, k - 1)) if k > 1 else float(chisq <= 0)
+    return 0.5 * float(dist.chi2_sf(chisq, k)) + 0.5 * lower
 
 
 def _same_data(a, b) -> bool:
@@ -249,7 +249,7 @@ def compare(*models, refit: str | None = None, labels: list[str] | None = None, 
         chisq = rows[i - 1]["deviance"] - rows[i]["deviance"]
         df = rows[i]["n_params"] - rows[i - 1]["n_params"]
         rows[i]["chisq"], rows[i]["df"] = chisq, df
-        rows[i]["p"] = float(scipy.stats.chi2.sf(chisq, df)) if df > 0 else np.nan
+        rows[i]["p"] = float(dist.chi2_sf(chisq, df)) if df > 0 else np.nan
         negative = df > 0 and chisq < -1e-6 * max(1.0, abs(rows[i]["deviance"]))
         if negative:
             # the larger model fits worse: not nested, or one fit did not reach its optimum; a

@@ -29,8 +29,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import scipy.optimize
-import scipy.stats
 
 from multilevel.design.columns import Columns
 from multilevel.design.coordinates import Coordinates
@@ -40,6 +38,7 @@ from multilevel.engine.covariance import LambdaTemplate
 from multilevel.engine.objective import deviance, solve_at
 from multilevel.engine.optimizer import optimize_theta
 from multilevel.errors import MultilevelWarning, SpecificationError, close_matches
+from multilevel.inference import distributions as dist
 from multilevel.parallel import default_jobs
 
 
@@ -106,7 +105,7 @@ def _deviance_at_phi(fit, scale: VarianceScale, phi: np.ndarray) -> float:
 def wald(inf, level: float = 0.95) -> pd.DataFrame:
     """Wald intervals (module doc) from the fit's `inference.view.Inference`."""
     fit = inf.est
-    z = scipy.stats.norm.ppf(0.5 + level / 2)
+    z = dist.norm_ppf(0.5 + level / 2)
     fx = inf.coef_table(df="infinite", level=level)
     if fit.weighted:  # the observed information of a pseudo-likelihood does not give variances
         return _frame({n: (e, lo, hi) for n, e, lo, hi in zip(fx.index, fx["estimate"], fx["ci_low"], fx["ci_high"])}, level)
@@ -164,6 +163,8 @@ def _frame(rows: dict, level: float) -> pd.DataFrame:
 
 # ----- profile -----------------------------------------------------------------------------
 def _profile_vc(fit, scale: VarianceScale, k: int, target: float, dmin: float, phi_hat: np.ndarray, level_crit: float):
+    from scipy import optimize  # here, not at import: it costs a quarter of a second, more than a small fit
+
     bounds = scale.bounds()
     others = [i for i in range(len(phi_hat)) if i != k]
     start = {"x": phi_hat[others].copy()}
@@ -175,8 +176,8 @@ def _profile_vc(fit, scale: VarianceScale, k: int, target: float, dmin: float, p
             phi[k] = v
             return _deviance_at_phi(fit, scale, phi)
 
-        res = scipy.optimize.minimize(obj, start["x"], method="L-BFGS-B", bounds=[bounds[i] for i in others],
-                                      options={"ftol": 1e-14, "gtol": 1e-9, "maxiter": 500})
+        res = optimize.minimize(obj, start["x"], method="L-BFGS-B", bounds=[bounds[i] for i in others],
+                                options={"ftol": 1e-14, "gtol": 1e-9, "maxiter": 500})
         if np.isfinite(res.fun):
             start["x"] = res.x
         return res.fun - dmin - level_crit
@@ -191,6 +192,8 @@ def _search(g, est: float, step: float, lo_lim: float, hi_lim: float, direction:
     is halved back towards the last point computed; a bound not located is NaN, with the reason."""
     if (direction < 0 and est <= lo_lim) or (direction > 0 and est >= hi_lim):
         return float(est), ""  # the estimate is on the boundary: so is this bound
+    from scipy import optimize  # here, not at import (`_profile_vc`)
+
     a = est
     for _ in range(200):
         b = min(max(a + direction * step, lo_lim), hi_lim)
@@ -203,7 +206,7 @@ def _search(g, est: float, step: float, lo_lim: float, hi_lim: float, direction:
         if np.isfinite(gb) and gb > 0:
             lo, hi = sorted((a, b))
             try:
-                return float(scipy.optimize.brentq(g, lo, hi, xtol=1e-10, rtol=1e-10)), ""
+                return float(optimize.brentq(g, lo, hi, xtol=1e-10, rtol=1e-10)), ""
             except (ValueError, RuntimeError):
                 return np.nan, (f"the profile is not monotone between {lo:.6g} and {hi:.6g} (the deviance could not "
                                 "be minimised reliably over the other parameters there)")
@@ -249,7 +252,7 @@ def profile(inf, level: float = 0.95, which: str = "all") -> pd.DataFrame:
 
 def _profile(inf, level: float, which: str) -> pd.DataFrame:
     fit = inf.est
-    crit = float(scipy.stats.chi2.ppf(level, 1))
+    crit = float(dist.chi2_ppf(level, 1))
     rows: dict[str, tuple[float, float, float]] = {}
     notes: list[str] = []
 

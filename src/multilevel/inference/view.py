@@ -12,10 +12,10 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
-import scipy.stats
 
 from multilevel.errors import SpecificationError
 from multilevel.inference import coefficients as inference
+from multilevel.inference import distributions as dist
 from multilevel.inference import intervals
 from multilevel.inference.coefficients import HypothesisTest, check_level, hlm_fixed_df
 from multilevel.inference.contrasts import parse_contrasts
@@ -93,7 +93,7 @@ class Inference:
         est = self.est.beta.to_numpy()
         t = est / se
         df = self.hlm_df.to_numpy()
-        p = 2 * scipy.stats.t.sf(np.abs(t), df)
+        p = 2 * dist.t_sf(np.abs(t), df)
         return pd.DataFrame({"estimate": est, "se": se, "df": df, "t": t, "p": p}, index=list(self.est.design.x_names))
 
     @cached_property

@@ -45,11 +45,11 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
-import scipy.stats
 
 from multilevel.display import ShownAsTables
 from multilevel.errors import SpecificationError
 from multilevel.inference import coefficients as inference
+from multilevel.inference import distributions as dist
 from multilevel.inference.coefficients import OneRowTable
 from multilevel.interfaces.fit import Fit
 
@@ -245,8 +245,8 @@ class PooledFit(ShownAsTables):
         se = np.sqrt(r["t"])
         t = r["qbar"] / se
         df = r["df"]
-        p = 2 * scipy.stats.t.sf(np.abs(t), df)
-        crit = scipy.stats.t.ppf(0.5 + self.level / 2, df)
+        p = 2 * dist.t_sf(np.abs(t), df)
+        crit = dist.t_ppf(0.5 + self.level / 2, df)
         return pd.DataFrame(
             {
                 "estimate": r["qbar"], "se": se, "df": df, "t": t, "p": p,
@@ -382,16 +382,16 @@ class PooledFit(ShownAsTables):
         df_com = float(np.mean([f.test(L, r, df=self.df_method, se=self.se_method).den_df for f in self.fits]))
         den_lrr = d1_df_lrr(r1, k, m)
         den = d1_df_reiter(r1, k, m, df_com) if np.isfinite(df_com) and k * (m - 1) > 4 else den_lrr
-        p = float(scipy.stats.chi2.sf(F * k, k) if np.isinf(den) else scipy.stats.f.sf(F, k, den))
+        p = float(dist.chi2_sf(F * k, k) if np.isinf(den) else dist.f_sf(F, k, den))
         table = pd.DataFrame({"F": [F], "num_df": [float(k)], "den_df": [den], "p": [p], "riv": [r1],
                               "den_df_lrr": [den_lrr], "df_com": [df_com]})
         est = rubin_scalar(qs, np.einsum("ikk->ik", us), _row_df_com(self, L))
         se = np.sqrt(est["t"])
         tt = est["qbar"] / se
-        crit = scipy.stats.t.ppf(0.5 + self.level / 2, est["df"])
+        crit = dist.t_ppf(0.5 + self.level / 2, est["df"])
         value = est["qbar"] + r  # L Qbar: the estimate; rhs the hypothesised value, beside it
         estimates = pd.DataFrame(
-            {"estimate": value, "rhs": r.copy(), "se": se, "df": est["df"], "t": tt, "p": 2 * scipy.stats.t.sf(np.abs(tt), est["df"]),
+            {"estimate": value, "rhs": r.copy(), "se": se, "df": est["df"], "t": tt, "p": 2 * dist.t_sf(np.abs(tt), est["df"]),
              "ci_low": value - crit * se, "ci_high": value + crit * se, "riv": est["riv"], "fmi": est["fmi"]},
             index=pd.Index(labels, name="contrast"),
         )

@@ -19,11 +19,10 @@ import re
 from functools import lru_cache
 from itertools import pairwise
 
-import formulaic
-
 from multilevel.errors import SpecificationError, plain_message
 from multilevel.model.expressions import ALLOWED, Derived, column_name, read_offset, tokenize, translate
 from multilevel.model.spec import ModelSpec, RandomTerm, split_outside
+from multilevel.model.terms import simple_terms, term_name
 
 #: names a data column may not have: they are the names of the intercept's column
 RESERVED = ("Intercept", "(Intercept)")
@@ -41,6 +40,11 @@ def split_top_level(text: str, sep: str = "+") -> list[str]:
 def rhs_terms(rhs: str) -> tuple[str, ...]:
     """The terms of a formulaic right-hand side (from `translate`), in formulaic's order ('1' for
     the intercept)."""
+    simple = simple_terms(rhs)
+    if simple is not None:  # column look-ups only: the same terms without importing formulaic (`terms`)
+        return tuple(term_name(t) for t in simple)
+    import formulaic  # here: it takes a tenth of a second, and only factors and the like need it
+
     try:
         terms = formulaic.Formula(rhs)
     except Exception as exc:  # formulaic raises several types; the message is what matters
