@@ -26,7 +26,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from multilevel.data.join import JoinReport, id_kind, mixed_id_error, normalise_ids, not_single_error, not_single_rows
+from multilevel.data.join import (
+    JoinReport,
+    id_kind,
+    mixed_id_error,
+    normalise_ids,
+    not_single_error,
+    not_single_rows,
+    value_types,
+)
 from multilevel.errors import DataError, MultilevelWarning, preview
 
 _NUMBER = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
@@ -224,6 +232,11 @@ class _DistinctText:
 
     @classmethod
     def of(cls, col: pd.Series) -> _DistinctText:
+        if pd.api.types.is_string_dtype(col.dtype) and pd.api.types.infer_dtype(col, skipna=True) in ("string", "empty"):
+            # all text: the distinct values are the distinct texts (missing values: code -1)
+            codes, uniques = pd.factorize(col)
+            rows = np.flatnonzero(codes >= 0)
+            return cls(np.asarray(uniques, dtype=object), codes[rows], rows)
         present = col.notna().to_numpy()
         # str() of every value first (C code for text): equal numbers of other types (1, 1.0,
         # True) stay distinct texts, as the row-by-row check saw them
@@ -258,6 +271,10 @@ def _numeric_looking_text(col: pd.Series, distinct: _DistinctText | None = None)
     return True, {str(d.texts[t]): first[t].tolist() for t in sorted(first, key=lambda t: first[t][0])}
 
 
+#: `infer_dtype` kinds of an object column that hold no date, duration or complex number
+_PLAIN_KINDS = frozenset({"string", "integer", "floating", "mixed-integer-float", "boolean", "empty", "decimal", "bytes"})
+
+
 def _check_kind(col: pd.Series, v: str, is_outcome: bool) -> None:
     """Dates, durations and complex numbers are not numbers a model can use as they are: say what
     they are and how to convert them (rather than calling a date column text, or numpy dropping
@@ -266,8 +283,13 @@ def _check_kind(col: pd.Series, v: str, is_outcome: bool) -> None:
     sample = col.dropna()
     first = sample.iloc[0] if len(sample) else None
     role = "The outcome" if is_outcome else "The predictor"
+    # an object column's distinct kinds of value (C loops, `join.value_types`); text and numbers,
+    # the usual object columns, are told by `infer_dtype` in one C pass without them
+    types: list[type] = []
+    if pd.api.types.is_object_dtype(dt) and len(sample) and pd.api.types.infer_dtype(sample) not in _PLAIN_KINDS:
+        types = value_types(sample.to_numpy(dtype=object))[1]
     if (isinstance(dt, np.dtype) and dt.kind == "M") or isinstance(dt, pd.DatetimeTZDtype) or (
-        pd.api.types.is_object_dtype(dt) and len(sample) and all(isinstance(x, (pd.Timestamp, np.datetime64)) for x in sample)
+        types and all(issubclass(t, (pd.Timestamp, np.datetime64)) for t in types)
     ):
         raise DataError(
             f"{role} '{v}' is a date/time column (e.g. {first}), not a number. Convert it to a number of your "
@@ -275,13 +297,13 @@ def _check_kind(col: pd.Series, v: str, is_outcome: bool) -> None:
             f"or years: df['{v}'].dt.year; then use that column."
         )
     if (isinstance(dt, np.dtype) and dt.kind == "m") or (
-        pd.api.types.is_object_dtype(dt) and len(sample) and all(isinstance(x, (pd.Timedelta, np.timedelta64)) for x in sample)
+        types and all(issubclass(t, (pd.Timedelta, np.timedelta64)) for t in types)
     ):
         raise DataError(
             f"{role} '{v}' is a duration column (e.g. {first}), not a number. Convert it to a number of your "
             f"chosen unit, e.g. days: df['{v}_days'] = df['{v}'].dt.total_seconds() / 86400; then use that column."
         )
-    if pd.api.types.is_complex_dtype(dt) or (pd.api.types.is_object_dtype(dt) and any(isinstance(x, complex) for x in sample)):
+    if pd.api.types.is_complex_dtype(dt) or any(issubclass(t, complex) for t in types):
         raise DataError(
             f"{role} '{v}' holds complex numbers (e.g. {first}): a linear mixed model needs real numbers. Use their "
             f"real part (df['{v}'].to_numpy().real) or their modulus (abs), as you mean."

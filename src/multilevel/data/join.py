@@ -46,7 +46,7 @@ def _is_number_type(t: type) -> bool:
     return issubclass(t, (int, float, np.integer, np.floating)) and not issubclass(t, bool)
 
 
-def _value_types(values: np.ndarray) -> tuple[np.ndarray, list[type]]:
+def value_types(values: np.ndarray) -> tuple[np.ndarray, list[type]]:
     """(code of each value's Python type, the distinct types): an object column's values sorted by
     type with C loops (`type` applied by a numpy ufunc, then a hash table), so that the checks
     judge each distinct type once, never each row in Python."""
@@ -56,14 +56,14 @@ def _value_types(values: np.ndarray) -> tuple[np.ndarray, list[type]]:
 
 def _text_mask(values: np.ndarray) -> np.ndarray:
     """Which values of an object array are text (str)."""
-    codes, types = _value_types(values)
+    codes, types = value_types(values)
     return np.isin(codes, [i for i, t in enumerate(types) if issubclass(t, str)])
 
 
 def id_kind(values: pd.Series) -> str:
     """'number', 'text' or 'mixed' for an id column (missing values ignored). Categories are
     judged by the categories in use, an object column by the kinds of its values (C loops,
-    `_value_types`), never value by value in Python."""
+    `value_types`), never value by value in Python."""
     if pd.api.types.is_numeric_dtype(values):
         return "number"
     if isinstance(values.dtype, pd.CategoricalDtype):
@@ -82,13 +82,13 @@ def id_kind(values: pd.Series) -> str:
     v = values.dropna().to_numpy(dtype=object)
     if len(v) == 0:
         return "number"
-    kinds = {"number" if _is_number_type(t) else "text" for t in _value_types(v)[1]}
+    kinds = {"number" if _is_number_type(t) else "text" for t in value_types(v)[1]}
     return kinds.pop() if len(kinds) == 1 else "mixed"
 
 
 def mixed_id_error(values: pd.Series, column: str, where: str) -> DataError:
     v = values.dropna().to_numpy(dtype=object)
-    codes, types = _value_types(v)
+    codes, types = value_types(v)
     nums = v[np.isin(codes, [i for i, t in enumerate(types) if issubclass(t, (int, float, np.integer, np.floating))])]
     texts = v[np.isin(codes, [i for i, t in enumerate(types) if issubclass(t, str)])]
     return DataError(
@@ -109,12 +109,12 @@ def check_single_values(values: pd.Series, column: str, role: str) -> None:
 
 def not_single_rows(values: pd.Series) -> list[int]:
     """The rows (positions) of `values` holding a list, tuple, set, dict or array (found by the
-    kinds of the values, `_value_types`: C loops over the rows)."""
+    kinds of the values, `value_types`: C loops over the rows)."""
     if not pd.api.types.is_object_dtype(values.dtype):
         return []
     if pd.api.types.infer_dtype(values, skipna=True) in _SCALAR_KINDS:
         return []
-    codes, types = _value_types(values.to_numpy(dtype=object))
+    codes, types = value_types(values.to_numpy(dtype=object))
     bad = [i for i, t in enumerate(types) if issubclass(t, _NOT_SINGLE)]
     return np.flatnonzero(np.isin(codes, bad)).tolist() if bad else []
 

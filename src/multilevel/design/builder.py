@@ -391,7 +391,9 @@ def _varies(values: pd.Series, codes: np.ndarray, n_groups: int) -> bool:
     # (the rows used have no missing values)
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         return _array_varies(values.to_numpy(dtype=float), codes, n_groups, 1e-12)
-    return bool(_varying_groups(values, codes, tuple(str(i) for i in range(n_groups))))
+    # other values (text, categories, booleans): their codes (missing a value of its own) compared exactly
+    value_codes = pd.factorize(values, use_na_sentinel=False)[0]
+    return _array_varies(value_codes.astype(float), codes, n_groups, 0.0)
 
 
 def _array_varies(x: np.ndarray, codes: np.ndarray, n_groups: int, tol: float) -> bool:
