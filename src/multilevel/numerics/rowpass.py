@@ -37,7 +37,8 @@ def accumulate(bases, recipe, affine, cmap, u, k, codes, weights, C, W, total, c
     if n == 0:
         return
     nf = recipe.shape[1]
-    size = W.shape[0]
+    # rows per block: the block of W (rows x u doubles) stays within the cache also for many columns
+    size = min(W.shape[0], max(256, BLOCK_VALUES // u))
     use_w = weights.shape[0] == n
     pair = np.empty((u, u), dtype=np.int64)
     t = 0
@@ -119,6 +120,10 @@ def accumulate(bases, recipe, affine, cmap, u, k, codes, weights, C, W, total, c
                     t += 1
         if stop == n:
             break
+
+
+#: values of W per block of rows in `accumulate` (192 kB)
+BLOCK_VALUES = 24576
 
 
 #: `accumulate` visits the rows in unit order (a counting sort) when their runs of one unit are
