@@ -511,7 +511,11 @@ def check_values(
     missing: dict[str, int] = {}
     for v in variables:
         col = column(v)
-        n_missing, n_infinite = missing_and_infinite(col)
+        if v == group and id_codes:
+            # the text ids' codes have them (-1: missing or blank), no second pass over the texts
+            n_missing, n_infinite = int(np.count_nonzero(id_codes[0][0] < 0)), 0
+        else:
+            n_missing, n_infinite = missing_and_infinite(col)
         missing[v] = n_missing
         if facts is None:
             _all_missing(v, n_missing, len(col))

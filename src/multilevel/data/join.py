@@ -148,15 +148,18 @@ def normalise_ids(values: pd.Series, factorized: list | None = None) -> tuple[pd
         # the text among the values (an object column of other single values, dates or Decimal,
         # keeps those as they are)
         all_text = pd.api.types.infer_dtype(values, skipna=True) == "string"
-        text = values.notna().to_numpy() if all_text else _text_mask(arr)
-        codes, uniques = pd.factorize(arr[text])
+        if all_text:  # every value text or missing: one hash table over all rows (missing: -1)
+            whole, uniques = pd.factorize(arr)
+            text = whole >= 0
+            codes = whole[text]
+        else:
+            text = _text_mask(arr)
+            codes, uniques = pd.factorize(arr[text])
         stripped = np.array([u.strip() for u in uniques], dtype=object)
         changed, blank_u = stripped != np.asarray(uniques, dtype=object), stripped == ""
         if not changed.any() and not blank_u.any():
             if factorized is not None and all_text:
-                full = np.full(arr.shape[0], -1, dtype=np.intp)
-                full[text] = codes
-                factorized.append((full, np.asarray(uniques, dtype=object)))
+                factorized.append((whole.astype(np.intp, copy=False), np.asarray(uniques, dtype=object)))
             return values, 0
         new = stripped[codes]
         new[blank_u[codes]] = np.nan
