@@ -145,10 +145,22 @@ def plain_column(col: pd.Series) -> pd.Series | None:
     elif pd.api.types.is_float_dtype(dt):
         values = col.to_numpy(dtype=np.float64, na_value=np.nan)
     elif pd.api.types.is_string_dtype(dt):
+        inferred = _inferred_text_dtype()
+        if inferred is not None:
+            # pandas takes an object array of text for its own text dtype (NaN for missing): the
+            # same column, cast from Arrow to Arrow without a Python object per row
+            return col.astype(inferred)
         values = col.to_numpy(dtype=object, na_value=np.nan)
     else:
         return None
     return pd.Series(values, index=col.index, name=col.name)
+
+
+def _inferred_text_dtype() -> pd.StringDtype | None:
+    """The dtype pandas gives a Series made of an object array of text, when it is a text dtype
+    with NaN for missing (pandas 3's 'str'); None when it keeps object (pandas 2)."""
+    dt = pd.Series(np.array(["a", np.nan], dtype=object)).dtype
+    return dt if isinstance(dt, pd.StringDtype) and dt.na_value is not pd.NA else None
 
 
 def _arrow_text_categories(col: pd.Series) -> pd.Series | None:

@@ -143,43 +143,43 @@ def normalise_ids(values: pd.Series, factorized: list | None = None) -> tuple[pd
         return values, 0
     if not (pd.api.types.is_object_dtype(values.dtype) or pd.api.types.is_string_dtype(values.dtype)):
         return values, 0  # datetime64, timedelta64, period ...: one value per cell, nothing to strip
-    if pd.api.types.is_object_dtype(values.dtype):
-        arr = values.to_numpy(dtype=object)
-        # the text among the values (an object column of other single values, dates or Decimal,
-        # keeps those as they are)
-        all_text = pd.api.types.infer_dtype(values, skipna=True) == "string"
-        if all_text:  # every value text or missing: one hash table over all rows (missing: -1)
-            whole, uniques = pd.factorize(arr)
-            text = whole >= 0
-            codes = whole[text]
-        else:
-            text = _text_mask(arr)
-            codes, uniques = pd.factorize(arr[text])
-        stripped = np.array([u.strip() for u in uniques], dtype=object)
-        changed, blank_u = stripped != np.asarray(uniques, dtype=object), stripped == ""
-        if not changed.any() and not blank_u.any():
-            if factorized is not None and all_text:
-                factorized.append((whole.astype(np.intp, copy=False), np.asarray(uniques, dtype=object)))
-            return values, 0
-        new = stripped[codes]
-        new[blank_u[codes]] = np.nan
-        out = arr.copy()
-        out[text] = new
+    is_object = pd.api.types.is_object_dtype(values.dtype)
+    # the text among the values (an object column of other single values, dates or Decimal, keeps
+    # those as they are); a text dtype holds only text
+    all_text = not is_object or pd.api.types.infer_dtype(values, skipna=True) == "string"
+    arr = values.to_numpy(dtype=object) if is_object else None
+    if all_text:  # every value text or missing: one hash table over all rows (missing: -1)
+        whole, uniques = pd.factorize(values)
+        text = whole >= 0
+        codes = whole[text]
+    else:
+        assert arr is not None  # (only an object column mixes text with other values)
+        text = _text_mask(arr)
+        codes, uniques = pd.factorize(arr[text])
+    distinct_in = np.asarray(uniques, dtype=object)
+    stripped = np.array([u.strip() for u in distinct_in], dtype=object)
+    changed, blank_u = stripped != distinct_in, stripped == ""
+    if not changed.any() and not blank_u.any():
         if factorized is not None and all_text:
-            # the stripped texts may coincide (" a" and "a"): number the distinct ones again
-            kept = stripped.copy()
-            kept[blank_u] = None  # a blank id is missing
-            recodes, distinct = pd.factorize(kept)
-            full = np.full(arr.shape[0], -1, dtype=np.intp)
-            full[text] = recodes[codes]
-            factorized.append((full, np.asarray(distinct, dtype=object)))
-        return pd.Series(out, index=values.index, name=values.name, dtype=object), int(blank_u[codes].sum())
-    stripped_s = values.str.strip()
-    blank = stripped_s.eq("").fillna(False).to_numpy(dtype=bool)
-    changed_rows = (stripped_s != values).fillna(False).to_numpy(dtype=bool) & values.notna().to_numpy()
-    if not changed_rows.any() and not blank.any():
+            factorized.append((whole.astype(np.intp, copy=False), distinct_in))
         return values, 0
-    return stripped_s.where(~blank), int(blank.sum())
+    blank = int(np.count_nonzero(blank_u[codes]))
+    if factorized is not None and all_text:
+        # the stripped texts may coincide (" a" and "a"): number the distinct ones again
+        kept = stripped.copy()
+        kept[blank_u] = None  # a blank id is missing
+        recodes, distinct = pd.factorize(kept)
+        full = np.full(len(values), -1, dtype=np.intp)
+        full[text] = recodes[codes]
+        factorized.append((full, np.asarray(distinct, dtype=object)))
+    if arr is None:  # a text dtype keeps its dtype (pandas' own strip, C code)
+        stripped_s = values.str.strip()
+        return stripped_s.where(stripped_s.ne("").fillna(True)), blank
+    new = stripped[codes]
+    new[blank_u[codes]] = np.nan
+    out = arr.copy()
+    out[text] = new
+    return pd.Series(out, index=values.index, name=values.name, dtype=object), blank
 
 
 def _per_distinct(values: pd.Series, label) -> pd.Series:
