@@ -26,7 +26,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from multilevel.data.join import JoinReport, id_kind, mixed_id_error, normalise_ids, not_single_error, not_single_rows
+from multilevel.data.join import (
+    JoinReport,
+    id_kind,
+    mixed_id_error,
+    normalise_ids,
+    not_single_error,
+    not_single_rows,
+    value_types,
+)
 from multilevel.errors import DataError, MultilevelWarning, preview
 
 _NUMBER = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
@@ -117,6 +125,9 @@ def plain_column(col: pd.Series) -> pd.Series | None:
     if isinstance(dt, pd.ArrowDtype) and type(dt.pyarrow_dtype).__name__ == "DictionaryType":
         # an Arrow dictionary column (dtype_backend="pyarrow"): a category, with its levels sorted
         # when the dictionary is unordered (its order is that of first appearance), as text's are
+        fast = _arrow_text_categories(col)
+        if fast is not None:
+            return fast
         values = col.to_numpy(dtype=object, na_value=np.nan)
         levels = pd.unique(col.dropna().to_numpy(dtype=object))
         ordered = bool(dt.pyarrow_dtype.ordered)
@@ -134,10 +145,58 @@ def plain_column(col: pd.Series) -> pd.Series | None:
     elif pd.api.types.is_float_dtype(dt):
         values = col.to_numpy(dtype=np.float64, na_value=np.nan)
     elif pd.api.types.is_string_dtype(dt):
+        inferred = _inferred_text_dtype()
+        if inferred is not None:
+            # pandas takes an object array of text for its own text dtype (NaN for missing): the
+            # same column, cast from Arrow to Arrow without a Python object per row
+            return col.astype(inferred)
         values = col.to_numpy(dtype=object, na_value=np.nan)
     else:
         return None
     return pd.Series(values, index=col.index, name=col.name)
+
+
+def _inferred_text_dtype() -> pd.StringDtype | None:
+    """The dtype pandas gives a Series made of an object array of text, when it is a text dtype
+    with NaN for missing (pandas 3's 'str'); None when it keeps object (pandas 2)."""
+    dt = pd.Series(np.array(["a", np.nan], dtype=object)).dtype
+    return dt if isinstance(dt, pd.StringDtype) and dt.na_value is not pd.NA else None
+
+
+def _arrow_text_categories(col: pd.Series) -> pd.Series | None:
+    """`plain_column` of an Arrow dictionary column of text, from the dictionary's indices (no
+    value of a row made a Python object): the same categories (the texts in use, sorted unless the
+    dictionary is ordered, else in order of first appearance) and codes. None for other
+    dictionaries (other value types, a dictionary with missing or repeated entries)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    dt = col.dtype.pyarrow_dtype
+    if not (pa.types.is_string(dt.value_type) or pa.types.is_large_string(dt.value_type)):
+        return None
+    chunked = col.array.__arrow_array__()  # the column's own Arrow data (a ChunkedArray), no copy
+    if chunked.num_chunks == 0:
+        return None
+    combined = chunked.unify_dictionaries() if chunked.num_chunks > 1 else chunked
+    dictionary = combined.chunk(0).dictionary
+    if dictionary.null_count or len(pc.unique(dictionary)) != len(dictionary):
+        return None
+    index = np.concatenate([pc.fill_null(c.indices, -1).to_numpy(zero_copy_only=False).astype(np.intp)
+                            for c in combined.chunks])
+    present = index >= 0
+    used, first = np.unique(index[present], return_index=True)
+    used = used[np.argsort(first, kind="stable")]  # the texts in use, in order of first appearance
+    texts = dictionary.to_numpy(zero_copy_only=False)
+    levels = list(texts[used])
+    order = np.arange(used.size)
+    if not dt.ordered:
+        order = np.argsort(np.asarray(levels, dtype=object), kind="stable")
+    position = np.full(len(dictionary), -1, dtype=np.intp)
+    position[used[order]] = np.arange(used.size)
+    codes = np.where(present, position[np.where(present, index, 0)], -1)
+    categories = [levels[i] for i in order]
+    return pd.Series(pd.Categorical.from_codes(codes, categories=categories, ordered=bool(dt.ordered)),
+                     index=col.index, name=col.name)
 
 
 def check_duplicate_columns(frame: pd.DataFrame, what: str = "data") -> None:
@@ -170,24 +229,62 @@ def _all_text(col: pd.Series) -> bool:
     """Whether every non-missing value is a string (a text column, not numbers with some text)."""
     if pd.api.types.is_string_dtype(col.dtype) and not pd.api.types.is_object_dtype(col.dtype):
         return True
-    return all(isinstance(x, str) for x in col.dropna())
+    return pd.api.types.infer_dtype(col, skipna=True) in ("string", "empty")
 
 
-def _numeric_looking_text(col: pd.Series) -> tuple[bool, dict[str, list[int]]]:
-    """(True, {bad text: rows}) when most values of a text column are numbers."""
+@dataclass(frozen=True)
+class _DistinctText:
+    """A text column's non-missing values as text (str(value)), each distinct one once:
+    `codes[i]` is the distinct text of the i-th non-missing row, `rows` the positions of those
+    rows in the column. The checks of text (a regex per value) run over `texts` only."""
+
+    texts: np.ndarray  # object array of str
+    codes: np.ndarray
+    rows: np.ndarray
+
+    @classmethod
+    def of(cls, col: pd.Series) -> _DistinctText:
+        if pd.api.types.is_string_dtype(col.dtype) and pd.api.types.infer_dtype(col, skipna=True) in ("string", "empty"):
+            # all text: the distinct values are the distinct texts (missing values: code -1)
+            codes, uniques = pd.factorize(col)
+            rows = np.flatnonzero(codes >= 0)
+            return cls(np.asarray(uniques, dtype=object), codes[rows], rows)
+        present = col.notna().to_numpy()
+        # str() of every value first (C code for text): equal numbers of other types (1, 1.0,
+        # True) stay distinct texts, as the row-by-row check saw them
+        text = col[present].astype(str)
+        codes, uniques = pd.factorize(text)
+        return cls(np.asarray(uniques, dtype=object), codes, np.flatnonzero(present))
+
+    def share(self, pattern: re.Pattern) -> tuple[np.ndarray, float]:
+        """(which distinct texts match `pattern` at their start, the share of rows that do)."""
+        hit = np.fromiter((pattern.match(t) is not None for t in self.texts), dtype=bool, count=len(self.texts))
+        return hit, float(hit[self.codes].mean()) if self.codes.size else float("nan")
+
+
+def _numeric_looking_text(col: pd.Series, distinct: _DistinctText | None = None) -> tuple[bool, dict[str, list[int]]]:
+    """(True, {bad text: rows}) when most values of a text column are numbers. The regex runs once
+    per distinct text (`_DistinctText`), not per row."""
     if pd.api.types.is_numeric_dtype(col) or isinstance(col.dtype, pd.CategoricalDtype):
         return False, {}
-    v = col.dropna()
-    if len(v) == 0:
+    d = distinct if distinct is not None else _DistinctText.of(col)
+    if d.codes.size == 0:
         return False, {}
-    text = v.astype(str)
-    is_num = text.str.match(_NUMBER)
-    if is_num.mean() < 0.5 or is_num.all():
+    is_num, share = d.share(_NUMBER)
+    if share < 0.5 or is_num.all():
         return bool(is_num.all()), {}
-    bad: dict[str, list[int]] = {}
-    for idx, t in text[~is_num].items():
-        bad.setdefault(t, []).append(int(col.index.get_loc(idx)))
-    return True, bad
+    # the rows of each text that is not a number, the texts in order of first appearance
+    bad_rows = np.flatnonzero(~is_num[d.codes])
+    by_text = d.codes[bad_rows]
+    order = np.argsort(by_text, kind="stable")
+    texts, starts = np.unique(by_text[order], return_index=True)
+    groups = np.split(d.rows[bad_rows[order]], starts[1:])
+    first = {int(t): g for t, g in zip(texts, groups)}
+    return True, {str(d.texts[t]): first[t].tolist() for t in sorted(first, key=lambda t: first[t][0])}
+
+
+#: `infer_dtype` kinds of an object column that hold no date, duration or complex number
+_PLAIN_KINDS = frozenset({"string", "integer", "floating", "mixed-integer-float", "boolean", "empty", "decimal", "bytes"})
 
 
 def _check_kind(col: pd.Series, v: str, is_outcome: bool) -> None:
@@ -198,8 +295,13 @@ def _check_kind(col: pd.Series, v: str, is_outcome: bool) -> None:
     sample = col.dropna()
     first = sample.iloc[0] if len(sample) else None
     role = "The outcome" if is_outcome else "The predictor"
+    # an object column's distinct kinds of value (C loops, `join.value_types`); text and numbers,
+    # the usual object columns, are told by `infer_dtype` in one C pass without them
+    types: list[type] = []
+    if pd.api.types.is_object_dtype(dt) and len(sample) and pd.api.types.infer_dtype(sample) not in _PLAIN_KINDS:
+        types = value_types(sample.to_numpy(dtype=object))[1]
     if (isinstance(dt, np.dtype) and dt.kind == "M") or isinstance(dt, pd.DatetimeTZDtype) or (
-        pd.api.types.is_object_dtype(dt) and len(sample) and all(isinstance(x, (pd.Timestamp, np.datetime64)) for x in sample)
+        types and all(issubclass(t, (pd.Timestamp, np.datetime64)) for t in types)
     ):
         raise DataError(
             f"{role} '{v}' is a date/time column (e.g. {first}), not a number. Convert it to a number of your "
@@ -207,13 +309,13 @@ def _check_kind(col: pd.Series, v: str, is_outcome: bool) -> None:
             f"or years: df['{v}'].dt.year; then use that column."
         )
     if (isinstance(dt, np.dtype) and dt.kind == "m") or (
-        pd.api.types.is_object_dtype(dt) and len(sample) and all(isinstance(x, (pd.Timedelta, np.timedelta64)) for x in sample)
+        types and all(issubclass(t, (pd.Timedelta, np.timedelta64)) for t in types)
     ):
         raise DataError(
             f"{role} '{v}' is a duration column (e.g. {first}), not a number. Convert it to a number of your "
             f"chosen unit, e.g. days: df['{v}_days'] = df['{v}'].dt.total_seconds() / 86400; then use that column."
         )
-    if pd.api.types.is_complex_dtype(dt) or (pd.api.types.is_object_dtype(dt) and any(isinstance(x, complex) for x in sample)):
+    if pd.api.types.is_complex_dtype(dt) or any(issubclass(t, complex) for t in types):
         raise DataError(
             f"{role} '{v}' holds complex numbers (e.g. {first}): a linear mixed model needs real numbers. Use their "
             f"real part (df['{v}'].to_numpy().real) or their modulus (abs), as you mean."
@@ -347,7 +449,8 @@ def judge_values(facts: ValueFacts, variables: list[str], group: str) -> tuple[s
 
 
 def check_values(
-    data: pd.DataFrame, variables: list[str], outcome: str, group: str, column=None, facts: ValueFacts | None = None
+    data: pd.DataFrame, variables: list[str], outcome: str, group: str, column=None, facts: ValueFacts | None = None,
+    id_codes: list | None = None,
 ) -> tuple[pd.DataFrame, dict[str, int], tuple[str, ...]]:
     """The bad-input catalogue, before any row is dropped. Returns the data (a copy when a column
     was changed: extension dtypes made plain, blank ids made missing, numbers written as text in
@@ -357,7 +460,9 @@ def check_values(
 
     With `facts` (`data` is one chunk of the rows), the checks that need all rows (a variable
     with no value, text among numbers, text of too many levels, infinite values) only gather
-    their facts there; `judge_values` makes them, with the same messages, after the last chunk."""
+    their facts there; `judge_values` makes them, with the same messages, after the last chunk.
+    `id_codes`: a text id column's (codes, distinct ids), when the checks made them, are appended
+    there (`join.normalise_ids`)."""
     column = column or data.__getitem__
 
     def check_single_values(values: pd.Series, v: str, role: str) -> None:
@@ -410,7 +515,7 @@ def check_values(
             "numbers, which keep only about 16 digits: ids that differ only beyond that may have been read as the same unit. "
             f"Read the column as integers or text (e.g. pd.read_csv(..., dtype={{'{group}': str}}))."
         )
-    ids, blank = normalise_ids(column(group))
+    ids, blank = normalise_ids(column(group), id_codes)
     if ids is not column(group):
         replace(group, ids)
     if blank:
@@ -418,20 +523,25 @@ def check_values(
     missing: dict[str, int] = {}
     for v in variables:
         col = column(v)
-        n_missing, n_infinite = missing_and_infinite(col)
+        if v == group and id_codes:
+            # the text ids' codes have them (-1: missing or blank), no second pass over the texts
+            n_missing, n_infinite = int(np.count_nonzero(id_codes[0][0] < 0)), 0
+        else:
+            n_missing, n_infinite = missing_and_infinite(col)
         missing[v] = n_missing
         if facts is None:
             _all_missing(v, n_missing, len(col))
         if v == group:
             continue
+        distinct = None
         if not pd.api.types.is_numeric_dtype(col) and not isinstance(col.dtype, pd.CategoricalDtype):
-            text = col.dropna().astype(str)
-            if len(text) and text.str.match(_DECIMAL_COMMA).mean() > 0.5:
+            distinct = _DistinctText.of(col)
+            if distinct.codes.size and distinct.share(_DECIMAL_COMMA)[1] > 0.5:
                 raise DataError(
-                    f"'{v}' holds numbers written with decimal commas (e.g. {text.iloc[0]!r}). Read the file with "
-                    "decimal=',' (e.g. ml.read(path, sep=';', decimal=','))."
+                    f"'{v}' holds numbers written with decimal commas (e.g. {distinct.texts[distinct.codes[0]]!r}). "
+                    "Read the file with decimal=',' (e.g. ml.read(path, sep=';', decimal=','))."
                 )
-        numeric_text, bad = _numeric_looking_text(col)
+        numeric_text, bad = _numeric_looking_text(col, distinct)
         if facts is None:
             _text_in_numbers(v, bad)
         elif bad:

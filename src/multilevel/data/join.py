@@ -32,26 +32,68 @@ class JoinReport:
     unmatched_level1_rows: int
 
 
+#: `pd.api.types.infer_dtype` kinds (C code, one pass) whose values are all numbers (int, float, numpy's)
+_NUMBER_KINDS = frozenset({"integer", "floating", "mixed-integer-float"})
+#: `infer_dtype` kinds whose values are all single values (never a list, tuple, set, dict or array)
+_SCALAR_KINDS = frozenset({
+    "string", "bytes", "empty", "integer", "floating", "mixed-integer-float", "boolean", "decimal", "complex",
+    "datetime64", "datetime", "date", "timedelta64", "timedelta", "time", "period", "interval",
+})
+_NOT_SINGLE = (list, tuple, set, frozenset, dict, np.ndarray, pd.Series)
+
+
+def _is_number_type(t: type) -> bool:
+    return issubclass(t, (int, float, np.integer, np.floating)) and not issubclass(t, bool)
+
+
+def value_types(values: np.ndarray) -> tuple[np.ndarray, list[type]]:
+    """(code of each value's Python type, the distinct types): an object column's values sorted by
+    type with C loops (`type` applied by a numpy ufunc, then a hash table), so that the checks
+    judge each distinct type once, never each row in Python."""
+    codes, types = pd.factorize(np.frompyfunc(type, 1, 1)(values))
+    return codes, list(types)
+
+
+def _text_mask(values: np.ndarray) -> np.ndarray:
+    """Which values of an object array are text (str)."""
+    codes, types = value_types(values)
+    return np.isin(codes, [i for i, t in enumerate(types) if issubclass(t, str)])
+
+
 def id_kind(values: pd.Series) -> str:
-    """'number', 'text' or 'mixed' for an id column (missing values ignored)."""
+    """'number', 'text' or 'mixed' for an id column (missing values ignored). Categories are
+    judged by the categories in use, an object column by the kinds of its values (C loops,
+    `value_types`), never value by value in Python."""
     if pd.api.types.is_numeric_dtype(values):
         return "number"
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        codes = values.cat.codes.to_numpy()
+        used = np.flatnonzero(np.bincount(codes[codes >= 0], minlength=len(values.cat.categories)))
+        return id_kind(pd.Series(values.cat.categories[used]))
     if pd.api.types.is_string_dtype(values.dtype) and not pd.api.types.is_object_dtype(values.dtype):
         return "text" if values.notna().any() else "number"
-    v = values.dropna()
+    inferred = pd.api.types.infer_dtype(values, skipna=True)
+    if inferred == "string":
+        return "text"
+    if inferred == "empty":
+        return "number"
+    if inferred in _NUMBER_KINDS:
+        return "number"
+    v = values.dropna().to_numpy(dtype=object)
     if len(v) == 0:
         return "number"
-    kinds = {"number" if isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) else "text" for x in v}
+    kinds = {"number" if _is_number_type(t) else "text" for t in value_types(v)[1]}
     return kinds.pop() if len(kinds) == 1 else "mixed"
 
 
 def mixed_id_error(values: pd.Series, column: str, where: str) -> DataError:
-    v = values.dropna()
-    nums = [x for x in v if isinstance(x, (int, float, np.integer, np.floating))]
-    texts = [x for x in v if isinstance(x, str)]
+    v = values.dropna().to_numpy(dtype=object)
+    codes, types = value_types(v)
+    nums = v[np.isin(codes, [i for i, t in enumerate(types) if issubclass(t, (int, float, np.integer, np.floating))])]
+    texts = v[np.isin(codes, [i for i, t in enumerate(types) if issubclass(t, str)])]
     return DataError(
-        f"The id column '{column}' in {where} mixes numbers ({preview(pd.unique(pd.Series(nums)).tolist(), 3)}) "
-        f"and text ({preview([repr(t) for t in pd.unique(pd.Series(texts))], 3)}). Ids must be of one kind: "
+        f"The id column '{column}' in {where} mixes numbers ({preview(pd.unique(pd.Series(nums.tolist())).tolist(), 3)}) "
+        f"and text ({preview([repr(t) for t in pd.unique(pd.Series(texts.tolist()))], 3)}). Ids must be of one kind: "
         f"convert the column, e.g. df['{column}'] = df['{column}'].astype(str)."
     )
 
@@ -66,10 +108,15 @@ def check_single_values(values: pd.Series, column: str, role: str) -> None:
 
 
 def not_single_rows(values: pd.Series) -> list[int]:
-    """The rows (positions) of `values` holding a list, tuple, set, dict or array."""
+    """The rows (positions) of `values` holding a list, tuple, set, dict or array (found by the
+    kinds of the values, `value_types`: C loops over the rows)."""
     if not pd.api.types.is_object_dtype(values.dtype):
         return []
-    return [i for i, x in enumerate(values.to_numpy()) if isinstance(x, (list, tuple, set, frozenset, dict, np.ndarray, pd.Series))]
+    if pd.api.types.infer_dtype(values, skipna=True) in _SCALAR_KINDS:
+        return []
+    codes, types = value_types(values.to_numpy(dtype=object))
+    bad = [i for i, t in enumerate(types) if issubclass(t, _NOT_SINGLE)]
+    return np.flatnonzero(np.isin(codes, bad)).tolist() if bad else []
 
 
 def not_single_error(first: object, column: str, role: str, bad: list[int]) -> DataError:
@@ -83,40 +130,86 @@ def not_single_error(first: object, column: str, role: str, bad: list[int]) -> D
     )
 
 
-def normalise_ids(values: pd.Series) -> tuple[pd.Series, int]:
+def normalise_ids(values: pd.Series, factorized: list | None = None) -> tuple[pd.Series, int]:
     """Unit ids as every fit takes them (a plain fit and a level-2 join alike): text ids lose
     surrounding spaces (a padded CSV field " 12" is the unit "12"), and blank text ('' or spaces)
     is a missing id, never a unit of its own; numbers, dates, times and booleans are unchanged
     (whole-number floats get integer labels in `design.unit_codes`). Returns (ids, number of
-    blank ids made missing): the same Series when nothing changed."""
+    blank ids made missing): the same Series when nothing changed. An object column is stripped
+    once per distinct text (`pd.factorize`, C code), not row by row; when all its values are
+    text, (codes, distinct ids) of the ids returned are appended to `factorized` (-1: missing),
+    so that `design.unit_codes` need not hash the texts again."""
     if isinstance(values.dtype, pd.CategoricalDtype) or id_kind(values) != "text":
         return values, 0
     if not (pd.api.types.is_object_dtype(values.dtype) or pd.api.types.is_string_dtype(values.dtype)):
         return values, 0  # datetime64, timedelta64, period ...: one value per cell, nothing to strip
-    if pd.api.types.is_object_dtype(values.dtype) and not all(isinstance(x, str) for x in values.dropna()):
-        # an object column of other single values (dates, Decimal ...): only the text among them is stripped
-        stripped = values.map(lambda x: x.strip() if isinstance(x, str) else x)
+    is_object = pd.api.types.is_object_dtype(values.dtype)
+    # the text among the values (an object column of other single values, dates or Decimal, keeps
+    # those as they are); a text dtype holds only text
+    all_text = not is_object or pd.api.types.infer_dtype(values, skipna=True) == "string"
+    arr = values.to_numpy(dtype=object) if is_object else None
+    if all_text:  # every value text or missing: one hash table over all rows (missing: -1)
+        whole, uniques = pd.factorize(values)
+        text = whole >= 0
+        codes = whole[text]
     else:
-        stripped = values.str.strip()
-    blank = stripped.eq("").fillna(False).to_numpy(dtype=bool)
-    changed = (stripped != values).fillna(False).to_numpy(dtype=bool) & values.notna().to_numpy()
-    if not changed.any() and not blank.any():
+        assert arr is not None  # (only an object column mixes text with other values)
+        text = _text_mask(arr)
+        codes, uniques = pd.factorize(arr[text])
+    distinct_in = np.asarray(uniques, dtype=object)
+    stripped = np.array([u.strip() for u in distinct_in], dtype=object)
+    changed, blank_u = stripped != distinct_in, stripped == ""
+    if not changed.any() and not blank_u.any():
+        if factorized is not None and all_text:
+            factorized.append((whole.astype(np.intp, copy=False), distinct_in))
         return values, 0
-    return stripped.where(~blank), int(blank.sum())
+    blank = int(np.count_nonzero(blank_u[codes]))
+    if factorized is not None and all_text:
+        # the stripped texts may coincide (" a" and "a"): number the distinct ones again
+        kept = stripped.copy()
+        kept[blank_u] = None  # a blank id is missing
+        recodes, distinct = pd.factorize(kept)
+        full = np.full(len(values), -1, dtype=np.intp)
+        full[text] = recodes[codes]
+        factorized.append((full, np.asarray(distinct, dtype=object)))
+    if arr is None:  # a text dtype keeps its dtype (pandas' own strip, C code)
+        stripped_s = values.str.strip()
+        return stripped_s.where(stripped_s.ne("").fillna(True)), blank
+    new = stripped[codes]
+    new[blank_u[codes]] = np.nan
+    out = arr.copy()
+    out[text] = new
+    return pd.Series(out, index=values.index, name=values.name, dtype=object), blank
+
+
+def _per_distinct(values: pd.Series, label) -> pd.Series:
+    """`values` mapped by `label` once per distinct value (`pd.factorize`), missing values kept."""
+    codes, uniques = pd.factorize(values)  # uniques as pandas gives them (Timestamp, not datetime64)
+    labels = np.array([label(u) for u in uniques] + [None], dtype=object)
+    out = labels[codes]  # code -1 (missing) takes the last entry, replaced by the row's own value
+    missing = codes < 0
+    if missing.any():
+        out[missing] = values.to_numpy(dtype=object)[missing]
+    out = pd.Series(out, index=values.index, name=values.name)
+    return out.astype(values.dtype) if isinstance(values.dtype, pd.StringDtype) else out
 
 
 def canonical_ids(values: pd.Series) -> pd.Series:
     """Ids as text, with whole numbers written without a decimal point (3.0 -> '3'), so that a
-    numeric id in one file matches a text id in the other (text: `normalise_ids`)."""
+    numeric id in one file matches a text id in the other (text: `normalise_ids`). Each distinct
+    id is written once."""
     if pd.api.types.is_bool_dtype(values):
-        return values.map(lambda x: x if pd.isna(x) else str(bool(x)))  # True/False, as `design._labels`
+        return _per_distinct(values, lambda x: str(bool(x)))  # True/False, as `design._labels`
     if pd.api.types.is_numeric_dtype(values):
-        return values.map(lambda x: x if pd.isna(x) else (str(int(x)) if float(x).is_integer() else repr(float(x))))
+        return _per_distinct(values, lambda x: str(int(x)) if float(x).is_integer() else repr(float(x)))
     if isinstance(values.dtype, pd.CategoricalDtype):
         values = values.astype(object)
     # datetime64 and timedelta64 columns give pandas' Timestamp/Timedelta, whose str() is the label
     # `design._labels` gives the units, so that streamed chunks find their units by label
-    return normalise_ids(values)[0].map(lambda x: x if pd.isna(x) else str(x))
+    ids = normalise_ids(values)[0]
+    if not pd.api.types.is_object_dtype(ids.dtype) or pd.api.types.infer_dtype(ids, skipna=True) == "string":
+        return _per_distinct(ids, str)
+    return ids.map(lambda x: x if pd.isna(x) else str(x))  # other objects: equal values may differ in str()
 
 
 def join_level2(level1: pd.DataFrame, level2: pd.DataFrame, group: str, level2_missing: str = "error") -> tuple[pd.DataFrame, JoinReport]:

@@ -399,7 +399,9 @@ def _varies(values: pd.Series, codes: np.ndarray, n_groups: int) -> bool:
     # (the rows used have no missing values)
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         return _array_varies(values.to_numpy(dtype=float), codes, n_groups, 1e-12)
-    return bool(_varying_groups(values, codes, tuple(str(i) for i in range(n_groups))))
+    # other values (text, categories, booleans): their codes (missing a value of its own) compared exactly
+    value_codes = pd.factorize(values, use_na_sentinel=False)[0]
+    return _array_varies(value_codes.astype(float), codes, n_groups, 0.0)
 
 
 def _array_varies(x: np.ndarray, codes: np.ndarray, n_groups: int, tol: float) -> bool:
@@ -608,7 +610,8 @@ def build_design(
         col = data[w]
         check_weight_column(col if plain_column(col) is None else plain_column(col), w)  # rows named as in the input
     column = _column_cache(data)
-    checked, missing, notes = check_values(data, variables, spec.outcome, group, column)
+    id_codes: list = []  # a text id's codes, made by the checks (`join.normalise_ids`)
+    checked, missing, notes = check_values(data, variables, spec.outcome, group, column, id_codes=id_codes)
     if checked is not data:  # columns were made plain (dtypes, blank ids, numbers in an object column)
         data, column = checked, _column_cache(checked)
     if precision_weights is not None:
@@ -623,10 +626,11 @@ def build_design(
                 data = data.loc[~zero]
                 data.attrs.update(attrs)
                 column = _column_cache(data)
+                id_codes = []  # those were the codes of all rows
     check_numeric_outcome(column(spec.outcome).dtype, spec.outcome)
     declared = {v for expr in spec.level2 for v in spec.factor_variables(expr)}
     l2 = [v for v in variables if v != group and (v in set(level2_vars) or v in declared)]
-    codes_in, units_in = unit_codes(column(group), group)
+    codes_in, units_in = unit_codes(column(group), group, id_codes[0] if id_codes else None)
     partial = partly_missing_level2(data, l2, codes_in, units_in)
     if level2_missing == "error":
         check_partly_missing_level2(partial, group)
@@ -763,10 +767,24 @@ def _drop_unused_categories(used: pd.DataFrame, variables: list[str]) -> tuple[p
     return out, notes
 
 
-def unit_codes(ids: pd.Series, group: str) -> tuple[np.ndarray, np.ndarray]:
+def unit_codes(ids: pd.Series, group: str, factorized: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Codes 0..J-1 of the units, in the sorted order of their ids (`pd.factorize(sort=True)`;
     -1 for a missing id). Integer ids already in order, the usual layout of grouped files, take one
-    comparison pass instead of a hash table."""
+    comparison pass instead of a hash table; a categorical column's codes and a text column's
+    `factorized` (codes, distinct ids) made by the checks (`join.normalise_ids`) are renumbered
+    in the sorted order of their distinct ids, without hashing the rows again."""
+    if factorized is not None:
+        codes, distinct = factorized
+        return _sorted_codes(codes, distinct, np.argsort(distinct, kind="stable"))
+    if isinstance(ids.dtype, pd.CategoricalDtype):
+        # pd.factorize(sort=True) of a categorical: the categories in use, in the categories' order
+        codes = ids.cat.codes.to_numpy().astype(np.intp)
+        categories = np.asarray(ids.cat.categories)
+        used = np.flatnonzero(np.bincount(codes[codes >= 0], minlength=len(categories)))
+        full = np.full(len(categories), -1, dtype=np.intp)
+        full[used] = np.arange(used.size)
+        codes = np.where(codes >= 0, full[codes], -1)
+        return _whole_number_units(codes, categories[used])
     v = ids.to_numpy()
     if v.dtype.kind in "iu" and v.size > 1:
         codes = np.empty(v.size, dtype=np.intp)
@@ -777,14 +795,25 @@ def unit_codes(ids: pd.Series, group: str) -> tuple[np.ndarray, np.ndarray]:
             starts[1:] = np.flatnonzero(codes[1:] != codes[:-1]) + 1
             return codes, v[starts]
     codes, uniques = pd.factorize(ids, sort=True)
-    uniques = np.asarray(uniques)
+    return _whole_number_units(codes.astype(np.intp, copy=False), np.asarray(uniques))
+
+
+def _sorted_codes(codes: np.ndarray, distinct: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Codes into `distinct` renumbered so that the units are `distinct[order]` (-1 kept)."""
+    rank = np.empty(order.size + 1, dtype=np.intp)
+    rank[order] = np.arange(order.size)
+    rank[-1] = -1  # code -1 (a missing id) indexes the last entry
+    return rank[codes], distinct[order]
+
+
+def _whole_number_units(codes: np.ndarray, uniques: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if uniques.dtype.kind == "f" and uniques.size and np.all(np.floor(uniques) == uniques) and np.abs(uniques).max() < 2**63:
         # whole-number ids in a float column (a CSV column with a missing id): the units 12, not 12.0,
         # as a level-2 join (`join.canonical_ids`) and an integer column name them; every whole float
         # below 2**63 is an int64 exactly (above 2**53 the float may already have lost digits when
         # the column was read: `data_checks.check_values` says so in the data report)
         uniques = uniques.astype(np.int64)
-    return codes.astype(np.intp, copy=False), uniques
+    return codes, uniques
 
 
 def _labels(uniques: np.ndarray) -> tuple[str, ...]:

@@ -26,12 +26,21 @@ def accumulate(bases, recipe, affine, cmap, u, k, codes, weights, C, W, total, c
     that the sums do not cancel). V is made a block of rows at a time in the scratch array W (rows x u,
     cache-sized), column by column, and only its u(u+1)/2 products are summed per row. Rows of
     one unit that follow each other (grouped data) are summed in a local buffer and added to C
-    once per run, so C is touched once per unit, not once per row."""
+    once per run, so C is touched once per unit, not once per row.
+
+    Rows not grouped by unit (runs of fewer than SORT_RUN rows on average in the first SORT_PROBE
+    rows: shuffled files) are visited in unit order instead: a counting sort of the row numbers by
+    code (O(N + J), one int32 array, stable, so each unit's rows keep their order and C[j] is the
+    same sum as row by row), so that each unit is one run. Reading the columns' rows out of order
+    costs less than adding every row into its own unit's k x k block of C: measured on shuffled
+    rows of y ~ x1*w1 + x2 + w2 + (1 + x1 | g), ~50 rows a unit, 0.13 -> 0.07 s at 10^6 rows and
+    4.2 -> 1.5 s at 10^7 (sorted rows: unchanged)."""
     n = codes.shape[0]
     if n == 0:
         return
     nf = recipe.shape[1]
-    size = W.shape[0]
+    # rows per block: the block of W (rows x u doubles) stays within the cache also for many columns
+    size = min(W.shape[0], max(256, BLOCK_VALUES // u))
     use_w = weights.shape[0] == n
     pair = np.empty((u, u), dtype=np.int64)
     t = 0
@@ -40,8 +49,29 @@ def accumulate(bases, recipe, affine, cmap, u, k, codes, weights, C, W, total, c
             pair[a, b] = t
             pair[b, a] = t
             t += 1
+    # the runs of the first rows tell grouped from shuffled rows (a pass over all codes would cost
+    # as much as a sorted pass's gain at 10^7 rows: memory bandwidth)
+    probe = min(n, SORT_PROBE)
+    runs = 1
+    for i in range(1, probe):
+        if codes[i] != codes[i - 1]:
+            runs += 1
+    by_unit = runs * SORT_RUN > probe and n < 2**31
+    J = C.shape[0]
+    order = np.empty(n if by_unit else 0, dtype=np.int32)
+    if by_unit:
+        # counting sort: next_row[j] is where unit j's next row goes
+        next_row = np.zeros(J + 1, dtype=np.int64)
+        for i in range(n):
+            next_row[codes[i] + 1] += 1
+        for j in range(J):
+            next_row[j + 1] += next_row[j]
+        for i in range(n):
+            j = codes[i]
+            order[next_row[j]] = i
+            next_row[j] += 1
     buf = np.zeros(u * (u + 1) // 2)
-    cur = codes[0]
+    cur = codes[order[0]] if by_unit else codes[0]
     run = 0
     for start in range(0, n + size, size):
         stop = min(start + size, n)
@@ -55,7 +85,10 @@ def accumulate(bases, recipe, affine, cmap, u, k, codes, weights, C, W, total, c
                     break
                 base = bases[r]
                 centre = affine[c, 2 + f]
-                if centre == 0.0:
+                if by_unit:
+                    for i in range(m):
+                        W[i, c] *= base[order[start + i]] - centre
+                elif centre == 0.0:
                     for i in range(m):
                         W[i, c] *= base[start + i]
                 else:
@@ -67,7 +100,8 @@ def accumulate(bases, recipe, affine, cmap, u, k, codes, weights, C, W, total, c
                 for i in range(m):
                     W[i, c] = (W[i, c] - shift) * factor
         for i in range(m + (1 if stop == n else 0)):
-            j = codes[start + i] if i < m else -1
+            row = (order[start + i] if by_unit else start + i) if i < m else 0
+            j = codes[row] if i < m else -1
             if j != cur:
                 for a in range(k):
                     for b in range(a, k):
@@ -81,7 +115,7 @@ def accumulate(bases, recipe, affine, cmap, u, k, codes, weights, C, W, total, c
                 cur = j
                 if i == m:
                     break
-            wi = weights[start + i] if use_w else 1.0
+            wi = weights[row] if use_w else 1.0
             run += 1
             t = 0
             for a in range(u):
@@ -91,6 +125,17 @@ def accumulate(bases, recipe, affine, cmap, u, k, codes, weights, C, W, total, c
                     t += 1
         if stop == n:
             break
+
+
+#: values of W per block of rows in `accumulate` (192 kB)
+BLOCK_VALUES = 24576
+
+
+#: `accumulate` visits the rows in unit order (a counting sort) when their runs of one unit are
+#: shorter than this on average
+SORT_RUN = 4
+#: ... in the first this many rows
+SORT_PROBE = 65536
 
 
 def nonfinite(x):
