@@ -35,7 +35,6 @@ import numpy as np
 from multilevel.design.summaries import GroupSummaries
 from multilevel.engine.covariance import LambdaTemplate
 from multilevel.numerics import units
-from multilevel.numerics.compile import compile_later
 
 LOG_2PI = float(np.log(2 * np.pi))
 
@@ -86,7 +85,7 @@ def solve_at(s: GroupSummaries, lam: np.ndarray) -> Solution:
     )
     # the last call of a fit into the numerics: loops it ran in numpy for want of a cache are now
     # compiled for the next process, in the background (`compile.compile_later`)
-    compile_later()
+    units.compile_later()
     if not np.isfinite(logdet_L):
         raise np.linalg.LinAlgError("Matrix is not positive definite")
     A = s.XtX_total - FtF

@@ -1,5 +1,9 @@
 """Compiling the loops of `rowpass` and `units` (numba), on first use, and their size specialisation.
 
+At each call, `run` chooses between a compiled loop and its numpy version (issue 13: a fresh
+machine's first fit does not wait for the compiler; the loops it needs are compiled in the
+background for the next process): the section "compiled or numpy" below.
+
 Why compiled: both kinds of loop do a handful of floating-point operations per row or per unit (a
 2 x 2 Cholesky factor, a 2 x 4 solve), so in numpy the cost is the interpreter and the temporaries,
 not the arithmetic. Measured at 10^7 rows and 200,000 units (profiles of the benchmark fit): the one

@@ -4,7 +4,9 @@
 data's columns as it goes, never held as a matrix); `accumulate_into` and `cross_products` call it on
 numpy arrays. The row helpers: `nonfinite` (NaN and infinity counts), `sorted_codes` (codes of ids in
 order), `varies` (a column's variation within units, stopping early), `mirror`, `group_range`.
-Compiled on first use (`compile.Loops`: numba, cached on disk in the checked folder of `cache`).
+Compiled on first use (`compile.Loops`: numba, cached on disk in the checked folder of `cache`);
+each has a numpy version (`*_numpy`, `NUMPY`) that runs while the compiled one is not in the cache
+and the data are small enough (`compile.run`: the choice at each call).
 """
 from __future__ import annotations
 

@@ -5,7 +5,9 @@ Per unit j, from its block K_j = [Z'Z | Z'X | Z'y] of the summaries: the Cholesk
 M_j = Lambda' Z_j'Z_j Lambda + I and the solves of the penalised least squares (`factor_unit`),
 summed over units (`solve_units`, which keeps the per-unit factors; `deviance_terms`, which keeps
 nothing per unit and also makes the sums of the gradient), then the deviance and its gradient
-(`finish_deviance`; the one deviance formula is `deviance`). Compiled on first use (`compile.Loops`).
+(`finish_deviance`; the one deviance formula is `deviance`). Compiled on first use (`compile.Loops`),
+or batched over the units in numpy (`*_numpy`, `NUMPY`) while the compiled loops are not in the
+cache and the units are few enough (`compile.run`: the choice at each call).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from multilevel.numerics.compile import Loops, run
+from multilevel.numerics.compile import compile_later as compile_later  # the engine calls it at a fit's end
 
 
 def factor_unit(Kj, q, p, lam, L, G, R, r, T):
