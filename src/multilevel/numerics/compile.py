@@ -270,13 +270,16 @@ def compile_later() -> None:
 
     from multilevel.numerics.cache import cache_dir
 
-    with _CHOICE_LOCK:
-        todo = {k: v for k, v in _requests.items() if k not in _started}
-        _started.update(todo)
-    if not todo or not background_allowed():
-        return
     root = cache_dir()
-    if root is None:
+    if root is None or not background_allowed():
+        return
+    folder = os.path.join(root, "compiled")
+    if _busy(folder):
+        return  # another process compiles now (perhaps these very loops): at exit, or next time
+    with _CHOICE_LOCK:
+        todo = {k: v for k, v in _requests.items() if k not in _started and not os.path.exists(os.path.join(folder, k))}
+        _started.update(todo)
+    if not todo:
         return
     try:
         child = subprocess.Popen(
@@ -289,6 +292,24 @@ def compile_later() -> None:
         open(os.path.join(root, "compiled", f".busy-{child.pid}"), "w").close()
     except OSError:
         pass  # next time, then
+
+
+def _busy(folder: str) -> bool:
+    """Whether a background compilation (its `.busy-<pid>` file, its process alive) works in `folder`."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return False
+    for name in names:
+        if name.startswith(".busy-"):
+            try:
+                os.kill(int(name[6:]), 0)
+                return True
+            except (ValueError, ProcessLookupError):
+                continue  # a stale file of a process that died
+            except OSError:
+                return True  # alive, another user's (cannot be, in our folder; be safe)
+    return False
 
 
 def _compile_requests(requests: list[tuple[str, str, list[Any]]]) -> int:
