@@ -210,3 +210,19 @@ def test_a_fresh_cache_fits_in_numpy_and_what_it_asks_to_compile_is_then_loaded(
     assert second["numba"] and second["numpy_seconds"] == 0.0 and not second["requests"]
     assert sorted((cache / "numba").rglob("*.nbc")) == compiled  # loaded, nothing compiled again
     assert second["deviance"] == pytest.approx(first["deviance"], rel=1e-10)
+
+
+def test_no_background_compilation_is_started_for_a_test_run_or_when_disabled(monkeypatch):
+    import subprocess as sp
+
+    started = []
+    monkeypatch.setattr(sp, "Popen", lambda *a, **k: started.append(a))
+    monkeypatch.setattr(compiling, "_requests", {"k": ("rowpass", "nonfinite", [])})
+    monkeypatch.setattr(compiling, "_started", set())
+    monkeypatch.setattr(compiling, "_asked_in_test", [True])
+    monkeypatch.delenv(compiling.BACKGROUND_ENV, raising=False)
+    monkeypatch.delenv("PYTEST_CURRENT_TEST")  # as at the exit of a test run
+    compiling.compile_later()
+    monkeypatch.setenv(compiling.BACKGROUND_ENV, "0")
+    compiling.compile_later()
+    assert not started

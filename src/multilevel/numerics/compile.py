@@ -109,6 +109,7 @@ _compiled_keys: set[str] = set()  # loops (with their argument types) compiled o
 _requests: dict[str, tuple[str, str, list[Any]]] = {}  # key -> (module, loop, argument description)
 _started: set[str] = set()  # keys whose background compilation this process started
 _over = False  # the numpy budget is spent: this process runs compiled
+_asked_in_test = [False]  # a loop was asked for while a test ran (pytest unsets its variable before exit)
 
 
 def describe(arg: Any) -> Any:
@@ -229,6 +230,7 @@ def run(loops: Loops, name: str, args: tuple[Any, ...], numpy_version: Any, nump
                 if go_numpy:
                     _numpy_seconds += numpy_seconds
                     if marker is not None:
+                        _asked_in_test[0] |= "PYTEST_CURRENT_TEST" in os.environ  # (at exit it is unset)
                         if not _requests:
                             import atexit
 
@@ -254,11 +256,11 @@ def _numba_types(args: tuple[Any, ...]) -> list[Any]:
 
 
 def background_allowed() -> bool:
-    """Whether loops may be compiled by a background process: not disabled, not in a test run."""
+    """Whether loops may be compiled by a background process: not disabled, not for a test run."""
     setting = os.environ.get(BACKGROUND_ENV)
     if setting is not None:
         return setting not in ("0", "", "false", "no")
-    return "PYTEST_CURRENT_TEST" not in os.environ
+    return "PYTEST_CURRENT_TEST" not in os.environ and not _asked_in_test[0]
 
 
 def compile_later() -> None:
