@@ -152,7 +152,7 @@ def test_the_choice_runs_numpy_until_it_has_cost_what_compiling_would(monkeypatc
     monkeypatch.setattr(compiling, "_numpy_seconds", 0.0)
     monkeypatch.setattr(compiling, "_over", False)
     monkeypatch.setattr(compiling, "_requests", {})
-    monkeypatch.setattr(compiling, "_compiled_calls", set())
+    monkeypatch.setattr(rowpass.LOOPS, "hot", {})
     monkeypatch.setattr(compiling, "_compiled_keys", set())  # as in a new process
     monkeypatch.setattr(compiling, "_marker", lambda key: None)  # as with no cache folder: nothing cached
     ran = []

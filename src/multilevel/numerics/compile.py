@@ -52,6 +52,7 @@ class Loops:
         self.python = {n: namespace[n] for n in names}  # the plain Python loops, before compiling
         self.module_file = namespace["__file__"]
         self.module = namespace["__name__"].rsplit(".", 1)[-1]
+        self.hot: dict[str, Any] = {}  # the loops run compiled in this process (`run`)
 
     def __getitem__(self, name: str) -> Any:
         if name not in self._names:
@@ -197,30 +198,23 @@ def mark_compiled(key: str) -> None:
             pass  # only a hint for the next process
 
 
-def _quick(arg: Any) -> Any:
-    """A cheap stand-in for `describe` (no hashing), to remember choices already made."""
-    import numpy as np
-
-    if isinstance(arg, np.ndarray):
-        f = arg.flags
-        return (arg.dtype.char, arg.ndim, f.c_contiguous, f.f_contiguous, f.writeable)
-    if isinstance(arg, tuple):
-        return tuple(_quick(a) for a in arg)
-    return type(arg)
-
-
-_compiled_calls: set[tuple[Any, ...]] = set()  # (module, loop, _quick of the arguments) run compiled
-
-
 def run(loops: Loops, name: str, args: tuple[Any, ...], numpy_version: Any, numpy_seconds: float) -> Any:
     """loops[name](*args) compiled, or numpy_version(*args) (its work estimated at `numpy_seconds`):
-    the rule of the section comment above. A call like one already run compiled costs a set look-up."""
+    the rule of the section comment above. Once the loop runs compiled, a call costs a look-up."""
     global _numpy_seconds, _over
     mode = os.environ.get(LOOPS_ENV, "auto")
     if mode == "numpy":
         return numpy_version(*args)
-    quick = (loops.module, name, tuple(_quick(a) for a in args))
-    if quick not in _compiled_calls and not _over and mode != "compiled":
+    fn = loops.hot.get(name)
+    if fn is not None:
+        # this loop already runs compiled in this process: numba dispatches on the types (a call of
+        # new types compiles, or loads from the cache, as before issue 13; not worth a numpy detour)
+        known = len(fn.overloads)
+        out = fn(*args)
+        if len(fn.overloads) != known:
+            mark_compiled(_key(loops.module_file, name, [describe(a) for a in args]))
+        return out
+    if not _over and mode != "compiled":
         description = [describe(a) for a in args]
         key = _key(loops.module_file, name, description)
         marker = _marker(key)
@@ -241,11 +235,11 @@ def run(loops: Loops, name: str, args: tuple[Any, ...], numpy_version: Any, nump
             if go_numpy:
                 return numpy_version(*args)
     fn = loops[name]
-    known = len(fn.signatures)
+    known = len(fn.overloads)
     out = fn(*args)
-    if len(fn.signatures) != known:  # compiled now, or loaded from the cache: tell the next process
+    if len(fn.overloads) != known:  # compiled now, or loaded from the cache: tell the next process
         mark_compiled(_key(loops.module_file, name, [describe(a) for a in args]))
-    _compiled_calls.add(quick)
+    loops.hot[name] = fn
     return out
 
 
