@@ -144,7 +144,8 @@ _ONE_LOOP = "import numpy as np; from multilevel.numerics import rowpass; print(
 
 
 def _run(code: str, folder: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MULTILEVEL_CACHE_DIR": str(folder), "PYTHONPATH": SRC}
+    # the compiled loop, not its numpy version (compile.run), whatever the cache holds
+    env = {**os.environ, "MULTILEVEL_CACHE_DIR": str(folder), "PYTHONPATH": SRC, "MULTILEVEL_LOOPS": "compiled"}
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -200,7 +201,7 @@ def test_a_user_with_a_read_only_home_and_install_can_fit():
             home.write_text("")
             runner = []
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "TMPDIR": str(tmp),
-               "PYTHONPATH": SRC}
+               "PYTHONPATH": SRC, "MULTILEVEL_LOOPS": "compiled", "MULTILEVEL_BACKGROUND_COMPILE": "0"}
         code = textwrap.dedent("""
             import multilevel as ml
             from multilevel.numerics import cache

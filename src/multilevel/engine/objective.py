@@ -66,12 +66,12 @@ class Solution:
 
     def sigma2_hat(self, reml: bool) -> float:
         """The profiled residual variance: pwrss/(N-p) under REML, pwrss/N under ML."""
-        return float(units.LOOPS["profiled_sigma2"](self.pwrss, self.n, self.p, reml))
+        return float(units.formula("profiled_sigma2")(self.pwrss, self.n, self.p, reml))
 
 
 def solve_at(s: GroupSummaries, lam: np.ndarray) -> Solution:
     """Penalised least squares at Lambda: beta, pwrss and the log-determinants (module doc).
-    The per-unit part is one compiled loop over the units (`units.solve_units`)."""
+    The per-unit part is one loop over the units (`units.solve_units`, compiled or in numpy)."""
     q, p = s.q, s.p
     J = s.n_groups
     L = np.empty((J, q, q))
@@ -83,6 +83,9 @@ def solve_at(s: GroupSummaries, lam: np.ndarray) -> Solution:
     logdet_L, ss = units.call(
         "solve_units", J, s.C_contiguous, q, p, np.ascontiguousarray(lam, dtype=float), s.w2, L, LtLam, RZX, rZy, FtF, Ftr
     )
+    # the last call of a fit into the numerics: loops it ran in numpy for want of a cache are now
+    # compiled for the next process, in the background (`compile.compile_later`)
+    units.compile_later()
     if not np.isfinite(logdet_L):
         raise np.linalg.LinAlgError("Matrix is not positive definite")
     A = s.XtX_total - FtF
@@ -100,7 +103,7 @@ def deviance(sol: Solution, reml: bool, sigma2: float | None = None) -> float:
     (the formula: `units.deviance`, the one the optimiser's evaluations use too)."""
     if sigma2 is None:
         sigma2 = sol.sigma2_hat(reml)
-    return float(units.LOOPS["deviance"](sol.n, sol.p, reml, sol.logdet_L, sol.logdet_A, sol.pwrss, sigma2, sol.ldw))
+    return float(units.formula("deviance")(sol.n, sol.p, reml, sol.logdet_L, sol.logdet_A, sol.pwrss, sigma2, sol.ldw))
 
 
 def _n(s: GroupSummaries) -> float:
@@ -111,7 +114,7 @@ def _n(s: GroupSummaries) -> float:
 class Objective:
     """The profiled (RE)ML deviance of one LMM as a function of theta (lme4's `devfun`).
 
-    value_and_grad(theta): the deviance and its gradient, from one compiled pass over the units that
+    value_and_grad(theta): the deviance and its gradient, from one pass over the units that
     keeps nothing per unit (`units.deviance_gradient`): with D = Lambda Lambda' the profiled
     deviance has
       d/dD = sum_j Z_j'W_jZ_j - [REML] sum_j Z_j'W_jX_j A^-1 X_j'W_jZ_j

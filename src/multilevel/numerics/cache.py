@@ -127,8 +127,8 @@ def cache_dir() -> str | None:
                 if explicit:
                     break
         _CACHE_CHOICE[candidates] = chosen
-        if chosen is not None:
-            _install_numba_locator()
+        # numba's locator is installed when a loop is compiled (`use_numba_cache`), not here: the
+        # choice of numpy or compiled loops (`compile.run`) asks for the folder without numba
         return chosen
 
 

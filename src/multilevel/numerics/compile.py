@@ -1,5 +1,9 @@
 """Compiling the loops of `rowpass` and `units` (numba), on first use, and their size specialisation.
 
+At each call, `run` chooses between a compiled loop and its numpy version (issue 13: a fresh
+machine's first fit does not wait for the compiler; the loops it needs are compiled in the
+background for the next process): the section "compiled or numpy" below.
+
 Why compiled: both kinds of loop do a handful of floating-point operations per row or per unit (a
 2 x 2 Cholesky factor, a 2 x 4 solve), so in numpy the cost is the interpreter and the temporaries,
 not the arithmetic. Measured at 10^7 rows and 200,000 units (profiles of the benchmark fit): the one
@@ -25,7 +29,9 @@ function compiled, so a wrapper elsewhere would keep a stale copy of an edited l
 """
 from __future__ import annotations
 
+import os
 import threading
+from functools import cache
 from typing import Any
 
 from multilevel.numerics.cache import use_numba_cache
@@ -43,6 +49,10 @@ class Loops:
         self._names = names
         self._lock = threading.Lock()  # refits in threads may ask at once
         self._ready = False
+        self.python = {n: namespace[n] for n in names}  # the plain Python loops, before compiling
+        self.module_file = namespace["__file__"]
+        self.module = namespace["__name__"].rsplit(".", 1)[-1]
+        self.hot: dict[str, Any] = {}  # the loops run compiled in this process (`run`)
 
     def __getitem__(self, name: str) -> Any:
         if name not in self._names:
@@ -61,3 +71,289 @@ class Loops:
         for name in self._names:
             g[name] = numba.njit(g[name], inline="always", cache=cache, nogil=True)
         self._ready = True
+
+
+# ----- compiled or numpy: the choice made at each call, and the compiled loops made for next time --
+#
+# Compiling a module's loops costs seconds (numba: ~2.5 s per module on this machine, most of a
+# fresh machine's first fit); loading them from the cache costs ~0.3 s in a new process (importing
+# numba, 0.12 s, and loading the cached code). Each loop therefore also has a numpy version (the
+# same arithmetic, batched over rows or units; agreeing to 1e-12 relative: tests/numerics/
+# test_numpy_path.py). At each call `run` picks one, without importing numba: the compiled loop if
+# it is in the cache (or already loaded), else the numpy version while the numpy work of this
+# process, estimated from the sizes (`rowpass`/`units` give the estimate), stays within the price
+# of compiling (COMPILE_SECONDS; the "ski rental" rule: never more than twice the cost of the better
+# choice in hindsight), compiled after that. Small data (HSB, 10^4 rows) thus never wait for a
+# compiler, a process that fits many times soon runs compiled, and 10^7 rows compile at once. A
+# cached loop is always loaded, though numpy would spare a new process numba's import and loading
+# (~0.3 s): a process that loads once fits 10^4 rows in ~3.6 ms compiled against ~7 ms in numpy.
+# The estimate, not a clock, decides: a process's results do not depend on the machine's load.
+#
+# Whether the compiled loop is in the cache is told by a marker file per loop and argument types
+# (`<cache_dir()>/compiled/<key>`, written once numba has compiled or loaded that loop), so the
+# choice needs one stat, not numba. A loop run in numpy because it was not in the cache is
+# compiled for next time by a detached low-priority process (`python -m
+# multilevel.numerics.compile`, started at the end of the fit or at exit), only when a checked
+# cache folder exists (`cache.cache_dir`), never when MULTILEVEL_BACKGROUND_COMPILE=0, and not in
+# a pytest run unless that variable is 1. MULTILEVEL_LOOPS=numpy or =compiled forces one path
+# (tests, benchmarks).
+
+LOOPS_ENV = "MULTILEVEL_LOOPS"
+BACKGROUND_ENV = "MULTILEVEL_BACKGROUND_COMPILE"
+
+#: seconds compiling a module's loops takes (measured: 2.5-3.5 s each for rowpass and units)
+COMPILE_SECONDS = 2.5
+
+_CHOICE_LOCK = threading.Lock()
+_numpy_seconds = 0.0  # the estimated numpy work of this process so far
+_compiled_keys: set[str] = set()  # loops (with their argument types) compiled or loaded in this process
+_requests: dict[str, tuple[str, str, list[Any]]] = {}  # key -> (module, loop, argument description)
+_started: set[str] = set()  # keys whose background compilation this process started
+_over = False  # the numpy budget is spent: this process runs compiled
+_asked_in_test = [False]  # a loop was asked for while a test ran (pytest unsets its variable before exit)
+
+
+def describe(arg: Any) -> Any:
+    """The numba type of an argument, as plain data (no numba): arrays by dtype, dimensions, layout and
+    writability; tuples element by element; scalars by kind. Equal descriptions: the same compiled code."""
+    import numpy as np
+
+    if isinstance(arg, np.ndarray):
+        layout = "C" if arg.flags.c_contiguous else "F" if arg.flags.f_contiguous else "A"
+        return ["array", arg.dtype.str, arg.ndim, layout, bool(arg.flags.writeable)]
+    if isinstance(arg, tuple):
+        return ["tuple", [describe(a) for a in arg]]
+    if isinstance(arg, (bool, np.bool_)):
+        return ["bool"]
+    if isinstance(arg, int):
+        return ["scalar", "<i8"]
+    if isinstance(arg, float):
+        return ["scalar", "<f8"]
+    if isinstance(arg, np.generic):
+        return ["scalar", arg.dtype.str]
+    raise TypeError(f"no description for {type(arg).__name__}")
+
+
+def example(description: Any) -> Any:
+    """An argument with the numba type `description` (`describe`), for compiling without data."""
+    import numpy as np
+
+    kind = description[0]
+    if kind == "array":
+        _, dtype, ndim, layout, writeable = description
+        if layout == "A":
+            a = np.zeros((3,) * ndim, dtype=dtype)[(slice(None, None, 2),) * ndim]
+        else:
+            a = np.zeros((2,) * ndim, dtype=dtype, order="F" if layout == "F" else "C")
+        a.setflags(write=writeable)
+        return a
+    if kind == "tuple":
+        return tuple(example(d) for d in description[1])
+    if kind == "bool":
+        return True
+    return np.dtype(description[1]).type(0).item() if description[1] in ("<i8", "<f8") else np.dtype(description[1]).type(0)
+
+
+def _key(module_file: str, name: str, description: Any) -> str:
+    """The marker's name: the loop, its argument types, and the module file's version (numba's cache
+    is invalidated by the file's time stamp and size; so is the marker)."""
+    import hashlib
+    import json
+    import sys
+
+    st = os.stat(module_file)
+    text = json.dumps([os.path.basename(module_file), st.st_mtime_ns, st.st_size, name, description,
+                       sys.version_info[:2], _numba_version()])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@cache
+def _numba_version() -> str:
+    """numba's version, from its metadata (without importing it): a new numba recompiles."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("numba")
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def _marker(key: str) -> str | None:
+    from multilevel.numerics.cache import cache_dir
+
+    root = cache_dir()
+    return None if root is None else os.path.join(root, "compiled", key)
+
+
+def mark_compiled(key: str) -> None:
+    """Record that the loop `key` is compiled in this process, and (checked folder only) in the cache."""
+    _compiled_keys.add(key)
+    path = _marker(key)
+    if path is not None and not os.path.exists(path):
+        try:
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            with open(path, "w"):
+                pass
+        except OSError:
+            pass  # only a hint for the next process
+
+
+def run(loops: Loops, name: str, args: tuple[Any, ...], numpy_version: Any, numpy_seconds: float) -> Any:
+    """loops[name](*args) compiled, or numpy_version(*args) (its work estimated at `numpy_seconds`):
+    the rule of the section comment above. Once the loop runs compiled, a call costs a look-up."""
+    global _numpy_seconds, _over
+    mode = os.environ.get(LOOPS_ENV, "auto")
+    if mode == "numpy":
+        return numpy_version(*args)
+    fn = loops.hot.get(name)
+    if fn is not None:
+        # this loop already runs compiled in this process: numba dispatches on the types (a call of
+        # new types compiles, or loads from the cache, as before issue 13; not worth a numpy detour)
+        known = len(fn.overloads)
+        out = fn(*args)
+        if len(fn.overloads) != known:
+            mark_compiled(_key(loops.module_file, name, [describe(a) for a in args]))
+        return out
+    if not _over and mode != "compiled":
+        description = [describe(a) for a in args]
+        key = _key(loops.module_file, name, description)
+        marker = _marker(key)
+        if key not in _compiled_keys and not (marker is not None and os.path.exists(marker)):
+            with _CHOICE_LOCK:
+                go_numpy = _numpy_seconds + numpy_seconds <= COMPILE_SECONDS
+                if go_numpy:
+                    _numpy_seconds += numpy_seconds
+                    if marker is not None:
+                        _asked_in_test[0] |= "PYTEST_CURRENT_TEST" in os.environ  # (at exit it is unset)
+                        if not _requests:
+                            import atexit
+
+                            atexit.register(compile_later)  # whatever the fit's end did not start
+                        _requests.setdefault(key, (loops.module, name, description))
+                else:
+                    _over = True  # numpy has cost what compiling would: from now on, compiled
+            if go_numpy:
+                return numpy_version(*args)
+    fn = loops[name]
+    known = len(fn.overloads)
+    out = fn(*args)
+    if len(fn.overloads) != known:  # compiled now, or loaded from the cache: tell the next process
+        mark_compiled(_key(loops.module_file, name, [describe(a) for a in args]))
+    loops.hot[name] = fn
+    return out
+
+
+def _numba_types(args: tuple[Any, ...]) -> list[Any]:
+    import numba
+
+    return [numba.typeof(a) for a in args]
+
+
+def background_allowed() -> bool:
+    """Whether loops may be compiled by a background process: not disabled, not for a test run."""
+    setting = os.environ.get(BACKGROUND_ENV)
+    if setting is not None:
+        return setting not in ("0", "", "false", "no")
+    return "PYTEST_CURRENT_TEST" not in os.environ and not _asked_in_test[0]
+
+
+def compile_later() -> None:
+    """Start the background compilation of the loops this process ran in numpy for want of a cache
+    (a detached process of low priority; the next process finds them by their markers)."""
+    import json
+    import subprocess
+    import sys
+
+    from multilevel.numerics.cache import cache_dir
+
+    root = cache_dir()
+    if root is None or not background_allowed():
+        return
+    folder = os.path.join(root, "compiled")
+    if _busy(folder):
+        return  # another process compiles now (perhaps these very loops): at exit, or next time
+    with _CHOICE_LOCK:
+        todo = {k: v for k, v in _requests.items() if k not in _started and not os.path.exists(os.path.join(folder, k))}
+        _started.update(todo)
+    if not todo:
+        return
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "multilevel.numerics.compile", json.dumps(list(todo.values()))],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, close_fds=True,
+        )
+        # the child's busy file (`_compile_requests`), made now so that no one sees a gap
+        os.makedirs(os.path.join(root, "compiled"), mode=0o700, exist_ok=True)
+        open(os.path.join(root, "compiled", f".busy-{child.pid}"), "w").close()
+    except OSError:
+        pass  # next time, then
+
+
+def _busy(folder: str) -> bool:
+    """Whether a background compilation (its `.busy-<pid>` file, its process alive) works in `folder`."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return False
+    for name in names:
+        if name.startswith(".busy-"):
+            try:
+                os.kill(int(name[6:]), 0)
+                return True
+            except (ValueError, ProcessLookupError):
+                continue  # a stale file of a process that died
+            except OSError:
+                return True  # alive, another user's (cannot be, in our folder; be safe)
+    return False
+
+
+def _compile_requests(requests: list[tuple[str, str, list[Any]]]) -> int:
+    """Compile (into the checked cache folder only) each (module, loop, argument description)."""
+    import importlib
+
+    from multilevel.numerics.cache import cache_dir
+
+    root = cache_dir()
+    if root is None:
+        return 0
+    # while it works, a file `.busy-<pid>` tells that compiled loops are on their way (benchmarks wait)
+    busy = os.path.join(root, "compiled", f".busy-{os.getpid()}")
+    os.makedirs(os.path.dirname(busy), mode=0o700, exist_ok=True)
+    open(busy, "w").close()
+    done = 0
+    try:
+        for module, name, description in requests:
+            loops: Loops = importlib.import_module(f"multilevel.numerics.{module}").LOOPS
+            args = tuple(example(d) for d in description)
+            loops[name].compile(tuple(_numba_types(args)))
+            mark_compiled(_key(loops.module_file, name, description))
+            done += 1
+    finally:
+        try:
+            os.remove(busy)
+        except OSError:
+            pass
+    return done
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m multilevel.numerics.compile '<json list of [module, loop, argument description]>'"""
+    import json
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    if hasattr(os, "nice"):
+        try:
+            os.nice(10)  # the user's work first
+        except OSError:
+            pass
+    os.environ[LOOPS_ENV] = "compiled"
+    _compile_requests(json.loads(argv[0]))
+
+
+if __name__ == "__main__":
+    # run as a script this file is `__main__`: use the package's module (the one the loops know)
+    from multilevel.numerics.compile import main as package_main
+
+    package_main()

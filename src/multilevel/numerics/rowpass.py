@@ -4,7 +4,9 @@
 data's columns as it goes, never held as a matrix); `accumulate_into` and `cross_products` call it on
 numpy arrays. The row helpers: `nonfinite` (NaN and infinity counts), `sorted_codes` (codes of ids in
 order), `varies` (a column's variation within units, stopping early), `mirror`, `group_range`.
-Compiled on first use (`compile.Loops`: numba, cached on disk in the checked folder of `cache`).
+Compiled on first use (`compile.Loops`: numba, cached on disk in the checked folder of `cache`);
+each has a numpy version (`*_numpy`, `NUMPY`) that runs while the compiled one is not in the cache
+and the data are small enough (`compile.run`: the choice at each call).
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from multilevel.numerics.compile import Loops
+from multilevel.numerics.compile import Loops, run
 
 # ----- the loops, as plain Python that numba compiles (`LOOPS`) ----------------------------------
 
@@ -209,13 +211,124 @@ def accumulate_sized(bases, recipe, affine, cmap, us, ks, codes, weights, C, W, 
     accumulate(bases, recipe, affine, cmap, len(us), len(ks), codes, weights, C, W, total, counts)
 
 
+# ----- the same loops in numpy (`compile.run` chooses; tests/numerics/test_numpy_path.py) --------
+
+#: rows per block of the numpy pass: a block of products (rows x u(u+1)/2 doubles) stays small
+NUMPY_BLOCK_ROWS = 32768
+
+
+def accumulate_numpy(bases, recipe, affine, cmap, u, k, codes, weights, C, W, total, counts):
+    """`accumulate` in numpy, a block of rows at a time: the block's distinct columns V (the same
+    recipe, centres and affine maps), the products w_i V_ia V_ib (a <= b, `accumulate`'s order),
+    summed per run of equal codes after a stable sort of the block's codes (np.add.reduceat), and
+    added to the units' C (upper triangle, through cmap), total and counts. W is not used."""
+    n = codes.shape[0]
+    nf = recipe.shape[1]
+    ia, ib = np.triu_indices(u)
+    pair = np.empty((u, u), dtype=np.int64)
+    pair[ia, ib] = np.arange(ia.size)
+    pair[ib, ia] = pair[ia, ib]
+    ka, kb = np.triu_indices(k)
+    take = pair[cmap[ka], cmap[kb]]
+    use_w = weights.shape[0] == n
+    for start in range(0, n, NUMPY_BLOCK_ROWS):
+        stop = min(start + NUMPY_BLOCK_ROWS, n)
+        V = np.empty((stop - start, u))
+        for c in range(u):
+            col = np.ones(stop - start)
+            for f in range(nf):
+                r = recipe[c, f]
+                if r < 0:
+                    break
+                base = bases[r][start:stop]
+                centre = affine[c, 2 + f]
+                col = col * base if centre == 0.0 else col * (base - centre)
+            shift, factor = affine[c, 0], affine[c, 1]
+            if shift != 0.0 or factor != 1.0:
+                col = (col - shift) * factor
+            V[:, c] = col
+        left = V * weights[start:stop, None] if use_w else V
+        P = left[:, ia] * V[:, ib]
+        cb = codes[start:stop]
+        if cb.shape[0] > 1 and not bool(np.all(cb[1:] >= cb[:-1])):
+            order = np.argsort(cb, kind="stable")
+            cb = cb[order]
+            P = P[order]
+        starts = np.flatnonzero(np.concatenate(([True], cb[1:] != cb[:-1])))
+        sums = np.add.reduceat(P, starts, axis=0)[:, take]  # (runs, k(k+1)/2), each unit once
+        units = cb[starts]
+        C[units[:, None], ka, kb] += sums
+        total[ka, kb] += sums.sum(axis=0)
+        counts[units] += np.diff(np.append(starts, cb.shape[0]))
+
+
+def nonfinite_numpy(x):
+    """`nonfinite` in numpy."""
+    return int(np.count_nonzero(np.isnan(x))), int(np.count_nonzero(np.isinf(x)))
+
+
+def sorted_codes_numpy(v, codes):
+    """`sorted_codes` in numpy (codes written only when the ids are in order)."""
+    n = v.shape[0]
+    if n == 0:
+        return 0
+    if bool(np.any(v[1:] < v[:-1])):
+        return -1
+    codes[0] = 0
+    np.cumsum(v[1:] != v[:-1], out=codes[1:])
+    return int(codes[-1]) + 1
+
+
+def varies_numpy(codes, x, first, seen, tol):
+    """`varies` in numpy: each row against its unit's first row (first, seen: as the loop leaves them)."""
+    n = x.shape[0]
+    row = np.full(first.shape[0], n)
+    np.minimum.at(row, codes, np.arange(n))  # each unit's first row
+    seen[codes] = True
+    first[seen] = x[row[seen]]
+    a = first[codes]
+    with np.errstate(invalid="ignore"):  # inf - inf: NaN, not "differs", as in the loop
+        return bool(np.any(np.abs(x - a) > tol * np.maximum(np.abs(x), np.abs(a))))
+
+
+def mirror_numpy(C):
+    """`mirror` in numpy."""
+    rows, cols = np.tril_indices(C.shape[1], -1)
+    C[:, rows, cols] = C[:, cols, rows]
+
+
+def group_range_numpy(codes, x, lo, hi):
+    """`group_range` in numpy (fmin/fmax: a NaN is passed over, as the loop's comparisons do)."""
+    np.fmin.at(lo, codes, x)
+    np.fmax.at(hi, codes, x)
+
+
+NUMPY: dict[str, Any] = {"accumulate": accumulate_numpy, "nonfinite": nonfinite_numpy,
+                         "sorted_codes": sorted_codes_numpy, "varies": varies_numpy, "mirror": mirror_numpy,
+                         "group_range": group_range_numpy}
+
+#: estimated seconds of the numpy versions (`compile.run`'s rule), measured on this machine: the pass
+#: per row and product or factor (1.9 ms for HSB's 7185 rows and 7 columns: 35 products, 7 factors;
+#: 0.25 s at 10^6 rows), the row helpers per row (`varies`, the slowest: 24 ms at 10^6 rows), and per call
+PASS_SECONDS_PER_ROW_PRODUCT = 6e-9
+HELPER_SECONDS_PER_ROW = 20e-9
+CALL_SECONDS = 20e-6
+
+
 LOOPS = Loops(globals(), ("accumulate", "accumulate_sized", "nonfinite", "sorted_codes", "varies", "mirror",
                           "group_range"))
 
 
 def kernel(name: str) -> Any:
-    """The compiled row helper `name` (nonfinite, sorted_codes, varies, mirror, group_range)."""
-    return LOOPS[name]
+    """The row helper `name` (nonfinite, sorted_codes, varies, mirror, group_range): compiled or in
+    numpy, chosen at each call (`compile.run`, the work estimated from the rows of the first argument)."""
+    numpy_version = NUMPY[name]
+
+    def helper(*args: Any) -> Any:
+        seconds = CALL_SECONDS + HELPER_SECONDS_PER_ROW * int(np.size(args[0]))
+        return run(LOOPS, name, args, numpy_version, seconds)
+
+    return helper
 
 
 #: the one pass is compiled for its columns (`accumulate_sized`) from this many rows on; below, the
@@ -236,19 +349,28 @@ def accumulate_into(bases: tuple[np.ndarray, ...], recipe: np.ndarray, affine: n
     `bases` arrays by `recipe`, `affine` and `cmap` (`accumulate`), so no N x k matrix is ever held.
     Chunks of rows add into the same arrays."""
     u, k = recipe.shape[0], cmap.shape[0]
-    W = np.empty((BLOCK_ROWS, u))
+    W = np.empty((BLOCK_ROWS, u))  # the compiled pass's scratch block
     total = np.zeros((k, k)) if total is None else total
     counts = np.zeros(C.shape[0]) if counts is None else counts
     w = np.empty(0) if weights is None else weights
-    if codes.shape[0] >= SPECIALISE_ROWS:
-        LOOPS["accumulate_sized"](bases, recipe, affine, cmap, (0,) * int(u), (0,) * int(k), codes, w, C, W, total, counts)
+    n = codes.shape[0]
+    seconds = CALL_SECONDS + PASS_SECONDS_PER_ROW_PRODUCT * n * (u * (u + 1) // 2 + u * recipe.shape[1])
+    if n >= SPECIALISE_ROWS:
+        run(LOOPS, "accumulate_sized", (bases, recipe, affine, cmap, (0,) * int(u), (0,) * int(k), codes, w, C, W,
+                                        total, counts), _accumulate_sized_numpy, seconds)
     else:
-        LOOPS["accumulate"](bases, recipe, affine, cmap, int(u), int(k), codes, w, C, W, total, counts)
+        run(LOOPS, "accumulate", (bases, recipe, affine, cmap, int(u), int(k), codes, w, C, W, total, counts),
+            accumulate_numpy, seconds)
+
+
+def _accumulate_sized_numpy(bases, recipe, affine, cmap, us, ks, codes, weights, C, W, total, counts):
+    """`accumulate_sized` in numpy: `accumulate_numpy` (numpy has nothing to unroll)."""
+    accumulate_numpy(bases, recipe, affine, cmap, len(us), len(ks), codes, weights, C, W, total, counts)
 
 
 def mirror_upper(C: np.ndarray) -> np.ndarray:
     """C with each unit's lower triangle filled from its upper one (`mirror`)."""
-    LOOPS["mirror"](C)
+    kernel("mirror")(C)
     return C
 
 
@@ -271,5 +393,5 @@ def group_ranges(codes: np.ndarray, x: np.ndarray, n_groups: int) -> tuple[np.nd
     """Per-unit (min, max) of x, exactly (used to tell level-2 variables from level-1 ones)."""
     lo = np.full(n_groups, np.inf)
     hi = np.full(n_groups, -np.inf)
-    LOOPS["group_range"](codes, np.ascontiguousarray(x, dtype=float), lo, hi)
+    kernel("group_range")(codes, np.ascontiguousarray(x, dtype=float), lo, hi)
     return lo, hi

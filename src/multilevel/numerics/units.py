@@ -5,7 +5,9 @@ Per unit j, from its block K_j = [Z'Z | Z'X | Z'y] of the summaries: the Cholesk
 M_j = Lambda' Z_j'Z_j Lambda + I and the solves of the penalised least squares (`factor_unit`),
 summed over units (`solve_units`, which keeps the per-unit factors; `deviance_terms`, which keeps
 nothing per unit and also makes the sums of the gradient), then the deviance and its gradient
-(`finish_deviance`; the one deviance formula is `deviance`). Compiled on first use (`compile.Loops`).
+(`finish_deviance`; the one deviance formula is `deviance`). Compiled on first use (`compile.Loops`),
+or batched over the units in numpy (`*_numpy`, `NUMPY`) while the compiled loops are not in the
+cache and the units are few enough (`compile.run`: the choice at each call).
 """
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from multilevel.numerics.compile import Loops
+from multilevel.numerics.compile import Loops, run
+from multilevel.numerics.compile import compile_later as compile_later  # the engine calls it at a fit's end
 
 
 def factor_unit(Kj, q, p, lam, L, G, R, r, T):
@@ -282,6 +285,94 @@ def solve_units_sized(C, qs, ps, lam, w, L, LtLam, RZX, rZy, FtF, Ftr):
     return solve_units(C, len(qs), len(ps), lam, w, L, LtLam, RZX, rZy, FtF, Ftr)
 
 
+# ----- the same algebra in numpy, batched over the units (`compile.run` chooses) -------------------
+
+def _factors_numpy(K, q, p, lam):
+    """`factor_unit` for all units at once: (ZtZ, ZtX, Zty, G = L^-1 Lambda', R, r, log|L_j|^2, |r_j|^2)
+    with L_j the Cholesky factor of Lambda' Z'Z Lambda + I; None when an M_j is not positive definite."""
+    ZtZ = K[:, :q, :q]
+    ZtX = K[:, :q, q : q + p]
+    Zty = K[:, :q, q + p]
+    M = (lam.T @ ZtZ) @ lam + np.eye(q)
+    try:
+        L = np.linalg.cholesky(M)
+    except np.linalg.LinAlgError:
+        return None
+    # G = L^-1 Lambda' by forward substitution, row by row (q is small), as `factor_unit` solves
+    G = np.empty(L.shape)
+    for a in range(q):
+        G[:, a, :] = (lam.T[a, :] - np.einsum("jc,jcb->jb", L[:, a, :a], G[:, :a, :])) / L[:, a, a, None]
+    d = np.diagonal(L, axis1=1, axis2=2)
+    logdet = np.log(np.prod(d * d, axis=1))
+    if not np.all(np.isfinite(logdet)):
+        return None
+    R = G @ ZtX
+    r = (G @ Zty[:, :, None])[:, :, 0]
+    return ZtZ, ZtX, Zty, L, G, R, r, logdet, np.einsum("ja,ja->j", r, r)
+
+
+def solve_units_numpy(C, q, p, lam, w, L, LtLam, RZX, rZy, FtF, Ftr):
+    """`solve_units` in numpy (`_factors_numpy`), writing the same arrays."""
+    f = _factors_numpy(C, q, p, lam)
+    if f is None:
+        return np.nan, np.nan
+    _, _, _, L[:], LtLam[:], RZX[:], rZy[:], logdet, ss = f
+    FtF[:] = np.einsum("j,jca,jcb->ab", w, RZX, RZX)
+    Ftr[:] = np.einsum("j,jca,jc->a", w, RZX, rZy)
+    return float(w @ logdet), float(w @ ss)
+
+
+def deviance_gradient_numpy(K, q, p, lam, w, XtX, Xty, yty, n, ldw, reml, G):
+    """`deviance_gradient` in numpy: the sums of `deviance_terms` batched over the units, then
+    `finish_deviance`'s algebra with the one deviance formula (`deviance`, `profiled_sigma2`)."""
+    f = _factors_numpy(K, q, p, lam)
+    if f is None:
+        return np.nan
+    ZtZ, ZtX, Zty, _, Gj, R, r, logdet_j, ss_j = f
+    logdet, ss = float(w @ logdet_j), float(w @ ss_j)
+    FtF = np.einsum("j,jca,jcb->ab", w, R, R)
+    Ftr = np.einsum("j,jca,jc->a", w, R, r)
+    P = Gj @ ZtZ
+    Pt = np.swapaxes(P, 1, 2)
+    ZWZ = np.einsum("j,jab->ab", w, ZtZ - Pt @ P)
+    z = np.concatenate(((ZtX - Pt @ R).reshape(K.shape[0], q * p), Zty - (Pt @ r[:, :, None])[:, :, 0]), axis=1)
+    S = (z * w[:, None]).T @ z
+    # finish_deviance
+    A = XtX - FtF
+    b = Xty - Ftr
+    try:
+        RX = np.linalg.cholesky(A)
+    except np.linalg.LinAlgError:
+        return np.nan
+    dA = np.diag(RX)
+    logdet_A = float(np.log(dA * dA).sum())
+    RXinv = np.linalg.inv(RX)
+    Ainv = RXinv.T @ RXinv
+    beta = Ainv @ b
+    pwrss = yty - ss - float(b @ beta)
+    python = LOOPS.python
+    sigma2 = python["profiled_sigma2"](pwrss, n, p, reml)
+    d = python["deviance"](n, p, reml, logdet, logdet_A, pwrss, sigma2, ldw)
+    qp = q * p
+    SXX = S[:qp, :qp].reshape(q, p, q, p)
+    SyXb = S[qp:, :qp].reshape(q, q, p) @ beta
+    rr = S[qp:, qp:] - SyXb - SyXb.T + np.einsum("acbe,c,e->ab", SXX, beta, beta)
+    g = ZWZ - (1.0 / sigma2) * rr
+    if reml:
+        g -= np.einsum("acbe,ce->ab", SXX, Ainv)
+    G[:] = g
+    return d
+
+
+NUMPY: dict[str, Any] = {"solve_units": solve_units_numpy, "deviance_gradient": deviance_gradient_numpy}
+
+#: estimated seconds of one numpy evaluation (`compile.run`'s rule), measured on this machine: a
+#: fixed part (the numpy calls) and a part per unit and element of the unit's (q + p + 1)^2 block
+#: (HSB's 160 units, q = 2, p = 6: 0.26 ms; 2000 units, p = 4: 1.6 ms; 20000 units: 90 ms)
+EVAL_SECONDS = 250e-6
+EVAL_SECONDS_PER_UNIT_ELEMENT = 40e-9
+
+
 LOOPS = Loops(globals(), ("factor_unit", "add_cross", "solve_units", "deviance_terms", "profiled_sigma2", "deviance",
                           "finish_deviance", "deviance_gradient", "deviance_gradient_sized", "solve_units_sized"))
 
@@ -293,8 +384,18 @@ SPECIALISE_UNITS = 20_000
 
 
 def call(name: str, units: int, first: Any, q: int, p: int, *rest: Any) -> Any:
-    """name(first, q, p, *rest) compiled (solve_units, deviance_gradient), for `units` units: from
+    """name(first, q, p, *rest) (solve_units, deviance_gradient), for `units` units: compiled or in
+    numpy (`compile.run`, the work estimated from the units and sizes); compiled, from
     SPECIALISE_UNITS units on the loop compiled for (q, p) (`*_sized`, the sizes as tuple lengths)."""
+    numpy_version = NUMPY[name]
+    seconds = EVAL_SECONDS + EVAL_SECONDS_PER_UNIT_ELEMENT * units * (q + p + 1) ** 2
     if units >= SPECIALISE_UNITS:
-        return LOOPS[f"{name}_sized"](first, (0,) * q, (0,) * p, *rest)
-    return LOOPS[name](first, q, p, *rest)
+        return run(LOOPS, f"{name}_sized", (first, (0,) * q, (0,) * p, *rest),
+                   lambda first, qs, ps, *rest: numpy_version(first, len(qs), len(ps), *rest), seconds)
+    return run(LOOPS, name, (first, q, p, *rest), numpy_version, seconds)
+
+
+def formula(name: str) -> Any:
+    """The scalar formula `name` (deviance, profiled_sigma2) as plain Python: the one formula, for
+    callers outside the loops (no compiled call needed for a few floating-point operations)."""
+    return LOOPS.python[name]
