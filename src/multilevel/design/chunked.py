@@ -236,17 +236,23 @@ def numeric_arrays(chunk: Any, variables: list[str], group: str) -> dict[str, np
     return out
 
 
-def local_units(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(codes, units) of one chunk's ids: codes 0..J_c-1 into the chunk's distinct ids. Ids in
-    order (grouped files) take one comparison pass (`rowpass.sorted_codes`), others one hash
-    lookup per row (`pd.factorize`, the units in order of appearance)."""
+def local_units(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(codes, units, in order) of one chunk's ids: codes 0..J_c-1 into the chunk's distinct ids.
+    Ids in order (grouped files: `in order`, each unit one run of rows) take one comparison pass
+    (`rowpass.sorted_codes`), others one hash lookup per row (`pd.factorize`, the units in order
+    of appearance)."""
     codes = np.empty(ids.size, dtype=np.intp)
-    J = kernel("sorted_codes")(ids, codes)
-    if J >= 0:
-        starts = np.flatnonzero(codes[1:] != codes[:-1]) + 1 if ids.size else np.empty(0, dtype=np.intp)
-        return codes, ids[np.concatenate(([0], starts))] if ids.size else ids[:0]
+    if kernel("sorted_codes")(ids, codes) >= 0:
+        return codes, ids[_run_starts(codes)], True
     codes, units = pd.factorize(ids)
-    return codes.astype(np.intp, copy=False), np.asarray(units)
+    return codes.astype(np.intp, copy=False), np.asarray(units), False
+
+
+def _run_starts(codes: np.ndarray) -> np.ndarray:
+    """The first row of each run of equal codes."""
+    if not codes.size:
+        return np.empty(0, dtype=np.intp)
+    return np.concatenate(([0], np.flatnonzero(codes[1:] != codes[:-1]) + 1))
 
 
 def _rows_kept(cols: dict[str, np.ndarray], missing: dict[str, int]) -> np.ndarray | None:
@@ -285,7 +291,7 @@ def pass1_arrays(cols: dict[str, np.ndarray], spec: ModelSpec, variables: list[s
         facts.missing[v] = int(nan)
         if inf:
             facts.infinite[v] = np.flatnonzero(np.isinf(a)).tolist()
-    codes, units = local_units(cols[group])
+    codes, units, in_order = local_units(cols[group])
     J = len(units)
     st.ids_in = units
     if level2:  # HLM's rule on level-2 values missing (every row has an id here)
@@ -297,10 +303,16 @@ def pass1_arrays(cols: dict[str, np.ndarray], spec: ModelSpec, variables: list[s
     used = cols if keep is None else {v: a[keep] for v, a in cols.items()}
     ucodes = codes if keep is None else codes[keep]
     st.rows_used = len(ucodes)
-    counts = np.bincount(ucodes, minlength=J)
-    present = counts > 0
-    ids = units[present]
-    st.counts = pd.Series(counts[present], index=ids)
+    if in_order:  # each unit a run of rows: counts, minima and maxima by run (numpy's reduceat)
+        starts = _run_starts(ucodes)
+        present = ucodes[starts]
+        counts = np.diff(np.append(starts, len(ucodes)))
+    else:
+        counts = np.bincount(ucodes, minlength=J)
+        present = np.flatnonzero(counts)
+        counts = counts[present]
+    ids = pd.Index(units[present])
+    st.counts = pd.Series(counts, index=ids)
     floats = _floats(used)
     st.outcome_kind = OutcomeKind.of(floats(spec.outcome))
     for d in spec.derived:  # the centred columns' unit sums, by their names ("cwc(ses)")
@@ -313,9 +325,15 @@ def pass1_arrays(cols: dict[str, np.ndarray], spec: ModelSpec, variables: list[s
             if bad:
                 st.not_finite[d.name] = bad
     for v in variables:
-        if v != group:
+        if v == group:
+            continue
+        if in_order:
+            x = floats(v)
+            lo, hi = (np.minimum.reduceat(x, starts), np.maximum.reduceat(x, starts)) if len(x) else (x, x)
+        else:
             lo, hi = group_ranges(ucodes, floats(v), J)
-            st.lo[v], st.hi[v] = pd.Series(lo[present], index=ids), pd.Series(hi[present], index=ids)
+            lo, hi = lo[present], hi[present]
+        st.lo[v], st.hi[v] = pd.Series(lo, index=ids), pd.Series(hi, index=ids)
     return st
 
 
@@ -337,15 +355,16 @@ class Plan:
     p: int = 0
     n_columns: int = 0
     affine: tuple | None = None  # the internal coordinates: (shift, scale) and factor centres per column (`coordinates`)
+    gaps: bool = True  # some variable has a missing value (pass 1): pass 2 looks for them
 
 
 def prepare_arrays(cols: dict[str, np.ndarray], plan: Plan) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """`prepare_chunk` of a chunk of numbers (`numeric_arrays`; checked in pass 1, which found
     nothing that changes them): the rows used, the derived columns, and the unit codes, found by
     one hash lookup of the chunk's own units (`local_units`) among the units of pass 1."""
-    codes, units = local_units(cols[plan.group])
+    codes, units, _ = local_units(cols[plan.group])
     codes = plan.ids.get_indexer(units)[codes]
-    keep = _rows_kept(cols, _nan_counts(cols))
+    keep = _rows_kept(cols, _nan_counts(cols)) if plan.gaps else None
     used = cols if keep is None else {v: a[keep] for v, a in cols.items()}
     codes = codes if keep is None else codes[keep]
     used = dict(used)
@@ -533,7 +552,7 @@ def plan_of(spec: ModelSpec, source: Source, stats: Pass1, variables: list[str],
         if d.kind in ("group", "grand"):
             centring[d.name] = centring_state(d, stats.sums[d.name].reindex(ids).to_numpy(dtype=float), counts)
     levels = {v: sorted(lv) for v, lv in stats.levels.items() if v != spec.outcome}
-    plan = Plan(spec, variables, group, ids, centring, levels)
+    plan = Plan(spec, variables, group, ids, centring, levels, gaps=any(stats.facts.missing.values()))
     # one formulaic spec for every chunk: made on a frame holding every level of each text variable
     sample = first_rows(source, plan, SAMPLE_ROWS)
     x_mm = formulaic.model_matrix(spec.fixed_formula(), sample, na_action="raise", context={})
