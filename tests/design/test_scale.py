@@ -2,8 +2,6 @@
 workers, give the in-memory fit (not timed; benchmarks/ measures speed and memory)."""
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,7 +9,6 @@ import pytest
 import multilevel as ml
 from conftest import hsb
 from multilevel.design import chunked, sources
-from multilevel.design.sources import read_ahead
 from multilevel.errors import SpecificationError
 
 M = "mathach ~ (sector + meanses) * cwc(ses) + (cwc(ses) | school)"
@@ -125,23 +122,6 @@ def test_chunks_of_numbers_take_the_array_path_with_the_same_fit(tmp_path, monke
     assert fit.data_report.units_dropped == (() if order == "complete" else (str(schools[3]),))
     assert str(schools[7]) in fit.data_report.singleton_units
     np.testing.assert_allclose(fit.design.centering_means["cwc(ses)"], ref.design.centering_means["cwc(ses)"], rtol=1e-12)
-
-
-def test_read_ahead_keeps_the_order_raises_the_errors_and_stops_with_its_caller():
-    assert list(read_ahead(iter(range(5)))) == [0, 1, 2, 3, 4]
-
-    def damaged():
-        yield 1
-        raise ml.DataError("damaged")
-
-    it = read_ahead(damaged())
-    assert next(it) == 1
-    with pytest.raises(ml.DataError, match="damaged"):
-        next(it)
-    it = read_ahead(iter(range(100)))
-    assert next(it) == 0
-    it.close()  # a caller that stops early (`chunked.first_rows`) stops the thread
-    assert not any(t.name == "multilevel-read-ahead" for t in threading.enumerate())
 
 
 @pytest.fixture(scope="module")

@@ -475,7 +475,7 @@ def first_rows(source: Source, plan: Plan, rows: int) -> pd.DataFrame:
     n = 0
     if isinstance(source, ParquetSource):  # batches of about the rows wanted: pyarrow decodes no more
         source = dataclasses.replace(source, batch_rows=min(rows, source.batch_rows or rows))
-    for chunk in _chunks(source, ahead=False):
+    for chunk in _chunks(source):
         cols = _arrays_for(chunk, plan, recipes=False)  # the recipes are chosen on these rows
         used = pd.DataFrame(prepare_arrays(cols, plan)[0]) if cols is not None else prepare_chunk(chunk, plan)[0]
         if len(used):
@@ -595,10 +595,10 @@ def plan_of(spec: ModelSpec, source: Source, stats: Pass1, variables: list[str],
 
 
 # ----- pass 2 ----------------------------------------------------------------------------------
-def _chunks(source: Source, ahead: bool = True) -> Iterator[Any]:
+def _chunks(source: Source) -> Iterator[Any]:
     """The chunks of a source: Parquet batches as pyarrow reads them (`numeric_arrays` takes their
-    numbers without pandas; `ahead`: the next one read meanwhile), a Dask DataFrame's partitions."""
-    return source.batches(ahead) if isinstance(source, ParquetSource) else source.chunks()
+    numbers without pandas), a Dask DataFrame's partitions as DataFrames."""
+    return source.batches() if isinstance(source, ParquetSource) else source.chunks()
 
 
 def pass2_into(chunk: Any, plan: Plan, C: np.ndarray, n: np.ndarray) -> None:

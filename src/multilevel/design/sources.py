@@ -20,9 +20,6 @@ from multilevel.errors import DataError, preview
 #: rows per chunk read from Parquet (a row group may be cut in several)
 BATCH_ROWS = 1_000_000
 
-#: read the next batch in a thread while the passes work on this one (`read_ahead`)
-READ_AHEAD = True
-
 
 def is_stream_source(data) -> bool:
     """A folder or a glob pattern of Parquet files (always streamed)."""
@@ -109,51 +106,6 @@ def check_schemas(files: list[Path], columns: list[str]) -> None:
                 )
 
 
-def read_ahead(items: Iterator[Any]) -> Iterator[Any]:
-    """The items of `items`, in order, each next one made in a thread while the caller works on
-    the one before: reading and decoding Parquet (pyarrow, without the GIL) overlaps the passes'
-    compiled loops (numba, without the GIL), so a pass costs about the larger of the two. At most
-    two items are held at once (the one in use and the next); an error in the thread is raised
-    here, and a caller that stops early stops the thread."""
-    import queue
-    import threading
-
-    q: queue.Queue = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def put(item: tuple[str, Any]) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def run() -> None:
-        try:
-            for x in items:
-                if not put(("item", x)):
-                    return
-            put(("done", None))
-        except BaseException as exc:  # raised by the caller's thread (`get`)
-            put(("error", exc))
-
-    thread = threading.Thread(target=run, name="multilevel-read-ahead", daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, x = q.get()
-            if kind == "done":
-                return
-            if kind == "error":
-                raise x
-            yield x
-    finally:
-        stop.set()
-        thread.join()
-
-
 @dataclass(frozen=True)
 class ParquetSource:
     """Parquet files read `batch_rows` rows at a time, the model's `columns` only."""
@@ -185,13 +137,9 @@ class ParquetSource:
     def description(self) -> str:
         return f"{len(self.files)} Parquet file(s): {preview([f.name for f in self.files], 3)}"
 
-    def batches(self, ahead: bool = True) -> Iterator[Any]:
+    def batches(self) -> Iterator[Any]:
         """The rows as pyarrow RecordBatches of the `columns`, in order (each column decoded once;
-        `chunked` takes numbers straight to numpy arrays, anything else through `to_pandas`);
-        `ahead`: the next batch read while the caller works on this one (`read_ahead`)."""
-        return read_ahead(self._batches()) if ahead and READ_AHEAD else self._batches()
-
-    def _batches(self) -> Iterator[Any]:
+        `chunked` takes numbers straight to numpy arrays, anything else through `to_pandas`)."""
         for f in self.files:
             batches = open_parquet(f).iter_batches(batch_size=self.batch_rows or BATCH_ROWS,
                                                    columns=None if self.columns is None else list(self.columns))
