@@ -231,13 +231,32 @@ def pass1(chunk: Any, spec: ModelSpec, variables: list[str], group: str, level2:
     return st
 
 
-def numeric_arrays(chunk: Any, variables: list[str], group: str) -> dict[str, np.ndarray] | None:
+@dataclass(frozen=True)
+class TextIds:
+    """A chunk's text ids as pyarrow's dictionary encoding gives them, without a Python string per
+    row: codes into the chunk's distinct ids `units` (in order of appearance)."""
+
+    codes: np.ndarray
+    units: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, rows: np.ndarray) -> TextIds:
+        return TextIds(self.codes[rows], self.units)
+
+    def values(self) -> np.ndarray:
+        return self.units[self.codes]
+
+
+def numeric_arrays(chunk: Any, variables: list[str], group: str) -> dict[str, Any] | None:
     """The model's columns of a Parquet batch (a pyarrow RecordBatch) as numpy arrays, when the
     in-memory checks (`checks.check_values`) would leave every one as `to_pandas` makes it and
-    find nothing but missing and infinite values to count: ids 64-bit integers with none missing,
-    the other columns integers with none missing or floating-point numbers (32 or 64 bits; a
-    missing value is NaN, as in pandas). Else None (a pandas chunk, a Dask partition, text,
-    categories, true/false, dates ...): the chunk takes the general path through pandas."""
+    find nothing but missing and infinite values to count: ids 64-bit integers, or text without
+    blanks or surrounding spaces (`TextIds`; `join.normalise_ids` would change those), none
+    missing; the other columns integers with none missing or floating-point numbers (32 or 64
+    bits; a missing value is NaN, as in pandas). Else None (a pandas chunk, a Dask partition,
+    text, categories, true/false, dates ...): the chunk takes the general path through pandas."""
     if isinstance(chunk, pd.DataFrame):
         return None
     import pyarrow as pa
@@ -245,10 +264,17 @@ def numeric_arrays(chunk: Any, variables: list[str], group: str) -> dict[str, np
     names = chunk.schema.names
     if len(set(names)) != len(names) or any(v not in names for v in variables):
         return None
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, Any] = {}
     for v in variables:
         col = chunk.column(v)
         t = col.type
+        if v == group and (pa.types.is_string(t) or pa.types.is_large_string(t)) and col.null_count == 0:
+            enc = col.dictionary_encode()
+            units = np.asarray(enc.dictionary.to_pylist(), dtype=object)
+            if any(not u or u != u.strip() for u in units):
+                return None
+            out[v] = TextIds(enc.indices.to_numpy().astype(np.intp), units)
+            continue
         if v == group:
             ok = t == pa.int64() and col.null_count == 0
         else:
@@ -259,11 +285,13 @@ def numeric_arrays(chunk: Any, variables: list[str], group: str) -> dict[str, np
     return out
 
 
-def local_units(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+def local_units(ids: np.ndarray | TextIds) -> tuple[np.ndarray, np.ndarray, bool]:
     """(codes, units, in order) of one chunk's ids: codes 0..J_c-1 into the chunk's distinct ids.
     Ids in order (grouped files: `in order`, each unit one run of rows) take one comparison pass
     (`rowpass.sorted_codes`), others one hash lookup per row (`pd.factorize`, the units in order
-    of appearance)."""
+    of appearance; text ids: pyarrow's dictionary encoding, `TextIds`)."""
+    if isinstance(ids, TextIds):
+        return ids.codes, ids.units, False
     codes = np.empty(ids.size, dtype=np.intp)
     if kernel("sorted_codes")(ids, codes) >= 0:
         return codes, ids[_run_starts(codes)], True
@@ -285,7 +313,7 @@ def _rows_kept(cols: dict[str, np.ndarray], missing: dict[str, int]) -> np.ndarr
 
 
 def _nan_counts(cols: dict[str, np.ndarray]) -> dict[str, int]:
-    return {v: int(kernel("nonfinite")(a)[0]) if a.dtype.kind == "f" else 0 for v, a in cols.items()}
+    return {v: int(kernel("nonfinite")(a)[0]) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else 0 for v, a in cols.items()}
 
 
 def _floats(cols: dict[str, np.ndarray]):
@@ -310,7 +338,7 @@ def pass1_arrays(cols: dict[str, np.ndarray], spec: ModelSpec, variables: list[s
     facts.rows = n
     for v in variables:  # `checks.missing_and_infinite`: one compiled pass per float column
         a = cols[v]
-        nan, inf = kernel("nonfinite")(a) if a.dtype.kind == "f" else (0, 0)
+        nan, inf = kernel("nonfinite")(a) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else (0, 0)
         facts.missing[v] = int(nan)
         if inf:
             facts.infinite[v] = np.flatnonzero(np.isinf(a)).tolist()
@@ -501,7 +529,8 @@ def first_rows(source: Source, plan: Plan, rows: int) -> pd.DataFrame:
         source = dataclasses.replace(source, batch_rows=min(rows, source.batch_rows or rows))
     for chunk in _chunks(source):
         cols = _arrays_for(chunk, plan, recipes=False)  # the recipes are chosen on these rows
-        used = pd.DataFrame(prepare_arrays(cols, plan)[0]) if cols is not None else prepare_chunk(chunk, plan)[0]
+        used = (pd.DataFrame({v: a.values() if isinstance(a, TextIds) else a for v, a in prepare_arrays(cols, plan)[0].items()})
+                if cols is not None else prepare_chunk(chunk, plan)[0])
         if len(used):
             parts.append(used)
             n += len(used)
