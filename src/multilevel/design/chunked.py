@@ -13,6 +13,13 @@ The likelihood needs only the per-unit summaries, and summaries of chunks add up
   pass 2 (per chunk, `prepare_chunk`): listwise deletion, centring with the pass-1 state, X and Z
          with one formulaic model spec for all chunks, and the unit summaries, added up.
 
+A Parquet batch of numbers (integer or text ids, integer or float columns: `numeric_arrays`) skips
+pandas: its columns go to numpy arrays, its ids to codes into the chunk's own units (a comparison
+pass when they are in order, else one hash lookup per row), and both passes run on the arrays
+(bincount, reduceat, the compiled row loops), so a pass costs about what the in-memory design
+costs for the same rows. Anything else (text or category predictors, true/false, padded or
+missing ids, Dask partitions) takes the general path through pandas; both give the same facts.
+
 Memory is bounded by one chunk plus O(J k^2) for the summaries (J units, k = q + p + 1 columns),
 whatever the number of rows. The design keeps no rows, so what needs them (level-1 residuals,
 effect sizes, plots) is refused for it, with the reason.

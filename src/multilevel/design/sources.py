@@ -1,6 +1,7 @@
 """Where the rows of a fit come from when they are not one DataFrame in memory: Parquet files read
 in row groups, or a Dask DataFrame's partitions. A source hands out its rows as chunks (pandas
-DataFrames, in order) and runs a function on each; `chunked` learns the model's structure from
+DataFrames, in order; Parquet also as pyarrow RecordBatches, `ParquetSource.batches`) and runs a
+function on each; `chunked` learns the model's structure from
 them (pass 1) and adds up the per-unit summaries (pass 2). A DataFrame in memory is the one chunk
 of `builder.build_design`.
 """
