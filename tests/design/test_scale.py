@@ -8,6 +8,7 @@ import pytest
 
 import multilevel as ml
 from conftest import hsb
+from multilevel.design import chunked, sources
 from multilevel.errors import SpecificationError
 
 M = "mathach ~ (sector + meanses) * cwc(ses) + (cwc(ses) | school)"
@@ -82,6 +83,46 @@ def test_streaming_errors(tmp_path):
     with pytest.raises(SpecificationError, match="level2="):
         write_parts(with_gaps(), tmp_path / "p")
         ml.fit(M, tmp_path / "p", level2=hsb())
+
+
+@pytest.mark.parametrize("order", ["grouped", "shuffled", "complete", "text ids", "text ids shuffled"])
+def test_chunks_of_numbers_take_the_array_path_with_the_same_fit(tmp_path, monkeypatch, order):
+    """Integer ids and numbers (the usual large file) skip pandas (`chunked.numeric_arrays`): the same
+    fit and data report as in memory and as the pandas path, with units spanning chunks (shuffled
+    rows), a unit whose every row lacks a value, and a unit of one row; or no value missing at all
+    ("complete": pass 2 then looks for none). Text ids: pyarrow's dictionary codes (`chunked.TextIds`)."""
+    d = with_gaps().drop(columns="group_kind")
+    if not order.startswith("text"):
+        d["school"] = d["school"].astype("int64")
+    d["minority"] = d["minority"].astype("int32")
+    schools = d["school"].unique()
+    d.loc[d["school"] == schools[3], "ses"] = np.nan  # dropped: no row used
+    d = d[(d["school"] != schools[7]) | ~d["school"].duplicated()]  # one row
+    if order.endswith("shuffled"):
+        d = d.sample(frac=1, random_state=1)
+    if order == "complete":
+        d = d.dropna()
+    d = d.reset_index(drop=True)
+    d.to_parquet(tmp_path / "all.parquet", row_group_size=700)
+    model = M + " + minority"
+    ref = ml.fit(model, d)
+    monkeypatch.setattr(sources, "BATCH_ROWS", 1000)
+    taken: list[int] = []
+    original = chunked.pass1_arrays
+    monkeypatch.setattr(chunked, "pass1_arrays", lambda *a: taken.append(1) or original(*a))
+    fit = ml.fit(model, tmp_path / "all.parquet", stream=True)
+    assert len(taken) == -(-len(d) // 1000)  # every batch of 1000 rows
+    monkeypatch.setattr(chunked, "numeric_arrays", lambda *a: None)
+    general = ml.fit(model, tmp_path / "all.parquet", stream=True)
+    for other in (ref, general):
+        assert_same(fit, other)
+        r, s = fit.data_report, other.data_report
+        assert (r.n_rows_in, r.n_rows_used, r.dropped_by_variable, r.n_units_in, r.n_units_used, r.units_dropped,
+                r.singleton_units) == (s.n_rows_in, s.n_rows_used, s.dropped_by_variable, s.n_units_in, s.n_units_used,
+                                       s.units_dropped, s.singleton_units)
+    assert fit.data_report.units_dropped == (() if order == "complete" else (str(schools[3]),))
+    assert str(schools[7]) in fit.data_report.singleton_units
+    np.testing.assert_allclose(fit.design.centering_means["cwc(ses)"], ref.design.centering_means["cwc(ses)"], rtol=1e-12)
 
 
 @pytest.fixture(scope="module")

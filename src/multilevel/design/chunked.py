@@ -13,12 +13,21 @@ The likelihood needs only the per-unit summaries, and summaries of chunks add up
   pass 2 (per chunk, `prepare_chunk`): listwise deletion, centring with the pass-1 state, X and Z
          with one formulaic model spec for all chunks, and the unit summaries, added up.
 
+A Parquet batch of numbers (integer or text ids, integer or float columns: `numeric_arrays`) skips
+pandas: its columns go to numpy arrays, its ids to codes into the chunk's own units (a comparison
+pass when they are in order, else one hash lookup per row), and both passes run on the arrays
+(bincount, reduceat, the compiled row loops), so a pass costs about what the in-memory design
+costs for the same rows. Anything else (text or category predictors, true/false, padded or
+missing ids, Dask partitions) takes the general path through pandas; both give the same facts.
+
 Memory is bounded by one chunk plus O(J k^2) for the summaries (J units, k = q + p + 1 columns),
 whatever the number of rows. The design keeps no rows, so what needs them (level-1 residuals,
 effect sizes, plots) is refused for it, with the reason.
 """
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,12 +66,12 @@ from multilevel.design.builder import (
 from multilevel.design.columns import Columns
 from multilevel.design.coordinates import SAMPLE_ROWS
 from multilevel.design.coordinates import choose as choose_coordinates
-from multilevel.design.sources import DaskSource, Source
+from multilevel.design.sources import DaskSource, ParquetSource, Source
 from multilevel.design.summaries import GroupSummaries
 from multilevel.errors import DataError, SpecificationError
 from multilevel.model.expressions import centring_state, derived_values, not_finite_error
 from multilevel.model.spec import ModelSpec
-from multilevel.numerics.rowpass import accumulate_into, mirror_upper
+from multilevel.numerics.rowpass import accumulate_into, group_ranges, kernel, mirror_upper
 
 
 # ----- pass 1 ----------------------------------------------------------------------------------
@@ -76,7 +85,7 @@ class Pass1:
     rows_used: int = 0
     outcome_dtype: object = None  # the dtype of a non-numeric outcome
     outcome_kind: OutcomeKind = field(default_factory=OutcomeKind)  # a 0/1 or count outcome? (`checks.warn_outcome_kind`)
-    ids_in: set = field(default_factory=set)
+    ids_in: np.ndarray = field(default_factory=lambda: np.empty(0))  # the distinct ids of the rows (with an id)
     counts: pd.Series | None = None  # rows used per id
     sums: dict = field(default_factory=dict)  # centred variable -> Series of per-unit sums, by id
     lo: dict = field(default_factory=dict)  # numeric variable -> Series of per-id minimum; text: first value
@@ -87,16 +96,39 @@ class Pass1:
     l2_missing: dict = field(default_factory=dict)  # level-2 variable -> rows missing it, per id
 
 
-def _add(series: list, how: str) -> pd.Series | None:
-    return pd.concat(series).groupby(level=0).agg(how) if series else None
+class _Reduce:
+    """Per-unit Series of several chunks reduced to one per unit (sum, min, max): their ids
+    concatenated and factorized once for all Series on the same indexes (a chunk's statistics
+    share one), then numpy's bincount and ufunc.at (a pandas group-by per statistic costs ~50x)."""
+
+    def __init__(self) -> None:
+        self.codes: dict[tuple[int, ...], tuple[np.ndarray, pd.Index]] = {}
+
+    def __call__(self, series: list[pd.Series], how: str) -> pd.Series | None:
+        if not series:
+            return None
+        key = tuple(id(x.index) for x in series)  # the Series are alive here: ids are not reused
+        if key not in self.codes:
+            index = series[0].index.append([x.index for x in series[1:]]) if len(series) > 1 else series[0].index
+            codes, units = pd.factorize(index)
+            self.codes[key] = codes, pd.Index(units)
+        codes, units = self.codes[key]
+        values = np.concatenate([x.to_numpy() for x in series])
+        if how == "sum":
+            total = np.bincount(codes, weights=values.astype(np.float64, copy=False), minlength=len(units))
+            return pd.Series(total.astype(values.dtype) if values.dtype.kind in "iu" else total, index=units)
+        out = np.full(len(units), np.inf if how == "min" else -np.inf)
+        (np.minimum if how == "min" else np.maximum).at(out, codes, values.astype(np.float64, copy=False))
+        return pd.Series(out, index=units)
 
 
 def combine(parts: list[Pass1]) -> Pass1:
     """The pass-1 statistics of consecutive chunks, in their order: the per-unit counts, sums,
-    minima and maxima concatenated and reduced by one group-by each (merging chunk by chunk would
+    minima and maxima concatenated and reduced once each (`_Reduce`; merging chunk by chunk would
     align two indexes of up to J units each time: quadratic in the chunks at 10^8 rows)."""
     if len(parts) == 1:
         return parts[0]
+    _add = _Reduce()
     out = Pass1()
     for o in parts:
         out.facts.add(o.facts)
@@ -106,9 +138,9 @@ def combine(parts: list[Pass1]) -> Pass1:
         out.rows_used += o.rows_used
         out.outcome_kind = out.outcome_kind.add(o.outcome_kind)
         out.outcome_dtype = out.outcome_dtype if out.outcome_dtype is not None else o.outcome_dtype
-        out.ids_in |= o.ids_in
         for k, v in o.levels.items():
             out.levels.setdefault(k, set()).update(v)
+    out.ids_in = np.asarray(pd.unique(np.concatenate([o.ids_in for o in parts])))
     out.counts = _add([o.counts for o in parts if o.counts is not None], "sum")
     out.l2_rows = _add([o.l2_rows for o in parts if o.l2_rows is not None], "sum")
     for k in {k for o in parts for k in o.l2_missing}:
@@ -142,7 +174,17 @@ def _checked(chunk: pd.DataFrame, spec: ModelSpec, variables: list[str], group: 
     return checked
 
 
-def pass1(chunk: pd.DataFrame, spec: ModelSpec, variables: list[str], group: str, level2: tuple[str, ...]) -> Pass1:
+def _frame(chunk: Any) -> pd.DataFrame:
+    """A chunk as pandas: a Parquet batch through pyarrow's `to_pandas` (as `ParquetSource.chunks`)."""
+    return chunk if isinstance(chunk, pd.DataFrame) else chunk.to_pandas()
+
+
+def pass1(chunk: Any, spec: ModelSpec, variables: list[str], group: str, level2: tuple[str, ...]) -> Pass1:
+    """What pass 1 learns of one chunk (a DataFrame, or a Parquet batch: `numeric_arrays`)."""
+    cols = numeric_arrays(chunk, variables, group)
+    if cols is not None:
+        return pass1_arrays(cols, spec, variables, group, level2)
+    chunk = _frame(chunk)
     st = Pass1()
     try:
         sub = _checked(chunk, spec, variables, group, st.facts)
@@ -165,7 +207,7 @@ def pass1(chunk: pd.DataFrame, spec: ModelSpec, variables: list[str], group: str
     used = sub.loc[keep]
     ids = used[group].to_numpy()
     st.rows_used = int(keep.sum())
-    st.ids_in = set(pd.unique(sub[group].dropna()))
+    st.ids_in = np.asarray(pd.unique(sub[group].dropna()))
     st.counts = used[group].value_counts()
     st.outcome_kind = OutcomeKind.of(used[spec.outcome].to_numpy(dtype=float))
     for d in spec.derived:  # the centred columns' unit sums, by their names ("cwc(ses)")
@@ -195,6 +237,164 @@ def pass1(chunk: pd.DataFrame, spec: ModelSpec, variables: list[str], group: str
     return st
 
 
+@dataclass(frozen=True)
+class TextIds:
+    """A chunk's text ids as pyarrow's dictionary encoding gives them, without a Python string per
+    row: codes into the chunk's distinct ids `units` (in order of appearance)."""
+
+    codes: np.ndarray
+    units: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, rows: np.ndarray) -> TextIds:
+        return TextIds(self.codes[rows], self.units)
+
+    def values(self) -> np.ndarray:
+        return self.units[self.codes]
+
+
+def numeric_arrays(chunk: Any, variables: list[str], group: str) -> dict[str, Any] | None:
+    """The model's columns of a Parquet batch (a pyarrow RecordBatch) as numpy arrays, when the
+    in-memory checks (`checks.check_values`) would leave every one as `to_pandas` makes it and
+    find nothing but missing and infinite values to count: ids 64-bit integers, or text without
+    blanks or surrounding spaces (`TextIds`; `join.normalise_ids` would change those), none
+    missing; the other columns integers with none missing or floating-point numbers (32 or 64
+    bits; a missing value is NaN, as in pandas). Else None (a pandas chunk, a Dask partition,
+    text, categories, true/false, dates ...): the chunk takes the general path through pandas."""
+    if isinstance(chunk, pd.DataFrame):
+        return None
+    import pyarrow as pa
+
+    names = chunk.schema.names
+    if len(set(names)) != len(names) or any(v not in names for v in variables):
+        return None
+    out: dict[str, Any] = {}
+    for v in variables:
+        col = chunk.column(v)
+        t = col.type
+        if v == group and (pa.types.is_string(t) or pa.types.is_large_string(t)) and col.null_count == 0:
+            enc = col.dictionary_encode()
+            units = np.asarray(enc.dictionary.to_pylist(), dtype=object)
+            if any(not u or u != u.strip() for u in units):
+                return None
+            out[v] = TextIds(enc.indices.to_numpy().astype(np.intp), units)
+            continue
+        if v == group:
+            ok = t == pa.int64() and col.null_count == 0
+        else:
+            ok = (pa.types.is_integer(t) and col.null_count == 0) or t in (pa.float32(), pa.float64())
+        if not ok:
+            return None
+        out[v] = np.ascontiguousarray(col.to_numpy(zero_copy_only=False))
+    return out
+
+
+def local_units(ids: np.ndarray | TextIds) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(codes, units, in order) of one chunk's ids: codes 0..J_c-1 into the chunk's distinct ids.
+    Ids in order (grouped files: `in order`, each unit one run of rows) take one comparison pass
+    (`rowpass.sorted_codes`), others one hash lookup per row (`pd.factorize`, the units in order
+    of appearance; text ids: pyarrow's dictionary encoding, `TextIds`)."""
+    if isinstance(ids, TextIds):
+        return ids.codes, ids.units, False
+    codes = np.empty(ids.size, dtype=np.intp)
+    if kernel("sorted_codes")(ids, codes) >= 0:
+        return codes, ids[_run_starts(codes)], True
+    codes, units = pd.factorize(ids)
+    return codes.astype(np.intp, copy=False), np.asarray(units), False
+
+
+def _run_starts(codes: np.ndarray) -> np.ndarray:
+    """The first row of each run of equal codes."""
+    if not codes.size:
+        return np.empty(0, dtype=np.intp)
+    return np.concatenate(([0], np.flatnonzero(codes[1:] != codes[:-1]) + 1))
+
+
+def _rows_kept(cols: dict[str, np.ndarray], missing: dict[str, int]) -> np.ndarray | None:
+    """The rows without a missing value (listwise deletion), or None when every row is kept."""
+    gaps = [np.isnan(cols[v]) for v, k in missing.items() if k]
+    return None if not gaps else ~np.logical_or.reduce(gaps)
+
+
+def _nan_counts(cols: dict[str, np.ndarray]) -> dict[str, int]:
+    return {v: int(kernel("nonfinite")(a)[0]) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else 0 for v, a in cols.items()}
+
+
+def _floats(cols: dict[str, np.ndarray]):
+    """cols[v] as float64 (made once per column)."""
+    cache: dict[str, np.ndarray] = {}
+
+    def column(v: str) -> np.ndarray:
+        if v not in cache:
+            cache[v] = cols[v].astype(np.float64, copy=False)
+        return cache[v]
+
+    return column
+
+
+def pass1_arrays(cols: dict[str, np.ndarray], spec: ModelSpec, variables: list[str], group: str, level2: tuple[str, ...]) -> Pass1:
+    """`pass1` of a chunk of numbers (`numeric_arrays`), with the same result: the per-unit
+    statistics over the chunk's own units (`local_units`), by bincount and the compiled range
+    loop (`rowpass.group_ranges`) instead of pandas group-bys."""
+    st = Pass1()
+    facts = st.facts
+    n = len(cols[group])
+    facts.rows = n
+    for v in variables:  # `checks.missing_and_infinite`: one compiled pass per float column
+        a = cols[v]
+        nan, inf = kernel("nonfinite")(a) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else (0, 0)
+        facts.missing[v] = int(nan)
+        if inf:
+            facts.infinite[v] = np.flatnonzero(np.isinf(a)).tolist()
+    codes, units, in_order = local_units(cols[group])
+    J = len(units)
+    st.ids_in = units
+    if level2:  # HLM's rule on level-2 values missing (every row has an id here)
+        units_index = pd.Index(units)
+        st.l2_rows = pd.Series(np.bincount(codes, minlength=J), index=units_index)
+        for v in level2:
+            gaps = codes[np.isnan(cols[v])] if facts.missing[v] else codes[:0]
+            st.l2_missing[v] = pd.Series(np.bincount(gaps, minlength=J), index=units_index)
+    keep = _rows_kept(cols, facts.missing)
+    used = cols if keep is None else {v: a[keep] for v, a in cols.items()}
+    ucodes = codes if keep is None else codes[keep]
+    st.rows_used = len(ucodes)
+    if in_order:  # each unit a run of rows: counts, minima and maxima by run (numpy's reduceat)
+        starts = _run_starts(ucodes)
+        present = ucodes[starts]
+        counts = np.diff(np.append(starts, len(ucodes)))
+    else:
+        counts = np.bincount(ucodes, minlength=J)
+        present = np.flatnonzero(counts)
+        counts = counts[present]
+    ids = pd.Index(units[present])
+    st.counts = pd.Series(counts, index=ids)
+    floats = _floats(used)
+    st.outcome_kind = OutcomeKind.of(floats(spec.outcome))
+    for d in spec.derived:  # the centred columns' unit sums, by their names ("cwc(ses)")
+        if d.kind in ("group", "grand"):
+            st.sums[d.name] = pd.Series(np.bincount(ucodes, weights=floats(d.variables[0]), minlength=J)[present], index=ids)
+    for d in spec.derived:  # transforms that are not finite, counted over all chunks (`expressions.derived_values`)
+        if not d.stateful and d.kind not in ("poly", "scale"):
+            with np.errstate(all="ignore"):
+                bad = int((~np.isfinite(derived_values(d, floats, None, None, check=False)[d.name])).sum())
+            if bad:
+                st.not_finite[d.name] = bad
+    for v in variables:
+        if v == group:
+            continue
+        if in_order:
+            x = floats(v)
+            lo, hi = (np.minimum.reduceat(x, starts), np.maximum.reduceat(x, starts)) if len(x) else (x, x)
+        else:
+            lo, hi = group_ranges(ucodes, floats(v), J)
+            lo, hi = lo[present], hi[present]
+        st.lo[v], st.hi[v] = pd.Series(lo, index=ids), pd.Series(hi, index=ids)
+    return st
+
+
 # ----- the structure -----------------------------------------------------------------------------
 @dataclass
 class Plan:
@@ -213,13 +413,40 @@ class Plan:
     p: int = 0
     n_columns: int = 0
     affine: tuple | None = None  # the internal coordinates: (shift, scale) and factor centres per column (`coordinates`)
+    gaps: bool = True  # some variable has a missing value (pass 1): pass 2 looks for them
 
 
-def prepare_chunk(chunk: pd.DataFrame, plan: Plan, codes_of=None, drop: bool = True) -> tuple[pd.DataFrame, np.ndarray]:
+def prepare_arrays(cols: dict[str, np.ndarray], plan: Plan) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """`prepare_chunk` of a chunk of numbers (`numeric_arrays`; checked in pass 1, which found
+    nothing that changes them): the rows used, the derived columns, and the unit codes, found by
+    one hash lookup of the chunk's own units (`local_units`) among the units of pass 1."""
+    codes, units, _ = local_units(cols[plan.group])
+    codes = plan.ids.get_indexer(units)[codes]
+    keep = _rows_kept(cols, _nan_counts(cols)) if plan.gaps else None
+    used = cols if keep is None else {v: a[keep] for v, a in cols.items()}
+    codes = codes if keep is None else codes[keep]
+    used = dict(used)
+    floats = _floats(used)
+    for d in plan.spec.derived:  # derived columns under their own names (the data's stay as they are)
+        with np.errstate(all="ignore"):
+            for name, v in derived_values(d, floats, codes, plan.centring.get(d.name), check=True).items():
+                used[name] = v
+    return used, codes
+
+
+def _arrays_for(chunk: Any, plan: Plan, recipes: bool = True) -> dict[str, np.ndarray] | None:
+    """The chunk's columns as arrays when pass 2 can take them so: numbers only, no text levels,
+    and (`recipes`) the columns of the model products of numeric variables (`Plan.numeric`)."""
+    if (recipes and plan.numeric is None) or plan.levels:
+        return None
+    return numeric_arrays(chunk, plan.variables, plan.group)
+
+
+def prepare_chunk(chunk: Any, plan: Plan, codes_of=None, drop: bool = True) -> tuple[pd.DataFrame, np.ndarray]:
     """The rows of a chunk as the model uses them: checked as in pass 1, the rows with a missing
     value dropped (`drop`), the derived columns (centred with pass 1's state) under their own names,
     text variables as categoricals of all the levels; and the rows' unit codes (-1: no unit)."""
-    sub = _checked(chunk, plan.spec, plan.variables, plan.group, None)
+    sub = _checked(_frame(chunk), plan.spec, plan.variables, plan.group, None)
     used = sub.loc[~sub.isna().any(axis=1).to_numpy()].copy() if drop else sub.copy()
     codes = (codes_of or plan.ids.get_indexer)(used[plan.group])
     floats = _float_column(used)
@@ -250,24 +477,27 @@ def check_streamable(spec: ModelSpec) -> None:
         )
 
 
-def chunk_columns(used: pd.DataFrame, plan: Plan) -> Columns:
-    """[Z X y] of a prepared chunk: recipes over its arrays when every column is a product of
-    numeric variables (as `builder.build_design` does), else formulaic's matrices."""
+def chunk_columns(used: pd.DataFrame | dict[str, np.ndarray], plan: Plan) -> Columns:
+    """[Z X y] of a prepared chunk (a frame, or the arrays of `prepare_arrays`): recipes over its
+    arrays when every column is a product of numeric variables (as `builder.build_design` does),
+    else formulaic's matrices."""
+    if isinstance(used, dict) and plan.numeric is None:
+        used = pd.DataFrame(used)
     if plan.numeric is not None:
         arrays: dict[str, np.ndarray] = {}
 
         def factor(v: str) -> np.ndarray:
             if v not in arrays:
-                arrays[v] = used[v].to_numpy(dtype=float)
+                arrays[v] = np.asarray(used[v], dtype=float)
             return arrays[v]
 
         factors = [tuple(factor(v) for v in fs) for part in plan.numeric for fs in part]
-        y = used[plan.spec.outcome].to_numpy(dtype=float)
-        cols = Columns(tuple(factors) + ((y,),), plan.q, plan.p, len(used))
+        y = np.asarray(used[plan.spec.outcome], dtype=float)
+        cols = Columns(tuple(factors) + ((y,),), plan.q, plan.p, len(y))
     else:
         X = np.asarray(plan.x_spec.get_model_matrix(used).to_numpy(dtype=float))
         Z = np.hstack([np.asarray(zs.get_model_matrix(used).to_numpy(dtype=float)) for zs in plan.z_specs])
-        cols = Columns.of_matrices(Z, X, used[plan.spec.outcome].to_numpy(dtype=float))
+        cols = Columns.of_matrices(Z, X, np.asarray(used[plan.spec.outcome], dtype=float))
     return cols if plan.affine is None else cols.with_affine(*plan.affine)
 
 
@@ -301,8 +531,12 @@ def first_rows(source: Source, plan: Plan, rows: int) -> pd.DataFrame:
     rows an in-memory design chooses its coordinates from (`coordinates.SAMPLE_ROWS`)."""
     parts: list[pd.DataFrame] = []
     n = 0
-    for chunk in source.chunks():
-        used, _ = prepare_chunk(chunk, plan)
+    if isinstance(source, ParquetSource):  # batches of about the rows wanted: pyarrow decodes no more
+        source = dataclasses.replace(source, batch_rows=min(rows, source.batch_rows or rows))
+    for chunk in _chunks(source):
+        cols = _arrays_for(chunk, plan, recipes=False)  # the recipes are chosen on these rows
+        used = (pd.DataFrame({v: a.values() if isinstance(a, TextIds) else a for v, a in prepare_arrays(cols, plan)[0].items()})
+                if cols is not None else prepare_chunk(chunk, plan)[0])
         if len(used):
             parts.append(used)
             n += len(used)
@@ -335,34 +569,49 @@ def plan_of(spec: ModelSpec, source: Source, stats: Pass1, variables: list[str],
         dropped_by_variable=tuple((v, n) for v, n in missing.items() if n),
         n_units_in=len(stats.ids_in),
         n_units_used=J,
-        units_dropped=tuple(str(u) for u in sorted(stats.ids_in - set(ids), key=str)),
-        singleton_units=tuple(sorted(str(i) for i, c in zip(ids, counts) if c == 1)),
+        # every unit used is a unit in: units were dropped only when there are more in
+        units_dropped=tuple(str(u) for u in sorted(set(stats.ids_in.tolist()) - set(ids.tolist()), key=str))
+        if len(stats.ids_in) > J else (),
+        singleton_units=tuple(sorted(str(i) for i in ids[counts == 1].tolist())),
         source=source.description,
         notes=notes,
     )
     check_some_rows(report)
     check_two_units(J, group)
     check_units(J, stats.rows_used, group)
-    labels = _labels(np.asarray(ids))
+    ranges: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def unit_range(v: str) -> tuple[np.ndarray, np.ndarray]:
+        if v not in ranges:
+            ranges[v] = stats.lo[v].reindex(ids).to_numpy(dtype=float), stats.hi[v].reindex(ids).to_numpy(dtype=float)
+        return ranges[v]
 
     def varying(v: str) -> list[str]:
         if v in stats.varies:
             return sorted(str(i) for i in stats.varies[v])
         if v in stats.lo:
-            lo, hi = stats.lo[v].reindex(ids).to_numpy(dtype=float), stats.hi[v].reindex(ids).to_numpy(dtype=float)
-            return varying_from_ranges(lo, hi, labels)
+            return varying_from_ranges(*unit_range(v), _labels(np.asarray(ids)))
         return []
+
+    def varies(v: str) -> bool:
+        """varying(v) is not empty, without naming the units (`builder.varying_from_ranges`' rule)."""
+        if v in stats.varies:
+            return bool(stats.varies[v])
+        if v in stats.lo:
+            lo, hi = unit_range(v)
+            return bool(np.any(hi - lo > 1e-12 * max(float(np.max(np.abs(np.concatenate([lo, hi])), initial=0.0)), 1e-300)))
+        return False
 
     centring: dict[str, object] = {}
     for d in spec.derived:  # the centring state from the units' sums, as in memory (`expressions.centring_state`)
         if stats.not_finite.get(d.name):
             raise not_finite_error(d, stats.not_finite[d.name])
         if d.kind == "group":
-            check_within(d, not varying(d.variables[0]), group)
+            check_within(d, not varies(d.variables[0]), group)
         if d.kind in ("group", "grand"):
             centring[d.name] = centring_state(d, stats.sums[d.name].reindex(ids).to_numpy(dtype=float), counts)
     levels = {v: sorted(lv) for v, lv in stats.levels.items() if v != spec.outcome}
-    plan = Plan(spec, variables, group, ids, centring, levels)
+    plan = Plan(spec, variables, group, ids, centring, levels, gaps=any(stats.facts.missing.values()))
     import formulaic  # here, not at import: an in-memory fit of numeric columns does not need it
 
     # one formulaic spec for every chunk: made on a frame holding every level of each text variable
@@ -388,9 +637,9 @@ def plan_of(spec: ModelSpec, source: Source, stats: Pass1, variables: list[str],
             if any(getattr(spec.derived_columns.get(f), "kind", "") == "group" for f in pieces):
                 continue  # cwc(): varies within units (`check_within` refused it otherwise)
             vs = set().union(*(spec.factor_variables(f) for f in pieces)) if pieces else set()
-            if vs and all(v in stats.lo and v not in stats.varies and not varying(v) for v in vs):
+            if vs and all(v in stats.lo and v not in stats.varies and not varies(v) for v in vs):
                 raise random_slope_error(name, group)
-    coefficients = _classify(spec, x_mm.model_spec.structure, varying, tuple(z_names))
+    coefficients = _classify(spec, x_mm.model_spec.structure, varying, tuple(z_names), varies=varies)
     check_outcome(np.array([float(stats.lo[spec.outcome].min()), float(stats.hi[spec.outcome].max())]), spec.outcome)
     warn_outcome_kind(stats.outcome_kind, spec.outcome)
     # the internal coordinates (`coordinates`) from the first rows used, as in memory: any shift is exact
@@ -407,10 +656,17 @@ def plan_of(spec: ModelSpec, source: Source, stats: Pass1, variables: list[str],
 
 
 # ----- pass 2 ----------------------------------------------------------------------------------
-def pass2_into(chunk: pd.DataFrame, plan: Plan, C: np.ndarray, n: np.ndarray) -> None:
+def _chunks(source: Source) -> Iterator[Any]:
+    """The chunks of a source: Parquet batches as pyarrow reads them (`numeric_arrays` takes their
+    numbers without pandas), a Dask DataFrame's partitions as DataFrames."""
+    return source.batches() if isinstance(source, ParquetSource) else source.chunks()
+
+
+def pass2_into(chunk: Any, plan: Plan, C: np.ndarray, n: np.ndarray) -> None:
     """Add one chunk's cross-products into C (upper triangles) and its rows per unit into n."""
-    used, codes = prepare_chunk(chunk, plan)
-    if len(used):
+    cols = _arrays_for(chunk, plan)
+    used, codes = prepare_arrays(cols, plan) if cols is not None else prepare_chunk(chunk, plan)
+    if len(codes):
         accumulate_into(*chunk_columns(used, plan).recipe(), codes, C, counts=n)
 
 
@@ -437,7 +693,7 @@ def build_streamed(spec: ModelSpec, source: Source, level2_missing: str = "error
     def one(chunk: pd.DataFrame) -> Pass1:
         return pass1(chunk, spec, variables, group, level2)
 
-    for st in source.each(one):
+    for st in (map(one, source.batches()) if isinstance(source, ParquetSource) else source.each(one)):
         parts.append(st)
         if len(parts) >= 32:  # reduce now and then: the parts' memory stays bounded
             parts = [combine(parts)]
@@ -452,7 +708,7 @@ def build_streamed(spec: ModelSpec, source: Source, level2_missing: str = "error
     else:  # one J x k x k array for all chunks: memory O(J k^2)
         J, k = len(plan.ids), plan.n_columns
         C, n = np.zeros((J, k, k)), np.zeros(J)
-        for chunk in source.chunks():
+        for chunk in _chunks(source):
             pass2_into(chunk, plan, C, n)
         total = GroupSummaries(mirror_upper(C), n, plan.q, plan.p)
     return design, total

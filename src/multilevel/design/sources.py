@@ -1,6 +1,7 @@
 """Where the rows of a fit come from when they are not one DataFrame in memory: Parquet files read
 in row groups, or a Dask DataFrame's partitions. A source hands out its rows as chunks (pandas
-DataFrames, in order) and runs a function on each; `chunked` learns the model's structure from
+DataFrames, in order; Parquet also as pyarrow RecordBatches, `ParquetSource.batches`) and runs a
+function on each; `chunked` learns the model's structure from
 them (pass 1) and adds up the per-unit summaries (pass 2). A DataFrame in memory is the one chunk
 of `builder.build_design`.
 """
@@ -137,7 +138,9 @@ class ParquetSource:
     def description(self) -> str:
         return f"{len(self.files)} Parquet file(s): {preview([f.name for f in self.files], 3)}"
 
-    def chunks(self) -> Iterator[pd.DataFrame]:
+    def batches(self) -> Iterator[Any]:
+        """The rows as pyarrow RecordBatches of the `columns`, in order (each column decoded once;
+        `chunked` takes numbers straight to numpy arrays, anything else through `to_pandas`)."""
         for f in self.files:
             batches = open_parquet(f).iter_batches(batch_size=self.batch_rows or BATCH_ROWS,
                                                    columns=None if self.columns is None else list(self.columns))
@@ -148,7 +151,10 @@ class ParquetSource:
                     break
                 except Exception as exc:  # a damaged row group: name the file
                     raise DataError(f"Cannot read '{f}' to the end ({type(exc).__name__}: {exc}); it may be truncated.") from exc
-                yield batch.to_pandas()
+                yield batch
+
+    def chunks(self) -> Iterator[pd.DataFrame]:
+        return (batch.to_pandas() for batch in self.batches())
 
     def each(self, fn: Callable[[pd.DataFrame], Any]) -> Iterator[Any]:
         """fn of each chunk, in order, one chunk in memory at a time."""
