@@ -226,3 +226,21 @@ def test_no_background_compilation_is_started_for_a_test_run_or_when_disabled(mo
     monkeypatch.setenv(compiling.BACKGROUND_ENV, "0")
     compiling.compile_later()
     assert not started
+
+
+def test_a_request_for_a_module_that_is_not_a_loop_module_imports_nothing(tmp_path, monkeypatch):
+    """The background compiler reads its requests from its command line: only the package's loop
+    modules are ever imported from one (a request naming another module is skipped)."""
+    import sys
+
+    from multilevel.numerics import compile as compile_module
+
+    folder = tmp_path / "cache"
+    folder.mkdir(mode=0o700)
+    monkeypatch.setenv("MULTILEVEL_CACHE_DIR", str(folder))
+    from multilevel.numerics import cache
+
+    monkeypatch.setattr(cache, "_CACHE_CHOICE", {})
+    before = set(sys.modules)
+    assert compile_module._compile_requests([["errors", "anything", []], ["../../x", "y", []]]) == 0
+    assert not {m for m in set(sys.modules) - before if m.startswith("multilevel")}

@@ -290,6 +290,10 @@ def compile_later() -> None:
         pass  # next time, then
 
 
+#: the modules whose loops a background compilation may be asked for
+LOOP_MODULES = ("rowpass", "units")
+
+
 def _busy(folder: str) -> bool:
     """Whether a background compilation (its `.busy-<pid>` file, its process alive) works in `folder`."""
     try:
@@ -324,6 +328,8 @@ def _compile_requests(requests: list[tuple[str, str, list[Any]]]) -> int:
     done = 0
     try:
         for module, name, description in requests:
+            if module not in LOOP_MODULES:
+                continue  # only the package's own loop modules are ever imported from a request
             loops: Loops = importlib.import_module(f"multilevel.numerics.{module}").LOOPS
             args = tuple(example(d) for d in description)
             loops[name].compile(tuple(_numba_types(args)))
