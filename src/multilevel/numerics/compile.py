@@ -266,6 +266,9 @@ def compile_later() -> None:
 
     from multilevel.numerics.cache import cache_dir
 
+    with _CHOICE_LOCK:
+        if all(k in _started for k in _requests):
+            return  # nothing asked for since the last start (every fit's end calls this: no folder read)
     root = cache_dir()
     if root is None or not background_allowed():
         return
