@@ -485,7 +485,8 @@ def check_values(
     if facts is not None and facts.not_single:
         facts.rows = len(data)
         return data, {}, ()  # nothing else can be checked on these ids (as in memory: the first error)
-    kind = id_kind(column(group))
+    ids_before = column(group)
+    kind = id_kind(ids_before)
     if kind == "mixed":
         raise mixed_id_error(column(group), group, "the data")
     converted = None
@@ -523,7 +524,8 @@ def check_values(
             "numbers, which keep only about 16 digits: ids that differ only beyond that may have been read as the same unit. "
             f"Read the column as integers or text (e.g. pd.read_csv(..., dtype={{'{group}': str}}))."
         )
-    ids, blank = normalise_ids(column(group), id_codes)
+    # the kind found above, while the id column is the one judged (not made plain since)
+    ids, blank = normalise_ids(column(group), id_codes, kind if column(group) is ids_before else None)
     if ids is not column(group):
         replace(group, ids)
     if blank:
