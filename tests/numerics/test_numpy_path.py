@@ -244,3 +244,22 @@ def test_a_request_for_a_module_that_is_not_a_loop_module_imports_nothing(tmp_pa
     before = set(sys.modules)
     assert compile_module._compile_requests([["errors", "anything", []], ["../../x", "y", []]]) == 0
     assert not {m for m in set(sys.modules) - before if m.startswith("multilevel")}
+
+
+def test_a_sized_loop_serves_small_data_only_once_it_is_in_the_cache(monkeypatch, tmp_path):
+    """`compile.ready`: not in the cache -> False, and asked for (compiled in the background for the
+    next process); its marker present -> True; MULTILEVEL_LOOPS=numpy -> False."""
+    monkeypatch.delenv(compiling.LOOPS_ENV, raising=False)
+    monkeypatch.setattr(compiling, "_requests", {})
+    monkeypatch.setattr(compiling, "_compiled_keys", set())
+    monkeypatch.setattr(compiling, "_marker", lambda key: str(tmp_path / key))
+    x = np.arange(5.0)
+    args = (x, (0,) * 2, (0,) * 3)
+    assert not compiling.ready(units.LOOPS, "solve_units_sized", args)
+    [(key, request)] = compiling._requests.items()
+    assert request[:2] == ("units", "solve_units_sized")
+    (tmp_path / key).touch()  # what the background compilation leaves
+    assert compiling.ready(units.LOOPS, "solve_units_sized", args)
+    assert not compiling.ready(units.LOOPS, "solve_units_sized", (x, (0,) * 3, (0,) * 3))  # another shape
+    monkeypatch.setenv(compiling.LOOPS_ENV, "numpy")
+    assert not compiling.ready(units.LOOPS, "solve_units_sized", args)

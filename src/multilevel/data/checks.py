@@ -201,6 +201,8 @@ def _arrow_text_categories(col: pd.Series) -> pd.Series | None:
 
 def check_duplicate_columns(frame: pd.DataFrame, what: str = "data") -> None:
     """Two columns of one name: a model could not say which it means."""
+    if frame.columns.is_unique:  # (cached by the index: no pass over the names)
+        return
     dup = frame.columns[frame.columns.duplicated()]
     if len(dup):
         names = list(dict.fromkeys(str(c) for c in dup))
@@ -215,7 +217,11 @@ def plain_dtypes(frame: pd.DataFrame, columns=None) -> pd.DataFrame:
     when nothing needed converting, else a shallow copy (attrs kept)."""
     check_duplicate_columns(frame)
     out = None
+    dtypes = dict(zip(frame.columns, frame.dtypes.to_numpy()))
     for c in frame.columns if columns is None else columns:
+        dt = dtypes[c]
+        if isinstance(dt, pd.CategoricalDtype) or (isinstance(dt, np.dtype) and dt != np.float16):
+            continue  # `plain_column` keeps these as they are: no column look-up (tens of microseconds each)
         new = plain_column(frame[c])
         if new is not None:
             if out is None:
@@ -292,6 +298,8 @@ def _check_kind(col: pd.Series, v: str, is_outcome: bool) -> None:
     they are and how to convert them (rather than calling a date column text, or numpy dropping
     the imaginary part)."""
     dt = col.dtype
+    if isinstance(dt, np.dtype) and dt.kind in "iufb":
+        return  # numbers and booleans of numpy: none of the kinds below (no pass over the values)
     sample = col.dropna()
     first = sample.iloc[0] if len(sample) else None
     role = "The outcome" if is_outcome else "The predictor"
@@ -477,7 +485,8 @@ def check_values(
     if facts is not None and facts.not_single:
         facts.rows = len(data)
         return data, {}, ()  # nothing else can be checked on these ids (as in memory: the first error)
-    kind = id_kind(column(group))
+    ids_before = column(group)
+    kind = id_kind(ids_before)
     if kind == "mixed":
         raise mixed_id_error(column(group), group, "the data")
     converted = None
@@ -515,7 +524,8 @@ def check_values(
             "numbers, which keep only about 16 digits: ids that differ only beyond that may have been read as the same unit. "
             f"Read the column as integers or text (e.g. pd.read_csv(..., dtype={{'{group}': str}}))."
         )
-    ids, blank = normalise_ids(column(group), id_codes)
+    # the kind found above, while the id column is the one judged (not made plain since)
+    ids, blank = normalise_ids(column(group), id_codes, kind if column(group) is ids_before else None)
     if ids is not column(group):
         replace(group, ids)
     if blank:

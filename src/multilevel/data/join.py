@@ -71,6 +71,9 @@ def id_kind(values: pd.Series) -> str:
         used = np.flatnonzero(np.bincount(codes[codes >= 0], minlength=len(values.cat.categories)))
         return id_kind(pd.Series(values.cat.categories[used]))
     if pd.api.types.is_string_dtype(values.dtype) and not pd.api.types.is_object_dtype(values.dtype):
+        if isinstance(values.array, pd.arrays.ArrowStringArray):
+            # Arrow's count of nulls (a missing text is a null there), not a pass over the rows
+            return "text" if values.array.__arrow_array__().null_count < len(values) else "number"
         return "text" if values.notna().any() else "number"
     inferred = pd.api.types.infer_dtype(values, skipna=True)
     if inferred == "string":
@@ -130,7 +133,7 @@ def not_single_error(first: object, column: str, role: str, bad: list[int]) -> D
     )
 
 
-def normalise_ids(values: pd.Series, factorized: list | None = None) -> tuple[pd.Series, int]:
+def normalise_ids(values: pd.Series, factorized: list | None = None, kind: str | None = None) -> tuple[pd.Series, int]:
     """Unit ids as every fit takes them (a plain fit and a level-2 join alike): text ids lose
     surrounding spaces (a padded CSV field " 12" is the unit "12"), and blank text ('' or spaces)
     is a missing id, never a unit of its own; numbers, dates, times and booleans are unchanged
@@ -138,8 +141,9 @@ def normalise_ids(values: pd.Series, factorized: list | None = None) -> tuple[pd
     blank ids made missing): the same Series when nothing changed. An object column is stripped
     once per distinct text (`pd.factorize`, C code), not row by row; when all its values are
     text, (codes, distinct ids) of the ids returned are appended to `factorized` (-1: missing),
-    so that `design.unit_codes` need not hash the texts again."""
-    if isinstance(values.dtype, pd.CategoricalDtype) or id_kind(values) != "text":
+    so that `design.unit_codes` need not hash the texts again. `kind`: `id_kind(values)`, when
+    the caller has it."""
+    if isinstance(values.dtype, pd.CategoricalDtype) or (id_kind(values) if kind is None else kind) != "text":
         return values, 0
     if not (pd.api.types.is_object_dtype(values.dtype) or pd.api.types.is_string_dtype(values.dtype)):
         return values, 0  # datetime64, timedelta64, period ...: one value per cell, nothing to strip

@@ -646,7 +646,7 @@ def build_design(
     check_some_rows(report)
     if used is not data:  # rows were dropped: other columns
         column = _column_cache(used)
-    used, dropped_levels = _drop_unused_categories(used, [v for v in variables if v != group])
+    used, dropped_levels = _drop_unused_categories(used, [v for v in variables if v != group], column)
     if dropped_levels:
         column = _column_cache(used)
         report = dataclasses.replace(report, notes=report.notes + tuple(dropped_levels))
@@ -741,15 +741,17 @@ def build_design(
     )
 
 
-def _drop_unused_categories(used: pd.DataFrame, variables: list[str]) -> tuple[pd.DataFrame, list[str]]:
+def _drop_unused_categories(used: pd.DataFrame, variables: list[str], column=None) -> tuple[pd.DataFrame, list[str]]:
     """Categorical predictors lose the categories no row used has (R's droplevels(), which lme4
     needs as well): a category with no row would give a fixed-effect column of zeros. A text
     column's levels are those of the rows used already, so both give the same fit. Returns the
-    frame (a shallow copy when a column changed) and a data-report note per column."""
+    frame (a shallow copy when a column changed) and a data-report note per column. `column`:
+    used[v], cached (`_column_cache` of `used`)."""
     notes: list[str] = []
     out = used
+    column = column or used.__getitem__
     for v in variables:
-        col = used[v]
+        col = column(v)
         if not isinstance(col.dtype, pd.CategoricalDtype):
             continue
         present = set(pd.unique(col.dropna()))
@@ -794,6 +796,8 @@ def unit_codes(ids: pd.Series, group: str, factorized: tuple[np.ndarray, np.ndar
             starts[0] = 0
             starts[1:] = np.flatnonzero(codes[1:] != codes[:-1]) + 1
             return codes, v[starts]
+        codes, uniques = pd.factorize(v, sort=True)  # the same of the array, without the Series' wrapping
+        return _whole_number_units(codes.astype(np.intp, copy=False), np.asarray(uniques))
     codes, uniques = pd.factorize(ids, sort=True)
     return _whole_number_units(codes.astype(np.intp, copy=False), np.asarray(uniques))
 

@@ -205,11 +205,22 @@ class Coordinates:
 
 
 def _sample(factors, rows: int) -> np.ndarray:
-    """The product column on the first `rows` rows."""
-    out = np.ones(rows)
-    for f in factors:
+    """The product column on the first `rows` rows (read only: it may be a view of the data)."""
+    if not factors:
+        return np.ones(rows)
+    out = np.asarray(factors[0][:rows], dtype=float)  # (1.0 * x is x: no product with ones)
+    for f in factors[1:]:
         out = out * np.asarray(f[:rows], dtype=float)
     return out
+
+
+def _mean_sd(v: np.ndarray) -> tuple[float, float]:
+    """(v.mean(), v.std()) with one sum less: numpy's own steps (the sum over n, the squares of
+    v - mean summed over n, the root), so the same numbers to the bit."""
+    m = v.mean()
+    x = v - m
+    np.multiply(x, x, out=x)
+    return float(m), float(np.sqrt(np.add.reduce(x) / v.size))
 
 
 def _key(factors) -> tuple[int, ...]:
@@ -228,6 +239,14 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
     rows = min(n, SAMPLE_ROWS)  # the first rows
     x_factors = columns.factors[q : q + p]
     z_factors = columns.factors[:q]
+    samples: dict[tuple[int, ...], np.ndarray] = {}
+
+    def sample(fs) -> np.ndarray:
+        """`_sample(fs, rows)`, made once per column (the same product of the same arrays)."""
+        key = tuple(id(f) for f in fs)
+        if key not in samples:
+            samples[key] = _sample(fs, rows)
+        return samples[key]
 
     def is_ones(fs) -> bool:
         return not fs or (len(fs) == 1 and bool(np.all(np.asarray(fs[0]) == 1.0)))
@@ -244,8 +263,8 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
         fs = z_factors[c]
         if not fs or c == z0:
             continue
-        v = _sample(fs, rows)
-        m, sd = float(v.mean()), float(v.std())
+        v = sample(fs)
+        m, sd = _mean_sd(v)
         _check_magnitude(name, float(np.max(np.abs(v), initial=0.0)), "random effect's column")
         block = next((b for b in blocks if c in b), ())
         if z0 is not None and z0 in block and len(block) > 1 and abs(m) > SHIFT_SDS * sd:
@@ -262,7 +281,7 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
 
         def mean_of(arr) -> float:
             if id(arr) not in base_mean:
-                base_mean[id(arr)] = float(_sample((arr,), rows).mean())
+                base_mean[id(arr)] = float(sample((arr,)).mean())
             return base_mean[id(arr)]
 
         for c in range(p):
@@ -270,8 +289,8 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
                 continue
             fs = x_factors[c]
             key = _key(fs)
-            v = _sample(fs, rows)
-            m, sd = float(v.mean()), float(v.std())
+            v = sample(fs)
+            m, sd = _mean_sd(v)
             if key in shifted_keys:
                 shift[c] = col_shift[c] = shifted_keys[key]  # the same column as Z's: shared in the one pass
                 S[i0, c] = -shift[c]
@@ -300,10 +319,10 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
             S[i0, c] = -m
     for c, name in enumerate(x_names):
         if c != i0:
-            v = _sample(x_factors[c], rows) - shift[c]
+            v = sample(x_factors[c]) - shift[c]
             _check_magnitude(name, float(np.max(np.abs(v), initial=0.0)), "predictor")
     products = any(any(centres[q + c]) for c in range(p))
-    y = _sample(columns.factors[-1], rows)
+    y = sample(columns.factors[-1])
     y_shift = float(y.mean()) if i0 is not None else 0.0
     _check_magnitude(outcome, float(np.max(np.abs(y - y_shift), initial=0.0)), "outcome")
     affine = [(float(m), 1.0) for m in z_shift] + [(float(m), 1.0) for m in col_shift] + [(y_shift, 1.0)]

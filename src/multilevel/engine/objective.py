@@ -128,8 +128,18 @@ class Objective:
         self.template = template
         self.reml = reml
         self.lower = template.lower_bounds
-        self._rows = list(template.rows)
-        self._cols = list(template.cols)
+        self._rows = np.array(template.rows, dtype=np.intp)
+        self._cols = np.array(template.cols, dtype=np.intp)
+        self._args: tuple | None = None  # the evaluation's arguments other than Lambda (`_fixed`)
+
+    def _fixed(self) -> tuple:
+        """(units, [Z'Z|Z'X|Z'y], q, p) and (w, X'X, X'y, y'y, N, ldW, reml) of the summaries: the same
+        at every evaluation, taken once (each is a property of the summaries)."""
+        if self._args is None:
+            s = self.summaries
+            self._args = ((s.n_groups, s.compact, s.q, s.p),
+                          (s.w2, s.XtX_total, s.Xty_total, s.yty_total, _n(s), float(s.ldw), self.reml))
+        return self._args
 
     def value_and_grad(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         """(deviance, gradient); (inf, nan) where Lambda makes a matrix not positive definite (never a
@@ -143,12 +153,10 @@ class Objective:
 
     def deviance_and_derivative(self, lam: np.ndarray) -> tuple[float, np.ndarray]:
         """The profiled deviance and G = d deviance / dD (q x q, the class doc) at Lambda."""
-        s = self.summaries
-        G = np.empty((s.q, s.q))
-        d = units.call(
-            "deviance_gradient", s.n_groups, s.compact, s.q, s.p, np.ascontiguousarray(lam, dtype=float), s.w2,
-            s.XtX_total, s.Xty_total, s.yty_total, _n(s), float(s.ldw), self.reml, G,
-        )
+        head, tail = self._fixed()
+        q = head[2]
+        G = np.empty((q, q))
+        d = units.call("deviance_gradient", *head, np.ascontiguousarray(lam, dtype=float), *tail, G)
         if not np.isfinite(d):
             raise np.linalg.LinAlgError("Matrix is not positive definite")
         return float(d), G

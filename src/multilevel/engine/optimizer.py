@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from functools import cached_property
 from types import SimpleNamespace
 from typing import Protocol
 
@@ -196,8 +197,9 @@ class ZFrame:
         total = None if s.total is None else T.T @ s.total @ T
         return cls(S, dataclasses.replace(s, C=C, total=total), template)
 
-    @property
+    @cached_property
     def identity(self) -> bool:
+        # (asked at every evaluation kept in the history: S is never changed after `of`)
         return bool(np.array_equal(self.S, np.eye(self.S.shape[0])))
 
     def to_original(self, theta_internal: np.ndarray) -> np.ndarray:
@@ -251,7 +253,7 @@ class Evaluations:
         self._seen: dict[tuple[float, ...], tuple[float, np.ndarray]] = {}
 
     def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
-        key = tuple(float(t) for t in theta)
+        key = tuple(np.asarray(theta, dtype=float).tolist())  # (the floats of theta, as float(t) each)
         if key in self._seen:
             return self._seen[key]
         d, g = self.objective.value_and_grad(theta)

@@ -243,6 +243,33 @@ def run(loops: Loops, name: str, args: tuple[Any, ...], numpy_version: Any, nump
     return out
 
 
+def ready(loops: Loops, name: str, args: tuple[Any, ...]) -> bool:
+    """Whether the loop `name` runs compiled for these argument types without compiling now: compiled
+    or loaded in this process, or in the cache (its marker). When not, it is asked for, to be
+    compiled in the background for the next process (`compile_later`; a checked cache folder only),
+    as a loop run in numpy is. For the loops compiled for their sizes (`*_sized`), which small data
+    use only once they are in the cache: a new model shape never waits for a compiler."""
+    if os.environ.get(LOOPS_ENV, "auto") == "numpy":
+        return False  # (numpy is numpy, sized or not)
+    description = [describe(a) for a in args]
+    key = _key(loops.module_file, name, description)
+    if key in _compiled_keys:
+        return True
+    marker = _marker(key)
+    if marker is None:
+        return False
+    if os.path.exists(marker):
+        return True
+    with _CHOICE_LOCK:
+        _asked_in_test[0] |= "PYTEST_CURRENT_TEST" in os.environ  # (at exit it is unset)
+        if not _requests:
+            import atexit
+
+            atexit.register(compile_later)
+        _requests.setdefault(key, (loops.module, name, description))
+    return False
+
+
 def _numba_types(args: tuple[Any, ...]) -> list[Any]:
     import numba
 
@@ -266,6 +293,9 @@ def compile_later() -> None:
 
     from multilevel.numerics.cache import cache_dir
 
+    with _CHOICE_LOCK:
+        if all(k in _started for k in _requests):
+            return  # nothing asked for since the last start (every fit's end calls this: no folder read)
     root = cache_dir()
     if root is None or not background_allowed():
         return

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from multilevel.numerics.compile import Loops, run
+from multilevel.numerics.compile import Loops, ready, run
 
 # ----- the loops, as plain Python that numba compiles (`LOOPS`) ----------------------------------
 
@@ -332,8 +332,10 @@ def kernel(name: str) -> Any:
 
 
 #: the one pass is compiled for its columns (`accumulate_sized`) from this many rows on; below, the
-#: loop compiled once for all sizes serves (a model of a new shape on ordinary data then costs no
-#: compilation, seconds once per shape and machine otherwise)
+#: loop compiled once for all sizes serves until the sized one is in the cache (`compile.ready`:
+#: asked for in the background the first time), so that a model of a new shape on ordinary data
+#: costs no compilation (seconds once per shape and machine otherwise). The sized loop gives the
+#: same sums (no fast-math) faster: 0.54 -> 0.31 ms at 10^4 shuffled rows of 7 distinct columns
 SPECIALISE_ROWS = 1_000_000
 
 
@@ -355,9 +357,9 @@ def accumulate_into(bases: tuple[np.ndarray, ...], recipe: np.ndarray, affine: n
     w = np.empty(0) if weights is None else weights
     n = codes.shape[0]
     seconds = CALL_SECONDS + PASS_SECONDS_PER_ROW_PRODUCT * n * (u * (u + 1) // 2 + u * recipe.shape[1])
-    if n >= SPECIALISE_ROWS:
-        run(LOOPS, "accumulate_sized", (bases, recipe, affine, cmap, (0,) * int(u), (0,) * int(k), codes, w, C, W,
-                                        total, counts), _accumulate_sized_numpy, seconds)
+    sized = (bases, recipe, affine, cmap, (0,) * int(u), (0,) * int(k), codes, w, C, W, total, counts)
+    if n >= SPECIALISE_ROWS or ready(LOOPS, "accumulate_sized", sized):  # (one call a fit: its types exactly)
+        run(LOOPS, "accumulate_sized", sized, _accumulate_sized_numpy, seconds)
     else:
         run(LOOPS, "accumulate", (bases, recipe, affine, cmap, int(u), int(k), codes, w, C, W, total, counts),
             accumulate_numpy, seconds)
