@@ -179,6 +179,21 @@ def _frame(chunk: Any) -> pd.DataFrame:
     return chunk if isinstance(chunk, pd.DataFrame) else chunk.to_pandas()
 
 
+
+def _count_not_finite(spec: ModelSpec, floats, st: Pass1, column=None) -> None:
+    """Add to `st.not_finite` the rows of this chunk where a stateless transform is not finite
+    (counted over all chunks, raised once by `plan_of`, as `expressions.derived_values` does in
+    memory). `column`: the chunk's column reader, to check each transform's input first."""
+    for d in spec.derived:
+        if not d.stateful and d.kind not in ("poly", "scale"):
+            if column is not None:
+                check_derived_input(d, column)
+            with np.errstate(all="ignore"):
+                bad = int((~np.isfinite(derived_values(d, floats, None, None, check=False)[d.name])).sum())
+            if bad:
+                st.not_finite[d.name] = bad
+
+
 def pass1(chunk: Any, spec: ModelSpec, variables: list[str], group: str, level2: tuple[str, ...]) -> Pass1:
     """What pass 1 learns of one chunk (a DataFrame, or a Parquet batch: `numeric_arrays`)."""
     cols = numeric_arrays(chunk, variables, group)
@@ -215,12 +230,7 @@ def pass1(chunk: Any, spec: ModelSpec, variables: list[str], group: str, level2:
             check_derived_input(d, used.__getitem__)
             st.sums[d.name] = used[d.variables[0]].astype(float).groupby(ids).sum()
     floats = _float_column(used)
-    for d in spec.derived:  # transforms that are not finite, counted over all chunks (`expressions.derived_values`)
-        if not d.stateful and d.kind not in ("poly", "scale"):
-            check_derived_input(d, used.__getitem__)
-            bad = int((~np.isfinite(derived_values(d, floats, None, None, check=False)[d.name])).sum())
-            if bad:
-                st.not_finite[d.name] = bad
+    _count_not_finite(spec, floats, st, used.__getitem__)
     for v in variables:
         if v == group:
             continue
@@ -376,12 +386,7 @@ def pass1_arrays(cols: dict[str, np.ndarray], spec: ModelSpec, variables: list[s
     for d in spec.derived:  # the centred columns' unit sums, by their names ("cwc(ses)")
         if d.kind in ("group", "grand"):
             st.sums[d.name] = pd.Series(np.bincount(ucodes, weights=floats(d.variables[0]), minlength=J)[present], index=ids)
-    for d in spec.derived:  # transforms that are not finite, counted over all chunks (`expressions.derived_values`)
-        if not d.stateful and d.kind not in ("poly", "scale"):
-            with np.errstate(all="ignore"):
-                bad = int((~np.isfinite(derived_values(d, floats, None, None, check=False)[d.name])).sum())
-            if bad:
-                st.not_finite[d.name] = bad
+    _count_not_finite(spec, floats, st)
     for v in variables:
         if v == group:
             continue
