@@ -8,6 +8,7 @@ Lambda, term by term, column-major within a term (lme4's `theta`, e.g. for `(x |
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -60,10 +61,15 @@ class LambdaTemplate:
         """lme4's starting point: Lambda = I."""
         return self.is_diagonal.astype(float)
 
+    @cached_property
+    def _flat(self) -> np.ndarray:
+        # where each theta goes in Lambda's q*q elements (row-major): indexed once, not per call
+        return np.array(self.rows, dtype=np.intp) * self.q + np.array(self.cols, dtype=np.intp)
+
     def lam(self, theta: np.ndarray) -> np.ndarray:
-        L = np.zeros((self.q, self.q))
-        L[self.rows, self.cols] = theta
-        return L
+        L = np.zeros(self.q * self.q)
+        L[self._flat] = theta
+        return L.reshape(self.q, self.q)
 
     def theta_from_tau(self, tau: np.ndarray, sigma2: float) -> np.ndarray:
         """theta whose Lambda Lambda' = tau / sigma2 (Cholesky per block; zero variances allowed)."""

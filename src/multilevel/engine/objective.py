@@ -201,14 +201,16 @@ def moment_start(s: GroupSummaries, template: LambdaTemplate) -> np.ndarray:
     except np.linalg.LinAlgError:
         gamma = np.zeros(s.p)
     # units whose Z_j has full rank (a determinant well away from 0 relative to its diagonal)
-    ok = (n > q) & (np.linalg.det(ZtZ) > 1e-10 * np.prod(np.diagonal(ZtZ, axis1=1, axis2=2), axis=1))
-    if ok.sum() < q + 2:
+    ok = (n > q) & (np.linalg.det(ZtZ) > 1e-10 * np.diagonal(ZtZ, axis1=1, axis2=2).prod(axis=1))
+    n_ok = int(ok.sum())
+    if n_ok < q + 2:
         return template.start()
+    Zty_ok = Zty[ok]
     inv = np.linalg.inv(ZtZ[ok])
-    b = (inv @ Zty[ok][:, :, None])[:, :, 0]
-    rss = yty[ok] - np.einsum("ja,ja->j", Zty[ok], b)
+    b = (inv @ Zty_ok[:, :, None])[:, :, 0]
+    rss = yty[ok] - np.einsum("ja,ja->j", Zty_ok, b)
     b = b - (inv @ (ZtX[ok] @ gamma)[:, :, None])[:, :, 0]  # the coefficients of y - X gamma_OLS
-    sigma2 = float(rss.sum() / (n[ok].sum() - q * ok.sum()))
+    sigma2 = float(rss.sum() / (n[ok].sum() - q * n_ok))
     if not sigma2 > 0:
         return template.start()
     T = np.atleast_2d(np.cov(b, rowvar=False)) - sigma2 * inv.mean(axis=0)

@@ -10,6 +10,7 @@ before). Projected Newton steps (`_polish`) finish what stops for another reason
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from types import SimpleNamespace
@@ -105,7 +106,7 @@ def check_optimum(fun, theta: np.ndarray, lower: np.ndarray) -> Check:
     one whose gradient is 0 there (a diagonal element of Lambda: the deviance is even in it) is
     checked by the curvature, with the free ones."""
     d, g = fun(theta)
-    if not np.isfinite(d) or not np.all(np.isfinite(g)):
+    if not math.isfinite(d) or not np.isfinite(g).all():
         return Check(False, "the deviance is not finite at the point reached", np.nan, np.nan, np.inf)
     at_bound = (theta <= lower + 1e-10) & np.isfinite(lower)
     scale = max(1.0, abs(d))
@@ -121,11 +122,11 @@ def check_optimum(fun, theta: np.ndarray, lower: np.ndarray) -> Check:
     if idx.size == 0:
         return Check(True, "every parameter is held at its bound by the gradient", np.nan, 0.0, gnorm)
     H = _fd_hessian(fun, theta, g, idx)
-    if not np.all(np.isfinite(H)):
+    if not np.isfinite(H).all():
         return Check(False, "the Hessian is not finite at the point reached", np.nan, np.nan, gnorm)
     w = np.linalg.eigvalsh(H)
     wmin = float(w[0])
-    if wmin < -1e-6 * max(1.0, float(np.max(np.abs(w)))):
+    if wmin < -1e-6 * max(1.0, float(np.abs(w).max())):
         return Check(False, f"the Hessian is not positive semidefinite (smallest eigenvalue {wmin:.3g}): a saddle point",
                      wmin, np.nan, gnorm)
     gi = np.where(at_bound[idx], 0.0, g[idx])  # on the bound with zero gradient: curvature only
@@ -187,7 +188,9 @@ class ZFrame:
             for block in correlated:
                 S[:, list(block)] = S[:, list(block[::-1])]
         if np.array_equal(S, np.eye(q)):
-            return cls(S, s, template)
+            frame = cls(S, s, template)
+            frame.__dict__["identity"] = True  # (`identity`, known here: not asked again)
+            return frame
         k = s.C.shape[1]
         T = np.eye(k)
         T[:q, :q] = S
@@ -243,6 +246,9 @@ class Problem(Protocol):
         ...
 
 
+_FLOAT = np.dtype(float)
+
+
 class Evaluations:
     """An objective's value_and_grad, remembered per point (the line search and the polish ask for
     some points twice), with the history of (theta, value) of every evaluation."""
@@ -253,11 +259,13 @@ class Evaluations:
         self._seen: dict[tuple[float, ...], tuple[float, np.ndarray]] = {}
 
     def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
-        key = tuple(np.asarray(theta, dtype=float).tolist())  # (the floats of theta, as float(t) each)
-        if key in self._seen:
-            return self._seen[key]
+        # (the floats of theta, as float(t) each; an array of floats already is used as it is)
+        key = tuple((theta if type(theta) is np.ndarray and theta.dtype == _FLOAT else np.asarray(theta, dtype=float)).tolist())
+        seen = self._seen.get(key)
+        if seen is not None:
+            return seen
         d, g = self.objective.value_and_grad(theta)
-        out = (float(d), g) if np.isfinite(d) else (np.inf, np.full(np.shape(theta), np.nan))
+        out = (float(d), g) if math.isfinite(d) else (np.inf, np.full(np.shape(theta), np.nan))
         self.history.append((key, out[0]))
         self._seen[key] = out
         return out
@@ -458,18 +466,19 @@ def _fd_hessian(fun, x: np.ndarray, g: np.ndarray, idx: np.ndarray | None = None
     over the parameters `idx` only when given (the free ones)."""
     idx = np.arange(x.size) if idx is None else idx
     H = np.empty((idx.size, idx.size))
-    for k, i in enumerate(idx):
+    gi = g[idx]
+    for k, i in enumerate(idx.tolist()):
         h = 1e-6 * max(1.0, abs(float(x[i])))
         xp = x.copy()
         xp[i] += h
-        H[:, k] = (fun(xp)[1][idx] - g[idx]) / h
+        H[:, k] = (fun(xp)[1][idx] - gi) / h
     return 0.5 * (H + H.T)
 
 
 def _positive(H: np.ndarray) -> np.ndarray:
     """H with its eigenvalues raised to a small positive floor (a descent direction always)."""
     w, V = np.linalg.eigh(H)
-    floor = 1e-8 * max(1.0, float(np.max(np.abs(w))))
+    floor = 1e-8 * max(1.0, float(np.abs(w).max()))
     return (V * np.maximum(np.abs(w), floor)) @ V.T
 
 
@@ -494,9 +503,12 @@ def _minimize(fun, start: np.ndarray, lower: np.ndarray, max_iter: int = 500):
         if not free.any():
             status, message = 0, "all parameters at their bounds"
             break
-        idx = np.flatnonzero(free)
-        d = np.zeros_like(x)
-        d[idx] = -np.linalg.solve(B[np.ix_(idx, idx)], g[idx])
+        if free.all():  # (the same solve as over B[np.ix_(idx, idx)], without the copies)
+            d = -np.linalg.solve(B, g)
+        else:
+            idx = np.flatnonzero(free)
+            d = np.zeros_like(x)
+            d[idx] = -np.linalg.solve(B[np.ix_(idx, idx)], g[idx])
         decrease = float(-(g @ d))
         noise = 1e-13 * max(1.0, abs(f))  # the deviance's rounding level (sums over N rows)
         if decrease <= 1e-3 * noise:
@@ -516,10 +528,12 @@ def _minimize(fun, start: np.ndarray, lower: np.ndarray, max_iter: int = 500):
         step, dg = xn - x, gn - g
         x, f, g = xn, fn, gn
         sy = float(step @ dg)
-        if sy > 1e-12 * float(np.linalg.norm(step) * np.linalg.norm(dg)):
+        # (np.linalg.norm of a vector of floats is sqrt(v.dot(v)), np.outer(a, b) a[:, None] * b[None, :]:
+        # the same operations without their wrappers)
+        if sy > 1e-12 * float(np.sqrt(step.dot(step)) * np.sqrt(dg.dot(dg))):
             Bs = B @ step
-            B = B + np.outer(dg, dg) / sy - np.outer(Bs, Bs) / float(step @ Bs)
-        if np.max(np.abs(step)) <= 1e-10 * max(1.0, float(np.max(np.abs(x)))):
+            B = B + (dg[:, None] * dg[None, :]) / sy - (Bs[:, None] * Bs[None, :]) / float(step @ Bs)
+        if np.abs(step).max() <= 1e-10 * max(1.0, float(np.abs(x).max())):
             status, message = 0, "converged: step below 1e-10"
             break
     return SimpleNamespace(x=x, nit=it, success=status == 0, status=status, message=message)
