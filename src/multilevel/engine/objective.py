@@ -213,7 +213,12 @@ def moment_start(s: GroupSummaries, template: LambdaTemplate) -> np.ndarray:
     sigma2 = float(rss.sum() / (n[ok].sum() - q * n_ok))
     if not sigma2 > 0:
         return template.start()
-    T = np.atleast_2d(np.cov(b, rowvar=False)) - sigma2 * inv.mean(axis=0)
+    # np.cov(b, rowvar=False) by its own operations, without its wrappers (n_ok >= 3 units)
+    X = np.array(b, ndmin=2, dtype=float).T
+    X -= X.mean(axis=1)[:, None]
+    cov = np.dot(X, X.T.conj())
+    cov *= np.true_divide(1, X.shape[1] - 1)
+    T = cov - sigma2 * inv.mean(axis=0)
     w, V = np.linalg.eigh(0.5 * (T + T.T))
     T = (V * np.maximum(w, 0.05 * max(float(w.max()), 1e-8))) @ V.T
     mask = np.zeros((q, q), dtype=bool)

@@ -464,14 +464,16 @@ def _correlated_blocks(template: LambdaTemplate) -> list[tuple[int, ...]]:
 def _fd_hessian(fun, x: np.ndarray, g: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
     """Forward differences of the analytic gradient (one evaluation per parameter), symmetrised;
     over the parameters `idx` only when given (the free ones)."""
+    every = idx is None  # (then g and each gradient as they are: the same as indexed by arange)
     idx = np.arange(x.size) if idx is None else idx
     H = np.empty((idx.size, idx.size))
-    gi = g[idx]
+    gi = g if every else g[idx]
     for k, i in enumerate(idx.tolist()):
         h = 1e-6 * max(1.0, abs(float(x[i])))
         xp = x.copy()
         xp[i] += h
-        H[:, k] = (fun(xp)[1][idx] - gi) / h
+        gp = fun(xp)[1]
+        H[:, k] = ((gp if every else gp[idx]) - gi) / h
     return 0.5 * (H + H.T)
 
 
@@ -518,7 +520,7 @@ def _minimize(fun, start: np.ndarray, lower: np.ndarray, max_iter: int = 500):
         while alpha > 1e-12:
             xn = np.maximum(x + alpha * d, lower)
             fn, gn = fun(xn)
-            if np.isfinite(fn) and fn <= f - 1e-4 * alpha * decrease + noise:
+            if math.isfinite(fn) and fn <= f - 1e-4 * alpha * decrease + noise:
                 accepted = True
                 break
             alpha *= 0.5
