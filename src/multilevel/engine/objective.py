@@ -27,6 +27,7 @@ cross-products, and every sum over units above is weighted by the unit's level-2
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -157,7 +158,7 @@ class Objective:
         q = head[2]
         G = np.empty((q, q))
         d = units.call("deviance_gradient", *head, np.ascontiguousarray(lam, dtype=float), *tail, G)
-        if not np.isfinite(d):
+        if not math.isfinite(d):
             raise np.linalg.LinAlgError("Matrix is not positive definite")
         return float(d), G
 
