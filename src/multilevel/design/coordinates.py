@@ -214,11 +214,12 @@ def _sample(factors, rows: int) -> np.ndarray:
     return out
 
 
-def _mean_sd(v: np.ndarray) -> tuple[float, float]:
+def _mean_sd(v: np.ndarray, out: np.ndarray | None = None) -> tuple[float, float]:
     """(v.mean(), v.std()) with one sum less: numpy's own steps (the sum over n, the squares of
-    v - mean summed over n, the root), so the same numbers to the bit."""
+    v - mean summed over n, the root), so the same numbers to the bit. `out`: scratch of v's
+    length for v - mean (no new array per column)."""
     m = v.mean()
-    x = v - m
+    x = np.subtract(v, m, out=out)
     np.multiply(x, x, out=x)
     return float(m), float(np.sqrt(np.add.reduce(x) / v.size))
 
@@ -240,6 +241,12 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
     x_factors = columns.factors[q : q + p]
     z_factors = columns.factors[:q]
     samples: dict[tuple[int, ...], np.ndarray] = {}
+    scratch = np.empty(rows)  # for the deviations and their squares: one array for all columns
+
+    def largest(v: np.ndarray, centre: float) -> float:
+        """max |v - centre| (0 for no rows), in `scratch`."""
+        x = np.subtract(v, centre, out=scratch)
+        return float(np.max(np.abs(x, out=x), initial=0.0))
 
     def sample(fs) -> np.ndarray:
         """`_sample(fs, rows)`, made once per column (the same product of the same arrays)."""
@@ -264,8 +271,8 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
         if not fs or c == z0:
             continue
         v = sample(fs)
-        m, sd = _mean_sd(v)
-        _check_magnitude(name, float(np.max(np.abs(v), initial=0.0)), "random effect's column")
+        m, sd = _mean_sd(v, scratch)
+        _check_magnitude(name, float(np.max(np.abs(v, out=scratch), initial=0.0)), "random effect's column")
         block = next((b for b in blocks if c in b), ())
         if z0 is not None and z0 in block and len(block) > 1 and abs(m) > SHIFT_SDS * sd:
             z_shift[c] = m
@@ -290,7 +297,7 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
             fs = x_factors[c]
             key = _key(fs)
             v = sample(fs)
-            m, sd = _mean_sd(v)
+            m, sd = _mean_sd(v, scratch)
             if key in shifted_keys:
                 shift[c] = col_shift[c] = shifted_keys[key]  # the same column as Z's: shared in the one pass
                 S[i0, c] = -shift[c]
@@ -308,9 +315,9 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
                 for a in subsets:
                     coef = float(np.prod([-ms[i] for i in range(len(fs)) if i not in a]))
                     S[by_key[_key([fs[i] for i in a])] if a else i0, c] += coef
-                centred = np.ones(rows)
-                for f, mf in zip(fs, ms):
-                    centred = centred * (np.asarray(f[:rows], dtype=float) - mf)
+                centred = np.subtract(np.asarray(fs[0][:rows], dtype=float), ms[0], out=scratch)  # (1.0 * x is x)
+                for f, mf in zip(fs[1:], ms[1:]):
+                    centred *= np.asarray(f[:rows], dtype=float) - mf
                 rest = float(centred.mean())  # and the centred product shifted by its own mean
                 S[i0, c] -= rest
                 shift[c], col_shift[c] = m, rest
@@ -319,12 +326,11 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
             S[i0, c] = -m
     for c, name in enumerate(x_names):
         if c != i0:
-            v = sample(x_factors[c]) - shift[c]
-            _check_magnitude(name, float(np.max(np.abs(v), initial=0.0)), "predictor")
+            _check_magnitude(name, largest(sample(x_factors[c]), shift[c]), "predictor")
     products = any(any(centres[q + c]) for c in range(p))
     y = sample(columns.factors[-1])
     y_shift = float(y.mean()) if i0 is not None else 0.0
-    _check_magnitude(outcome, float(np.max(np.abs(y - y_shift), initial=0.0)), "outcome")
+    _check_magnitude(outcome, largest(y, y_shift), "outcome")
     affine = [(float(m), 1.0) for m in z_shift] + [(float(m), 1.0) for m in col_shift] + [(y_shift, 1.0)]
     z_shifted = bool(np.any(z_shift))
     coordinates = Coordinates(shift, y_shift, i0, z_shift=z_shift if z_shifted else None, z_intercept=z0 if z_shifted else None,
