@@ -241,12 +241,10 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
     x_factors = columns.factors[q : q + p]
     z_factors = columns.factors[:q]
     samples: dict[tuple[int, ...], np.ndarray] = {}
+    means: dict[tuple[int, ...], float] = {}
+    sds: dict[tuple[int, ...], float] = {}
+    extremes: dict[tuple[int, ...], tuple[float, float]] = {}
     scratch = np.empty(rows)  # for the deviations and their squares: one array for all columns
-
-    def largest(v: np.ndarray, centre: float) -> float:
-        """max |v - centre| (0 for no rows), in `scratch`."""
-        x = np.subtract(v, centre, out=scratch)
-        return float(np.max(np.abs(x, out=x), initial=0.0))
 
     def sample(fs) -> np.ndarray:
         """`_sample(fs, rows)`, made once per column (the same product of the same arrays)."""
@@ -254,6 +252,33 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
         if key not in samples:
             samples[key] = _sample(fs, rows)
         return samples[key]
+
+    def mean(fs) -> float:
+        """The column's mean over the sample rows (`_mean_sd`'s), once per column."""
+        key = tuple(id(f) for f in fs)
+        if key not in means:
+            means[key] = float(sample(fs).mean())
+        return means[key]
+
+    def sd(fs) -> float:
+        """The column's standard deviation over the sample rows (`_mean_sd`'s), once per column."""
+        key = tuple(id(f) for f in fs)
+        if key not in sds:
+            means[key], sds[key] = _mean_sd(sample(fs), scratch)
+        return sds[key]
+
+    def largest(fs, centre: float) -> float:
+        """max |column - centre| over the sample rows (0 for none): the larger of max - centre and
+        centre - min, which are the largest of the rounded differences (rounding is monotone),
+        so the number max |v - centre| gives, without an array of the differences."""
+        key = tuple(id(f) for f in fs)
+        if key not in extremes:
+            v = sample(fs)
+            extremes[key] = (float(v.min()), float(v.max())) if v.size else (0.0, 0.0)
+        lo, hi = extremes[key]
+        if np.isnan(lo) or np.isnan(hi):
+            return float("nan")
+        return max(hi - centre, centre - lo, 0.0)
 
     def is_ones(fs) -> bool:
         return not fs or (len(fs) == 1 and bool(np.all(np.asarray(fs[0]) == 1.0)))
@@ -270,11 +295,10 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
         fs = z_factors[c]
         if not fs or c == z0:
             continue
-        v = sample(fs)
-        m, sd = _mean_sd(v, scratch)
-        _check_magnitude(name, float(np.max(np.abs(v, out=scratch), initial=0.0)), "random effect's column")
+        m = mean(fs)
+        _check_magnitude(name, largest(fs, 0.0), "random effect's column")
         block = next((b for b in blocks if c in b), ())
-        if z0 is not None and z0 in block and len(block) > 1 and abs(m) > SHIFT_SDS * sd:
+        if z0 is not None and z0 in block and len(block) > 1 and abs(m) > SHIFT_SDS * sd(fs):
             z_shift[c] = m
             shifted_keys[_key(fs)] = m
     z_keys = {_key(fs) for fs in z_factors}
@@ -284,25 +308,17 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
     S = np.eye(p)
     if i0 is not None:
         by_key = {_key(fs): c for c, fs in enumerate(x_factors)}
-        base_mean: dict[int, float] = {}
-
-        def mean_of(arr) -> float:
-            if id(arr) not in base_mean:
-                base_mean[id(arr)] = float(sample((arr,)).mean())
-            return base_mean[id(arr)]
-
         for c in range(p):
             if c == i0:
                 continue
             fs = x_factors[c]
             key = _key(fs)
-            v = sample(fs)
-            m, sd = _mean_sd(v, scratch)
+            m = mean(fs)
             if key in shifted_keys:
                 shift[c] = col_shift[c] = shifted_keys[key]  # the same column as Z's: shared in the one pass
                 S[i0, c] = -shift[c]
                 continue
-            if key in z_keys and abs(m) <= SHIFT_SDS * sd:
+            if key in z_keys and abs(m) <= SHIFT_SDS * sd(fs):
                 continue  # shared with Z, and near enough to 0
             subsets = [tuple(a) for r in range(len(fs)) for a in itertools.combinations(range(len(fs)), r)]
             if len(fs) > 1 and len(set(key)) == len(fs) and all(
@@ -310,7 +326,7 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
             ):
                 # an interaction whose lower-order terms are all in the model: the product of the
                 # centred factors, prod_f (x_f - m_f) = sum over subsets A of prod_{A} x_f prod_{not A} (-m_f)
-                ms = [mean_of(f) for f in fs]
+                ms = [mean((f,)) for f in fs]
                 centres[q + c] = tuple(ms)
                 for a in subsets:
                     coef = float(np.prod([-ms[i] for i in range(len(fs)) if i not in a]))
@@ -326,11 +342,10 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
             S[i0, c] = -m
     for c, name in enumerate(x_names):
         if c != i0:
-            _check_magnitude(name, largest(sample(x_factors[c]), shift[c]), "predictor")
+            _check_magnitude(name, largest(x_factors[c], float(shift[c])), "predictor")
     products = any(any(centres[q + c]) for c in range(p))
-    y = sample(columns.factors[-1])
-    y_shift = float(y.mean()) if i0 is not None else 0.0
-    _check_magnitude(outcome, largest(y, y_shift), "outcome")
+    y_shift = mean(columns.factors[-1]) if i0 is not None else 0.0
+    _check_magnitude(outcome, largest(columns.factors[-1], y_shift), "outcome")
     affine = [(float(m), 1.0) for m in z_shift] + [(float(m), 1.0) for m in col_shift] + [(y_shift, 1.0)]
     z_shifted = bool(np.any(z_shift))
     coordinates = Coordinates(shift, y_shift, i0, z_shift=z_shift if z_shifted else None, z_intercept=z0 if z_shifted else None,
