@@ -722,7 +722,9 @@ class OutcomeKind:
     def of(cls, y: np.ndarray) -> OutcomeKind:
         if y.size == 0:
             return cls()
-        if y.min() < 0 or not np.all(np.floor(y) == y):
+        # a fraction among the first rows (the usual continuous outcome) settles it without
+        # arrays of the length of y
+        if y.min() < 0 or not np.all(np.floor(y[:64]) == y[:64]) or not np.all(np.floor(y) == y):
             return cls(rows=y.size, whole=False)
         small = y <= MEDIAN_COUNT
         k = int(small.sum())

@@ -154,8 +154,6 @@ def normalise_ids(values: pd.Series, factorized: list | None = None, kind: str |
     arr = values.to_numpy(dtype=object) if is_object else None
     if all_text:  # every value text or missing: one hash table over all rows (missing: -1)
         whole, uniques = pd.factorize(values)
-        text = whole >= 0
-        codes = whole[text]
     else:
         assert arr is not None  # (only an object column mixes text with other values)
         text = _text_mask(arr)
@@ -167,6 +165,9 @@ def normalise_ids(values: pd.Series, factorized: list | None = None, kind: str |
         if factorized is not None and all_text:
             factorized.append((whole.astype(np.intp, copy=False), distinct_in))
         return values, 0
+    if all_text:  # the rows' text and its codes, only now that some text changes
+        text = whole >= 0
+        codes = whole[text]
     blank = int(np.count_nonzero(blank_u[codes]))
     if factorized is not None and all_text:
         # the stripped texts may coincide (" a" and "a"): number the distinct ones again

@@ -796,6 +796,16 @@ def unit_codes(ids: pd.Series, group: str, factorized: tuple[np.ndarray, np.ndar
             starts[0] = 0
             starts[1:] = np.flatnonzero(codes[1:] != codes[:-1]) + 1
             return codes, v[starts]
+        lo, hi = int(v.min()), int(v.max())
+        if hi - lo < 4 * v.size and np.can_cast(v.dtype, np.intp):
+            # ids in a range not much wider than the rows (0..J-1, 1..J, ...): the ids present marked
+            # in a table of the range, each numbered by its rank there (pd.factorize(sort=True)'s
+            # codes and units, without a hash table and its sort); `codes` takes the offsets first
+            np.subtract(v, lo, out=codes, dtype=np.intp)
+            present = np.zeros(hi - lo + 1, dtype=np.intp)
+            present[codes] = 1
+            rank = np.cumsum(present) - 1
+            return rank[codes], (np.flatnonzero(present) + lo).astype(v.dtype)
         codes, uniques = pd.factorize(v, sort=True)  # the same of the array, without the Series' wrapping
         return _whole_number_units(codes.astype(np.intp, copy=False), np.asarray(uniques))
     codes, uniques = pd.factorize(ids, sort=True)

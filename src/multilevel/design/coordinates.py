@@ -214,11 +214,12 @@ def _sample(factors, rows: int) -> np.ndarray:
     return out
 
 
-def _mean_sd(v: np.ndarray) -> tuple[float, float]:
+def _mean_sd(v: np.ndarray, out: np.ndarray | None = None) -> tuple[float, float]:
     """(v.mean(), v.std()) with one sum less: numpy's own steps (the sum over n, the squares of
-    v - mean summed over n, the root), so the same numbers to the bit."""
+    v - mean summed over n, the root), so the same numbers to the bit. `out`: scratch of v's
+    length for v - mean (no new array per column)."""
     m = v.mean()
-    x = v - m
+    x = np.subtract(v, m, out=out)
     np.multiply(x, x, out=x)
     return float(m), float(np.sqrt(np.add.reduce(x) / v.size))
 
@@ -240,6 +241,10 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
     x_factors = columns.factors[q : q + p]
     z_factors = columns.factors[:q]
     samples: dict[tuple[int, ...], np.ndarray] = {}
+    means: dict[tuple[int, ...], float] = {}
+    sds: dict[tuple[int, ...], float] = {}
+    extremes: dict[tuple[int, ...], tuple[float, float]] = {}
+    scratch = np.empty(rows)  # for the deviations and their squares: one array for all columns
 
     def sample(fs) -> np.ndarray:
         """`_sample(fs, rows)`, made once per column (the same product of the same arrays)."""
@@ -247,6 +252,33 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
         if key not in samples:
             samples[key] = _sample(fs, rows)
         return samples[key]
+
+    def mean(fs) -> float:
+        """The column's mean over the sample rows (`_mean_sd`'s), once per column."""
+        key = tuple(id(f) for f in fs)
+        if key not in means:
+            means[key] = float(sample(fs).mean())
+        return means[key]
+
+    def sd(fs) -> float:
+        """The column's standard deviation over the sample rows (`_mean_sd`'s), once per column."""
+        key = tuple(id(f) for f in fs)
+        if key not in sds:
+            means[key], sds[key] = _mean_sd(sample(fs), scratch)
+        return sds[key]
+
+    def largest(fs, centre: float) -> float:
+        """max |column - centre| over the sample rows (0 for none): the larger of max - centre and
+        centre - min, which are the largest of the rounded differences (rounding is monotone),
+        so the number max |v - centre| gives, without an array of the differences."""
+        key = tuple(id(f) for f in fs)
+        if key not in extremes:
+            v = sample(fs)
+            extremes[key] = (float(v.min()), float(v.max())) if v.size else (0.0, 0.0)
+        lo, hi = extremes[key]
+        if np.isnan(lo) or np.isnan(hi):
+            return float("nan")
+        return max(hi - centre, centre - lo, 0.0)
 
     def is_ones(fs) -> bool:
         return not fs or (len(fs) == 1 and bool(np.all(np.asarray(fs[0]) == 1.0)))
@@ -263,11 +295,10 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
         fs = z_factors[c]
         if not fs or c == z0:
             continue
-        v = sample(fs)
-        m, sd = _mean_sd(v)
-        _check_magnitude(name, float(np.max(np.abs(v), initial=0.0)), "random effect's column")
+        m = mean(fs)
+        _check_magnitude(name, largest(fs, 0.0), "random effect's column")
         block = next((b for b in blocks if c in b), ())
-        if z0 is not None and z0 in block and len(block) > 1 and abs(m) > SHIFT_SDS * sd:
+        if z0 is not None and z0 in block and len(block) > 1 and abs(m) > SHIFT_SDS * sd(fs):
             z_shift[c] = m
             shifted_keys[_key(fs)] = m
     z_keys = {_key(fs) for fs in z_factors}
@@ -277,25 +308,17 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
     S = np.eye(p)
     if i0 is not None:
         by_key = {_key(fs): c for c, fs in enumerate(x_factors)}
-        base_mean: dict[int, float] = {}
-
-        def mean_of(arr) -> float:
-            if id(arr) not in base_mean:
-                base_mean[id(arr)] = float(sample((arr,)).mean())
-            return base_mean[id(arr)]
-
         for c in range(p):
             if c == i0:
                 continue
             fs = x_factors[c]
             key = _key(fs)
-            v = sample(fs)
-            m, sd = _mean_sd(v)
+            m = mean(fs)
             if key in shifted_keys:
                 shift[c] = col_shift[c] = shifted_keys[key]  # the same column as Z's: shared in the one pass
                 S[i0, c] = -shift[c]
                 continue
-            if key in z_keys and abs(m) <= SHIFT_SDS * sd:
+            if key in z_keys and abs(m) <= SHIFT_SDS * sd(fs):
                 continue  # shared with Z, and near enough to 0
             subsets = [tuple(a) for r in range(len(fs)) for a in itertools.combinations(range(len(fs)), r)]
             if len(fs) > 1 and len(set(key)) == len(fs) and all(
@@ -303,14 +326,14 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
             ):
                 # an interaction whose lower-order terms are all in the model: the product of the
                 # centred factors, prod_f (x_f - m_f) = sum over subsets A of prod_{A} x_f prod_{not A} (-m_f)
-                ms = [mean_of(f) for f in fs]
+                ms = [mean((f,)) for f in fs]
                 centres[q + c] = tuple(ms)
                 for a in subsets:
                     coef = float(np.prod([-ms[i] for i in range(len(fs)) if i not in a]))
                     S[by_key[_key([fs[i] for i in a])] if a else i0, c] += coef
-                centred = np.ones(rows)
-                for f, mf in zip(fs, ms):
-                    centred = centred * (np.asarray(f[:rows], dtype=float) - mf)
+                centred = np.subtract(np.asarray(fs[0][:rows], dtype=float), ms[0], out=scratch)  # (1.0 * x is x)
+                for f, mf in zip(fs[1:], ms[1:]):
+                    centred *= np.asarray(f[:rows], dtype=float) - mf
                 rest = float(centred.mean())  # and the centred product shifted by its own mean
                 S[i0, c] -= rest
                 shift[c], col_shift[c] = m, rest
@@ -319,12 +342,10 @@ def choose(columns, x_names: tuple[str, ...], z_names: tuple[str, ...], outcome:
             S[i0, c] = -m
     for c, name in enumerate(x_names):
         if c != i0:
-            v = sample(x_factors[c]) - shift[c]
-            _check_magnitude(name, float(np.max(np.abs(v), initial=0.0)), "predictor")
+            _check_magnitude(name, largest(x_factors[c], float(shift[c])), "predictor")
     products = any(any(centres[q + c]) for c in range(p))
-    y = sample(columns.factors[-1])
-    y_shift = float(y.mean()) if i0 is not None else 0.0
-    _check_magnitude(outcome, float(np.max(np.abs(y - y_shift), initial=0.0)), "outcome")
+    y_shift = mean(columns.factors[-1]) if i0 is not None else 0.0
+    _check_magnitude(outcome, largest(columns.factors[-1], y_shift), "outcome")
     affine = [(float(m), 1.0) for m in z_shift] + [(float(m), 1.0) for m in col_shift] + [(y_shift, 1.0)]
     z_shifted = bool(np.any(z_shift))
     coordinates = Coordinates(shift, y_shift, i0, z_shift=z_shift if z_shifted else None, z_intercept=z0 if z_shifted else None,
