@@ -270,18 +270,8 @@ def _write_csv(table, f, header: bool) -> None:
 
 def csv_copy(n: int) -> Path:
     """The CSV copy of the n-row Parquet file (written from the Parquet file if missing or older)."""
-    import pyarrow.parquet as pq
-
-    src = path_for(n)
-    dst = path_for(n, "csv")
-    if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
-        return dst
-    tmp = dst.with_suffix(".csv.tmp")
-    pf = pq.ParquetFile(src)
-    with open(tmp, "wb") as f:
-        for i in range(pf.num_row_groups):
-            _write_csv(pf.read_row_group(i), f, header=(i == 0))
-    tmp.replace(dst)
+    dst = csv_copy_of(path_for(n))
+    assert dst == path_for(n, "csv"), (dst, path_for(n, "csv"))
     return dst
 
 
