@@ -321,6 +321,54 @@ class GroupSummaries:
         return cls(C, n, q, p, unit_weights, sums, total=total)
 
     @classmethod
+    def of_factors(
+        cls,
+        Zs: tuple[np.ndarray, ...],
+        X: np.ndarray,
+        y: np.ndarray,
+        codes: tuple[np.ndarray, ...],
+        n_levels: tuple[int, ...],
+        names: tuple[str, ...],
+    ) -> tuple[GroupSummaries, tuple[int, ...]]:
+        """The blocked summaries of several grouping factors (the module doc) from the rows: factor f
+        has the random-effect columns `Zs[f]` (N, q_f) and the level `codes[f]` (N,) of each row in
+        0..n_levels[f]-1 (every level used). Returns (summaries, order): the terms sorted by their
+        number of levels, most first (lme4's and MixedModels.jl's order; stable for ties), `order[t]`
+        the factor of term t. Each term's diagonal blocks are the one pass of its own factor; the
+        blocks below the diagonal are the cross-tabulations of each pair of factors' levels, the
+        sums of z_t z_s' over the rows of each pair of levels that share rows."""
+        F = len(Zs)
+        order = tuple(sorted(range(F), key=lambda f: -n_levels[f]))
+        X = np.asarray(X, dtype=float)
+        y = np.asarray(y, dtype=float)
+        terms: list[TermBlock] = []
+        for t, f in enumerate(order):
+            Z = np.asarray(Zs[f], dtype=float)
+            s = cls.from_arrays(Z, X, y, codes[f], n_levels[f])
+            cross = []
+            for e in range(t):
+                g = order[e]
+                Ze = np.asarray(Zs[g], dtype=float)
+                key = codes[f].astype(np.int64) * n_levels[g] + codes[g]
+                pairs, where = np.unique(key, return_inverse=True)
+                where = where.ravel()
+                blocks = np.empty((pairs.size, Z.shape[1], Ze.shape[1]))
+                for a in range(Z.shape[1]):
+                    for b in range(Ze.shape[1]):
+                        blocks[:, a, b] = np.bincount(where, weights=Z[:, a] * Ze[:, b], minlength=pairs.size)
+                cross.append(CrossBlock(e, (pairs // n_levels[g]).astype(np.intp), (pairs % n_levels[g]).astype(np.intp),
+                                        blocks, (n_levels[f], n_levels[g])))
+            terms.append(TermBlock(s.C, s.n, Z.shape[1], names[f], cross=tuple(cross)))
+        W = np.column_stack([X, y])
+        total = np.zeros((terms[0].C.shape[1],) * 2)
+        q0 = terms[0].q
+        total[q0:, q0:] = W.T @ W
+        total[:q0, :q0] = terms[0].C[:, :q0, :q0].sum(axis=0)
+        total[:q0, q0:] = terms[0].C[:, :q0, q0:].sum(axis=0)
+        total[q0:, :q0] = total[:q0, q0:].T
+        return cls.of_terms(tuple(terms), total=total), order
+
+    @classmethod
     def from_arrays(
         cls,
         Z: np.ndarray,
