@@ -43,9 +43,13 @@ from functools import cached_property
 
 import numpy as np
 from scipy.linalg import solve_triangular
+from scipy.linalg.lapack import dpotri
 
 from multilevel.design.summaries import GroupSummaries
-from multilevel.engine.covariance import LambdaTemplate
+from multilevel.engine.covariance import SINGULAR_TOL, LambdaTemplate
+from multilevel.engine.objective import moment_start
+from multilevel.engine.optimizer import Evaluations, OptimizerRecord, optimize
+from multilevel.numerics.blocked import call_gather_rest, call_rest_update
 from multilevel.numerics.units import deviance, profiled_sigma2
 
 
@@ -143,9 +147,9 @@ class Structure:
             maps = []
             for link in links[i]:
                 a = link.factor
-                mine, theirs = entries[i], entries[a]
+                own, theirs = entries[i], entries[a]
                 # the same rest index in the ancestor level of this entry's level
-                key_mine = link.level[mine.level].astype(np.int64) * max(n_rest, 1) + mine.rest
+                key_mine = link.level[own.level].astype(np.int64) * max(n_rest, 1) + own.rest
                 key_theirs = theirs.level.astype(np.int64) * max(n_rest, 1) + theirs.rest
                 pos = np.searchsorted(key_theirs, key_mine)
                 if key_mine.size and (pos.max() >= key_theirs.size or not np.array_equal(key_theirs[pos], key_mine)):
@@ -199,13 +203,42 @@ class BlockedObjective:
         return np.concatenate([t.is_diagonal for t in self.templates])
 
     def start(self) -> tuple[np.ndarray, ...]:
-        """lme4's start (Lambda = I)."""
-        return (np.concatenate([t.start() for t in self.templates]),)
+        """The moment start (`moment_start`)."""
+        return (self.moment_start(),)
 
     def starts(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Other starts: lme4's, and the variances one tenth and ten times as large."""
+        """Other starts: lme4's (Lambda = I), and the variances one tenth and ten times as large."""
         base = np.concatenate([t.start() for t in self.templates])
         return (base, 0.3 * base, 3.0 * base)
+
+    def moment_start(self) -> np.ndarray:
+        """A start from each factor's own units' OLS fits (`objective.moment_start` of the factor's
+        blocks alone: T_f = cov of the units' coefficients - the mean sampling variance, and its
+        sigma2_f), put on a common sigma2 = min_f sigma2_f (the other factors' variance inflates a
+        factor's within-unit sigma2_f). Only a start: lme4's (Lambda = I) is the fall-back."""
+        parts, sig = [], []
+        for term, template in zip(self.s.terms, self.templates):
+            one = GroupSummaries(term.C, term.n, term.q, self.p)
+            theta = moment_start(one, template)
+            lam = template.lam(theta)
+            # sigma2_f as moment_start took it: pooled within-unit residuals of the units' OLS fits
+            ok = term.n > term.q
+            try:
+                b = np.linalg.solve(term.ZtZ[ok], term.Zty[ok][:, :, None])[:, :, 0]
+                rss = term.yty_j[ok] - np.einsum("ja,ja->j", term.Zty[ok], b)
+                s2 = float(rss.sum() / (term.n[ok].sum() - term.q * int(ok.sum())))
+            except np.linalg.LinAlgError:
+                s2 = np.nan
+            parts.append(lam)
+            sig.append(s2 if np.isfinite(s2) and s2 > 0 else np.nan)
+        if not np.isfinite(sig).any():
+            return np.concatenate([t.start() for t in self.templates])
+        common = float(np.nanmin(sig))
+        out = []
+        for lam, s2, template in zip(parts, sig, self.templates):
+            scale = np.sqrt(s2 / common) if np.isfinite(s2) else 1.0
+            out.append((scale * lam)[np.array(template.rows), np.array(template.cols)])
+        return np.concatenate(out)
 
     def value_and_grad(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         f = self.factor(np.asarray(theta, dtype=float))
@@ -242,11 +275,10 @@ class BlockedObjective:
             D.append(lam.T @ C[:, :qi, :qi] @ lam + np.eye(qi))
             XZ.append(C[:, qi:, :qi] @ lam)
             LK.append([lams[link.factor].T @ link.A @ lam for link in st.links[i]])
-            ent = np.empty((st.entries[i].level.size, qi))
-            for r, cols, rows, blocks, where in st.entries[i].pairs:
-                scaled = lams[r].T @ blocks @ lam  # (n_pairs, q_r, q_i)
-                ent[where] = scaled.reshape(-1, qi)
-            E.append(ent)
+            values = np.empty((st.entries[i].level.size, qi))
+            for r, _cols, _rows, blocks, where in st.entries[i].pairs:
+                values[where] = (lams[r].T @ blocks @ lam).reshape(-1, qi)  # (n_pairs, q_r, q_i) by entry
+            E.append(values)
         dense = np.zeros((nR + k, nR + k))
         total = s._total
         q0 = terms[0].q
@@ -302,7 +334,7 @@ class BlockedObjective:
                     upd = np.einsum("ed,ead->ea", Lent, Llink[kk][ent.level])  # (n_e, q_a): L_e L_{a,v}'
                     np.add.at(E[a], st.to_ancestor[i][kk], -upd)
             if ent.level.size:
-                _rest_update(dense, nR, ent, Lent, LX)
+                call_rest_update(dense, nR, ent.start, ent.rest, Lent, LX)
             dense[nR:, nR:] -= np.einsum("jac,jbc->ab", LX, LX)
             Ls.append(L)
             Linvs.append(Linv)
@@ -375,8 +407,11 @@ class BlockedObjective:
         st = self.st
         nR = st.n_rest
         if nR:
-            Linv = solve_triangular(f.L_dense[:nR, :nR], np.eye(nR), lower=True)
-            S_rest = Linv.T @ Linv
+            # (L L')^-1 from the factor (LAPACK's potri: the lower triangle, then mirrored)
+            S_rest, info = dpotri(f.L_dense[:nR, :nR], lower=1)
+            if info != 0:
+                raise np.linalg.LinAlgError("the rest's factor is singular")
+            S_rest = np.tril(S_rest) + np.tril(S_rest, -1).T
         else:
             S_rest = np.zeros((0, 0))
         S_diag: list[np.ndarray] = [np.empty(0)] * st.m
@@ -406,7 +441,7 @@ class BlockedObjective:
                     acc = acc + _sum_by(ent.level, Sa[:, :, None] * f.L_ent[i][:, None, :], st.J[i])
                 T_link.append(acc)
             if ent.level.size:
-                T_ent = _gather_rest(S_rest, ent, f.L_ent[i])  # sum_e' Sigma_R[rho_e, rho_e'] L_e'
+                T_ent = call_gather_rest(S_rest, ent.start, ent.rest, f.L_ent[i])  # sum_e' Sigma_R[rho_e, rho_e'] L_e'
                 for kk, link in enumerate(links):
                     Sa = S_ent[link.factor][st.to_ancestor[i][kk]]  # (n_e, q_a): Sigma_{rho_e, a}
                     T_ent = T_ent + np.einsum("ea,eac->ec", Sa, f.L_links[i][kk][ent.level])
@@ -586,30 +621,39 @@ def _sum_rows(index: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _rest_update(dense: np.ndarray, nR: int, ent: Entries, Lent: np.ndarray, LX: np.ndarray) -> None:
-    """The Schur update of the rest and of its rows of [X y] by a chain factor's levels:
-    dense[rho, rho'] -= sum over entries e, e' of one level of L_e . L_e'; dense[X, rho] alike."""
-    start, rest = ent.start, ent.rest
-    for j in range(start.size - 1):
-        a, b = start[j], start[j + 1]
-        if a == b:
-            continue
-        idx = rest[a:b]
-        Lj = Lent[a:b]
-        dense[np.ix_(idx, idx)] -= Lj @ Lj.T
-        upd = LX[j] @ Lj.T  # (p + 1, n_j)
-        dense[nR:, idx] -= upd
-        dense[idx, nR:] -= upd.T
-
-
-def _gather_rest(S_rest: np.ndarray, ent: Entries, Lent: np.ndarray) -> np.ndarray:
-    """For each entry e of a level: sum over the level's entries e' of Sigma_R[rho_e, rho_e'] L_e'."""
-    out = np.zeros_like(Lent)
-    start, rest = ent.start, ent.rest
-    for j in range(start.size - 1):
-        a, b = start[j], start[j + 1]
-        if a == b:
-            continue
-        idx = rest[a:b]
-        out[a:b] = S_rest[np.ix_(idx, idx)] @ Lent[a:b]
-    return out
+def optimize_blocked(s: GroupSummaries, templates: tuple[LambdaTemplate, ...], reml: bool,
+                     start: np.ndarray | None = None) -> tuple[np.ndarray, OptimizerRecord, BlockedObjective]:
+    """Minimise the blocked profiled deviance over theta (`optimizer.optimize`: the quasi-Newton
+    search from lme4's start, the check of the optimum, other starts when it fails, the Newton
+    finish). `converged` is True only at a checked optimum."""
+    objective = BlockedObjective(s, templates, reml)
+    history: list[tuple[tuple[float, ...], float]] = []
+    opt = optimize(objective, start, True, Evaluations(objective, history))
+    theta, res, result = opt.x, opt.search, opt.check
+    _d, g = opt.fun(theta)
+    lower = objective.lower
+    at_bound = (theta <= lower + 1e-8) & np.isfinite(lower)
+    free_g = np.where(at_bound, np.minimum(g, 0.0), g) if np.all(np.isfinite(g)) else np.full(g.shape, np.inf)
+    converged = bool(result is not None and result.ok)
+    if result is not None:
+        message = f"{res.message}; checked: {result.message}" if result.ok else f"NOT converged: {result.message} ({res.message})"
+    else:
+        message = str(res.message)
+    names = tuple(n for t in templates for n in t.names)
+    boundary = tuple(n for n, b in zip(names, objective.is_variance & (np.abs(theta) < SINGULAR_TOL)) if b)
+    record = OptimizerRecord(
+        method="quasi-Newton + Newton polish" if opt.polished else "quasi-Newton (BFGS from a difference Hessian)",
+        n_evaluations=len(history),
+        n_iterations=int(res.nit),
+        converged=converged,
+        return_code=int(res.status) if converged else max(int(res.status), 3),
+        message=message,
+        history=tuple(history),
+        gradient_norm=float(np.max(np.abs(free_g), initial=0.0)),
+        boundary=boundary,
+        checked=result is not None,
+        check=result.message if result is not None else "not checked",
+        hessian_min_eigenvalue=result.min_eigenvalue if result is not None else float("nan"),
+        predicted_decrease=result.decrease if result is not None else float("nan"),
+    )
+    return theta, record, objective

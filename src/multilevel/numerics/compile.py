@@ -321,7 +321,7 @@ def compile_later() -> None:
 
 
 #: the modules whose loops a background compilation may be asked for
-LOOP_MODULES = ("rowpass", "units")
+LOOP_MODULES = ("rowpass", "units", "blocked")
 
 
 def _busy(folder: str) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from multilevel.results.estimates import Estimates
+from multilevel.results.multi import MultiEstimates
 
 
 def _lme4_name(n: str) -> str:
@@ -54,6 +55,51 @@ def lme4_summary(fit: Estimates, table: pd.DataFrame, df: str = "satterthwaite")
     elif fit.optimizer is not None:
         lines += ["", f"Optimum checked: {fit.optimizer.check}"]
     dr = fit.data_report
+    if dr.n_rows_dropped:
+        lines += ["", f"{dr.n_rows_dropped} rows dropped for missing values ({dr.n_rows_used} of {dr.n_rows_in} used)"]
+    return "\n".join(lines) + "\n"
+
+
+def lme4_summary_multi(fit: MultiEstimates, table: pd.DataFrame, ngrps: dict[str, int]) -> str:
+    """lme4's summary of a fit with several grouping factors: the random effects from
+    `fit.varcorr`, the fixed effects from `table` (estimate, se, t; and df, p when given)."""
+    how = "REML" if fit.reml else "maximum likelihood"
+    lines = [f"Linear mixed model fit by {how} ['multilevel']", f"Formula: {fit.design.spec.to_formula()}", ""]
+    if fit.reml:
+        lines.append(f"REML criterion at convergence: {fit.deviance:.4f}")
+    else:
+        lines.append(f"     AIC      BIC   logLik deviance\n{fit.aic:9.1f}{fit.bic:9.1f}{fit.loglik:9.1f}{fit.deviance:9.1f}")
+    lines += ["", "Random effects:", f" {'Groups':<14}{'Name':<14}{'Variance':>10}{'Std.Dev.':>10}  Corr"]
+    vc = fit.varcorr
+    last = None
+    for row in vc.itertuples(index=False):
+        if row.var2 is not None:
+            continue  # the correlations follow their variances, as lme4 prints them
+        grp = row.grp if row.grp != last else ""
+        last = row.grp
+        corr = vc[(vc.grp == row.grp) & (vc.var2 == row.var1)]
+        text = " ".join(f"{c:6.2f}" for c in corr.sdcor)
+        lines.append(f" {grp:<14}{(row.var1 or ''):<14}{row.vcov:>10.4f}{row.sdcor:>10.4f}  {text}".rstrip())
+    groups = "; ".join(f"{name}, {n}" for name, n in ngrps.items())
+    lines += [f"Number of obs: {fit.n_obs}, groups:  {groups}", "", "Fixed effects:"]
+    has_df = "df" in table.columns
+    head = f"{'':<16}{'Estimate':>11}{'Std. Error':>12}" + (f"{'df':>10}" if has_df else "") + f"{'t value':>9}"
+    lines.append(head + (f"{'Pr(>|t|)':>11}" if has_df else ""))
+    for name, row in table.iterrows():
+        text = f"{_lme4_name(str(name)):<16}{row['estimate']:>11.5f}{row['se']:>12.5f}"
+        if has_df:
+            text += f"{row['df']:>10.2f}"
+        text += f"{row['t']:>9.3f}"
+        if has_df:
+            text += f"{row['p']:>11.3g}"
+        lines.append(text)
+    if fit.singular:
+        lines += ["", "boundary (singular) fit: see help('isSingular')"]
+    if fit.optimizer is not None and not fit.converged:
+        lines += ["", f"Model failed to converge: {fit.optimizer.check} (the estimates are where the optimizer stopped)"]
+    elif fit.optimizer is not None:
+        lines += ["", f"Optimum checked: {fit.optimizer.check}"]
+    dr = fit.design.data_report
     if dr.n_rows_dropped:
         lines += ["", f"{dr.n_rows_dropped} rows dropped for missing values ({dr.n_rows_used} of {dr.n_rows_in} used)"]
     return "\n".join(lines) + "\n"
