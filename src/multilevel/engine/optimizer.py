@@ -517,7 +517,10 @@ def _minimize(fun, start: np.ndarray, lower: np.ndarray, max_iter: int = 500):
             status, message = 0, "converged: predicted decrease below rounding"
             break
         alpha, accepted = 1.0, False
-        while alpha > 1e-12:
+        # a trial step below 1e-10 of x moves nothing the deviance can resolve (its rounding at
+        # 10^6 rows and more, ~1e-12 of itself, is above `noise`): no more halvings then
+        tiny = 1e-10 * max(1.0, float(np.abs(x).max()))
+        while alpha > 1e-12 and alpha * float(np.abs(d).max()) > tiny:
             xn = np.maximum(x + alpha * d, lower)
             fn, gn = fun(xn)
             if math.isfinite(fn) and fn <= f - 1e-4 * alpha * decrease + noise:
