@@ -75,6 +75,20 @@ def test_an_interaction_factor_has_lme4s_levels_and_labels():
     assert is_nested(d.groupings[1], d.groupings[0]) and not is_nested(d.groupings[0], d.groupings[1])
 
 
+@pytest.mark.parametrize("categorical", [False, True])
+def test_the_levels_of_a_three_column_factor_are_lme4s(categorical):
+    # R: d <- expand.grid(a = c(10, 2), b = c("q", "p"), c = c(3, 1), r = 1:3, stringsAsFactors = s)
+    # levels(lmer(y ~ (1 | a/b/c), d)@flist[["c:(b:a)"]]): text sorted (s = FALSE); a factor's
+    # levels in their own order (s = TRUE: q before p)
+    rows = [(a, b, c) for _ in range(3) for c in (3, 1) for b in ("q", "p") for a in (10, 2)]
+    frame = pd.DataFrame(rows, columns=["a", "b", "c"])
+    if categorical:
+        frame["b"] = pd.Categorical(frame["b"], categories=["q", "p"])
+    first, second = ("q", "p") if categorical else ("p", "q")
+    expected = [f"{c}:{b}:{a}" for c in (1, 3) for b in (first, second) for a in (2, 10)]
+    assert list(factor_codes("c:(b:a)", frame.__getitem__)[1]) == expected
+
+
 def test_three_levels_name_the_deepest_factor_as_lme4():
     frame = classrooms()
     frame["desk"] = np.tile([1, 2], len(frame) // 2)
@@ -84,6 +98,8 @@ def test_three_levels_name_the_deepest_factor_as_lme4():
     assert d.groupings[2].labels[:2] == ("1:1:0", "1:1:1")  # desk:room:school, desk slowest
     assert nesting(d.groupings) == (("room:school", "school"), ("desk:(room:school)", "school"),
                                     ("desk:(room:school)", "room:school"))
+    assert d.nested == nesting(d.groupings)
+    assert design("y ~ x + (1 | school) + (1 | room)", frame).nested == ()  # crossed
 
 
 def test_a_single_interaction_factor_is_the_design_group():

@@ -34,7 +34,7 @@ from multilevel.data.weights import scale as scale_weights
 from multilevel.design.columns import Columns
 from multilevel.design.coordinates import Coordinates
 from multilevel.design.coordinates import choose as choose_coordinates
-from multilevel.design.nesting import implicit_nesting_notes
+from multilevel.design.nesting import implicit_nesting_notes, nesting
 from multilevel.design.summaries import GroupSummaries
 from multilevel.errors import DataError, SpecificationError, close_matches, plain_message, preview
 from multilevel.model.expressions import Derived, derived_state, derived_values
@@ -160,6 +160,13 @@ class Design:
     def n_factors(self) -> int:
         """The number of grouping factors (1: a two-level model)."""
         return len(self.groupings)
+
+    @cached_property
+    def nested(self) -> tuple[tuple[str, str], ...]:
+        """The (inner, outer) pairs of grouping factors with every level of inner in one level of
+        outer (`nesting.nesting`): (('class:school', 'school'),) for (1 | school/class); factors in
+        no pair are crossed. Empty for one factor."""
+        return nesting(self.groupings) if self.n_factors > 1 else ()
 
     def factor_blocks(self, f: int) -> tuple[int, ...]:
         """The Z columns of grouping factor f: those of its terms' blocks, in order."""

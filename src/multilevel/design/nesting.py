@@ -68,7 +68,9 @@ def implicit_nesting_notes(groupings: Sequence[Factor], groups: Sequence[str] = 
         a crossed design such as lme4's Penicillin, plates x samples, has one row per cell).
 
     The model is still fitted as written (crossed, lme4's reading); the note says how to write
-    the nested model."""
+    the nested model. A fully crossed design with replicated cells written without their
+    interaction (lme4's Machines as (1 | Worker) + (1 | Machine)) meets the trigger too: the data
+    cannot tell it from restarted ids, and the note's "if" leaves it to the reader."""
     combined = {frozenset(group_variables(g)) for g in groups if len(group_variables(g)) > 1}
     notes: list[str] = []
     for a in groupings:
