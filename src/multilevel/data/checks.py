@@ -61,6 +61,9 @@ class DataReport:
     source: str = ""
     zero_weight_rows: int = 0  # rows with level-1 weight 0, dropped
     notes: tuple[str, ...] = ()  # what reading the files did (e.g. labels kept as numbers)
+    #: (grouping factor, its units in the rows used), each factor of the model in order; the
+    #: fields above (n_units_in, units_dropped, ...) are the first factor's
+    factor_units: tuple[tuple[str, int], ...] = ()
 
     @property
     def n_rows_dropped(self) -> int:
@@ -76,6 +79,9 @@ class DataReport:
             f"Level-2 units: {self.n_units_used} used of {self.n_units_in}"
             + (f" ({len(self.units_dropped)} left with no rows: {preview(self.units_dropped)})" if self.units_dropped else ""),
         ]
+        if len(self.factor_units) > 1:
+            lines[-1] = lines[-1].replace("Level-2 units", f"Units of '{self.factor_units[0][0]}'", 1)
+            lines += [f"Units of '{g}': {n} used" for g, n in self.factor_units[1:]]
         for var, n in self.dropped_by_variable:
             lines.append(f"  missing in '{var}': {n} rows (dropped listwise)")
         if self.zero_weight_rows:
@@ -458,7 +464,7 @@ def judge_values(facts: ValueFacts, variables: list[str], group: str) -> tuple[s
 
 def check_values(
     data: pd.DataFrame, variables: list[str], outcome: str, group: str, column=None, facts: ValueFacts | None = None,
-    id_codes: list | None = None,
+    id_codes: list | None = None, other_groups: tuple[str, ...] = (),
 ) -> tuple[pd.DataFrame, dict[str, int], tuple[str, ...]]:
     """The bad-input catalogue, before any row is dropped. Returns the data (a copy when a column
     was changed: extension dtypes made plain, blank ids made missing, numbers written as text in
@@ -470,8 +476,10 @@ def check_values(
     with no value, text among numbers, text of too many levels, infinite values) only gather
     their facts there; `judge_values` makes them, with the same messages, after the last chunk.
     `id_codes`: a text id column's (codes, distinct ids), when the checks made them, are appended
-    there (`join.normalise_ids`)."""
+    there (`join.normalise_ids`). `other_groups`: the id columns of further grouping factors (a model
+    with several), which get the id checks of `group`'s column (their codes are not kept)."""
     column = column or data.__getitem__
+    groups = (group, *(g for g in other_groups if g != group))
 
     def check_single_values(values: pd.Series, v: str, role: str) -> None:
         """`join.check_single_values`; over all rows at the end (`judge_values`) with `facts`."""
@@ -481,14 +489,16 @@ def check_values(
         if bad and facts is not None:
             facts.not_single[(v, role)] = (values.iloc[bad[0]], bad)
 
-    check_single_values(column(group), group, "The id column")
+    for g in groups:
+        check_single_values(column(g), g, "The id column")
     if facts is not None and facts.not_single:
         facts.rows = len(data)
         return data, {}, ()  # nothing else can be checked on these ids (as in memory: the first error)
-    ids_before = column(group)
-    kind = id_kind(ids_before)
-    if kind == "mixed":
-        raise mixed_id_error(column(group), group, "the data")
+    ids_before = {g: column(g) for g in groups}
+    kinds = {g: id_kind(ids_before[g]) for g in groups}
+    for g in groups:
+        if kinds[g] == "mixed":
+            raise mixed_id_error(column(g), g, "the data")
     converted = None
     notes: list[str] = []
 
@@ -503,7 +513,7 @@ def check_values(
         return values
 
     for v in variables:
-        if v != group:
+        if v not in groups:
             check_single_values(column(v), v, "The outcome" if v == outcome else "The variable")
             _check_kind(column(v), v, v == outcome)
         plain = plain_column(column(v))
@@ -512,24 +522,25 @@ def check_values(
     if facts is not None and facts.not_single:
         facts.rows = len(data)
         return data, {}, ()
-    if pd.api.types.is_bool_dtype(column(outcome)) and outcome != group:
+    if pd.api.types.is_bool_dtype(column(outcome)) and outcome not in groups:
         # R's model frame takes TRUE/FALSE as 1/0 (lm(y ~ x) with a logical y): so do we, and say
         # so; a 0/1 outcome then gets `warn_outcome_kind`'s warning
         replace(outcome, column(outcome).astype(np.float64))
         notes.append(f"The outcome '{outcome}' is True/False: taken as 1/0 (as R does).")
-    ids0 = column(group)
-    if ids0.dtype.kind == "f" and ids0.notna().any() and float(np.nanmax(np.abs(ids0.to_numpy()))) >= 2**53:
-        notes.append(
-            f"'{group}' holds ids of {len(str(int(np.nanmax(np.abs(ids0.to_numpy())))))} digits stored as floating-point "
-            "numbers, which keep only about 16 digits: ids that differ only beyond that may have been read as the same unit. "
-            f"Read the column as integers or text (e.g. pd.read_csv(..., dtype={{'{group}': str}}))."
-        )
-    # the kind found above, while the id column is the one judged (not made plain since)
-    ids, blank = normalise_ids(column(group), id_codes, kind if column(group) is ids_before else None)
-    if ids is not column(group):
-        replace(group, ids)
-    if blank:
-        notes.append(f"{blank} rows have a blank id in '{group}': counted as missing ids (those rows are dropped).")
+    for g in groups:
+        ids0 = column(g)
+        if ids0.dtype.kind == "f" and ids0.notna().any() and float(np.nanmax(np.abs(ids0.to_numpy()))) >= 2**53:
+            notes.append(
+                f"'{g}' holds ids of {len(str(int(np.nanmax(np.abs(ids0.to_numpy())))))} digits stored as floating-point "
+                "numbers, which keep only about 16 digits: ids that differ only beyond that may have been read as the same unit. "
+                f"Read the column as integers or text (e.g. pd.read_csv(..., dtype={{'{g}': str}}))."
+            )
+        # the kind found above, while the id column is the one judged (not made plain since)
+        ids, blank = normalise_ids(column(g), id_codes if g == group else None, kinds[g] if column(g) is ids_before[g] else None)
+        if ids is not column(g):
+            replace(g, ids)
+        if blank:
+            notes.append(f"{blank} rows have a blank id in '{g}': counted as missing ids (those rows are dropped).")
     missing: dict[str, int] = {}
     for v in variables:
         col = column(v)
@@ -541,7 +552,7 @@ def check_values(
         missing[v] = n_missing
         if facts is None:
             _all_missing(v, n_missing, len(col))
-        if v == group:
+        if v in groups:
             continue
         distinct = None
         if not pd.api.types.is_numeric_dtype(col) and not isinstance(col.dtype, pd.CategoricalDtype):

@@ -34,11 +34,12 @@ from multilevel.data.weights import scale as scale_weights
 from multilevel.design.columns import Columns
 from multilevel.design.coordinates import Coordinates
 from multilevel.design.coordinates import choose as choose_coordinates
+from multilevel.design.nesting import implicit_nesting_notes, nesting
 from multilevel.design.summaries import GroupSummaries
 from multilevel.errors import DataError, SpecificationError, close_matches, plain_message, preview
 from multilevel.model.expressions import Derived, derived_state, derived_values
 from multilevel.model.level_equations import HLM_RANDOM_NAME, hlm_random_name_message
-from multilevel.model.spec import Centering, ModelSpec, term_factors
+from multilevel.model.spec import Centering, ModelSpec, group_variables, term_factors
 from multilevel.model.terms import numeric_spec
 from multilevel.numerics.rowpass import group_ranges, kernel
 
@@ -64,11 +65,53 @@ class Coefficient:
 
 
 @dataclass(frozen=True, eq=False)
+class Grouping:
+    """One grouping factor of the rows used: lme4's name of it, the level of each row, the levels.
+
+    - `name`: a column ('school') or an interaction as lme4 names it ('class:school', 'c:(b:a)';
+      `formula.grouping_factors`), whose levels are the combinations of its columns present.
+    - `codes`: (N,) intp, the level 0..J-1 of each row used (every level has a row).
+    - `units`: (J,) the levels in the order of the codes: a column's ids sorted
+      (`pd.factorize(sort=True)`, numbers by value); an interaction's labels '<b>:<a>' (text),
+      in R's order of the factor b:a (b's levels slowest, each column's levels sorted), with
+      unused combinations dropped (lme4's `factor(b:a)`).
+    """
+
+    name: str
+    codes: np.ndarray
+    units: np.ndarray
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.units)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The data columns the factor reads ('class:school' -> ('class', 'school'))."""
+        return group_variables(self.name)
+
+    @cached_property
+    def labels(self) -> tuple[str, ...]:
+        """The levels as text, as lme4 prints them: '12', 'a'; an interaction's '3:12' (R's paste of
+        the levels of b and a with ':'; whole-number float ids without '.0')."""
+        return _labels(self.units)
+
+
+@dataclass(frozen=True, eq=False)
 class Design:
     """The numeric model: y (N,), X (N, p), Z (N, q), integer group codes (N,), and labels.
 
     `blocks` lists, per random-effect term, the Z columns it owns (each block gets its own
     lower-triangular factor of the relative covariance, lme4's Lambda).
+
+    Grouping factors: `groupings` holds every factor (`Grouping`), in `spec.groups` order, and
+    `term_grouping[t]` the index in `groupings` of the factor of term t (`blocks[t]`). `group`,
+    `codes` and `units` are the FIRST factor's (`groupings[0]`; the only one of a two-level
+    model, the outermost of `(1 | a/b)`). With several factors (`n_factors > 1`): no
+    `coefficients` (HLM's level form is of one grouping; empty), no sampling or precision
+    weights, no level-2 joins, no cwc(); `summaries()` refuses (the one-factor pass) and
+    `factor_summaries()` gives the blocked summaries; the random slopes are not shifted
+    (`coordinates.z_shift` is None), only X and y are.
     """
 
     spec: ModelSpec
@@ -102,6 +145,50 @@ class Design:
     levels: dict = dataclasses.field(default_factory=dict)  # text variable -> its levels (to rebuild X elsewhere)
     streamed: bool = False  # built chunk by chunk (`chunked`): the rows were not kept (y, X, Z, codes are None)
     n_rows: int = 0
+    #: every grouping factor, in `spec.groups` order (default: the one of `group`, `codes`, `units`)
+    groupings: tuple[Grouping, ...] = ()
+    #: per random-effect term (`blocks`), the index of its factor in `groupings`
+    term_grouping: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.groupings:  # one factor (also a streamed design): the one of `codes` and `units`
+            object.__setattr__(self, "groupings", (Grouping(self.group, self.codes, self.units),))
+        if not self.term_grouping:
+            object.__setattr__(self, "term_grouping", (0,) * len(self.blocks))
+
+    @property
+    def n_factors(self) -> int:
+        """The number of grouping factors (1: a two-level model)."""
+        return len(self.groupings)
+
+    @cached_property
+    def nested(self) -> tuple[tuple[str, str], ...]:
+        """The (inner, outer) pairs of grouping factors with every level of inner in one level of
+        outer (`nesting.nesting`): (('class:school', 'school'),) for (1 | school/class); factors in
+        no pair are crossed. Empty for one factor."""
+        return nesting(self.groupings) if self.n_factors > 1 else ()
+
+    def factor_blocks(self, f: int) -> tuple[int, ...]:
+        """The Z columns of grouping factor f: those of its terms' blocks, in order."""
+        return tuple(c for b, g in zip(self.blocks, self.term_grouping) if g == f for c in b)
+
+    def factor_summaries(self) -> tuple[GroupSummaries, tuple[int, ...]]:
+        """The blocked summaries of [Z X y]'[Z X y] by grouping factor (`GroupSummaries.of_factors`:
+        each factor's terms' Z columns, its codes and levels; terms sorted by their number of
+        levels, most first; `order[t]` is the index in `groupings` of summaries term t), in the
+        internal coordinates of the one-factor pass (X and y shifted by `coords`; Z as the data
+        have it unless a random slope was shifted, which only a one-factor design does)."""
+        columns = self.rows_columns("The summaries by grouping factor")
+        if self.weights is not None or self.precision_weights is not None:
+            raise SpecificationError("The summaries by grouping factor take no weights.")
+        Z = columns.internal_matrix(range(columns.q))
+        X = columns.internal_matrix(range(columns.q, columns.q + columns.p))
+        y = columns.internal_column(columns.k - 1)
+        Zs = tuple(Z[:, list(self.factor_blocks(f))] for f in range(self.n_factors))
+        return GroupSummaries.of_factors(
+            Zs, X, y, tuple(g.codes for g in self.groupings), tuple(g.n_levels for g in self.groupings),
+            tuple(g.name for g in self.groupings),
+        )
 
     @property
     def n_obs(self) -> int:
@@ -121,7 +208,15 @@ class Design:
         return None if self.columns is None else self.columns.Z
 
     def summaries(self) -> GroupSummaries:
-        """The per-unit cross-products: the one pass over the rows (`columns.Columns.summaries`)."""
+        """The per-unit cross-products: the one pass over the rows (`columns.Columns.summaries`), of
+        the one grouping factor (several: `factor_summaries`)."""
+        if self.n_factors > 1:
+            names = ", ".join(g.name for g in self.groupings)
+            raise SpecificationError(
+                f"This model has {self.n_factors} grouping factors ({names}); the per-unit summaries are of one. "
+                "Fits of nested and crossed groupings are not supported yet by this path (the design's "
+                "factor_summaries() holds their blocks)."
+            )
         columns = self.rows_columns("The one pass over the rows")
         if self.precision_weights is not None:
             return columns.summaries(self.codes, self.n_groups, precision_weights=self.precision_weights.values)
@@ -208,7 +303,8 @@ def _check_columns(spec: ModelSpec, data: pd.DataFrame) -> list[str]:
     cols = [str(c) for c in data.columns]
     needed: dict[str, str] = {spec.outcome: "the outcome"}
     for g in spec.groups:
-        needed.setdefault(g, "the grouping factor")
+        for v in group_variables(g):
+            needed.setdefault(v, "the grouping factor" if v == g else f"the grouping factor '{g}'")
     for t in spec.fixed:
         for v in sorted(spec.term_variables(t)):
             needed.setdefault(v, f"the fixed-effect term '{t}'")
@@ -585,12 +681,13 @@ def build_design(
         data = pd.DataFrame(data)
     check_duplicate_columns(data)
     groups = spec.groups
-    if len(groups) != 1:
-        raise SpecificationError(
-            f"This model has {len(groups)} grouping factors ({', '.join(groups)}); nested and crossed "
-            "groupings are not supported yet. Use one grouping factor."
-        )
+    check_several_factors(spec, level2_vars, join, weights, precision_weights)
     group = groups[0]
+    id_columns = spec.grouping_columns  # every column a grouping factor reads (the first factor's first)
+    # the id columns that are ids only (a further factor's column may also be a predictor, `sector`)
+    predictors = {v for t in (*spec.fixed, *(t for r in spec.random for t in r.terms)) for v in spec.term_variables(t)}
+    ids_only = {c for c in id_columns if c == id_columns[0] or c not in predictors}
+    plain_group = group_variables(group) == (group,)  # the first factor is a column, not an interaction
     variables = _check_columns(spec, data)
     for w in weights.columns if weights else []:
         if w not in data.columns:
@@ -611,7 +708,8 @@ def build_design(
         check_weight_column(col if plain_column(col) is None else plain_column(col), w)  # rows named as in the input
     column = _column_cache(data)
     id_codes: list = []  # a text id's codes, made by the checks (`join.normalise_ids`)
-    checked, missing, notes = check_values(data, variables, spec.outcome, group, column, id_codes=id_codes)
+    checked, missing, notes = check_values(data, variables, spec.outcome, id_columns[0], column, id_codes=id_codes,
+                                           other_groups=id_columns[1:])
     if checked is not data:  # columns were made plain (dtypes, blank ids, numbers in an object column)
         data, column = checked, _column_cache(checked)
     if precision_weights is not None:
@@ -629,8 +727,11 @@ def build_design(
                 id_codes = []  # those were the codes of all rows
     check_numeric_outcome(column(spec.outcome).dtype, spec.outcome)
     declared = {v for expr in spec.level2 for v in spec.factor_variables(expr)}
-    l2 = [v for v in variables if v != group and (v in set(level2_vars) or v in declared)]
-    codes_in, units_in = unit_codes(column(group), group, id_codes[0] if id_codes else None)
+    l2 = [v for v in variables if v not in id_columns and (v in set(level2_vars) or v in declared)]
+    if plain_group:
+        codes_in, units_in = unit_codes(column(group), group, id_codes[0] if id_codes else None)
+    else:
+        codes_in, units_in = factor_codes(group, column)
     partial = partly_missing_level2(data, l2, codes_in, units_in)
     if level2_missing == "error":
         check_partly_missing_level2(partial, group)
@@ -646,13 +747,22 @@ def build_design(
     check_some_rows(report)
     if used is not data:  # rows were dropped: other columns
         column = _column_cache(used)
-    used, dropped_levels = _drop_unused_categories(used, [v for v in variables if v != group], column)
+    used, dropped_levels = _drop_unused_categories(used, [v for v in variables if v not in ids_only], column)
     if dropped_levels:
         column = _column_cache(used)
         report = dataclasses.replace(report, notes=report.notes + tuple(dropped_levels))
     J = len(uniques)
-    check_two_units(J, group)
-    check_units(J, report.n_rows_used, group)
+    groupings: tuple[Grouping, ...] = (Grouping(group, codes, uniques),)
+    for name in groups[1:]:
+        groupings += (Grouping(name, *factor_codes(name, column)),)
+    for g in groupings:
+        check_two_units(g.n_levels, g.name)
+        check_units(g.n_levels, report.n_rows_used, g.name)
+    if len(groupings) > 1:
+        report = dataclasses.replace(
+            report, factor_units=tuple((g.name, g.n_levels) for g in groupings),
+            notes=report.notes + implicit_nesting_notes(groupings, spec.groups),
+        )
     centred, centering_means = _center(spec, used, codes, J, group)
     offset = _offset(spec, used, codes)
     x_rhs = spec.fixed_formula()
@@ -686,8 +796,11 @@ def build_design(
     blocks: list[tuple[int, ...]] = []
     z_names: list[str] = []
     z_factors: list = []
-    for (names, factors), term in zip(z_groups, spec.random):
-        dup = set(names) & set(z_names)
+    term_grouping = tuple(groups.index(t.group) for t in spec.random)
+    for (names, factors), term, f in zip(z_groups, spec.random, term_grouping):
+        # a factor's random effects are named once (the same name on two factors is two effects)
+        mine = {z_names[c] for b, g in zip(blocks, term_grouping) if g == f for c in b}
+        dup = set(names) & mine
         if dup:
             raise SpecificationError(
                 f"The random effect(s) {', '.join(sorted(dup))} of '{term.group}' appear in two terms; "
@@ -697,18 +810,26 @@ def build_design(
         z_names.extend(names)
         z_factors.extend(factors)
 
-    check_random_slopes_vary(z_names, z_factors, codes, J, group)
-    coefficients = _classify(
-        spec, structure, lambda v: _varying_groups(column(v), codes, _labels(uniques)), tuple(z_names),
-        varies=lambda v: _varies(column(v), codes, J),
-    )
+    for f, g in enumerate(groupings):
+        cols = [c for b, t in zip(blocks, term_grouping) if t == f for c in b]
+        check_random_slopes_vary([z_names[c] for c in cols], [z_factors[c] for c in cols], g.codes, g.n_levels, g.name)
+    if len(groupings) > 1:
+        coefficients: tuple[Coefficient, ...] = ()  # HLM's level form is of one grouping (`Design` doc)
+    else:
+        coefficients = _classify(
+            spec, structure, lambda v: _varying_groups(column(v), codes, _labels(uniques)), tuple(z_names),
+            varies=lambda v: _varies(column(v), codes, J),
+        )
     y = column(spec.outcome).to_numpy(dtype=float)
     check_outcome(y, spec.outcome)
     warn_outcome_kind(y, spec.outcome)
     if offset is not None:
         y = y - offset  # lme4: y = X beta + Z b + offset + e; fitted values add it back
     columns = Columns(tuple(z_factors) + tuple(x_factors) + ((y,),), len(z_names), len(x_names), int(y.shape[0]))
-    coordinates, maps = choose_coordinates(columns, x_names, tuple(z_names), spec.outcome, INTERCEPT, tuple(blocks))
+    # several factors: no random slope is shifted (a shift is the same model only within a term
+    # with the intercept of the one factor the coordinates know; `coordinates`)
+    coordinates, maps = choose_coordinates(columns, x_names, tuple(z_names), spec.outcome, INTERCEPT,
+                                           tuple(blocks) if len(groupings) == 1 else ())
     columns = columns.with_affine(*maps)
     scaled = scale_weights(weights, used, codes, J, _labels(uniques)) if weights else None
     precision = None
@@ -736,9 +857,62 @@ def build_design(
         levels={
             v: (list(column(v).cat.categories) if isinstance(column(v).dtype, pd.CategoricalDtype) else sorted(pd.unique(column(v).astype(str))))
             for v in variables
-            if v != group and not pd.api.types.is_numeric_dtype(column(v))
+            if v not in ids_only and not pd.api.types.is_numeric_dtype(column(v))
         },
+        groupings=groupings,
+        term_grouping=term_grouping,
     )
+
+
+def check_several_factors(spec: ModelSpec, level2_vars, join, weights, precision_weights) -> None:
+    """What a model with several grouping factors (or an interaction factor) cannot take yet, each
+    refused with what to do instead of computing something of the wrong factor."""
+    groups = spec.groups
+    several = len(groups) > 1
+    interaction = any(group_variables(g) != (g,) for g in groups)
+    names = ", ".join(f"'{g}'" for g in groups)
+    what = f"{len(groups)} grouping factors ({names})" if several else f"the interaction grouping factor {names}"
+    if several:
+        cwc = [d.source for d in spec.derived if d.kind == "group"]
+        if cwc:
+            raise SpecificationError(
+                f"{cwc[0]} (group-mean centring) needs one grouping factor, and this model has {what}: the unit whose "
+                "mean is subtracted is not defined. With several, compute the group means of the factor you mean "
+                "yourself (e.g. df['x_c'] = df['x'] - df.groupby('school')['x'].transform('mean')) and use that column."
+            )
+        if spec.level2:
+            raise SpecificationError(f"Level equations describe one grouping factor; this model has {what}.")
+        if weights is not None or precision_weights is not None:
+            raise SpecificationError(
+                f"Weights (sampling_weights= or precision_weights=) are not supported with {what} yet; fit it unweighted."
+            )
+    if (several or interaction) and (level2_vars or join is not None):
+        raise SpecificationError(
+            f"A level-2 table (level2=) joins by one id column; this model has {what}. Join the tables "
+            "first (df.merge(level2_table, on=...)) and fit the joined rows."
+        )
+
+
+def factor_codes(name: str, column) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, units) of a grouping factor over the rows of `column` (a column look-up), -1 where
+    an id is missing: a column's `unit_codes`; an interaction 'b:a' numbers the combinations of
+    its columns' levels present, in R's order of b:a (the first column's levels slowest) and
+    labels them '<b>:<a>' (text, each part as its own factor labels it: `_labels`)."""
+    cols = group_variables(name)
+    if len(cols) == 1:
+        return unit_codes(column(cols[0]), cols[0])
+    codes, units = unit_codes(column(cols[0]), cols[0])
+    labels = np.asarray(_labels(units), dtype=object)
+    for c in cols[1:]:
+        codes2, units2 = unit_codes(column(c), c)
+        J2 = len(units2)
+        valid = (codes >= 0) & (codes2 >= 0)
+        key = codes[valid].astype(np.int64) * J2 + codes2[valid]
+        pairs, inverse = np.unique(key, return_inverse=True)  # sorted: the first column's levels slowest
+        codes = np.full(valid.size, -1, dtype=np.intp)
+        codes[valid] = inverse.ravel()
+        labels = labels[pairs // J2] + ":" + np.asarray(_labels(units2), dtype=object)[pairs % J2]
+    return codes, labels
 
 
 def _drop_unused_categories(used: pd.DataFrame, variables: list[str], column=None) -> tuple[pd.DataFrame, list[str]]:

@@ -70,7 +70,7 @@ from multilevel.design.sources import DaskSource, ParquetSource, Source
 from multilevel.design.summaries import GroupSummaries
 from multilevel.errors import DataError, SpecificationError
 from multilevel.model.expressions import centring_state, derived_values, not_finite_error
-from multilevel.model.spec import ModelSpec
+from multilevel.model.spec import ModelSpec, group_variables
 from multilevel.numerics.rowpass import accumulate_into, group_ranges, kernel, mirror_upper
 
 
@@ -469,6 +469,11 @@ def check_streamable(spec: ModelSpec) -> None:
     """What a streamed fit cannot do yet: statistics over all rows other than means, offsets."""
     if len(spec.groups) != 1:
         raise SpecificationError("Streamed and Dask fits support one grouping factor.")
+    if group_variables(spec.groups[0]) != spec.groups:
+        raise SpecificationError(
+            f"Streamed and Dask fits support one grouping factor that is a column, not the interaction "
+            f"'{spec.groups[0]}': make a column of its combinations first."
+        )
     for d in spec.derived:
         if d.stateful and d.kind not in ("group", "grand"):
             raise SpecificationError(

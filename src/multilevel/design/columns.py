@@ -103,6 +103,26 @@ class Columns:
             out[:, i] = self.column(c)
         return out
 
+    def internal_column(self, c: int) -> np.ndarray:
+        """Column c in the internal coordinates the one pass sums: (prod_f (factor_f - centre_f) -
+        shift) * scale (`affine`, `centres`; the column itself without them)."""
+        fs = self.factors[c]
+        centre = self.centres[c] if self.centres is not None else (0.0,) * len(fs)
+        out = np.ones(self.n)
+        for f, m in zip(fs, centre):
+            out *= np.asarray(f, dtype=float) - m
+        if self.affine is not None:
+            shift, scale = self.affine[c]
+            out = (out - shift) * scale
+        return out
+
+    def internal_matrix(self, cols: range) -> np.ndarray:
+        """The columns `cols` in the internal coordinates (`internal_column`), N by len(cols)."""
+        out = np.empty((self.n, len(cols)))
+        for i, c in enumerate(cols):
+            out[:, i] = self.internal_column(c)
+        return out
+
     @cached_property
     def Z(self) -> np.ndarray:
         return self._matrix(range(self.q))

@@ -101,6 +101,65 @@ def check_names(text: str, what: str) -> None:
             )
 
 
+def grouping_factors(text: str, part: str) -> tuple[str, ...]:
+    """The grouping factors `(... | text)` stands for, named as lme4 names them (`findbars`):
+
+    - `g` -> ('g',); `a:b` -> ('a:b',): one factor whose levels are the combinations of a and b
+      present in the data (R's `a:b` of two factors);
+    - `a/b` -> ('a', 'b:a'), `a/b/c` -> ('a', 'b:a', 'c:(b:a)'), `a/(b:c)` -> ('a', '(b:c):a'):
+      lme4's expansion of nesting, `(t | a/b)` = `(t | a) + (t | b:a)`. lme4's findbars lists the
+      innermost factor first; here the outer factor comes first, so that `ModelSpec.groups[0]`
+      is the top level (the names and the model are lme4's; only the order of the terms differs).
+
+    A name holding ':' reads the data columns named in it (`spec.group_variables`)."""
+    plus = split_outside(text, "+")
+    if plus is not None and len(plus) > 1:
+        raise SpecificationError(
+            f"The grouping factor '{text}' in '{part}' holds '+': a random-effect term has one grouping factor. "
+            f"Write one term per factor, e.g. (1 | {plus[0]}) + (1 | {plus[1]})."
+        )
+    levels = split_outside(text, "/")
+    if levels is None:
+        raise SpecificationError(f"Unbalanced parentheses in the grouping factor '{text}' of '{part}'.")
+    if len(levels) == 1:
+        return (_interaction(text, part),)
+    out: list[str] = []
+    for lv in levels:
+        name = _interaction(lv, part)
+        out.append(name if not out else f"{_wrap(name)}:{_wrap(out[-1])}")
+    return tuple(out)
+
+
+def _wrap(name: str) -> str:
+    return f"({name})" if ":" in name else name
+
+
+def _interaction(text: str, part: str) -> str:
+    """'a' -> 'a', 'a:b' or '(a:b)' -> 'a:b', 'a:(b:c)' -> 'a:(b:c)': one grouping factor's name,
+    its columns checked as names (`column_name`)."""
+    t = text.strip()
+    while t.startswith("(") and t.endswith(")") and split_outside(t[1:-1], ":") is not None:
+        t = t[1:-1].strip()
+    pieces = split_outside(t, ":")
+    if pieces is None:
+        raise SpecificationError(f"Unbalanced parentheses in the grouping factor '{text}' of '{part}'.")
+    if len(pieces) == 1:
+        return column_name(t, f"The grouping factor in '{part}'")
+    names = []
+    for piece in pieces:
+        if piece.startswith("(") and piece.endswith(")"):
+            names.append(_wrap(_interaction(piece, part)))
+            continue
+        name = column_name(piece, f"The grouping factor in '{part}'")
+        if "(" in name or ")" in name:
+            raise SpecificationError(
+                f"The column '{name}' in the grouping factor '{text}' of '{part}' holds parentheses, which the "
+                "names of nested and interaction factors use; rename the column."
+            )
+        names.append(name)
+    return ":".join(names)
+
+
 _BAR_RE = re.compile(r"^\((.*?)(\|\|?)(.*)\)$", re.S)
 
 
@@ -168,12 +227,7 @@ def _parse_formula(formula: str) -> ModelSpec:
                 fixed_parts.append(part)
             continue
         inside, bar, group_text = m.group(1).strip(), m.group(2), m.group(3).strip()
-        group = column_name(group_text, f"The grouping factor in '{part}'")
-        if group_text and ("+" in group_text or "/" in group_text or ":" in group_text):
-            raise SpecificationError(
-                f"The grouping factor '{group_text}' in '{part}' must be one column name "
-                "(nested and crossed groupings are not supported yet)."
-            )
+        factors = grouping_factors(group_text, part)
         if not inside:
             raise SpecificationError(
                 f"The random-effect term '{part}' has nothing before the bar; write '(1 | {group_text})' for a "
@@ -185,11 +239,12 @@ def _parse_formula(formula: str) -> ModelSpec:
                 f"The random-effect term '{part}' has no random effect at all (no intercept, no slope); "
                 f"write '(1 | {group_text})' for a random intercept or '(0 + x | {group_text})' for a slope alone, or remove it."
             )
-        if bar == "||":
-            # lme4: (x || g) == (1 | g) + (0 + x | g): each term its own uncorrelated block.
-            random.extend(RandomTerm(group, (t,)) for t in terms)
-        else:
-            random.append(RandomTerm(group, terms))
+        for group in factors:  # a/b: the outer factor first, then b:a (`grouping_factors`)
+            if bar == "||":
+                # lme4: (x || g) == (1 | g) + (0 + x | g): each term its own uncorrelated block.
+                random.extend(RandomTerm(group, (t,)) for t in terms)
+            else:
+                random.append(RandomTerm(group, terms))
     if not random:
         raise SpecificationError(
             f"The formula '{formula}' has no random-effect term such as '(1 | group)'. "
@@ -207,4 +262,4 @@ def _parse_formula(formula: str) -> ModelSpec:
     )
 
 
-__all__ = ["ALLOWED", "parse_formula", "read_terms", "rhs_terms", "split_formula", "split_top_level"]
+__all__ = ["ALLOWED", "grouping_factors", "parse_formula", "read_terms", "rhs_terms", "split_formula", "split_top_level"]

@@ -11,6 +11,7 @@ derived column is made (`expressions.Derived`).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -51,6 +52,22 @@ def term_factors(term: str) -> tuple[str, ...]:
     return tuple(parts) if parts is not None else (term,)
 
 
+def group_variables(group: str) -> tuple[str, ...]:
+    """The data columns a grouping factor reads: 'school' -> ('school',); an interaction named as
+    lme4 names it, 'b:a' -> ('b', 'a'), 'c:(b:a)' -> ('c', 'b', 'a') (`formula.grouping_factors`;
+    a column of such a factor holds neither ':' nor parentheses)."""
+    if ":" not in group:
+        return (group,)
+    return tuple(p.strip().lstrip("(").rstrip(")").strip() for p in group.split(":"))
+
+
+def render_group(group: str) -> str:
+    """A grouping factor's name as formula text: each column backticked where it needs it."""
+    if ":" not in group:
+        return quote(group)
+    return re.sub(r"[^:()]+", lambda m: quote(m.group(0).strip()), group)
+
+
 @dataclass(frozen=True)
 class RandomTerm:
     """One random-effect term `(terms | group)`: correlated random effects of `terms` over `group`.
@@ -73,7 +90,7 @@ class ModelSpec:
 
     - `outcome`: the response column.
     - `fixed`: the fixed-effect terms in formulaic's order ("1" is the intercept).
-    - `random`: the random-effect terms (a list, so that nested and crossed groupings fit later).
+    - `random`: the random-effect terms, on one or several grouping factors (`groups`).
     - `derived`: the columns computed before the design is built (centring `cwc(x)`/`cgm(x)`,
       transforms `I(...)`, `log(...)`, `scale(x)`, `poly(...)`), by their column names.
     - `offsets`: lme4's `offset(z)`: known parts of the linear predictor (coefficient 1).
@@ -90,8 +107,13 @@ class ModelSpec:
 
     @property
     def groups(self) -> tuple[str, ...]:
-        """The grouping factors, in order of first appearance."""
+        """The grouping factors, in order of first appearance (lme4's names: 'school', 'class:school')."""
         return tuple(dict.fromkeys(t.group for t in self.random))
+
+    @property
+    def grouping_columns(self) -> tuple[str, ...]:
+        """The data columns the grouping factors read, in order of first appearance."""
+        return tuple(dict.fromkeys(v for g in self.groups for v in group_variables(g)))
 
     @cached_property
     def derived_columns(self) -> dict[str, Derived]:
@@ -124,8 +146,9 @@ class ModelSpec:
         return frozenset(v for f in term_factors(term) for v in self.factor_variables(f))
 
     def variables(self) -> tuple[str, ...]:
-        """Every data column the model reads: outcome, groups, predictors, offsets (in that order)."""
-        out = [self.outcome, *self.groups]
+        """Every data column the model reads: outcome, grouping columns (`grouping_columns`), predictors,
+        offsets (in that order)."""
+        out = [self.outcome, *self.grouping_columns]
         for t in [*self.fixed, *(t for r in self.random for t in r.terms)]:
             out.extend(sorted(self.term_variables(t)))
         for o in self.offsets:
@@ -171,7 +194,7 @@ class ModelSpec:
                 inside = " + ".join(slopes) if slopes else "1"
             else:
                 inside = " + ".join(["0", *slopes])
-            rand.append(f"({inside} | {quote(r.group)})")
+            rand.append(f"({inside} | {render_group(r.group)})")
         offsets = [o.source for o in self.offsets]
         return f"{quote(self.outcome)} ~ " + " + ".join(head + fixed + offsets + rand)
 
