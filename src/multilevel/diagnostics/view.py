@@ -18,6 +18,7 @@ from multilevel.engine.ranef import conditional_modes, conditional_variances
 from multilevel.errors import SpecificationError
 from multilevel.inference.view import Inference
 from multilevel.results.estimates import Estimates
+from multilevel.results.multi import lme4_name
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,6 +47,16 @@ class Diagnostics:
     def eb(self) -> dict[str, np.ndarray]:
         """The EB quantities of `residual_files` (u, D, PV, FV, EC, PVC, W), for every unit."""
         return rf.eb_quantities(self.est, self.ranef.to_numpy(), self.ranef_condvar)
+
+    def ranef_table(self) -> pd.DataFrame:
+        """lme4's as.data.frame(ranef(fit, condVar = TRUE)): grpvar, term, grp, condval, condsd."""
+        u, cv = self.ranef, self.ranef_condvar
+        sd = np.sqrt(np.maximum(np.diagonal(cv, axis1=1, axis2=2), 0.0))
+        grp = self.est.design.group_labels
+        parts = [pd.DataFrame({"grpvar": self.est.design.group, "term": lme4_name(z),
+                               "grp": list(grp), "condval": u[z].to_numpy(), "condsd": sd[:, a]})
+                 for a, z in enumerate(u.columns)]
+        return pd.concat(parts, ignore_index=True)
 
     @property
     def ranef_pev(self) -> np.ndarray:

@@ -218,7 +218,7 @@ def fit_spec(
         design, summ = build_streamed(spec, source, level2_missing)
     else:
         design = prepare(spec, data, level2, level2_missing, sampling, precision)
-        if len(getattr(design, "groupings", ())) > 1:
+        if len(design.groupings) > 1:
             return fit_multi(design, method, tau)
         summ = design.summaries()
     check_rank(summ.XtX_total, design.x_names, design.coordinates)

@@ -143,6 +143,8 @@ class Fit:
     hlm_deviance = _record()
     hlm_n_params = _record()
     gamma_labels = _record()
+    varcorr = _record()
+    groups = _record()
 
     # ----- inference --------------------------------------------------------------------------
     vcov_robust = _inference()
@@ -160,6 +162,10 @@ class Fit:
     n_units_sufficient = _statistics()
     reliability = _statistics()
     variance_components = _statistics()
+
+    def ranef_table(self) -> pd.DataFrame:
+        """lme4's as.data.frame(ranef(fit, condVar = TRUE)) (`Diagnostics.ranef_table`)."""
+        return self.diagnostics.ranef_table()
 
     def unit_ols(self) -> pd.DataFrame:
         """HLM's "Level-1 OLS regressions" (`HLMStatistics.unit_ols_table`)."""

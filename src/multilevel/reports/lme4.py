@@ -73,7 +73,7 @@ def lme4_summary_multi(fit: MultiEstimates, table: pd.DataFrame, ngrps: dict[str
     vc = fit.varcorr
     last = None
     for row in vc.itertuples(index=False):
-        if row.var2 is not None:
+        if not pd.isna(row.var2):
             continue  # the correlations follow their variances, as lme4 prints them
         grp = row.grp if row.grp != last else ""
         last = row.grp

@@ -30,6 +30,7 @@ from multilevel.engine.objective import LOG_2PI, Solution, deviance, solve_at
 from multilevel.engine.optimizer import OptimizerRecord, optimize_theta
 from multilevel.errors import ConvergenceWarning, SpecificationError
 from multilevel.results.labels import GammaLabel, gamma_labels
+from multilevel.results.multi import varcorr_table
 
 METHODS = ("REML", "ML")
 
@@ -223,6 +224,17 @@ class Estimates:
         """Covariance matrix of the random effects (HLM's Tau; lme4's VarCorr): sigma2 Lambda Lambda'."""
         names = list(self.design.z_names)
         return pd.DataFrame(self.coordinates.tau(self.tau_internal), index=names, columns=names)
+
+    @cached_property
+    def varcorr(self) -> pd.DataFrame:
+        """lme4's `as.data.frame(VarCorr(fit))`: grp, var1, var2, vcov, sdcor (`multi.varcorr_table`)."""
+        blocks = self.template.blocks or (tuple(range(self.template.q)),)
+        return varcorr_table([(self.design.group, self.design.z_names, blocks, self.tau.to_numpy())], self.sigma2)
+
+    @property
+    def groups(self) -> dict[str, int]:
+        """The number of levels of the grouping factor (lme4's ngrps)."""
+        return {self.design.group: self.n_groups}
 
     @cached_property
     def theta(self) -> np.ndarray:

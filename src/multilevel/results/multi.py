@@ -11,6 +11,7 @@ variances, and the optimizer's record (`engine.blocked`).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -28,8 +29,11 @@ LOG_2PI = float(np.log(2.0 * np.pi))
 
 
 def lme4_name(z_name: str) -> str:
-    """A random effect's name as lme4 prints it ("Intercept" -> "(Intercept)")."""
-    return "(Intercept)" if z_name == "Intercept" else z_name
+    """A column's name as lme4 prints it: "Intercept" -> "(Intercept)", formulaic's treatment
+    contrast "Machine[T.B]" -> "MachineB" (R's), in each factor of an interaction."""
+    if z_name == "Intercept":
+        return "(Intercept)"
+    return re.sub(r"\[T\.([^\]]*)\]", r"\1", z_name)
 
 
 @dataclass(frozen=True)
@@ -172,23 +176,9 @@ class MultiEstimates:
 
     @cached_property
     def varcorr(self) -> pd.DataFrame:
-        """lme4's `as.data.frame(VarCorr(fit))`: grp, var1, var2, vcov, sdcor; per factor the
-        variances, then the covariances (sdcor: their correlations), then the residual."""
-        rows: list[tuple] = []
-        for f, lam in zip(self.factors, self.lams):
-            T = self.sigma2 * lam @ lam.T
-            q = T.shape[0]
-            sd = np.sqrt(np.maximum(np.diag(T), 0.0))
-            for a in range(q):
-                rows.append((f.name, lme4_name(f.z_names[a]), None, T[a, a], sd[a]))
-            correlated = [b for b in f.template.blocks if len(b) > 1]
-            for block in correlated:
-                for i, a in enumerate(block):
-                    for b in block[i + 1 :]:
-                        cor = T[b, a] / (sd[a] * sd[b]) if sd[a] > 0 and sd[b] > 0 else np.nan
-                        rows.append((f.name, lme4_name(f.z_names[a]), lme4_name(f.z_names[b]), T[b, a], cor))
-        rows.append(("Residual", None, None, self.sigma2, np.sqrt(self.sigma2)))
-        return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+        """lme4's `as.data.frame(VarCorr(fit))` (`varcorr_table`)."""
+        parts = [(f.name, f.z_names, f.template.blocks, self.sigma2 * lam @ lam.T) for f, lam in zip(self.factors, self.lams)]
+        return varcorr_table(parts, self.sigma2)
 
     # ----- the likelihood ---------------------------------------------------------------------
     @property
@@ -233,3 +223,22 @@ class MultiEstimates:
                 parts.append(pd.DataFrame({"grpvar": f.name, "term": term, "grp": table.index.astype(str),
                                            "condval": table[term].to_numpy(), "condsd": sd[:, a]}))
         return pd.concat(parts, ignore_index=True)
+
+
+def varcorr_table(factors, sigma2: float) -> pd.DataFrame:
+    """lme4's `as.data.frame(VarCorr(fit))`: columns grp, var1, var2, vcov, sdcor; per factor
+    (name, random-effect names, uncorrelated blocks, covariance T) its variances, then the
+    covariances within each correlated block (sdcor: their correlations), then the residual."""
+    rows: list[tuple] = []
+    for name, z_names, blocks, T in factors:
+        T = np.asarray(T, dtype=float)
+        sd = np.sqrt(np.maximum(np.diag(T), 0.0))
+        for a in range(T.shape[0]):
+            rows.append((name, lme4_name(z_names[a]), None, T[a, a], sd[a]))
+        for block in blocks:
+            for i, a in enumerate(block):
+                for b in block[i + 1 :]:
+                    cor = T[b, a] / (sd[a] * sd[b]) if sd[a] > 0 and sd[b] > 0 else np.nan
+                    rows.append((name, lme4_name(z_names[a]), lme4_name(z_names[b]), T[b, a], cor))
+    rows.append(("Residual", None, None, sigma2, np.sqrt(sigma2)))
+    return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
