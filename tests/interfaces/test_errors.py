@@ -65,6 +65,12 @@ def test_formula_errors():
         ml.levels("mathach ~ 1 + ses", {"Intercept": "sector"}, group="school")
 
 
-def test_nested_grouping_not_yet_supported_says_so():
-    with pytest.raises(ml.SpecificationError, match=r"2 grouping factors.*not supported yet"):
-        ml.fit("mathach ~ 1 + (1 | school) + (1 | sector)", hsb())
+def test_what_several_grouping_factors_do_not_offer_yet_is_refused_by_name():
+    fit = ml.fit("mathach ~ 1 + ses + (1 | school) + (1 | sector)", hsb())
+    assert fit.converged and set(fit.groups) == {"school", "sector"}
+    with pytest.raises(ml.SpecificationError, match=r"fit.report is not available yet for models with several grouping factors"):
+        fit.report()
+    with pytest.raises(ml.SpecificationError, match=r"tau= and sigma2="):
+        ml.fit("mathach ~ 1 + (1 | school) + (1 | sector)", hsb(), tau=[[1.0]], sigma2=1.0)
+    with pytest.raises(AttributeError):
+        fit.no_such_member  # noqa: B018

