@@ -117,6 +117,7 @@ def loops_mode() -> str:
     value = _ENV_TABLE.get(_ENV_KEY)
     return "auto" if value is None else os.environ.decodevalue(value)
 
+
 #: seconds compiling a module's loops takes (measured: 2.5-3.5 s each for rowpass and units)
 COMPILE_SECONDS = 2.5
 
