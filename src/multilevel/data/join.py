@@ -133,6 +133,26 @@ def not_single_error(first: object, column: str, role: str, bad: list[int]) -> D
     )
 
 
+def _factorize_text(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """pd.factorize(values) of a text column (codes, distinct texts in order of first appearance;
+    -1: missing). An Arrow text column of one chunk (pandas' default text type, as read from
+    Parquet) is encoded by Arrow directly: the same codes and texts as pandas' factorize, which
+    calls the same Arrow encoding, without its wrappers (~20 us of a 10^4-row fit)."""
+    array = values.array
+    if isinstance(array, pd.arrays.ArrowStringArray):
+        chunked = array.__arrow_array__()
+        if chunked.num_chunks == 1 and len(chunked) > 0:
+            import pyarrow.compute as pc
+
+            encoded = chunked.chunk(0).dictionary_encode()
+            indices = encoded.indices
+            if indices.null_count:
+                indices = pc.fill_null(indices, -1)
+            return (indices.to_numpy(zero_copy_only=False).astype(np.intp),
+                    encoded.dictionary.to_numpy(zero_copy_only=False))
+    return pd.factorize(values)
+
+
 def normalise_ids(values: pd.Series, factorized: list | None = None, kind: str | None = None) -> tuple[pd.Series, int]:
     """Unit ids as every fit takes them (a plain fit and a level-2 join alike): text ids lose
     surrounding spaces (a padded CSV field " 12" is the unit "12"), and blank text ('' or spaces)
@@ -153,7 +173,7 @@ def normalise_ids(values: pd.Series, factorized: list | None = None, kind: str |
     all_text = not is_object or pd.api.types.infer_dtype(values, skipna=True) == "string"
     arr = values.to_numpy(dtype=object) if is_object else None
     if all_text:  # every value text or missing: one hash table over all rows (missing: -1)
-        whole, uniques = pd.factorize(values)
+        whole, uniques = _factorize_text(values)
     else:
         assert arr is not None  # (only an object column mixes text with other values)
         text = _text_mask(arr)

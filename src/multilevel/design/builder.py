@@ -570,6 +570,13 @@ def check_rank(XtX: np.ndarray, names: tuple[str, ...], coords: Coordinates | No
     # dependent columns is the one named, whatever the rounding of the sums.
     scale = np.sqrt(d)
     R = XtX / np.outer(scale, scale)
+    # Full rank, the usual case, in one eigen-decomposition: the eigenvalues of a leading block
+    # interlace those of R (Cauchy), so each block's smallest is at least R's and its largest at
+    # most R's; with R's smallest twice the threshold (a margin far beyond the rounding of the
+    # eigenvalues), the loop below would keep every column.
+    ev = np.linalg.eigvalsh(R)
+    if ev[0] > 2e-12 * max(1.0, ev[-1]):
+        return
     kept: list[int] = []
     dependent: list[int] = []
     for j in range(p):

@@ -206,12 +206,13 @@ def moment_start(s: GroupSummaries, template: LambdaTemplate) -> np.ndarray:
     n_ok = int(ok.sum())
     if n_ok < q + 2:
         return template.start()
-    Zty_ok = Zty[ok]
-    inv = np.linalg.inv(ZtZ[ok])
-    b = (inv @ Zty_ok[:, :, None])[:, :, 0]
-    rss = yty[ok] - np.einsum("ja,ja->j", Zty_ok, b)
-    b = b - (inv @ (ZtX[ok] @ gamma)[:, :, None])[:, :, 0]  # the coefficients of y - X gamma_OLS
-    sigma2 = float(rss.sum() / (n[ok].sum() - q * n_ok))
+    if n_ok < ok.size:  # (every unit, the usual case: the arrays as they are, no copies)
+        ZtZ, Zty, ZtX, yty, n = ZtZ[ok], Zty[ok], ZtX[ok], yty[ok], n[ok]
+    inv = np.linalg.inv(ZtZ)
+    b = (inv @ Zty[:, :, None])[:, :, 0]
+    rss = yty - np.einsum("ja,ja->j", Zty, b)
+    b = b - (inv @ (ZtX @ gamma)[:, :, None])[:, :, 0]  # the coefficients of y - X gamma_OLS
+    sigma2 = float(rss.sum() / (n.sum() - q * n_ok))
     if not sigma2 > 0:
         return template.start()
     # np.cov(b, rowvar=False) by its own operations, without its wrappers (n_ok >= 3 units)

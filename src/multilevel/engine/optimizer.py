@@ -130,13 +130,14 @@ def check_optimum(fun, theta: np.ndarray, lower: np.ndarray) -> Check:
         return Check(False, f"the Hessian is not positive semidefinite (smallest eigenvalue {wmin:.3g}): a saddle point",
                      wmin, np.nan, gnorm)
     gi = np.where(at_bound[idx], 0.0, g[idx])  # on the bound with zero gradient: curvature only
-    decrease = 0.5 * float(gi @ np.linalg.lstsq(_positive(H), gi, rcond=None)[0])
+    Hp = _positive(H)  # (made once: the decrement's and the record's)
+    decrease = 0.5 * float(gi @ np.linalg.lstsq(Hp, gi, rcond=None)[0])
     if not decrease <= max(DECREASE_TOL, 1e-14 * scale):
         return Check(False, f"a Newton step would still lower the deviance by {decrease:.3g} (max |gradient| {gnorm:.3g})",
                      wmin, decrease, gnorm)
     return Check(True, f"max |gradient| {gnorm:.2g}, Newton decrement {decrease:.2g}, Hessian positive "
                  f"{'definite' if wmin > 0 else 'semidefinite'} (smallest eigenvalue {wmin:.3g})", wmin, decrease, gnorm,
-                 _positive(H), idx, idx[~at_bound[idx]])
+                 Hp, idx, idx[~at_bound[idx]])
 
 
 @dataclass(frozen=True, eq=False)

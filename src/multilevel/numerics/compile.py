@@ -34,6 +34,8 @@ import threading
 from functools import cache
 from typing import Any
 
+import numpy as np
+
 from multilevel.numerics.cache import use_numba_cache
 
 
@@ -100,6 +102,21 @@ class Loops:
 
 LOOPS_ENV = "MULTILEVEL_LOOPS"
 BACKGROUND_ENV = "MULTILEVEL_BACKGROUND_COMPILE"
+
+# os.environ's own table (bytes on POSIX), read without os.environ.get: its Mapping.get raises and
+# catches a KeyError when the variable is unset, the usual case, ~1.5 us at each of the ~30 loop
+# calls of a small fit. Assignments through os.environ (monkeypatch.setenv too) update this table.
+_ENV_TABLE: Any = getattr(os.environ, "_data", None)
+_ENV_KEY: Any = os.environ.encodekey(LOOPS_ENV) if _ENV_TABLE is not None and hasattr(os.environ, "encodekey") else None
+
+
+def loops_mode() -> str:
+    """MULTILEVEL_LOOPS: 'numpy', 'compiled' or 'auto' (unset)."""
+    if _ENV_KEY is None:
+        return os.environ.get(LOOPS_ENV, "auto")
+    value = _ENV_TABLE.get(_ENV_KEY)
+    return "auto" if value is None else os.environ.decodevalue(value)
+
 
 #: seconds compiling a module's loops takes (measured: 2.5-3.5 s each for rowpass and units)
 COMPILE_SECONDS = 2.5
@@ -202,7 +219,7 @@ def run(loops: Loops, name: str, args: tuple[Any, ...], numpy_version: Any, nump
     """loops[name](*args) compiled, or numpy_version(*args) (its work estimated at `numpy_seconds`):
     the rule of the section comment above. Once the loop runs compiled, a call costs a look-up."""
     global _numpy_seconds, _over
-    mode = os.environ.get(LOOPS_ENV, "auto")
+    mode = loops_mode()
     if mode == "numpy":
         return numpy_version(*args)
     fn = loops.hot.get(name)
@@ -249,10 +266,14 @@ def ready(loops: Loops, name: str, args: tuple[Any, ...]) -> bool:
     compiled in the background for the next process (`compile_later`; a checked cache folder only),
     as a loop run in numpy is. For the loops compiled for their sizes (`*_sized`), which small data
     use only once they are in the cache: a new model shape never waits for a compiler."""
-    if os.environ.get(LOOPS_ENV, "auto") == "numpy":
+    if loops_mode() == "numpy":
         return False  # (numpy is numpy, sized or not)
-    description = [describe(a) for a in args]
-    key = _key(loops.module_file, name, description)
+    # the marker's key, made once per loop and argument types in a process (a hash of the
+    # description and a stat of the module file: ~50 us, and the one pass asks at every fit)
+    signature = (loops.module_file, name, _signature(args))
+    key = _KEYS.get(signature)
+    if key is None:
+        key = _KEYS[signature] = _key(loops.module_file, name, [describe(a) for a in args])
     if key in _compiled_keys:
         return True
     marker = _marker(key)
@@ -266,8 +287,26 @@ def ready(loops: Loops, name: str, args: tuple[Any, ...]) -> bool:
             import atexit
 
             atexit.register(compile_later)
-        _requests.setdefault(key, (loops.module, name, description))
+        _requests.setdefault(key, (loops.module, name, [describe(a) for a in args]))
     return False
+
+
+_KEYS: dict[tuple[Any, ...], str] = {}  # (module file, loop, `_signature`) -> `_key` (this process)
+
+
+def _signature(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """What `describe` tells of the arguments, as a hashable tuple (a dictionary key): equal
+    signatures, equal descriptions."""
+    out: list[Any] = []
+    for a in args:
+        if isinstance(a, np.ndarray):
+            f = a.flags
+            out.append((a.dtype.str, a.ndim, f.c_contiguous, f.f_contiguous, f.writeable))
+        elif isinstance(a, tuple):
+            out.append(("tuple", _signature(a)))
+        else:
+            out.append(type(a))  # (bool, int, float, numpy scalars: `describe` tells them by type)
+    return tuple(out)
 
 
 def _numba_types(args: tuple[Any, ...]) -> list[Any]:
