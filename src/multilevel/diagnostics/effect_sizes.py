@@ -98,6 +98,8 @@ def pseudo_r2(base, fit) -> pd.DataFrame:
     from multilevel.inference.compare import check_same_basis
     from multilevel.results.estimates import estimates_of
 
+    if any(len(getattr(f, "groups", None) or ()) > 1 for f in (base, fit)):
+        return multi_pseudo_r2(base, fit)
     base_est, fit_est = estimates_of(base), estimates_of(fit)
     if base_est is None or fit_est is None:
         raise SpecificationError("pseudo_r2(base, fit) takes two fits (ml.fit(...)): the model with fewer predictors first.")
@@ -329,3 +331,66 @@ def effect_sizes(fit: Estimates, tab: pd.DataFrame, level: float = 0.95) -> Effe
         iv.index.name = "cluster size"
     rs_table = rs.table() if has_intercept else rs.table() * np.nan
     return EffectSizes(icc, design_effects, r2, rs_table, fixed, plausible, iv, tuple(notes))
+
+
+# ----- several grouping factors ---------------------------------------------------------------
+def level_iccs(est) -> pd.DataFrame:
+    """ICCs and design effects of a model with several grouping factors (`results.multi`), from
+    the random intercepts' variances tau_f and sigma2 (the lecture's ICC = between / (between +
+    within), generalised to levels):
+
+        icc_f       = tau_f / (sum_g tau_g + sigma2)              the share of the variance between
+                                                                  the levels of f
+        same_unit_f = (tau_f + sum of tau_g of the factors f is nested in) / total
+                                                                  the correlation of two rows in
+                                                                  one level of f (HLM3's: children
+                                                                  in one school share the school's
+                                                                  part too)
+        design_effect_f = 1 + (n_f - 1) same_unit_f,  n_f the mean rows per level of f;
+        effective_n_f   = N / design_effect_f
+
+    At x = 0 for models with random slopes (the intercepts' variances), as HLM and the lecture
+    report them. A factor without a random intercept has no row."""
+    d = est.design
+    tau = {}
+    for f in est.factors:
+        if "Intercept" in f.z_names:
+            i = f.z_names.index("Intercept")
+            tau[f.name] = float(est.tau[f.name].iloc[i, i])
+    total = sum(tau.values()) + est.sigma2
+    nested = set(d.nested)  # (inner, outer)
+    rows = []
+    for f in est.factors:
+        if f.name not in tau:
+            continue
+        same = tau[f.name] + sum(t for g, t in tau.items() if (f.name, g) in nested)
+        n_levels = len(d.groupings[f.grouping].units)
+        mean_rows = est.n_obs / n_levels
+        icc_same = same / total
+        deff = 1.0 + (mean_rows - 1.0) * icc_same
+        rows.append({"factor": f.name, "tau00": tau[f.name], "icc": tau[f.name] / total, "icc_same_unit": icc_same,
+                     "levels": n_levels, "mean_rows": mean_rows, "design_effect": deff, "effective_n": est.n_obs / deff})
+    return pd.DataFrame(rows).set_index("factor")
+
+
+def multi_pseudo_r2(base, fit) -> pd.DataFrame:
+    """`pseudo_r2` for models with several grouping factors: the proportion reduction of sigma2
+    and of every variance in `varcorr` present in both fits, (V_base - V_fit) / V_base."""
+    if base.n_obs != fit.n_obs or base.method != fit.method:
+        raise SpecificationError(
+            "pseudo_r2(base, fit) compares fits of the same rows by the same method "
+            f"({base.n_obs} rows by {base.method} against {fit.n_obs} by {fit.method})."
+        )
+    def variances(f) -> dict[str, float]:
+        vc = f.varcorr
+        out = {}
+        for row in vc.itertuples(index=False):
+            if pd.isna(row.var2):
+                out["level-1 (sigma2)" if row.grp == "Residual" else f"{row.grp}: {row.var1}"] = float(row.vcov)
+        return out
+    b, f_ = variances(base), variances(fit)
+    rows = {k: (b[k], f_[k]) for k in b if k in f_}
+    out = pd.DataFrame(rows, index=["base", "fit"]).T
+    out["pseudo_r2"] = (out["base"] - out["fit"]) / out["base"]
+    out["negative"] = out["pseudo_r2"] < 0
+    return out

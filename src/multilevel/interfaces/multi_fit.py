@@ -24,7 +24,7 @@ from multilevel.results.multi import MultiEstimates
 NOT_YET = frozenset({
     "report", "to_html", "coef_table", "model_based", "robust", "vcov_robust", "hlm_df", "test", "estimate",
     "confint", "bootstrap", "reliability", "variance_components", "n_units_sufficient", "unit_ols",
-    "eb_coefficients", "residuals", "save_residuals", "homogeneity_test", "effect_sizes", "plot", "level_equations",
+    "eb_coefficients", "residuals", "save_residuals", "homogeneity_test", "plot", "level_equations",
     "mixed_equation", "at", "hlm_deviance", "hlm_n_params", "gamma_labels", "ranef_pev", "tau_correlations",
     "statistics", "inference", "diagnostics", "template", "solution", "theta_internal", "coordinates",
 })
@@ -158,6 +158,13 @@ class MultiFit:
     def ranef_table(self) -> pd.DataFrame:
         """lme4's as.data.frame(ranef(fit, condVar = TRUE))."""
         return self.estimates.ranef_table()
+
+    def effect_sizes(self) -> pd.DataFrame:
+        """ICCs per factor (between levels, and within one level with the factors it is nested
+        in), design effects and effective N (`effect_sizes.level_iccs`)."""
+        from multilevel.diagnostics.effect_sizes import level_iccs
+
+        return level_iccs(self.estimates)
 
     def refit(self, method: str) -> MultiFit:
         """The same model and data by another method ("REML" or "ML")."""
