@@ -11,6 +11,7 @@ variances, and the optimizer's record (`engine.blocked`).
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -20,7 +21,7 @@ import pandas as pd
 
 from multilevel.design.builder import Design
 from multilevel.design.summaries import GroupSummaries
-from multilevel.engine.blocked import BlockedObjective, optimize_blocked
+from multilevel.engine.blocked import BlockedObjective, factor_frames, frame_theta, in_frames, optimize_blocked
 from multilevel.engine.covariance import LambdaTemplate
 from multilevel.engine.optimizer import OptimizerRecord
 from multilevel.errors import SpecificationError
@@ -64,34 +65,56 @@ class FactorTerms:
 
 @dataclass(frozen=True, eq=False)
 class MultiEstimates:
-    """A fitted linear mixed model with several grouping factors (module doc)."""
+    """A fitted linear mixed model with several grouping factors (module doc).
+
+    The engine works in each factor's own frame (`engine.blocked.factor_frames`: Z_f S_f, a
+    slope far from 0 shifted, columns scaled), on `internal` summaries; `theta` and everything
+    expressed in Z's terms (tau, ranef, condvar) are mapped back: b = S_f b', tau = S_f tau' S_f'."""
 
     design: Design
     summaries: GroupSummaries
     factors: tuple[FactorTerms, ...]
     method: str
-    theta: np.ndarray  # lme4's theta, factor after factor in `factors`' order
+    theta: np.ndarray  # lme4's theta, factor after factor in `factors`' order, in the data's columns
     sigma2: float
     beta_internal: np.ndarray
-    P_internal: np.ndarray  # (X'V^-1X)^-1 / sigma2... with sigma2 = 1: vcov = sigma2 P
-    ranef_spherical: tuple[np.ndarray, ...]  # u per factor (J, q)
-    sigma_blocks: tuple[np.ndarray, ...]  # Sigma_vv per factor (J, q, q)
+    P_internal: np.ndarray  # (X'V^-1X)^-1 at sigma2 = 1: vcov = sigma2 P
+    ranef_spherical: tuple[np.ndarray, ...]  # u per factor (J, q), in the factors' frames
+    sigma_blocks: tuple[np.ndarray, ...]  # Sigma_vv per factor (J, q, q), in the factors' frames
     deviance: float
     optimizer: OptimizerRecord | None
+    frames: tuple[np.ndarray, ...] = ()  # S_f per factor (identity when empty)
+    theta_internal: np.ndarray | None = None
 
     @classmethod
     def fit(cls, design: Design, method: str) -> MultiEstimates:
         summaries, order = design.factor_summaries()
         factors = FactorTerms.of_design(design, order)
-        reml = method == "REML"
-        theta, record, objective = optimize_blocked(summaries, tuple(f.template for f in factors), reml)
-        return cls.at_theta(design, summaries, factors, method, theta, record, objective)
+        templates = tuple(f.template for f in factors)
+        frames = factor_frames(summaries, templates)
+        internal = in_frames(summaries, frames)
+        theta_int, record, objective = optimize_blocked(internal, templates, method == "REML")
+        record = dataclasses.replace(record, history=tuple(
+            (tuple(frame_theta(templates, frames, np.array(t), False).tolist()) if np.isfinite(d) else t, d)
+            for t, d in record.history))
+        return cls.in_frame(design, summaries, factors, method, theta_int, record, frames, objective)
 
     @classmethod
     def at_theta(cls, design: Design, summaries: GroupSummaries, factors: tuple[FactorTerms, ...], method: str,
-                 theta: np.ndarray, record: OptimizerRecord | None, objective: BlockedObjective | None = None) -> MultiEstimates:
-        objective = objective or BlockedObjective(summaries, tuple(f.template for f in factors), method == "REML")
-        f = objective.factor(np.asarray(theta, dtype=float))
+                 theta: np.ndarray, record: OptimizerRecord | None) -> MultiEstimates:
+        """The record at lme4's theta (in the data's columns), computed in the factors' frames."""
+        templates = tuple(f.template for f in factors)
+        frames = factor_frames(summaries, templates)
+        theta_int = frame_theta(templates, frames, np.asarray(theta, dtype=float), True)
+        return cls.in_frame(design, summaries, factors, method, theta_int, record, frames)
+
+    @classmethod
+    def in_frame(cls, design: Design, summaries: GroupSummaries, factors: tuple[FactorTerms, ...], method: str,
+                 theta_int: np.ndarray, record: OptimizerRecord | None, frames: tuple[np.ndarray, ...],
+                 objective: BlockedObjective | None = None) -> MultiEstimates:
+        templates = tuple(f.template for f in factors)
+        objective = objective or BlockedObjective(in_frames(summaries, frames), templates, method == "REML")
+        f = objective.factor(np.asarray(theta_int, dtype=float))
         if f is None:
             raise SpecificationError("The model cannot be evaluated at these variance components (not positive definite).")
         beta, u_rest, u_chain, _B_rest, _B_chain, P = objective.solution(f)
@@ -112,8 +135,9 @@ class MultiEstimates:
         n, p = float(summaries.n.sum()), summaries.p
         sigma2 = f.pwrss / (n - p if method == "REML" else n)
         d = objective._value(f)
-        return cls(design, summaries, factors, method, np.asarray(theta, float), float(sigma2), beta, P,
-                   tuple(us), tuple(sig), float(d), record)
+        theta = frame_theta(templates, frames, np.asarray(theta_int, dtype=float), False)
+        return cls(design, summaries, factors, method, theta, float(sigma2), beta, P, tuple(us), tuple(sig), float(d),
+                   record, frames, np.asarray(theta_int, dtype=float))
 
     # ----- basic facts ----------------------------------------------------------------------
     @property
@@ -134,10 +158,13 @@ class MultiEstimates:
 
     @cached_property
     def lams(self) -> tuple[np.ndarray, ...]:
+        """S_f Lambda_f' per factor: Lambda in the data's columns (not triangular when S_f shifts)."""
+        theta = self.theta if self.theta_internal is None else self.theta_internal
         out, at = [], 0
-        for f in self.factors:
+        for i, f in enumerate(self.factors):
             size = f.template.size
-            out.append(f.template.lam(self.theta[at : at + size]))
+            lam = f.template.lam(theta[at : at + size])
+            out.append(self.frames[i] @ lam if self.frames else lam)
             at += size
         return tuple(out)
 
