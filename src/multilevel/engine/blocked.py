@@ -426,21 +426,23 @@ class BlockedObjective:
         (n_R, c), `chain_rhs[i]` (J_i, q_i, c). Returns (x_rest, [x_i])."""
         st, ch = self.st, self.chain
         c = rest_rhs.shape[1]
-        x = np.zeros((ch.G, ch.Qc, c))
+        rhs = np.zeros((ch.G, c, ch.Qc))
         for i in range(st.m):
-            x[ch.off[i] : ch.off[i + 1], : st.q[i]] = chain_rhs[i]
-        x_rest = self._flat_solve(f, rest_rhs, x)
+            rhs[ch.off[i] : ch.off[i + 1], :, : st.q[i]] = np.swapaxes(chain_rhs[i], 1, 2)
+        x_rest, x = self._flat_solve(f, rest_rhs, rhs)
         return x_rest, [x[ch.off[i] : ch.off[i + 1], : st.q[i]] for i in range(st.m)]
 
-    def _flat_solve(self, f: Factor, rest_rhs: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """`back_solve` with the chain's right-hand sides x (G, Qc, c) in the flat layout (solved in
-        place). Returns x_rest."""
+    def _flat_solve(self, f: Factor, rest_rhs: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`back_solve` with the chain's right-hand sides rhs (G, c, Qc) in the flat layout (as
+        LX). Returns (x_rest, x (G, Qc, c))."""
         st, ch = self.st, self.chain
         nR = st.n_rest
         x_rest = solve_triangular(f.L_dense[:nR, :nR], rest_rhs, lower=True, trans="T") if nR else rest_rhs
         _L, Linv, _LX, Llink, Lent = f.flat
-        call_chain_solve(Linv, Llink, Lent, ch.anc, ch.estart, ch.erest, ch.off, ch.qs, np.ascontiguousarray(x_rest), x, ch.qsize)
-        return x_rest
+        x = np.empty((ch.G, ch.Qc, rhs.shape[1]))
+        call_chain_solve(Linv, Llink, Lent, ch.anc, ch.estart, ch.erest, ch.off, ch.qs, np.ascontiguousarray(x_rest), rhs, x,
+                         ch.qsize)
+        return x_rest, x
 
     def _flat_solution(self, f: Factor):
         """(beta, P, x_rest, x): the fixed effects, P = (X'V^-1X)^-1 (sigma^2 = 1), and L_M^-T of the
@@ -455,8 +457,7 @@ class BlockedObjective:
         P = LXXinv.T @ LXXinv
         # B: the X rows of L in the random-effect columns, back-substituted; u: the y row minus B beta
         rest_rhs = np.column_stack([Ld[nR : nR + p, :nR].T, ly[:nR]]) if nR else np.zeros((0, p + 1))
-        x = np.ascontiguousarray(np.swapaxes(f.flat[2], 1, 2))  # (G, Qc, p + 1): X columns then y
-        x_rest = self._flat_solve(f, rest_rhs, x)
+        x_rest, x = self._flat_solve(f, rest_rhs, f.flat[2])  # LX (G, p + 1, Qc): X columns then y
         return beta, P, x_rest, x
 
     def solution(self, f: Factor):

@@ -169,7 +169,12 @@ def chain_factor(Craw, Araw, anc, estart, erest, eanc, Eraw, efac, erow, off, qs
         q = nq if nq else qs[i]
         for g in range(off[i], off[i + 1]):
             scale_level(Craw, Araw, estart, Eraw, efac, erow, lams, L, LX, Llink, Lent, T, row, g, i, m, q, qs, nq)
+    # log|D| and XX are sums over all the levels, of which the deviance keeps a small difference
+    # (X'V^-1X = X'X - XX): summed with Neumaier's compensation (error ~ eps, not ~ eps * levels,
+    # as numpy's pairwise sums and BLAS's blocked ones of the numpy version)
     logdet = 0.0
+    logdet_c = 0.0
+    XXc = np.zeros((k, k))
     for x in range(k):
         for y in range(k):
             XX[x, y] = 0.0
@@ -188,7 +193,13 @@ def chain_factor(Craw, Araw, anc, estart, erest, eanc, Eraw, efac, erow, off, qs
                         if not s > 0.0:
                             return np.nan
                         L[g, a, a] = np.sqrt(s)
-                        logdet += 2.0 * np.log(L[g, a, a])
+                        v = 2.0 * np.log(L[g, a, a])
+                        t = logdet + v
+                        if abs(logdet) >= abs(v):
+                            logdet_c += (logdet - t) + v
+                        else:
+                            logdet_c += (v - t) + logdet
+                        logdet = t
                     else:
                         L[g, a, b] = s / L[g, b, b]
                 for b in range(a + 1, q):
@@ -281,14 +292,22 @@ def chain_factor(Craw, Araw, anc, estart, erest, eanc, Eraw, efac, erow, off, qs
                     s = 0.0
                     for c in range(q):
                         s += LX[g, x, c] * LX[g, y, c]
-                    XX[x, y] += s
-    return logdet
+                    t = XX[x, y] + s
+                    if abs(XX[x, y]) >= abs(s):
+                        XXc[x, y] += (XX[x, y] - t) + s
+                    else:
+                        XXc[x, y] += (s - t) + XX[x, y]
+                    XX[x, y] = t
+    for x in range(k):
+        for y in range(k):
+            XX[x, y] += XXc[x, y]
+    return logdet + logdet_c
 
 
-def chain_solve(Linv, Llink, Lent, anc, estart, erest, off, qs, x_rest, x, qsize):
-    """x = L^-T x through the chain (after the rest: x_rest solved), in place: levels of the last
-    chain factor first; per level r = x_g - sum_links Llink' x_anc - sum_entries Lent' x_rest[rho],
-    x_g = Linv' r."""
+def chain_solve(Linv, Llink, Lent, anc, estart, erest, off, qs, x_rest, rhs, x, qsize):
+    """x = L^-T rhs through the chain (after the rest: x_rest solved; rhs (G, c, Qc), x (G, Qc, c),
+    rhs as LX is laid out): levels of the last chain factor first; per level r = rhs_g' - sum_links
+    Llink' x_anc - sum_entries Lent' x_rest[rho], x_g = Linv' r."""
     nq = len(qsize)  # the chain's one q, a constant of the compiled code (0: the q differ)
     m = off.shape[0] - 1
     Qc = x.shape[1]
@@ -301,7 +320,7 @@ def chain_solve(Linv, Llink, Lent, anc, estart, erest, off, qs, x_rest, x, qsize
         for g in range(off[i], off[i + 1]):
             for a in range(q):
                 for t in range(nc):
-                    r[a, t] = x[g, a, t]
+                    r[a, t] = rhs[g, t, a]
             for kk in range(nl):
                 an = anc[g, kk]
                 for a in range(q):
@@ -653,9 +672,9 @@ def call_chain_factor(Craw, Araw, anc, estart, erest, eanc, Eraw, efac, erow, of
     return float(run(LOOPS, "chain_factor", args, chain_factor_numpy, _chain_seconds(off, estart)))
 
 
-def call_chain_solve(Linv, Llink, Lent, anc, estart, erest, off, qs, x_rest, x, qsize) -> None:
+def call_chain_solve(Linv, Llink, Lent, anc, estart, erest, off, qs, x_rest, rhs, x, qsize) -> None:
     """`chain_solve`, compiled or in numpy (`compile.run`)."""
-    run(LOOPS, "chain_solve", (Linv, Llink, Lent, anc, estart, erest, off, qs, x_rest, x, qsize), chain_solve_numpy,
+    run(LOOPS, "chain_solve", (Linv, Llink, Lent, anc, estart, erest, off, qs, x_rest, rhs, x, qsize), chain_solve_numpy,
         _chain_seconds(off, estart))
 
 
@@ -759,7 +778,7 @@ def chain_factor_numpy(Craw, Araw, anc, estart, erest, eanc, Eraw, efac, erow, o
     return logdet
 
 
-def chain_solve_numpy(Linv, Llink, Lent, anc, estart, erest, off, qs, x_rest, x, qsize):
+def chain_solve_numpy(Linv, Llink, Lent, anc, estart, erest, off, qs, x_rest, rhs, x, qsize):
     """`chain_solve` in numpy."""
     m = off.size - 1
     level = _entry_levels(estart)
@@ -767,7 +786,7 @@ def chain_solve_numpy(Linv, Llink, Lent, anc, estart, erest, off, qs, x_rest, x,
         q = qs[i]
         sl = slice(off[i], off[i + 1])
         es = slice(estart[off[i]], estart[off[i + 1]])
-        r = x[sl, :q].copy()
+        r = _lt(rhs[sl, :, :q]).copy()
         for kk in range(m - 1 - i):
             qa = qs[i + 1 + kk]
             r -= _lt(Llink[sl, kk, :qa, :q]) @ x[anc[sl, kk], :qa]
