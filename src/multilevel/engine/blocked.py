@@ -35,6 +35,10 @@ Sigma is needed only on the block pattern of A: Takahashi's recurrence over the 
 reverse order, Sigma_{S,v} = -Sigma_{S,S} L_{S,v} L_vv^-1, Sigma_vv = L_vv^-T (L_vv^-1 - L_{S,v}'
 Sigma_{S,v}), S the blocks below v). The same Sigma gives lme4's conditional variances,
 sigma^2 lambda_f Sigma_vv lambda_f'.
+
+The chain's per-level work (the factor, L^-T, the selected inverse, A x and the gradient's sums) is
+done by the compiled loops of `numerics.blocked` (or their numpy versions) on the chain's levels in
+one flat, padded layout (`ChainArrays`); the dense rest is numpy and LAPACK.
 """
 from __future__ import annotations
 

@@ -1,10 +1,18 @@
-"""The loops of the blocked Cholesky factor (`engine.blocked`) over a nested factor's links to the
-dense rest (the crossed factors): per level, a few entries of a dense matrix of thousands of rows
-(InstEval: 2972 students, each linked to ~25 of 1156 lecturers and departments).
+"""The loops of the blocked Cholesky factor (`engine.blocked`), each with its numpy version
+(`compile.run` chooses):
 
-Why compiled: each level touches |links|^2 elements of the dense matrix (1.9 million for
-InstEval); numpy needs one fancy-indexing call per level (0.19 s an evaluation for InstEval),
-the loop ~2 ms. Entries are sorted by level; `start[j]:start[j+1]` are level j's.
+- over the chain (the nested factors), level by level (`chain_factor`: the factor and its Schur
+  updates; `chain_solve`: L^-T; `chain_inverse`: the selected inverse; `chain_gradient`: A x and
+  the gradient's sums), in the flat layout of the section "the chain" below. A level is a few
+  dozen flops (q = 2), so batched numpy costs its temporaries and np.add.at's scatters: at 200,000
+  children in 2,000 schools (10^6 rows, q = 2 at both) a value took 0.27 s and a value with its
+  gradient 0.68 s in numpy; the loops stream the levels once per step. Compiled for the chain's one
+  q when its factors share it (`qsize`, `compile`'s size specialisation), else for any q.
+- over a chain level's links to the dense rest (the crossed factors): per level, a few entries of a
+  dense matrix of thousands of rows (InstEval: 2972 students, each linked to ~25 of 1156 lecturers
+  and departments). Each level touches |links|^2 elements of the dense matrix (1.9 million for
+  InstEval); numpy needs one fancy-indexing call per level (0.19 s an evaluation for InstEval),
+  the loop ~2 ms. Entries are sorted by level; `start[j]:start[j+1]` are level j's.
 """
 from __future__ import annotations
 
@@ -94,8 +102,7 @@ def gather_rest_numpy(S, start, rest, Lent, out):
 # lambda, padded with zeros. The factor's arrays: L, Linv (G, Qc, Qc), LX (G, k, Qc), Llink
 # (G, n_links, Qc, Qc), Lent (n_entries, Qc); padding is never read.
 #
-# Why compiled: a level is a few dozen flops (q = 2), so batched numpy costs its temporaries and
-# np.add.at's scatters (0.27 s a value at 200,000 levels); the loop streams the levels once.
+# qsize: (0,) * q when every chain factor has that q (then a constant of the compiled loop), else ().
 
 
 def scale_level(Craw, Araw, estart, Eraw, efac, erow, lams, L, LX, Llink, Lent, T, row, g, i, m, q, qs, nq):
@@ -655,13 +662,17 @@ def call_gather_rest(S: np.ndarray, start: np.ndarray, rest: np.ndarray, Lent: n
     return out
 
 
-#: estimated seconds of the chain's numpy versions per level and per entry (`compile.run`'s rule)
-CHAIN_LEVEL_SECONDS = 2e-6
+#: estimated seconds of the chain's numpy versions (`compile.run`'s rule): per chain factor (a few
+#: dozen numpy calls), per level (the old numpy path: ~0.17 s a call at 200,000 levels) and per entry;
+#: the levels with entries also run `rest_update`'s or `gather_rest`'s numpy loop (`_seconds`)
+CHAIN_FACTOR_SECONDS = 1e-3
+CHAIN_LEVEL_SECONDS = 1e-6
 CHAIN_ENTRY_SECONDS = 1e-6
 
 
 def _chain_seconds(off: np.ndarray, estart: np.ndarray) -> float:
-    return CHAIN_LEVEL_SECONDS * float(off[-1]) + CHAIN_ENTRY_SECONDS * float(estart[-1])
+    return (CHAIN_FACTOR_SECONDS * float(off.size - 1) + CHAIN_LEVEL_SECONDS * float(off[-1])
+            + CHAIN_ENTRY_SECONDS * float(estart[-1]) + _seconds(estart))
 
 
 def call_chain_factor(Craw, Araw, anc, estart, erest, eanc, Eraw, efac, erow, off, qs, lams, dense, nR, L, Linv, LX, Llink, Lent,
