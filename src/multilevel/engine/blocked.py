@@ -53,7 +53,13 @@ from multilevel.design.summaries import GroupSummaries
 from multilevel.engine.covariance import SINGULAR_TOL, LambdaTemplate
 from multilevel.engine.objective import moment_start
 from multilevel.engine.optimizer import Evaluations, OptimizerRecord, optimize
-from multilevel.numerics.blocked import call_chain_factor, call_chain_gradient, call_chain_inverse, call_chain_solve
+from multilevel.numerics.blocked import (
+    call_chain_factor,
+    call_chain_gradient,
+    call_chain_inverse,
+    call_chain_solve,
+    chain_seconds,
+)
 from multilevel.numerics.units import deviance, profiled_sigma2
 
 
@@ -185,7 +191,12 @@ class ChainArrays:
     def G(self) -> int:
         return int(self.off[-1])
 
-    @property
+    @cached_property
+    def seconds(self) -> float:
+        """The estimated seconds of a chain loop's numpy version (`compile.run`'s rule)."""
+        return chain_seconds(self.off, self.estart)
+
+    @cached_property
     def qsize(self) -> tuple[int, ...]:
         """The chain's one q as the length of a tuple (`compile`'s size specialisation: the loops
         compiled for it), or () when the chain's factors differ in q."""
@@ -393,7 +404,7 @@ class BlockedObjective:
         Lent = np.empty((nE, Qc))
         XX = np.empty((k, k))
         logdet = call_chain_factor(ch.Craw, ch.Araw, ch.anc, ch.estart, ch.erest, ch.eanc, ch.Eraw, ch.efac, ch.erow,
-                                   ch.off, ch.qs, ch.lams(lams), dense, nR, L, Linv, LX, Llink, Lent, XX, ch.qsize)
+                                   ch.off, ch.qs, ch.lams(lams), dense, nR, L, Linv, LX, Llink, Lent, XX, ch.qsize, ch.seconds)
         if not np.isfinite(logdet):
             return None
         dense[nR:, nR:] -= XX
@@ -445,7 +456,7 @@ class BlockedObjective:
         _L, Linv, _LX, Llink, Lent = f.flat
         x = np.empty((ch.G, ch.Qc, rhs.shape[1]))
         call_chain_solve(Linv, Llink, Lent, ch.anc, ch.estart, ch.erest, ch.off, ch.qs, np.ascontiguousarray(x_rest), rhs, x,
-                         ch.qsize)
+                         ch.qsize, ch.seconds)
         return x_rest, x
 
     def _flat_solution(self, f: Factor):
@@ -497,7 +508,7 @@ class BlockedObjective:
         S_link = np.empty_like(Llink)
         S_ent = np.empty_like(Lent)
         call_chain_inverse(Linv, Llink, Lent, ch.anc, ch.estart, ch.erest, ch.eanc, ch.off, ch.qs, np.ascontiguousarray(S_rest),
-                           S_diag, S_link, S_ent, ch.qsize)
+                           S_diag, S_link, S_ent, ch.qsize, ch.seconds)
         return S_rest, S_diag, S_link, S_ent
 
     def selected_inverse(self, f: Factor):
@@ -568,7 +579,7 @@ class BlockedObjective:
         Qs = np.zeros((F, ch.Q, ch.Q))
         call_chain_gradient(ch.Craw, ch.Araw, ch.anc, ch.estart, ch.erest, ch.Eraw, ch.efac, ch.erow, ch.off, ch.qs,
                             ch.lams(lams), sol, beta, P, np.ascontiguousarray(x_rest), S_diag, S_link, S_ent,
-                            out_rest, Gz, Gk, Qs, ch.qsize)
+                            out_rest, Gz, Gk, Qs, ch.qsize, ch.seconds)
         A_rest = self._rest_A @ x_rest + out_rest if nR else out_rest
         # K = Z'X - A Lambda B; Z'e = Z'y - Z'X beta - A Lambda u
         nu = self.n - p if self.reml else self.n

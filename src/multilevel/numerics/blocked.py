@@ -670,39 +670,40 @@ CHAIN_LEVEL_SECONDS = 1e-6
 CHAIN_ENTRY_SECONDS = 1e-6
 
 
-def _chain_seconds(off: np.ndarray, estart: np.ndarray) -> float:
+def chain_seconds(off: np.ndarray, estart: np.ndarray) -> float:
+    """The estimated seconds of a chain loop's numpy version (`compile.run`; the callers keep it)."""
     return (CHAIN_FACTOR_SECONDS * float(off.size - 1) + CHAIN_LEVEL_SECONDS * float(off[-1])
             + CHAIN_ENTRY_SECONDS * float(estart[-1]) + _seconds(estart))
 
 
 def call_chain_factor(Craw, Araw, anc, estart, erest, eanc, Eraw, efac, erow, off, qs, lams, dense, nR, L, Linv, LX, Llink, Lent,
-                      XX, qsize) -> float:
+                      XX, qsize, seconds) -> float:
     """`chain_factor`, compiled or in numpy (`compile.run`): log|D| of the chain (nan: not positive definite)."""
     args: tuple[Any, ...] = (Craw, Araw, anc, estart, erest, eanc, Eraw, efac, erow, off, qs, lams, dense, int(nR), L, Linv, LX,
                              Llink, Lent, XX, qsize)
-    return float(run(LOOPS, "chain_factor", args, chain_factor_numpy, _chain_seconds(off, estart)))
+    return float(run(LOOPS, "chain_factor", args, chain_factor_numpy, seconds))
 
 
-def call_chain_solve(Linv, Llink, Lent, anc, estart, erest, off, qs, x_rest, rhs, x, qsize) -> None:
+def call_chain_solve(Linv, Llink, Lent, anc, estart, erest, off, qs, x_rest, rhs, x, qsize, seconds) -> None:
     """`chain_solve`, compiled or in numpy (`compile.run`)."""
     run(LOOPS, "chain_solve", (Linv, Llink, Lent, anc, estart, erest, off, qs, x_rest, rhs, x, qsize), chain_solve_numpy,
-        _chain_seconds(off, estart))
+        seconds)
 
 
-def call_chain_inverse(Linv, Llink, Lent, anc, estart, erest, eanc, off, qs, S_rest, S_diag, S_link, S_ent, qsize) -> None:
+def call_chain_inverse(Linv, Llink, Lent, anc, estart, erest, eanc, off, qs, S_rest, S_diag, S_link, S_ent, qsize, seconds) -> None:
     """`chain_inverse`, compiled or in numpy (`compile.run`)."""
     run(LOOPS, "chain_inverse", (Linv, Llink, Lent, anc, estart, erest, eanc, off, qs, S_rest, S_diag, S_link, S_ent, qsize),
-        chain_inverse_numpy, _chain_seconds(off, estart))
+        chain_inverse_numpy, seconds)
 
 
 def call_chain_gradient(Craw, Araw, anc, estart, erest, Eraw, efac, erow, off, qs, lams, sol, beta, P, x_rest, S_diag, S_link,
-                        S_ent, out_rest, Gz, Gk, Qs, qsize) -> None:
+                        S_ent, out_rest, Gz, Gk, Qs, qsize, seconds) -> None:
     """`chain_gradient`, compiled or in numpy (`compile.run`); its scratch made here."""
     x = np.empty_like(sol)
     acc = np.empty_like(sol)
     args: tuple[Any, ...] = (Craw, Araw, anc, estart, erest, Eraw, efac, erow, off, qs, lams, sol, np.ascontiguousarray(beta),
                              np.ascontiguousarray(P), x_rest, S_diag, S_link, S_ent, x, acc, out_rest, Gz, Gk, Qs, qsize)
-    run(LOOPS, "chain_gradient", args, chain_gradient_numpy, _chain_seconds(off, estart))
+    run(LOOPS, "chain_gradient", args, chain_gradient_numpy, seconds)
 
 
 # ----- the chain's loops in numpy: batched over the levels of one factor at a time ------------------
