@@ -149,3 +149,58 @@ def test_the_optimum_is_checked_and_is_the_dense_minimum(kind):
         for h in (1e-3, -1e-3):
             moved = np.maximum(theta + h * e, obj.lower)
             assert _dense(moved, case, True)[0] >= d - 1e-9
+
+
+def _four_levels(seed: int, qs: tuple[int, ...], crossed: bool):
+    """Rows in four nested factors (0 in 1 in 2 in 3), and optionally a fifth crossed with them."""
+    rng = np.random.default_rng(seed)
+    N, J = 400, (60, 20, 8, 3, 2)  # the crossed factor has the fewest levels: the rest
+    c0 = _codes(rng, J[0], N)
+    c1 = _parents(rng, J[0], J[1])[c0]
+    c2 = _parents(rng, J[1], J[2])[c1]
+    codes = [c0, c1, c2, _parents(rng, J[2], J[3])[c2], _codes(rng, J[4], N)]
+    F = 5 if crossed else 4
+    x = rng.normal(2.0, 1.5, N)
+    X = np.column_stack([np.ones(N), x])
+    y = X @ [1.0, 0.5] + sum(rng.normal(size=j)[c] for j, c in zip(J[:F], codes)) + rng.normal(size=N)
+    Zs = tuple(np.column_stack([np.ones(N), x])[:, :q] for q in qs[:F])
+    names = tuple(f"g{f}" for f in range(F))
+    s, order = GroupSummaries.of_factors(Zs, X, y, tuple(codes[:F]), J[:F], names)
+    templates = tuple(LambdaTemplate.from_blocks((tuple(range(qs[f])),), ("Intercept", "x")[: qs[f]], names[f]) for f in order)
+    return s, order, templates, Zs, codes[:F], J[:F], X, y
+
+
+def _everything(obj: BlockedObjective, theta: np.ndarray) -> np.ndarray:
+    """The value, gradient, solution and selected inverse, as one vector."""
+    v, g = obj.value_and_grad(theta)
+    f = obj.factor(theta)
+    parts = [np.array([v]), g]
+
+    def add(x):
+        if isinstance(x, (list, tuple)):
+            for y in x:
+                add(y)
+        else:
+            parts.append(np.ravel(x))
+
+    add(obj.solution(f))
+    add(obj.selected_inverse(f))
+    return np.concatenate(parts)
+
+
+@pytest.mark.parametrize("qs,crossed", [((1, 1, 1, 1), False), ((2, 1, 2, 1), False), ((2, 2, 2, 2), True), ((1, 2, 1, 2, 2), True)])
+def test_the_compiled_chain_loops_equal_their_numpy_versions_and_the_dense_value(qs, crossed, monkeypatch):
+    """Four nested levels (links to three ancestors), mixed q (padded flat layout) and a crossed
+    factor (entries): the compiled loops of `numerics.blocked` and their numpy versions give the
+    same numbers, and the value is the dense one."""
+    case = _four_levels(8, qs + (1,) * (5 - len(qs)), crossed)
+    s, _order, templates = case[:3]
+    theta = _theta(templates, 3)
+    out = {}
+    for mode in ("numpy", "compiled"):
+        monkeypatch.setenv("MULTILEVEL_LOOPS", mode)
+        obj = BlockedObjective(s, templates, True)
+        assert obj.st.m == 4
+        out[mode] = _everything(obj, theta)
+    np.testing.assert_allclose(out["compiled"], out["numpy"], rtol=1e-10, atol=1e-12 * np.abs(out["numpy"]).max())
+    assert out["compiled"][0] == pytest.approx(_dense(theta, case, True)[0], rel=1e-12)

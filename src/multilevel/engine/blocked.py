@@ -35,6 +35,10 @@ Sigma is needed only on the block pattern of A: Takahashi's recurrence over the 
 reverse order, Sigma_{S,v} = -Sigma_{S,S} L_{S,v} L_vv^-1, Sigma_vv = L_vv^-T (L_vv^-1 - L_{S,v}'
 Sigma_{S,v}), S the blocks below v). The same Sigma gives lme4's conditional variances,
 sigma^2 lambda_f Sigma_vv lambda_f'.
+
+The chain's per-level work (the factor, L^-T, the selected inverse, A x and the gradient's sums) is
+done by the compiled loops of `numerics.blocked` (or their numpy versions) on the chain's levels in
+one flat, padded layout (`ChainArrays`); the dense rest is numpy and LAPACK.
 """
 from __future__ import annotations
 
@@ -49,13 +53,14 @@ from multilevel.design.summaries import CrossBlock, GroupSummaries, TermBlock
 from multilevel.engine.covariance import SINGULAR_TOL, LambdaTemplate
 from multilevel.engine.objective import moment_start
 from multilevel.engine.optimizer import Evaluations, OptimizerRecord, ZFrame, optimize
-from multilevel.numerics.blocked import call_gather_rest, call_rest_update
+from multilevel.numerics.blocked import (
+    call_chain_factor,
+    call_chain_gradient,
+    call_chain_inverse,
+    call_chain_solve,
+    chain_seconds,
+)
 from multilevel.numerics.units import deviance, profiled_sigma2
-
-
-def _lt(a: np.ndarray) -> np.ndarray:
-    """The transpose of the last two axes."""
-    return np.swapaxes(a, -1, -2)
 
 
 @dataclass(frozen=True, eq=False)
@@ -160,6 +165,100 @@ class Structure:
 
 
 @dataclass(frozen=True, eq=False)
+class ChainArrays:
+    """The chain's blocks in the flat, padded layout of the compiled loops (`numerics.blocked`:
+    the section on the chain): its levels one factor after another, `off` their first levels,
+    q padded to the chain's largest (Qc), the links to the ancestors and the entries (the links
+    to the rest) by level. Made once per model."""
+
+    off: np.ndarray  # (m + 1,)
+    qs: np.ndarray  # (m,) the chain factors' q
+    Qc: int
+    Q: int  # the largest q of all factors (the padded lambdas)
+    n_links: int  # m - 1, at least 1 (the links' axis)
+    Craw: np.ndarray  # (G, Qc, Qc + p + 1)
+    anc: np.ndarray  # (G, n_links)
+    Araw: np.ndarray  # (G, n_links, Qc, Qc)
+    eoff: np.ndarray  # (m + 1,) each chain factor's first entry
+    estart: np.ndarray  # (G + 1,)
+    erest: np.ndarray  # (n_e,)
+    eanc: np.ndarray  # (n_e, n_links)
+    Eraw: np.ndarray  # (n_e, Qr, Qc)
+    efac: np.ndarray  # (n_e,)
+    erow: np.ndarray  # (n_e,)
+
+    @property
+    def G(self) -> int:
+        return int(self.off[-1])
+
+    @cached_property
+    def seconds(self) -> float:
+        """The estimated seconds of a chain loop's numpy version (`compile.run`'s rule)."""
+        return chain_seconds(self.off, self.estart)
+
+    @cached_property
+    def qsize(self) -> tuple[int, ...]:
+        """The chain's one q as the length of a tuple (`compile`'s size specialisation: the loops
+        compiled for it), or () when the chain's factors differ in q."""
+        return (0,) * self.Qc if bool(np.all(self.qs == self.Qc)) else ()
+
+    @classmethod
+    def of(cls, st: Structure, s: GroupSummaries) -> ChainArrays:
+        terms = s.terms
+        m = st.m
+        k = s.p + 1
+        qs = np.array(st.q[:m], dtype=np.intp)
+        Qc = int(qs.max())
+        Q = max(st.q)
+        Qr = max((st.q[r] for r in st.rest), default=1)
+        nl = max(m - 1, 1)
+        off = np.concatenate([[0], np.cumsum(st.J[:m])]).astype(np.intp)
+        G = int(off[-1])
+        Craw = np.zeros((G, Qc, Qc + k))
+        anc = np.full((G, nl), -1, dtype=np.intp)
+        Araw = np.zeros((G, nl, Qc, Qc))
+        sizes = [st.entries[i].level.size for i in range(m)]
+        eoff = np.concatenate([[0], np.cumsum(sizes)]).astype(np.intp)
+        nE = int(eoff[-1])
+        estart = np.empty(G + 1, dtype=np.intp)
+        erest = np.empty(nE, dtype=np.intp)
+        eanc = np.full((nE, nl), -1, dtype=np.intp)
+        Eraw = np.zeros((nE, Qr, Qc))
+        efac = np.zeros(nE, dtype=np.intp)
+        erow = np.zeros(nE, dtype=np.intp)
+        for i in range(m):
+            q = st.q[i]
+            sl = slice(off[i], off[i + 1])
+            C = terms[i].C
+            Craw[sl, :q, :q] = C[:, :q, :q]
+            Craw[sl, :q, Qc:] = C[:, :q, q:]
+            for kk, link in enumerate(st.links[i]):
+                a = link.factor
+                anc[sl, kk] = off[a] + link.level
+                Araw[sl, kk, : st.q[a], :q] = link.A
+                eanc[eoff[i] : eoff[i + 1], kk] = eoff[a] + st.to_ancestor[i][kk]
+            ent = st.entries[i]
+            esl = slice(eoff[i], eoff[i + 1])
+            estart[sl] = eoff[i] + ent.start[:-1]
+            erest[esl] = ent.rest
+            for r, cols, _rows, blocks, where in ent.pairs:
+                qr = st.q[r]
+                at = eoff[i] + where.reshape(cols.size, qr)  # (n_pairs, q_r): the pair's entries
+                Eraw[at, :qr, :q] = blocks[:, None, :, :]
+                efac[at] = r
+                erow[at] = np.arange(qr)[None, :]
+        estart[G] = nE
+        return cls(off, qs, Qc, Q, nl, Craw, anc, Araw, eoff, estart, erest, eanc, Eraw, efac, erow)
+
+    def lams(self, lams: tuple[np.ndarray, ...]) -> np.ndarray:
+        """Every factor's lambda, padded to (F, Q, Q)."""
+        out = np.zeros((len(lams), self.Q, self.Q))
+        for f, lam in enumerate(lams):
+            out[f, : lam.shape[0], : lam.shape[1]] = lam
+        return out
+
+
+@dataclass(frozen=True, eq=False)
 class Factor:
     """The blocked Cholesky factor at one theta (the module doc), and what the solution needs."""
 
@@ -173,6 +272,7 @@ class Factor:
     logdet_M: float
     logdet_X: float
     pwrss: float
+    flat: tuple[np.ndarray, ...] = ()  # the chain's (L, Linv, LX, Llink, Lent) in `ChainArrays`' layout
 
 
 class BlockedObjective:
@@ -191,6 +291,10 @@ class BlockedObjective:
         self.n = float(s.n.sum())
         self.sizes = tuple(t.size for t in templates)
         self.bounds = np.cumsum((0,) + self.sizes)
+
+    @cached_property
+    def chain(self) -> ChainArrays:
+        return ChainArrays.of(self.st, self.s)
 
     # --- the Problem protocol -------------------------------------------------------------------
 
@@ -263,22 +367,6 @@ class BlockedObjective:
         lams = self.lams(theta)
         k = self.p + 1
         nR = st.n_rest
-        # scaled blocks: Lambda' A Lambda + I and the rest
-        D = []
-        XZ = []
-        LK = []
-        E = []
-        for i in range(st.m):
-            lam = lams[i]
-            qi = st.q[i]
-            C = terms[i].C
-            D.append(lam.T @ C[:, :qi, :qi] @ lam + np.eye(qi))
-            XZ.append(C[:, qi:, :qi] @ lam)
-            LK.append([lams[link.factor].T @ link.A @ lam for link in st.links[i]])
-            values = np.empty((st.entries[i].level.size, qi))
-            for r, _cols, _rows, blocks, where in st.entries[i].pairs:
-                values[where] = (lams[r].T @ blocks @ lam).reshape(-1, qi)  # (n_pairs, q_r, q_i) by entry
-            E.append(values)
         dense = np.zeros((nR + k, nR + k))
         total = s._total
         q0 = terms[0].q
@@ -306,45 +394,29 @@ class BlockedObjective:
                 dense[rows, cols] = sc
                 dense[cols, rows] = sc
         dense[np.arange(nR), np.arange(nR)] += 1.0
-        # the chain, level by level (vectorised over the levels of a factor)
+        # the chain, level by level (`numerics.blocked.chain_factor`), into the flat layout
+        ch = self.chain
+        G, Qc, nE = ch.G, ch.Qc, int(ch.erest.size)
+        L = np.empty((G, Qc, Qc))
+        Linv = np.empty((G, Qc, Qc))
+        LX = np.empty((G, k, Qc))
+        Llink = np.empty((G, ch.n_links, Qc, Qc))
+        Lent = np.empty((nE, Qc))
+        XX = np.empty((k, k))
+        logdet = call_chain_factor(ch.Craw, ch.Araw, ch.anc, ch.estart, ch.erest, ch.eanc, ch.Eraw, ch.efac, ch.erow,
+                                   ch.off, ch.qs, ch.lams(lams), dense, nR, L, Linv, LX, Llink, Lent, XX, ch.qsize, ch.seconds)
+        if not np.isfinite(logdet):
+            return None
+        dense[nR:, nR:] -= XX
         Ls, Linvs, Llinks, Lents, LXs = [], [], [], [], []
-        logdet = 0.0
         for i in range(st.m):
-            try:
-                L = np.linalg.cholesky(D[i])
-            except np.linalg.LinAlgError:
-                return None
-            Linv = np.linalg.inv(L)
-            logdet += 2.0 * float(np.log(np.diagonal(L, axis1=1, axis2=2)).sum())
-            LinvT = _lt(Linv)
-            Llink = [blk @ LinvT for blk in LK[i]]
-            ent = st.entries[i]
-            Lent = np.einsum("ec,edc->ed", E[i], Linv[ent.level]) if ent.level.size else E[i]
-            LX = XZ[i] @ LinvT
-            # Schur updates of the later blocks
-            for kk, link in enumerate(st.links[i]):
-                a = link.factor
-                np.add.at(D[a], link.level, -(Llink[kk] @ _lt(Llink[kk])))
-                np.add.at(XZ[a], link.level, -(LX @ _lt(Llink[kk])))
-                for k2, link2 in enumerate(st.links[i][kk + 1 :], start=kk + 1):
-                    # the block of the later ancestor with the nearer one (a's own link to it)
-                    k_in_a = link2.factor - a - 1
-                    np.add.at(LK[a][k_in_a], link.level, -(Llink[k2] @ _lt(Llink[kk])))
-                if ent.level.size:
-                    upd = np.einsum("ed,ead->ea", Lent, Llink[kk][ent.level])  # (n_e, q_a): L_e L_{a,v}'
-                    np.add.at(E[a], st.to_ancestor[i][kk], -upd)
-            if ent.level.size:
-                call_rest_update(dense, nR, ent.start, ent.rest, Lent, LX)
-            # sum_j LX_j LX_j' as one matrix product: BLAS's blocked sums keep the rounding of
-            # the 10^5 terms near sqrt(J) ulps; einsum's running sum made pwrss jump by ~1e-11 of
-            # itself between neighbouring thetas at 10^6 rows, above the optimiser's resolution
-            flat = np.ascontiguousarray(LX.transpose(1, 0, 2)).reshape(LX.shape[1], -1)
-            dense[nR:, nR:] -= flat @ flat.T
-            Ls.append(L)
-            Linvs.append(Linv)
-            Llinks.append(tuple(Llink))
-            Lents.append(Lent)
-            LXs.append(LX)
+            q = st.q[i]
+            sl = slice(ch.off[i], ch.off[i + 1])
+            Ls.append(L[sl, :q, :q])
+            Linvs.append(Linv[sl, :q, :q])
+            Llinks.append(tuple(Llink[sl, kk, : st.q[link.factor], :q] for kk, link in enumerate(st.links[i])))
+            Lents.append(Lent[ch.eoff[i] : ch.eoff[i + 1], :q])
+            LXs.append(LX[sl, :, :q])
         try:
             Ld = np.linalg.cholesky(dense)
         except np.linalg.LinAlgError:
@@ -355,7 +427,8 @@ class BlockedObjective:
         logdet += 2.0 * float(np.log(dg[:nR]).sum())
         logdet_X = 2.0 * float(np.log(dg[nR : nR + self.p]).sum())
         pwrss = float(Ld[-1, -1]) ** 2
-        return Factor(lams, tuple(Ls), tuple(Linvs), tuple(Llinks), tuple(Lents), tuple(LXs), Ld, logdet, logdet_X, pwrss)
+        return Factor(lams, tuple(Ls), tuple(Linvs), tuple(Llinks), tuple(Lents), tuple(LXs), Ld, logdet, logdet_X, pwrss,
+                      (L, Linv, LX, Llink, Lent))
 
     def _value(self, f: Factor) -> float:
         sigma2 = profiled_sigma2(f.pwrss, self.n, self.p, self.reml)
@@ -366,24 +439,29 @@ class BlockedObjective:
     def back_solve(self, f: Factor, rest_rhs: np.ndarray, chain_rhs: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         """x = L_M^-T rhs through the blocks (the rest first, then the chain in reverse): `rest_rhs`
         (n_R, c), `chain_rhs[i]` (J_i, q_i, c). Returns (x_rest, [x_i])."""
-        st = self.st
+        st, ch = self.st, self.chain
+        c = rest_rhs.shape[1]
+        rhs = np.zeros((ch.G, c, ch.Qc))
+        for i in range(st.m):
+            rhs[ch.off[i] : ch.off[i + 1], :, : st.q[i]] = np.swapaxes(chain_rhs[i], 1, 2)
+        x_rest, x = self._flat_solve(f, rest_rhs, rhs)
+        return x_rest, [x[ch.off[i] : ch.off[i + 1], : st.q[i]] for i in range(st.m)]
+
+    def _flat_solve(self, f: Factor, rest_rhs: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`back_solve` with the chain's right-hand sides rhs (G, c, Qc) in the flat layout (as
+        LX). Returns (x_rest, x (G, Qc, c))."""
+        st, ch = self.st, self.chain
         nR = st.n_rest
         x_rest = solve_triangular(f.L_dense[:nR, :nR], rest_rhs, lower=True, trans="T") if nR else rest_rhs
-        xs: list[np.ndarray] = [np.empty(0)] * st.m
-        for i in reversed(range(st.m)):
-            r = chain_rhs[i].copy()
-            for kk, link in enumerate(st.links[i]):
-                r -= _lt(f.L_links[i][kk]) @ xs[link.factor][link.level]
-            ent = st.entries[i]
-            if ent.level.size:
-                contrib = f.L_ent[i][:, :, None] * x_rest[ent.rest][:, None, :]  # (n_e, q_i, c)
-                r -= _sum_by(ent.level, contrib, st.J[i])
-            xs[i] = _lt(f.Linv[i]) @ r
-        return x_rest, xs
+        _L, Linv, _LX, Llink, Lent = f.flat
+        x = np.empty((ch.G, ch.Qc, rhs.shape[1]))
+        call_chain_solve(Linv, Llink, Lent, ch.anc, ch.estart, ch.erest, ch.off, ch.qs, np.ascontiguousarray(x_rest), rhs, x,
+                         ch.qsize, ch.seconds)
+        return x_rest, x
 
-    def solution(self, f: Factor):
-        """(beta, u_rest, u_chain, B_rest, B_chain, P) at the factor: the fixed effects, the
-        spherical conditional modes, B = M^-1 Lambda'Z'X and P = (X'V^-1X)^-1 (sigma^2 = 1)."""
+    def _flat_solution(self, f: Factor):
+        """(beta, P, x_rest, x): the fixed effects, P = (X'V^-1X)^-1 (sigma^2 = 1), and L_M^-T of the
+        X and y rows of L (the rest's (n_R, p + 1); the chain's (G, Qc, p + 1), flat)."""
         st, p = self.st, self.p
         nR = st.n_rest
         Ld = f.L_dense
@@ -394,21 +472,28 @@ class BlockedObjective:
         P = LXXinv.T @ LXXinv
         # B: the X rows of L in the random-effect columns, back-substituted; u: the y row minus B beta
         rest_rhs = np.column_stack([Ld[nR : nR + p, :nR].T, ly[:nR]]) if nR else np.zeros((0, p + 1))
-        chain_rhs = [_lt(f.L_X[i]) for i in range(st.m)]  # (J, q_i, p + 1): X columns then y
-        x_rest, xs = self.back_solve(f, rest_rhs, chain_rhs)
+        x_rest, x = self._flat_solve(f, rest_rhs, f.flat[2])  # LX (G, p + 1, Qc): X columns then y
+        return beta, P, x_rest, x
+
+    def solution(self, f: Factor):
+        """(beta, u_rest, u_chain, B_rest, B_chain, P) at the factor: the fixed effects, the
+        spherical conditional modes, B = M^-1 Lambda'Z'X and P = (X'V^-1X)^-1 (sigma^2 = 1)."""
+        st, ch, p = self.st, self.chain, self.p
+        beta, P, x_rest, x = self._flat_solution(f)
+        xs = [x[ch.off[i] : ch.off[i + 1], : st.q[i]] for i in range(st.m)]
         B_rest = x_rest[:, :p]
         u_rest = x_rest[:, p] - B_rest @ beta
-        B_chain = [x[:, :, :p] for x in xs]
-        u_chain = [x[:, :, p] - x[:, :, :p] @ beta for x in xs]
+        B_chain = [xi[:, :, :p] for xi in xs]
+        u_chain = [xi[:, :, p] - xi[:, :, :p] @ beta for xi in xs]
         return beta, u_rest, u_chain, B_rest, B_chain, P
 
     # --- the selected inverse and the gradient ---------------------------------------------------
 
-    def selected_inverse(self, f: Factor):
-        """Sigma = M^-1 on the blocks of the factor: (Sigma_rest (n_R, n_R) dense, per chain factor
-        the diagonal blocks (J, q, q), the blocks with each ancestor (J, q_a, q_i) and with its
-        entries (n_e, q_i))."""
-        st = self.st
+    def _flat_inverse(self, f: Factor):
+        """Sigma = M^-1 on the blocks of the factor: Sigma_rest (n_R, n_R) dense, and the chain's
+        diagonal blocks (G, Qc, Qc), blocks with the ancestors (G, n_links, Qc, Qc) and with the
+        entries (n_e, Qc), flat (`numerics.blocked.chain_inverse`)."""
+        st, ch = self.st, self.chain
         nR = st.n_rest
         if nR:
             # (L L')^-1 from the factor (LAPACK's potri: the lower triangle, then mirrored)
@@ -418,84 +503,28 @@ class BlockedObjective:
             S_rest = np.tril(S_rest) + np.tril(S_rest, -1).T
         else:
             S_rest = np.zeros((0, 0))
-        S_diag: list[np.ndarray] = [np.empty(0)] * st.m
-        S_link: list[list[np.ndarray]] = [[] for _ in range(st.m)]
-        S_ent: list[np.ndarray] = [np.empty(0)] * st.m
-        for i in reversed(range(st.m)):
-            ent = st.entries[i]
-            links = st.links[i]
-            Li = f.Linv[i]  # L_vv^-1
-            # T_S = Sigma_{S,S} L_{S,v} for S = (ancestors, entries); then Sigma_{S,v} = -T_S L_vv^-1
-            T_link = []
-            for kk, link in enumerate(links):
-                a = link.factor
-                acc = S_diag[a][link.level] @ f.L_links[i][kk]
-                for k2, link2 in enumerate(links):
-                    if k2 == kk:
-                        continue
-                    if k2 > kk:  # Sigma_{a_kk, a_k2}: a_kk's block with its ancestor a_k2, transposed
-                        blk = _lt(S_link[a][link2.factor - a - 1][link.level])
-                    else:  # Sigma_{a_kk, a_k2} with a_k2 nearer: a_k2's block with a_kk
-                        b = link2.factor
-                        blk = S_link[b][a - b - 1][link2.level]
-                    acc = acc + blk @ f.L_links[i][k2]
-                if ent.level.size:
-                    # Sigma_{a, rho} for the entries of v: the ancestor's entry blocks (n_e, q_a)
-                    Sa = S_ent[a][st.to_ancestor[i][kk]]
-                    acc = acc + _sum_by(ent.level, Sa[:, :, None] * f.L_ent[i][:, None, :], st.J[i])
-                T_link.append(acc)
-            if ent.level.size:
-                T_ent = call_gather_rest(S_rest, ent.start, ent.rest, f.L_ent[i])  # sum_e' Sigma_R[rho_e, rho_e'] L_e'
-                for kk, link in enumerate(links):
-                    Sa = S_ent[link.factor][st.to_ancestor[i][kk]]  # (n_e, q_a): Sigma_{rho_e, a}
-                    T_ent = T_ent + np.einsum("ea,eac->ec", Sa, f.L_links[i][kk][ent.level])
-            S_link[i] = [-(T @ Li) for T in T_link]
-            if ent.level.size:
-                S_ent[i] = -np.einsum("ec,ecd->ed", T_ent, Li[ent.level])
-            else:
-                S_ent[i] = np.zeros((0, st.q[i]))
-            # Sigma_vv = L^-T (L^-1 - L_S' Sigma_{S,v})
-            inner = Li.copy()
-            for kk in range(len(links)):
-                inner = inner - _lt(f.L_links[i][kk]) @ S_link[i][kk]
-            if ent.level.size:
-                inner = inner - _sum_by(ent.level, f.L_ent[i][:, :, None] * S_ent[i][:, None, :], st.J[i])
-            S_diag[i] = _lt(Li) @ inner
+        _L, Linv, _LX, Llink, Lent = f.flat
+        S_diag = np.empty_like(Linv)
+        S_link = np.empty_like(Llink)
+        S_ent = np.empty_like(Lent)
+        call_chain_inverse(Linv, Llink, Lent, ch.anc, ch.estart, ch.erest, ch.eanc, ch.off, ch.qs, np.ascontiguousarray(S_rest),
+                           S_diag, S_link, S_ent, ch.qsize, ch.seconds)
         return S_rest, S_diag, S_link, S_ent
 
-    def _zz_times(self, x_rest: np.ndarray, xs: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """A x for A = Z'Z (raw blocks) and x in the original (unscaled) coordinates, by blocks:
-        x_rest (n_R, c), xs[i] (J_i, q_i, c). Returns (rest part, [chain parts])."""
-        st, terms = self.st, self.s.terms
-        nR = st.n_rest
-        out_rest = self._rest_A @ x_rest if nR else x_rest
-        outs = []
+    def selected_inverse(self, f: Factor):
+        """Sigma = M^-1 on the blocks of the factor: (Sigma_rest (n_R, n_R) dense, per chain factor
+        the diagonal blocks (J, q, q), the blocks with each ancestor (J, q_a, q_i) and with its
+        entries (n_e, q_i))."""
+        st, ch = self.st, self.chain
+        S_rest, S_diag, S_link, S_ent = self._flat_inverse(f)
+        diag, link, ent = [], [], []
         for i in range(st.m):
-            qi = st.q[i]
-            outs.append(terms[i].C[:, :qi, :qi] @ xs[i])
-        for i in range(st.m):
-            for link in st.links[i]:
-                a = link.factor
-                outs[i] = outs[i] + _lt(link.A) @ xs[a][link.level]
-                outs[a] = outs[a] + _sum_by(link.level, link.A @ xs[i], st.J[a])
-            ent = st.entries[i]
-            if ent.level.size:
-                vals = self._raw_entries[i]  # (n_e, q_i)
-                outs[i] = outs[i] + _sum_by(ent.level, vals[:, :, None] * x_rest[ent.rest][:, None, :], st.J[i])
-                contrib = np.einsum("ec,ecd->ed", vals, xs[i][ent.level])  # (n_e, c)
-                out_rest = out_rest + _sum_rows(ent.rest, contrib, nR)
-        return out_rest, outs
-
-    @cached_property
-    def _raw_entries(self) -> list[np.ndarray]:
-        out = []
-        for i in range(self.st.m):
-            ent = self.st.entries[i]
-            vals = np.empty((ent.level.size, self.st.q[i]))
-            for _r, _cols, _rows, blocks, where in ent.pairs:
-                vals[where] = blocks.reshape(-1, self.st.q[i])
-            out.append(vals)
-        return out
+            q = st.q[i]
+            sl = slice(ch.off[i], ch.off[i + 1])
+            diag.append(S_diag[sl, :q, :q])
+            link.append([S_link[sl, kk, : st.q[lk.factor], :q] for kk, lk in enumerate(st.links[i])])
+            ent.append(S_ent[ch.eoff[i] : ch.eoff[i + 1], :q])
+        return S_rest, diag, link, ent
 
     @cached_property
     def _rest_A(self) -> np.ndarray:
@@ -533,60 +562,50 @@ class BlockedObjective:
         return out
 
     def _gradient(self, f: Factor) -> np.ndarray:
-        st, s, p = self.st, self.s, self.p
+        st, ch, s, p = self.st, self.chain, self.s, self.p
         terms = s.terms
         nR = st.n_rest
         lams = f.lams
-        beta, u_rest, u_chain, B_rest, B_chain, P = self.solution(f)
-        S_rest, S_diag, S_link, S_ent = self.selected_inverse(f)
-        # Lambda [B u] in the original coordinates, and A Lambda [B u]
+        beta, P, x_rest, sol = self._flat_solution(f)
+        S_rest, S_diag, S_link, S_ent = self._flat_inverse(f)
+        # Lambda [B u] in the original coordinates, and A Lambda [B u]: the chain's part in the loop
+        B_rest = x_rest[:, :p]
+        u_rest = x_rest[:, p] - B_rest @ beta
         x_rest = self._rest_lambda(lams, np.column_stack([B_rest, u_rest])) if nR else np.zeros((0, p + 1))
-        xs = [lams[i] @ np.concatenate([B_chain[i], u_chain[i][:, :, None]], axis=2) for i in range(st.m)]
-        A_rest, A_chain = self._zz_times(x_rest, xs)
+        F = len(terms)
+        out_rest = np.zeros((nR, p + 1))
+        Gz = np.zeros((F, ch.Q, ch.Q))
+        Gk = np.zeros((F, ch.Q, ch.Q))
+        Qs = np.zeros((F, ch.Q, ch.Q))
+        call_chain_gradient(ch.Craw, ch.Araw, ch.anc, ch.estart, ch.erest, ch.Eraw, ch.efac, ch.erow, ch.off, ch.qs,
+                            ch.lams(lams), sol, beta, P, np.ascontiguousarray(x_rest), S_diag, S_link, S_ent,
+                            out_rest, Gz, Gk, Qs, ch.qsize, ch.seconds)
+        A_rest = self._rest_A @ x_rest + out_rest if nR else out_rest
         # K = Z'X - A Lambda B; Z'e = Z'y - Z'X beta - A Lambda u
-        grads = [np.zeros((st.q[g], st.q[g])) for g in range(len(terms))]  # per factor: d/d lambda_f[r, c]
         nu = self.n - p if self.reml else self.n
         r2 = f.pwrss
-
-        def add(g: int, ZX: np.ndarray, Ax: np.ndarray, B: np.ndarray, u: np.ndarray) -> None:
-            # ZX (..., q, p+1) raw Z'[X y]; Ax (..., q, p+1) A Lambda [B u]; B (..., q, p); u (..., q)
-            K = ZX[..., :p] - Ax[..., :p]
-            ze = ZX[..., p] - ZX[..., :p] @ beta - Ax[..., p]
+        grads = []
+        for g in range(F):
+            q = st.q[g]
             # d r^2 = -2 sum (Z'e)_r u_c; d log|X'V^-1X| = -2 sum (K P)_r . B_c
-            G = -2.0 * (nu / r2) * np.einsum("jr,jc->rc", ze, u)
+            G = -2.0 * (nu / r2) * Gz[g, :q, :q]
             if self.reml:
-                G = G - 2.0 * np.einsum("jrp,jcp->rc", K @ P, B)
-            grads[g] += G
-
-        for i in range(st.m):
-            qi = st.q[i]
-            add(i, terms[i].C[:, :qi, qi:], A_chain[i], B_chain[i], u_chain[i])
+                G = G - 2.0 * Gk[g, :q, :q]
+            grads.append(G)
         for r, off in zip(st.rest, st.offsets):
             qr, Jr = st.q[r], st.J[r]
             sl = slice(off, off + Jr * qr)
             ZX = terms[r].C[:, :qr, qr:]
-            add(r, ZX, A_rest[sl].reshape(Jr, qr, p + 1), B_rest[sl].reshape(Jr, qr, p), u_rest[sl].reshape(Jr, qr))
+            Ax = A_rest[sl].reshape(Jr, qr, p + 1)
+            B = B_rest[sl].reshape(Jr, qr, p)
+            K = ZX[..., :p] - Ax[..., :p]
+            ze = ZX[..., p] - ZX[..., :p] @ beta - Ax[..., p]
+            G = -2.0 * (nu / r2) * np.einsum("jr,jc->rc", ze, u_rest[sl].reshape(Jr, qr))
+            if self.reml:
+                G = G - 2.0 * np.einsum("jrp,jcp->rc", K @ P, B)
+            grads[r] = G
         # d log|M| = 2 sum_v [Sigma Lambda' A]_{(v,c),(v,r)}: Q_f = sum_v sum_u Sigma_vu lambda_u' A_uv
-        Q = [np.zeros((st.q[g], st.q[g])) for g in range(len(terms))]
-        for i in range(st.m):
-            qi = st.q[i]
-            lam = lams[i]
-            Q[i] += np.einsum("jab,jbc->ac", S_diag[i], lam.T @ terms[i].C[:, :qi, :qi])
-            for kk, link in enumerate(st.links[i]):
-                a = link.factor
-                Sav = S_link[i][kk]  # (J_i, q_a, q_i): Sigma_{a, v}
-                # v's row: Sigma_{v,a} lambda_a' A_{a,v}; a's row: Sigma_{a,v} lambda_i' A_{v,a}
-                Q[i] += np.einsum("jba,jbc->ac", Sav, lams[a].T @ link.A)
-                Q[a] += np.einsum("jab,jbc->ac", Sav, lam.T @ _lt(link.A))
-            ent = st.entries[i]
-            if ent.level.size:
-                Se = S_ent[i]  # (n_e, q_i): the rows Sigma_{rho_e, v}
-                for r, cols, _rows, blocks, where in ent.pairs:
-                    qr, n = st.q[r], cols.size
-                    Sp = Se[where].reshape(n, qr, qi)  # Sigma_{rho, v} of each pair of levels
-                    # v's row: Sigma_{v,rho} lambda_r' A_{rho,v}; rho's row: Sigma_{rho,v} lambda_i' A_{v,rho}
-                    Q[i] += np.einsum("nai,naj->ij", Sp, lams[r].T @ blocks)
-                    Q[r] += np.einsum("nad,nbd->ab", Sp, blocks @ lam)
+        Q = [Qs[g, : st.q[g], : st.q[g]].copy() for g in range(F)]
         if nR:
             G_rest = self._rest_lambdaT(lams, self._rest_A)  # Lambda_R' A_RR
             for r, off in zip(st.rest, st.offsets):
@@ -610,19 +629,6 @@ class BlockedObjective:
             seg = A[off : off + Jr * qr].reshape(Jr, qr, -1)
             out[off : off + Jr * qr] = (lams[r].T @ seg).reshape(Jr * qr, -1)
         return out
-
-
-def _sum_by(level: np.ndarray, values: np.ndarray, J: int) -> np.ndarray:
-    """sum of values (n, ...) by level (n,) into (J, ...)."""
-    out = np.zeros((J,) + values.shape[1:])
-    np.add.at(out, level, values)
-    return out
-
-
-def _sum_rows(index: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
-    out = np.zeros((n,) + values.shape[1:])
-    np.add.at(out, index, values)
-    return out
 
 
 def factor_frames(s: GroupSummaries, templates: tuple[LambdaTemplate, ...]) -> tuple[np.ndarray, ...]:
