@@ -104,3 +104,17 @@ def test_conditional_modes_and_sds_equal_lme4(name, method):
     scale = float(np.abs(ref["condval"]).max())
     np.testing.assert_allclose(got["condval"].to_numpy(), ref["condval"], rtol=1e-4, atol=1e-4 * scale)
     np.testing.assert_allclose(got["condsd"].to_numpy(), ref["condsd"], rtol=1e-4, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["eg_growth", "eg_intercepts", "machines_nested", "penicillin", "singular_nested"])
+def test_summary_prints_lmertest_satterthwaite_df(name):
+    fit, r = _fit(name, "REML")
+    table = fit.coef_table("satterthwaite")
+    np.testing.assert_allclose(table["df"].to_numpy(), r["satterthwaite"]["df"], rtol=2e-5)
+    text = fit.summary()
+    for df in r["satterthwaite"]["df"]:
+        assert f"{df:.2f}" in text
+    if isinstance(r.get("kenward_roger"), dict) and "df" in r["kenward_roger"]:
+        kr = fit.coef_table("kenward-roger")
+        np.testing.assert_allclose(kr["df"].to_numpy(), r["kenward_roger"]["df"], rtol=2e-5)
+        np.testing.assert_allclose(kr["se"].to_numpy(), r["kenward_roger"]["se"], rtol=2e-6)

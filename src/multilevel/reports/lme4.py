@@ -69,8 +69,9 @@ def lme4_summary_multi(fit: MultiEstimates, table: pd.DataFrame, ngrps: dict[str
         lines.append(f"REML criterion at convergence: {fit.deviance:.4f}")
     else:
         lines.append(f"     AIC      BIC   logLik deviance\n{fit.aic:9.1f}{fit.bic:9.1f}{fit.loglik:9.1f}{fit.deviance:9.1f}")
-    lines += ["", "Random effects:", f" {'Groups':<14}{'Name':<14}{'Variance':>10}{'Std.Dev.':>10}  Corr"]
     vc = fit.varcorr
+    w = max(9, *(len(str(g)) + 1 for g in vc.grp))
+    lines += ["", "Random effects:", f" {'Groups':<{w}}{'Name':<14}{'Variance':>10}{'Std.Dev.':>10}  Corr"]
     last = None
     for row in vc.itertuples(index=False):
         if not pd.isna(row.var2):
@@ -79,7 +80,8 @@ def lme4_summary_multi(fit: MultiEstimates, table: pd.DataFrame, ngrps: dict[str
         last = row.grp
         corr = vc[(vc.grp == row.grp) & (vc.var2 == row.var1)]
         text = " ".join(f"{c:6.2f}" for c in corr.sdcor)
-        lines.append(f" {grp:<14}{(row.var1 or ''):<14}{row.vcov:>10.4f}{row.sdcor:>10.4f}  {text}".rstrip())
+        name = "" if pd.isna(row.var1) else row.var1
+        lines.append(f" {grp:<{w}}{name:<14}{row.vcov:>10.4f}{row.sdcor:>10.4f}  {text}".rstrip())
     groups = "; ".join(f"{name}, {n}" for name, n in ngrps.items())
     lines += [f"Number of obs: {fit.n_obs}, groups:  {groups}", "", "Fixed effects:"]
     has_df = "df" in table.columns
