@@ -24,7 +24,7 @@ from multilevel.results.multi import MultiEstimates
 NOT_YET = frozenset({
     "report", "to_html", "model_based", "robust", "vcov_robust", "hlm_df", "test", "estimate",
     "confint", "bootstrap", "reliability", "variance_components", "n_units_sufficient", "unit_ols",
-    "eb_coefficients", "residuals", "save_residuals", "homogeneity_test", "plot", "level_equations",
+    "eb_coefficients", "homogeneity_test", "plot", "level_equations",
     "mixed_equation", "at", "hlm_deviance", "hlm_n_params", "gamma_labels", "ranef_pev", "tau_correlations",
     "statistics", "inference", "diagnostics", "template", "solution", "theta_internal", "coordinates",
 })
@@ -179,6 +179,21 @@ class MultiFit:
     def ranef_table(self) -> pd.DataFrame:
         """lme4's as.data.frame(ranef(fit, condVar = TRUE))."""
         return self.estimates.ranef_table()
+
+    def residuals(self, level: int | str = 1, extra=()) -> pd.DataFrame:
+        """Residual files (`diagnostics.level_residuals`): level=1 one row per row used; a factor's
+        name, or HLM's level number for nested factors (2: the innermost, 3: the next, ...), one
+        row per level with its conditional modes and SDs."""
+        from multilevel.diagnostics.level_residuals import factor_table, level1_table, level_factor
+
+        name = level_factor(self.estimates, level)
+        return level1_table(self.estimates, extra) if name is None else factor_table(self.estimates, name)
+
+    def save_residuals(self, path, level: int | str = 1, extra=()):
+        """Write a residual file; the format follows the extension (.csv, .parquet, .sav, .dta)."""
+        from multilevel.diagnostics.residual_files import save
+
+        return save(self.residuals(level, extra), path)
 
     def effect_sizes(self) -> pd.DataFrame:
         """ICCs per factor (between levels, and within one level with the factors it is nested
