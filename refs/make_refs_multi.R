@@ -21,7 +21,7 @@
 # kept next to the numbers.
 suppressPackageStartupMessages({
   library(lme4); library(lmerTest); library(pbkrtest); library(clubSandwich); library(jsonlite)
-  library(data.table); library(mlmRev); library(nlme)
+  library(data.table); library(mlmRev); library(nlme); library(numDeriv)
 })
 invisible(Sys.setlocale("LC_COLLATE", "C"))  # factor levels in byte order, whatever the machine
 dir.create("multi/data", recursive = TRUE, showWarnings = FALSE)
@@ -34,13 +34,17 @@ CTRL_CHK_TEXT <- paste0("lmerControl(optimizer='nloptwrap', optCtrl=list(algorit
                          optCtrl = list(algorithm = "NLOPT_LN_BOBYQA", xtol_abs = 1e-14,
                                         ftol_abs = 1e-16, xtol_rel = 0, ftol_rel = 0, maxeval = 1e5))
 .ctrl_def <- lmerControl()
+# No optimization: lmer evaluates its deviance function once at `start` and builds the merMod there
+# (lme4's optimizer = NULL), so theta is exactly the polished value we pass.
+CTRL_NONE_TEXT <- "lmerControl(optimizer=NULL, calc.derivs=FALSE) with start = the polished theta"
+.ctrl_none <- lmerControl(optimizer = NULL, calc.derivs = FALSE)
 
 KR_MAX_ROWS <- 10000   # pbkrtest forms dense n x n matrices: egsingle (7230 rows) needs ~1 GB, 10 s
 RANEF_MAX_ROWS <- 6000 # as.data.frame(ranef) rows kept in full below this; above, see the case's note
 
 software <- list(R = R.version.string)
 for (p in c("lme4", "lmerTest", "pbkrtest", "clubSandwich", "nlme", "mlmRev", "Matrix", "minqa",
-            "nloptr", "jsonlite", "data.table"))
+            "nloptr", "jsonlite", "data.table", "numDeriv"))
   software[[p]] <- as.character(packageVersion(p))
 
 # ---- helpers -----------------------------------------------------------------------------------
@@ -97,6 +101,7 @@ nesting_checks <- function(data, fit, ids) {
        n_levels = levels_n, pairs = pairs)
 }
 
+`%||%` <- function(a, b) if (is.null(a)) b else a
 crit_of <- function(m, reml) if (reml) REMLcrit(m) else deviance(m)
 
 # One lmer call, built with the formula, the data and the control written in (so that update(), used
@@ -117,6 +122,88 @@ opt_info <- function(r, name, reml) {
        warnings = r$warnings, messages = r$messages,
        criterion = crit_of(m, reml), theta = I(unname(th)), fixef = I(unname(fixef(m))),
        sigma = sigma(m), elapsed_sec = r$elapsed_sec)
+}
+
+# ---- polishing ---------------------------------------------------------------------------------
+# lme4's optimizers (bobyqa, nloptwrap's BOBYQA) are derivative-free: on the flat criteria of these
+# models they stop where the criterion no longer changes in its ~14th significant digit, with
+# gradients in theta up to ~1e-3, and the fixed effects and vcov there differ from the optimum by up
+# to ~2e-6 relative. Newton steps on lme4's own deviance function (lmer(..., devFunOnly = TRUE)),
+# with numDeriv's Richardson-extrapolated gradient and Hessian (genD), take theta to the optimum.
+# Only free parameters move: a theta exactly on its zero bound stays there (a singular fit stays
+# exactly singular; for a scalar term the criterion is even in theta, so its derivative at 0 is 0).
+# lme4's deviance function carries rounding noise of ~1e-14 relative (~1e-10 on egsingle's 16337):
+# the criterion cannot tell the optimum from lme4's stopping point, the gradient can. numDeriv's
+# default first step (1e-4 relative) turns that noise into Hessian errors of order 1, so the steps
+# are h = 0.01 |theta| + 0.01 (then halved r - 1 times by Richardson): the gradient's noise floor is
+# then ~1e-8 (1e-10 / 1e-2) rather than ~1e-6.
+POLISH_MAXIT <- 6; POLISH_GTOL <- 1e-7
+POLISH_ARGS <- list(d = 0.01, eps = 0.01, zero.tol = Inf, r = 4, v = 2)
+polish_theta <- function(devfun, th0, lower, maxit = POLISH_MAXIT) {
+  t0 <- proc.time()
+  free <- !(th0 == 0 & lower == 0)
+  p <- sum(free)
+  n_eval <- 0
+  f_full <- function(t) { n_eval <<- n_eval + 1; devfun(t) }
+  derivs <- function(th) {  # gradient and Hessian of the criterion in the free thetas
+    D <- numDeriv::genD(function(x) { t <- th; t[free] <- x; f_full(t) }, th[free],
+                        method.args = POLISH_ARGS)$D
+    H <- matrix(0, p, p); u <- p
+    for (i in seq_len(p)) for (j in seq_len(i)) { u <- u + 1; H[i, j] <- D[u] }
+    H <- H + t(H); diag(H) <- diag(H) / 2
+    list(g = D[seq_len(p)], H = H)
+  }
+  # Rounding spread of the criterion: devfun at theta * (1 + k 1e-11), k = -5..5 (the criterion
+  # itself moves by < 1e-14 there); a step may raise the criterion by at most twice this.
+  spread <- function(th) { v <- sapply(-5:5, function(k) f_full(th * (1 + k * 1e-11))); max(v) - min(v) }
+  th <- th0; f <- f_full(th); f0 <- f
+  noise <- spread(th0)
+  pts <- list(); stop_reason <- sprintf("%d iterations", maxit); it <- 0
+  repeat {
+    dv <- derivs(th)
+    gmax <- max(abs(dv$g))
+    pts[[length(pts) + 1]] <- list(iteration = it, criterion = f, gradient_maxabs = gmax,
+                                   theta = I(th), gradient = I(dv$g))
+    if (gmax < POLISH_GTOL) { stop_reason <- sprintf("max|gradient| < %g", POLISH_GTOL); break }
+    if (it >= 1 && gmax > 0.5 * pts[[length(pts) - 1]]$gradient_maxabs) {
+      stop_reason <- "gradient stopped improving (rounding noise of the criterion)"; break }
+    if (it >= maxit) break
+    step <- tryCatch(-solve(dv$H, dv$g), error = function(e) NULL)
+    if (is.null(step)) { stop_reason <- "Hessian singular"; break }
+    lam <- 1; ok <- FALSE
+    for (k in 1:30) {
+      tn <- th; tn[free] <- th[free] + lam * step
+      if (all(tn[free] >= lower[free])) {
+        fn <- f_full(tn)
+        if (fn <= f + 2 * noise) { ok <- TRUE; break }
+      }
+      lam <- lam / 2
+    }
+    if (!ok) { stop_reason <- "no step (halved 30 times) keeps the criterion"; break }
+    pts[[length(pts)]]$step_halvings <- k - 1
+    th <- tn; f <- fn; it <- it + 1
+  }
+  best <- pts[[which.min(sapply(pts, function(q) q$gradient_maxabs))]]
+  list(theta = as.numeric(best$theta), criterion = best$criterion,
+       info = list(gradient_maxabs_before = pts[[1]]$gradient_maxabs,
+                   gradient_maxabs_after = best$gradient_maxabs,
+                   gradient_before = I(unname(pts[[1]]$gradient)), gradient_after = I(unname(best$gradient)),
+                   criterion_before = f0, criterion_after = best$criterion,
+                   criterion_change = best$criterion - f0,
+                   criterion_rounding_spread = noise,
+                   iterations = best$iteration, newton_steps_tried = it, stop_reason = stop_reason,
+                   theta_before = I(unname(th0)), theta_after = I(unname(as.numeric(best$theta))),
+                   free = I(unname(free)),
+                   history = lapply(pts, function(q) q[c("iteration", "criterion", "gradient_maxabs",
+                                                         intersect("step_halvings", names(q)))]),
+                   devfun_evaluations = n_eval, elapsed_sec = (proc.time() - t0)[["elapsed"]],
+                   method = paste(sprintf("Newton steps on lmer(..., devFunOnly = TRUE) in the free thetas (at most %d);", maxit),
+                                  "gradient and Hessian by numDeriv::genD (Richardson: d = 0.01, eps = 0.01,",
+                                  "zero.tol = Inf, r = 4, v = 2, i.e. first step 0.01 |theta| + 0.01);",
+                                  "a step is halved until the criterion is at most 2 criterion_rounding_spread",
+                                  sprintf("above the current one; stop at max|gradient| < %g, or when it no longer", POLISH_GTOL),
+                                  "halves; the point kept is the one with the smallest max|gradient|;",
+                                  "thetas exactly on a zero bound stay there")))
 }
 
 # ---- one fit, one method -----------------------------------------------------------------------
@@ -149,6 +236,29 @@ fit_method <- function(cs, reml) {
   fit <- cands[[chosen]]$value
   cat(sprintf("    criteria: %s; chosen %s\n", paste(sprintf("%s=%.10f", names(crits), crits),
                                                      collapse = " "), chosen))
+  # Polish the chosen fit to the optimum, then rebuild the merMod at the polished theta (lmer with
+  # optimizer = NULL evaluates the deviance function once there): every number below is at that theta.
+  devfun <- eval(bquote(lme4::lmer(.(form), data = .mdat, REML = .(reml), control = .ctrl_ref,
+                                   devFunOnly = TRUE)), globalenv())
+  th_chosen <- getME(fit, "theta")
+  if (!isTRUE(all.equal(devfun(th_chosen), crit_of(fit, reml), tolerance = 1e-13)))
+    stop(sprintf("%s %s: devfun at the chosen theta is not the chosen criterion", cs$case, meth))
+  pol <- polish_theta(devfun, unname(th_chosen), unname(getME(fit, "lower")), maxit = cs$polish_maxit %||% POLISH_MAXIT)
+  polish <- pol$info
+  if (any(pol$theta != th_chosen)) {
+    r_fin <- lmer_call(form, reml, ".ctrl_none", start = list(theta = pol$theta))
+    if (!is.null(r_fin$error)) stop(sprintf("%s %s: rebuild at the polished theta: %s", cs$case, meth, r_fin$error))
+    fit <- r_fin$value
+    if (!identical(unname(getME(fit, "theta")), pol$theta) || crit_of(fit, reml) != pol$criterion)
+      stop(sprintf("%s %s: the rebuilt fit is not at the polished theta", cs$case, meth))
+    polish$rebuilt <- list(control = CTRL_NONE_TEXT, warnings = r_fin$warnings, messages = r_fin$messages,
+                           theta_identical = TRUE, criterion_identical = TRUE)
+  } else {
+    polish$rebuilt <- "no: theta unchanged, the chosen fit is used as it is"
+  }
+  cat(sprintf("    polish: max|grad| %.2e -> %.2e, criterion %+.3e (spread %.1e), %d iterations, %.0f s (%s)\n",
+              polish$gradient_maxabs_before, polish$gradient_maxabs_after, polish$criterion_change,
+              polish$criterion_rounding_spread, polish$iterations, polish$elapsed_sec, polish$stop_reason))
 
   fe <- fixef(fit); V <- as.matrix(vcov(fit)); th <- getME(fit, "theta")
   vc <- as.data.frame(VarCorr(fit))
@@ -180,6 +290,7 @@ fit_method <- function(cs, reml) {
                      check = opt_info(r_chk, CTRL_CHK_TEXT, reml),
                      restarted = opt_info(r_pol, paste(CTRL_REF_TEXT, "started at the lower optimum's theta"), reml),
                      lme4_default = opt_info(r_def, "lmerControl() (lme4's default: nloptwrap)", reml)),
+    polish = polish,
     timings_sec = list(lmer_default_control = r_def$elapsed_sec, lmer_bobyqa_tight = r_ref$elapsed_sec,
                        lmer_nloptwrap_tight = r_chk$elapsed_sec)
   )
@@ -369,10 +480,10 @@ singular_data <- function() {
 # ---- cases -------------------------------------------------------------------------------------
 cases <- list()
 add <- function(case, formula, ex, description, notes = character(0), cr2_cluster = NULL,
-                extra = NULL)
+                extra = NULL, polish_maxit = NULL)
   cases[[case]] <<- list(case = case, formula = formula, data = ex$data, file = ex$file,
                          ids = names(ex$data)[sapply(ex$data, is.factor)], description = description,
-                         notes = notes, cr2_cluster = cr2_cluster, extra = extra)
+                         notes = notes, cr2_cluster = cr2_cluster, extra = extra, polish_maxit = polish_maxit)
 
 wanted <- commandArgs(trailingOnly = TRUE)
 want <- function(...) length(wanted) == 0 || any(c(...) %in% wanted)

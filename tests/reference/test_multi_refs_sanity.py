@@ -3,7 +3,9 @@
 References: refs/make_refs_multi.R -> refs/multi/<case>.json and refs/multi/data/*.csv[.gz]
 (layout in refs/README.md). These tests check only the files: every case has its REML and ML
 blocks, the numbers agree with each other as lme4 defines them (vcov diagonal = SE^2, varcorr =
-sigma^2 Lambda Lambda' from theta, -2 logLik = criterion, AIC/BIC), and the exported rows are the
+sigma^2 Lambda Lambda' from theta, -2 logLik = criterion, AIC/BIC), the fits are polished to the
+optimum (Newton steps on lme4's deviance function: small gradient in theta, criterion not above the
+optimizers' beyond its rounding spread, zero-bound thetas kept at 0), and the exported rows are the
 ones R fitted (row count, levels, nesting recomputed here from the CSV). The engine is tested
 against them elsewhere.
 """
@@ -28,8 +30,10 @@ METHODS = ["REML", "ML"]
 BLOCK_KEYS = {
     "method", "formula", "lme4_formula", "n_obs", "ngrps", "fixed_effects", "vcov", "varcorr", "sigma", "theta",
     "criterion", "logLik", "logLik_df", "AIC", "BIC", "isSingular", "optimizer", "timings_sec", "satterthwaite",
-    "kenward_roger", "ranef",
+    "kenward_roger", "ranef", "polish",
 }
+# optimizer$chosen -> the block of the optimizer block that holds that fit
+OPT_PART = {"bobyqa": "reference", "nloptwrap": "check", "bobyqa_restarted": "restarted"}
 
 
 @cache
@@ -179,12 +183,53 @@ def test_criterion_loglik_aic_bic(case, method):
     assert b["BIC"] == pytest.approx(-2 * b["logLik"] + math.log(r["n_obs"]) * k, rel=1e-12)
     opt = b["optimizer"]
     crits = opt["criteria"]
-    assert opt["chosen"] in crits and crits[opt["chosen"]] == pytest.approx(b[name], rel=1e-14)
-    # the chosen fit is the lowest up to the stated tie tolerance (1e-12 relative)
+    # the chosen fit (the lowest up to the stated tie tolerance, 1e-12 relative) is where polishing
+    # starts; every stored number is at the polished theta, whose criterion is b[name]
+    assert opt["chosen"] in crits and crits[opt["chosen"]] == pytest.approx(min(crits.values()), rel=1e-12)
+    assert b["polish"]["criterion_before"] == pytest.approx(crits[opt["chosen"]], rel=1e-14)
+    assert b[name] == b["polish"]["criterion_after"]
     assert b[name] <= min(crits.values()) * (1 + 1e-12)
     for part in ("reference", "check", "restarted", "lme4_default"):
         assert "control" in opt[part]
     assert b["timings_sec"]["lmer_default_control"] > 0
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("method", METHODS)
+def test_polished_to_the_optimum(case, method):
+    b = ref(case)[method]
+    pol = b["polish"]
+    theta = np.asarray(b["theta"]["values"], float)
+    lower = np.asarray([-np.inf if x is None else x for x in b["theta"]["lower"]], float)  # -Inf is null
+    before = np.asarray(pol["theta_before"], float)
+    # polishing starts at the chosen fit's theta and every stored number is at the polished theta
+    np.testing.assert_array_equal(before, b["optimizer"][OPT_PART[b["optimizer"]["chosen"]]]["theta"])
+    np.testing.assert_array_equal(theta, pol["theta_after"])
+    # only thetas exactly on a zero bound are held, and they stay exactly 0 (singular stays singular)
+    free = np.asarray(pol["free"], bool)
+    np.testing.assert_array_equal(~free, (before == 0) & (lower == 0))
+    assert np.all(theta[~free] == 0)
+    assert b["theta"]["n_at_zero_bound"] == int(np.sum(~free))
+    assert np.all(theta[free] >= lower[free])
+    assert len(pol["gradient_after"]) == len(pol["gradient_before"]) == int(np.sum(free))
+    assert pol["gradient_maxabs_after"] == pytest.approx(np.max(np.abs(pol["gradient_after"])), rel=1e-14)
+    # converged: max |d criterion / d theta| (numDeriv, Richardson) below 1e-7, or at its noise floor,
+    # rounding spread / smallest Richardson step (>= 0.01/8) <= 800 spread, where the criterion is
+    # large (chem97 1.8e-7, InstEval 4.5e-7; lme4's optimizers stop at up to 4.4e-3), and never
+    # larger than where they stopped
+    spread = pol["criterion_rounding_spread"]
+    assert pol["gradient_maxabs_after"] < max(1e-7, 800 * spread)
+    assert pol["gradient_maxabs_after"] < 5e-7
+    assert pol["gradient_maxabs_after"] <= pol["gradient_maxabs_before"]
+    # the criterion is not above the optimizers' beyond its rounding spread (lme4's deviance function
+    # is reproducible only to ~1e-14 relative; the spread is measured there), which is itself tiny
+    assert 0 <= spread < 1e-13 * abs(pol["criterion_before"])
+    assert pol["criterion_after"] <= pol["criterion_before"] + 2 * spread + 1e-14 * abs(pol["criterion_before"])
+    # (jsonlite writes 15 significant digits: the stored criteria are rounded to ~1e-15 relative)
+    assert pol["criterion_change"] == pytest.approx(pol["criterion_after"] - pol["criterion_before"],
+                                                    abs=1e-14 * abs(pol["criterion_before"]))
+    if np.any(theta != before):
+        assert pol["rebuilt"]["theta_identical"] and pol["rebuilt"]["criterion_identical"]
 
 
 @pytest.mark.parametrize("case", CASES)
