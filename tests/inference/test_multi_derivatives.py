@@ -396,7 +396,7 @@ def test_a_fit_in_shifted_coordinates_gives_the_data_coordinates_table():
     design = SimpleNamespace(coords=coords, x_names=("Intercept", "x", "w"))
     factors = tuple(FactorTerms(t.names[0].split(".")[0], f, (), ("Intercept", "x")[: t.q], t) for t, f in zip(templates, order))
     shifted_obj = BlockedObjective(s2, templates, True)
-    est = MultiEstimates.at_theta(design, s2, factors, "REML", theta, None, shifted_obj)  # type: ignore[arg-type]
+    est = MultiEstimates.in_frame(design, s2, factors, "REML", theta, None, (), shifted_obj)  # type: ignore[arg-type]
     for method in ("satterthwaite", "kenward-roger"):
         tab = multi_df(est, method=method)
         ref = plain if method == "kenward-roger" else multi_df(MultiParts(obj, theta, ("Intercept", "x", "w")))
