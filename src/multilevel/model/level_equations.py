@@ -281,13 +281,18 @@ def _check_level3_form(level3) -> None:
 
 
 def _centring_refusal(d: Derived, level: str) -> SpecificationError:
-    how = "group-mean centring (cwc)" if d.kind == "group" else "grand-mean centring (cgm)"
     var = d.variables[0]
+    if d.kind == "group":
+        what = "group-mean centring (cwc)"
+        hlm = "the mean of the unit one level up (a level-1 variable within its level-2 unit, a level-2 one within its level-3 unit)"
+        example = f"df['{var}_c'] = df['{var}'] - df.groupby(<that unit's ids>)['{var}'].transform('mean')"
+    else:
+        what = "grand-mean centring (cgm)"
+        hlm = "its mean over the units of its own level, each counted once"
+        example = f"df['{var}_c'] = df['{var}'] - df.groupby(<its level's ids>)['{var}'].first().mean()"
     return SpecificationError(
-        f"{d.source}: {how} of a {level} variable in a three-level model is not implemented yet (HLM3 centres it at "
-        f"the {'mean of its own higher-level unit' if d.kind == 'group' else 'mean over its units, each counted once'}). "
-        f"Compute the centred column first (e.g. df['{var}_c'] = df['{var}'] - df.groupby(<unit id>)['{var}'].transform('mean')) "
-        "and use it by name."
+        f"{d.source}: {what} of a {level} variable in a three-level model is not implemented yet (HLM3 centres it at "
+        f"{hlm}). Compute the centred column first ({example}) and use it by name."
     )
 
 
