@@ -73,7 +73,7 @@ def dense_units(df: pd.DataFrame, fit, st: HLM3Statistics):
 
 
 def test_structure_read_from_the_data(small):
-    _df, fit, st = small
+    _df, _fit, st = small
     s = st.structure
     assert s.coefficients == ("Intercept", "x", "z")
     assert s.predictors[0] == ("Intercept", "w2")
@@ -88,7 +88,7 @@ def test_level2_reliability_and_chi_square_against_dense_per_unit(small):
     s2 = fit.sigma2
     tau = np.diag(st.tau_pi.to_numpy())
     rel, pis, vs, units = [], [], [], []
-    for room, g in df.groupby("room"):
+    for _room, g in df.groupby("room"):
         A = np.column_stack([np.ones(len(g)), g["x"]])
         if np.linalg.matrix_rank(A) < 2:
             continue
