@@ -68,7 +68,7 @@ class ThreeLevelStructure:
     level_of: dict[str, int]
 
     @classmethod
-    def of(cls, est: MultiEstimates) -> ThreeLevelStructure:
+    def of(cls, est: MultiEstimates, frame: pd.DataFrame | None = None) -> ThreeLevelStructure:
         design = est.design
         factors = est.factors
         nested = design.nested
@@ -82,7 +82,7 @@ class ThreeLevelStructure:
         f2 = next(i for i, f in enumerate(factors) if f.name == inner)
         f3 = next(i for i, f in enumerate(factors) if f.name == outer)
         g2, g3 = design.groupings[factors[f2].grouping], design.groupings[factors[f3].grouping]
-        frame = design.centred_frame()
+        frame = design.centred_frame() if frame is None else frame
         level_of: dict[str, int] = {}
 
         def level(piece: str) -> int:
@@ -194,8 +194,13 @@ class HLM3Statistics:
 
     # ----- the data, by unit ------------------------------------------------------------------
     @cached_property
+    def frame(self) -> pd.DataFrame:
+        """The rows used with the derived columns (made once: the structure and the unit values read it)."""
+        return self.est.design.centred_frame()
+
+    @cached_property
     def structure(self) -> ThreeLevelStructure:
-        return ThreeLevelStructure.of(self.est)
+        return ThreeLevelStructure.of(self.est, self.frame)
 
     @cached_property
     def _units(self):
@@ -276,21 +281,23 @@ class HLM3Statistics:
         s = self.structure
         o = self.level2_ols
         first, k_of_j = self._units[4], self._units[6]
-        frame = self.est.design.centred_frame()
+        frame = self.frame
         used = o["used"]
         k_used = k_of_j[used]
         chis, dfs = [], []
+        order = np.argsort(k_used, kind="stable")
+        bounds = np.flatnonzero(np.diff(k_used[order])) + 1
+        groups = np.split(order, bounds) if order.size else []
         for a, p in enumerate(s.random2):
             Xq = np.column_stack([_unit_values(frame, x, first) for x in s.predictors[p]])[used]
             pi, v = o["pi_hat"][:, a], o["v"][:, a]
             chi, df = 0.0, 0
-            for k in np.unique(k_used):
-                m = k_used == k
+            for m in groups:  # the level-2 units used of one level-3 unit
                 w = 1.0 / np.sqrt(v[m])
                 D, t = Xq[m] * w[:, None], pi[m] * w
                 coef, _, rank, _ = np.linalg.lstsq(D, t, rcond=None)
                 chi += float(np.sum((t - D @ coef) ** 2))
-                df += int(m.sum()) - int(rank)
+                df += m.size - int(rank)
             chis.append(chi)
             dfs.append(df)
         chi_a, df_a = np.array(chis), np.array(dfs, dtype=float)
@@ -331,7 +338,7 @@ class HLM3Statistics:
         inv = np.linalg.inv(C[used])
         beta_hat = np.einsum("kab,kb->ka", inv, c[used])
         v = np.diagonal(inv, axis1=1, axis2=2)
-        frame = self.est.design.centred_frame()
+        frame = self.frame
         first3 = self._units[5]
         fitted = np.zeros_like(beta_hat)
         for a, (p, q) in enumerate(s.random3):
