@@ -70,3 +70,11 @@ def test_refusals(kwargs, message):
 def test_level1_group_mean_centring_refused():
     with pytest.raises(ml.SpecificationError, match=r"cwc\(x\): group-mean centring \(cwc\) of a level-1 variable"):
         ml.levels("y ~ 1 + cwc(x)", {"Intercept": "random"}, {"Intercept": {"Intercept": "random"}}, group=("c", "s"))
+
+
+def test_a_data_column_named_like_hlms_random_effects_is_a_column():
+    from multilevel.model.level_equations import parse_levels3
+
+    got = parse_levels3("y ~ 1", {"Intercept": "r1 + random"}, {"Intercept": {"Intercept": "u00 + random"}}, ("c", "s"),
+                        columns=["y", "r1", "u00", "c", "s"])
+    assert got == parse_formula("y ~ 1 + u00 + r1 + (1 | s) + (1 | c:s)")

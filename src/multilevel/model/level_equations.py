@@ -296,11 +296,13 @@ def _centring_refusal(d: Derived, level: str) -> SpecificationError:
     )
 
 
-def _equation_terms(text: str, derived: dict[str, Derived], what: str, outcome: str, level: str) -> tuple[list[str], bool]:
-    """An equation's predictor terms ('1' for its intercept) and whether it has the random marker."""
+def _equation_terms(text: str, derived: dict[str, Derived], what: str, outcome: str, level: str,
+                    known: set[str] | None = None) -> tuple[list[str], bool]:
+    """An equation's predictor terms ('1' for its intercept) and whether it has the random marker.
+    HLM's names of random effects (R0, U00) are refused unless the data (`known`) have such a column."""
     parts = [p for p in split_top_level(text.strip() or "1") if p]
     for p in parts:
-        if HLM_RANDOM_NAME.match(p.strip()) or re.match(r"^[rR][0-9]+$", p.strip()):
+        if (HLM_RANDOM_NAME.match(p.strip()) or re.match(r"^[rR][0-9]+$", p.strip())) and (known is None or p.strip() not in known):
             raise SpecificationError(
                 f"'{p.strip()}' in {what} is HLM's name of a random effect (R_p at level 2, U_pq at level 3), not a column; "
                 "write 'random' (or 'u') to make the coefficient random."
@@ -359,12 +361,13 @@ def parse_levels3(level1: str, level2: Mapping[str, str] | None, level3: Mapping
     for key, eqs in level3.items():
         eq3[_coefficient_key(key, coefs, derived)] = eqs
 
+    known = None if columns is None else {str(c) for c in columns}
     fixed: list[str] = []
     random2: list[str] = []
     random3: list[str] = []
     for coef in coefs:
         shown = "Intercept" if coef == "1" else coef
-        x_terms, r_random = _equation_terms(eq2[coef], derived, f"the level-2 equation of '{shown}'", outcome, "level-2")
+        x_terms, r_random = _equation_terms(eq2[coef], derived, f"the level-2 equation of '{shown}'", outcome, "level-2", known)
         if r_random:
             random2.append(coef)
         given = dict(eq3.get(coef, {}))
@@ -386,7 +389,7 @@ def parse_levels3(level1: str, level2: Mapping[str, str] | None, level3: Mapping
                 )
         for x in x_terms:
             where = f"the level-3 equation of '{shown}'" + ("" if x == "1" else f" / '{x}'")
-            w_terms, u_random = _equation_terms(by_term.get(x, "1"), derived, where, outcome, "level-3")
+            w_terms, u_random = _equation_terms(by_term.get(x, "1"), derived, where, outcome, "level-3", known)
             base = [f for f in (x, coef) if f != "1"]
             for w in w_terms:
                 parts = ([] if w == "1" else [w]) + base
