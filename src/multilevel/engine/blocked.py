@@ -666,7 +666,10 @@ def in_frames(s: GroupSummaries, frames: tuple[np.ndarray, ...]) -> GroupSummari
 def frame_theta(templates: tuple[LambdaTemplate, ...], frames: tuple[np.ndarray, ...], theta: np.ndarray,
                 to_internal: bool) -> np.ndarray:
     """theta in the factors' frames from lme4's (to_internal) or back: per factor, Lambda_f =
-    S_f Lambda_f' and theta from Lambda Lambda' (`LambdaTemplate.theta_from_tau`)."""
+    S_f Lambda_f' and theta from Lambda Lambda' (`LambdaTemplate.theta_from_tau`). No frames: the
+    identity."""
+    if not frames:
+        return np.asarray(theta, dtype=float)
     out, at = [], 0
     for tp, S in zip(templates, frames):
         th = np.asarray(theta[at : at + tp.size], dtype=float)

@@ -27,15 +27,30 @@ from multilevel.errors import DataError, SpecificationError
 from multilevel.interfaces.fit import Fit
 from multilevel.interfaces.multi_fit import MultiFit
 from multilevel.model.formula import parse_formula
-from multilevel.model.level_equations import parse_levels
+from multilevel.model.level_equations import parse_levels, parse_levels3
 from multilevel.model.spec import ModelSpec
 from multilevel.results.estimates import check_method, warn_if_not_converged
 from multilevel.results.multi import MultiEstimates
 
 
-def levels(level1: str, level2: Mapping[str, str] | None = None, *, group: str) -> ModelSpec:
-    """HLM-style level equations -> ModelSpec (see `multilevel.level_equations`)."""
-    return parse_levels(level1, level2, group)
+def levels(level1: str, level2: Mapping[str, str] | None = None, level3: Mapping[str, Mapping[str, str]] | None = None, *,
+           group: str | tuple[str, str]) -> ModelSpec:
+    """HLM-style level equations -> ModelSpec (see `multilevel.level_equations`). Two levels:
+    group="school"; three (HLM3): level3={...} and group=(level-2 id, level-3 id)
+    (`level_equations.THREE_LEVEL_DOC`)."""
+    return _parse_levels(level1, level2, level3, group)
+
+
+def _parse_levels(level1, level2, level3, group, columns=None) -> ModelSpec:
+    """Two levels (`parse_levels`) or, with level3 or two ids, three (`parse_levels3`)."""
+    if level3 is not None or not isinstance(group, str):
+        if level3 is None:
+            raise SpecificationError(
+                f"group={group!r} names two ids (a three-level model) but no level3 equations are given: add "
+                "level3={'Intercept': {'Intercept': 'random'}} (HLM3), or give one id for a two-level model."
+            )
+        return parse_levels3(level1, level2, level3, group, columns)
+    return parse_levels(level1, level2, group, columns)
 
 
 def prepare(spec: ModelSpec, data, level2=None, level2_missing: str = "error", weights=None, precision_weights: str | None = None):
@@ -325,7 +340,8 @@ def fit_levels(
     level1: str,
     *equations: Mapping[str, str],
     level2: Mapping[str, str] | None = None,
-    group: str,
+    level3: Mapping[str, Mapping[str, str]] | None = None,
+    group: str | tuple[str, str],
     data,
     method: str = "REML",
     level2_data=None,
@@ -350,9 +366,10 @@ def fit_levels(
     (HLM's weighting); a bare weights="w" is refused. `stream=` as in `fit` (Parquet streamed in
     row groups). cgm() of a level-2 variable in a level-2 equation centres it at its mean over the
     units (HLM's grand mean of a level-2 predictor), not over the rows (`level_equations`).
+    Three levels (HLM3): level3= and group=(level-2 id, level-3 id) (`level_equations.THREE_LEVEL_DOC`).
     """
     level2 = _level2_equations(equations, level2)
     return fit_spec(
-        parse_levels(level1, level2, group, columns=_column_names(data, level2_data)), data, method, tau, sigma2, level2_data, level2_missing, imputation, weights, stream,
+        _parse_levels(level1, level2, level3, group, _column_names(data, level2_data)), data, method, tau, sigma2, level2_data, level2_missing, imputation, weights, stream,
         sampling_weights=sampling_weights, precision_weights=precision_weights,
     )

@@ -22,7 +22,7 @@ from multilevel.results.multi import MultiEstimates
 
 #: members of the two-level Fit that a fit with several grouping factors does not offer yet
 NOT_YET = frozenset({
-    "report", "to_html", "model_based", "robust", "vcov_robust", "hlm_df", "test", "estimate",
+    "to_html", "model_based", "robust", "vcov_robust", "hlm_df", "test", "estimate",
     "confint", "bootstrap", "reliability", "variance_components", "n_units_sufficient", "unit_ols",
     "eb_coefficients", "homogeneity_test", "plot", "level_equations",
     "mixed_equation", "at", "hlm_deviance", "hlm_n_params", "gamma_labels", "ranef_pev", "tau_correlations",
@@ -222,6 +222,14 @@ class MultiFit:
             df = "satterthwaite" if nested or rest <= 1500 else None
         table = self.fixed if df is None else self.coef_table(df)
         return lme4_summary_multi(self.estimates, table, self.groups)
+
+    def report(self) -> str:
+        """HLM3's report of a model with two nested grouping factors (`reports.hlm3`); other
+        structures are refused by name."""
+        from multilevel.diagnostics.hlm3_statistics import HLM3Statistics
+        from multilevel.reports.hlm3 import hlm3_report
+
+        return hlm3_report(self.estimates, HLM3Statistics(self.estimates))
 
     def __str__(self) -> str:
         return self.summary()

@@ -1,11 +1,15 @@
-"""The model in HLM's two forms: Level-1/Level-2 equations and the single mixed equation.
+"""The model in HLM's two forms: Level-1/Level-2 equations and the single mixed equation (HLM2),
+and HLM3's Level-1/Level-2/Level-3 equations (P, B, G) and its mixed equation.
 
 Reads only the design's classification of columns (design.Coefficient) and HLM's names of the
 fixed effects (`results.labels`); computes nothing.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from multilevel.design.builder import INTERCEPT, Coefficient
+from multilevel.diagnostics.hlm3_statistics import ThreeLevelStructure
 from multilevel.results.labels import gamma_labels
 
 CENTERING_WORDS = {"group": "centred around its group mean", "grand": "centred around the grand mean"}
@@ -53,3 +57,44 @@ def mixed_equation(outcome: str, coefficients: tuple[Coefficient, ...]) -> str:
         fixed.append("*".join([g.label, *map(_w, factors)]))
     rand = [f"U{q}" if c.name == INTERCEPT else f"U{q}*{_w(c.name)}" for q, c in enumerate(coefficients) if c.random]
     return f"{outcome} = " + " + ".join(fixed + rand + ["R"])
+
+
+# ----- three levels (HLM3's P/B/G notation) ---------------------------------------------------------
+def _times(label: str, name: str) -> str:
+    return label if name == INTERCEPT else f"{label}*({_w(name)})"
+
+
+def level_equations3(outcome: str, s: ThreeLevelStructure, centring: Mapping[str, str] | None = None) -> list[str]:
+    """HLM3's level form: ['Level-1 Model', '    math = P0 + P1*(year) + E', '', 'Level-2 Model',
+    '    P0 = B00 + B01*(black) + R0', ..., 'Level-3 Model', '    B00 = G000 + G001*(lowinc) + U00', ...]."""
+    l1 = " + ".join(_times(f"P{p}", a) for p, a in enumerate(s.coefficients))
+    lines = ["Level-1 Model", f"    {outcome} = {l1} + E", "", "Level-2 Model"]
+    for p, _a in enumerate(s.coefficients):
+        parts = [_times(f"B{p}{q}", x) for q, x in enumerate(s.predictors[p]) if s.gammas_of(p, q) or s.random_at_3(p, q)]
+        if s.random_at_2(p):
+            parts.append(f"R{p}")
+        lines.append(f"    P{p} = " + (" + ".join(parts) if parts else "0"))
+    lines += ["", "Level-3 Model"]
+    for p, _a in enumerate(s.coefficients):
+        for q, _x in enumerate(s.predictors[p]):
+            parts = [_times(g.label, g.level3) for g in s.gammas_of(p, q)]
+            if s.random_at_3(p, q):
+                parts.append(f"U{p}{q}")
+            if parts:
+                lines.append(f"    B{p}{q} = " + " + ".join(parts))
+    notes = [(n, how) for n, how in (centring or {}).items()]
+    if notes:
+        lines.append("")
+        lines.extend(f"    {n} is {n[4:-1] if n[3:4] == '(' else n} {CENTERING_WORDS[how]}." for n, how in notes)
+    return lines
+
+
+def mixed_equation3(outcome: str, s: ThreeLevelStructure, z2_names: tuple[str, ...], z3_names: tuple[str, ...]) -> str:
+    """HLM3's mixed form: 'math = G000 + G001*lowinc + G010*black + ... + R0 + R1*year + U00 + U10*year + E'."""
+    fixed = []
+    for g in s.gammas:
+        factors = [f for f in (g.level3, g.level2, g.coefficient) if f != INTERCEPT]
+        fixed.append("*".join([g.label, *map(_w, factors)]))
+    rand = [f"R{p}" if n == INTERCEPT else f"R{p}*{_w(n)}" for p, n in zip(s.random2, z2_names)]
+    rand += [f"U{p}{q}" if n == INTERCEPT else f"U{p}{q}*{_w(n)}" for (p, q), n in zip(s.random3, z3_names)]
+    return f"{outcome} = " + " + ".join(fixed + rand + ["E"])

@@ -1,0 +1,239 @@
+"""HLM3's report (the layout of HLM's HLM3 output file) for a model with two nested grouping
+factors, from the fit's core record (`results.multi.MultiEstimates`) and its HLM3 statistics
+(`diagnostics.hlm3_statistics.HLM3Statistics`). Formatting only: every number is given.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from multilevel.diagnostics.hlm3_statistics import INTERCEPT, HLM3Statistics, ThreeLevelStructure
+from multilevel.reports.equations import level_equations3, mixed_equation3
+from multilevel.results.multi import MultiEstimates
+
+RULE = " " + "-" * 76
+
+
+def _name1(a: str) -> str:
+    return "INTRCPT1" if a == INTERCEPT else a
+
+
+def _name2(x: str) -> str:
+    return "INTRCPT2" if x == INTERCEPT else x
+
+
+def _name3(w: str) -> str:
+    return "INTRCPT3" if w == INTERCEPT else w
+
+
+def p_label(s: ThreeLevelStructure, p: int, letter: str = "P") -> str:
+    """'INTRCPT1, P0' / 'year slope, P1' (R instead of P for the level-2 random effect)."""
+    a = s.coefficients[p]
+    return f"INTRCPT1, {letter}{p}" if a == INTERCEPT else f"{a} slope, {letter}{p}"
+
+
+def b_label(s: ThreeLevelStructure, p: int, q: int, letter: str = "B") -> str:
+    """HLM3's 'INTRCPT1/INTRCPT2, B00', 'year/black, B11' (U instead of B for the random effect)."""
+    return f"{_name1(s.coefficients[p])}/{_name2(s.predictors[p][q])}, {letter}{p}{q}"
+
+
+def _matrix(title: str, mat: np.ndarray, labels: list[str], fmt: str) -> list[str]:
+    lines = [f" {title}"]
+    for lab, row in zip(labels, mat):
+        lines.append(f" {lab:>24}" + "".join(format(v, fmt) for v in row))
+    lines.append("")
+    return lines
+
+
+def _correlations(T: pd.DataFrame) -> np.ndarray:
+    t = T.to_numpy()
+    sd = np.sqrt(np.maximum(np.diag(t), 0.0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return t / np.outer(sd, sd)
+
+
+def _specifications(est: MultiEstimates, st: HLM3Statistics) -> list[str]:
+    s = st.structure
+    method = "restricted maximum likelihood" if est.reml else "full maximum likelihood"
+    lines = [
+        " Specifications for this HLM3 run",
+        "",
+        f"  Model (lme4 form)              = {est.design.spec.to_formula()}",
+        f"  Number of level-1 units        = {est.n_obs}",
+        f"  Number of level-2 units        = {st.n_level2}   ({s.level2})",
+        f"  Number of level-3 units        = {st.n_level3}   ({s.level3})",
+        f"  Method of estimation: {method}",
+    ]
+    if est.reml:
+        lines += [
+            "  (HLM3 fits by full maximum likelihood only: this REML fit's numbers are not HLM3's; its deviance",
+            "   below is the REML criterion and its parameter count the covariance components only.",
+            "   fit.refit('ML').report() gives HLM3's.)",
+        ]
+    opt = est.optimizer
+    if opt is not None:
+        lines.append(f"  Optimizer: {opt.method}, {opt.n_evaluations} evaluations of the deviance")
+    lines += ["  " + line for line in str(est.design.data_report).splitlines()]
+    lines += ["", f"  The outcome variable is  {est.design.spec.outcome}", ""]
+    return lines
+
+
+def _fixed_spec(est: MultiEstimates, st: HLM3Statistics) -> list[str]:
+    s = st.structure
+    lines = [
+        "  The model specified for the fixed effects was:",
+        " ----------------------------------------------------",
+        "",
+        "   Level-1                Level-2           Level-3",
+        "   Coefficients           Predictors        Predictors",
+        " ---------------------  ---------------   ----------------",
+    ]
+    marked = False
+    for p in range(len(s.coefficients)):
+        first_p = True
+        for q in range(len(s.predictors[p])):
+            gs = s.gammas_of(p, q)
+            if not gs and not s.random_at_3(p, q):
+                continue
+            first_q = True
+            for g in gs or (None,):
+                m1 = "#" if first_p and not s.random_at_2(p) else " "
+                m2 = "#" if first_q and not s.random_at_3(p, q) else " "
+                marked = marked or m1 == "#" or m2 == "#"
+                left = f"{m1}{p_label(s, p):>21}" if first_p else " " * 22
+                mid = f"{m2}{_name2(s.predictors[p][q]) + f', B{p}{q}':>16}" if first_q else " " * 17
+                right = f"{_name3(g.level3)}, {g.label}" if g is not None else "(no fixed effect)"
+                lines.append(f"{left}  {mid}   {right}")
+                first_p = first_q = False
+    if marked:
+        lines += ["", " '#' - The residual parameter variance for the parameter has been set to zero"]
+    lines += ["", " Summary of the model specified (in equation format)", " ---------------------------------------------------", ""]
+    centring = dict(est.design.spec.centering)
+    lines += level_equations3(est.design.spec.outcome, s, centring)
+    f2, f3 = est.factors[s.f2], est.factors[s.f3]
+    lines += ["", "Mixed Model", f"    {mixed_equation3(est.design.spec.outcome, s, f2.z_names, f3.z_names)}", ""]
+    return lines
+
+
+def _convergence(est: MultiEstimates) -> list[str]:
+    opt = est.optimizer
+    if opt is None:
+        return [" Evaluated at given variance components (no estimation).", ""]
+    state = "converged" if opt.converged else "did NOT converge"
+    lines = [f" Estimation {state}: {opt.message} ({opt.n_evaluations} evaluations)"]
+    if est.singular:
+        lines.append(" WARNING: the fit is singular (a variance estimated as zero or a correlation as +/-1).")
+    lines.append("")
+    return lines
+
+
+def _reliabilities(title: str, labels: list[str], values: np.ndarray, used: int, total: int, units: str) -> list[str]:
+    lines = [
+        " ----------------------------------------------------",
+        f"  {title:<29}Reliability estimate",
+        " ----------------------------------------------------",
+    ]
+    lines += [f"  {lab:<36}{r:>7.3f}" for lab, r in zip(labels, values)]
+    lines.append(" ----------------------------------------------------")
+    if used < total:
+        lines.append(f" Note: The reliability estimates reported above are based on only {used} of {total} {units}")
+        lines.append(" that had sufficient data for computation.")
+    lines.append("")
+    return lines
+
+
+def _fixed_table(est: MultiEstimates, st: HLM3Statistics, robust: bool) -> list[str]:
+    s = st.structure
+    table = st.fixed_table(robust).to_numpy()
+    lines = [
+        f" The outcome variable is  {est.design.spec.outcome}",
+        "",
+        " Final estimation of fixed effects" + (":" if not robust else ""),
+    ]
+    if robust:
+        lines.append(" (with robust standard errors, clustered at level 3)")
+    lines += [
+        RULE,
+        "                                        Standard             Approx.",
+        "    Fixed Effect         Coefficient    Error      T-ratio   d.f.     P-value",
+        RULE,
+    ]
+    for p in range(len(s.coefficients)):
+        gp = [g for g in s.gammas if g.p == p]
+        if not gp:
+            continue
+        lines.append(f" For {p_label(s, p):>22}")
+        for q in range(len(s.predictors[p])):
+            gs = s.gammas_of(p, q)
+            if not gs:
+                continue
+            lines.append(f"    For {_name2(s.predictors[p][q]) + f', B{p}{q}':>18}")
+            for g in gs:
+                est_, se, t, df, pv = table[g.column]
+                lines.append(f"    {_name3(g.level3) + ', ' + g.label:>20}{est_:>14.6f}{se:>11.6f}{t:>10.3f}{df:>8.0f}{pv:>9.3f}")
+    lines += [RULE, ""]
+    return lines
+
+
+def _components(title: str, labels: list[str], T: pd.DataFrame, chi: pd.DataFrame, extra: list[str], note: str) -> list[str]:
+    lines = [
+        f" {title}",
+        RULE,
+        " Random Effect                 Standard     Variance     df    Chi-square  P-value",
+        "                               Deviation    Component",
+        RULE,
+    ]
+    var = np.diag(T.to_numpy())
+    for lab, v, (c, df, pv) in zip(labels, var, chi[["chisq", "df", "p"]].to_numpy()):
+        lines.append(f" {lab:<28}{np.sqrt(max(v, 0.0)):>11.5f}{v:>13.5f}{df:>7.0f}{c:>13.5f}{pv:>9.3f}")
+    lines += extra
+    lines.append(RULE)
+    if note:
+        lines.append(note)
+    lines.append("")
+    return lines
+
+
+def hlm3_report(est: MultiEstimates, st: HLM3Statistics) -> str:
+    """The report HLM3 prints for a three-level run, section by section."""
+    s = st.structure
+    r_labels = [p_label(s, p) for p in s.random2]
+    b_labels = [b_label(s, p, q) for p, q in s.random3]
+    lines = _specifications(est, st) + _fixed_spec(est, st) + _convergence(est)
+    lines += [f" sigma^2 = {est.sigma2:>12.5f}", ""]
+    lines += _matrix("tau(pi)", st.tau_pi.to_numpy(), [lab.replace(", ", ",") for lab in r_labels], ">12.5f")
+    lines += _matrix("tau(pi) (as correlations)", _correlations(st.tau_pi), [lab.replace(", ", ",") for lab in r_labels], ">8.3f")
+    lines += _reliabilities("Random level-1 coefficient", r_labels, st.reliability2.to_numpy(), st.n_level2_sufficient,
+                            st.n_level2, "level-2 units")
+    lines += _matrix("tau(beta)", st.tau_beta.to_numpy(), [lab.replace(", ", ",") for lab in b_labels], ">12.5f")
+    lines += _matrix("tau(beta) (as correlations)", _correlations(st.tau_beta), [lab.replace(", ", ",") for lab in b_labels], ">8.3f")
+    lines += _reliabilities("Random level-2 coefficient", b_labels, st.reliability3.to_numpy(), st.n_level3_sufficient,
+                            st.n_level3, "level-3 units")
+    lines += [f" The value of the log-likelihood function = {-0.5 * st.deviance:.6E}", ""]
+    lines += _fixed_table(est, st, robust=False)
+    lines += _fixed_table(est, st, robust=True)
+    n2, j2 = st.n_level2_sufficient, st.n_level2
+    note2 = (f" Note: The chi-square statistics reported above are based on only {n2} of {j2} level-2 units that had\n"
+             " sufficient data for computation. Fixed effects and variance components are based on all the data.") if n2 < j2 else ""
+    lines += _components(
+        "Final estimation of level-1 and level-2 variance components:", [p_label(s, p, "R") for p in s.random2],
+        st.tau_pi, st.chi_square2, [f" {'level-1, E':<28}{np.sqrt(est.sigma2):>11.5f}{est.sigma2:>13.5f}"], note2,
+    )
+    n3, k3 = st.n_level3_sufficient, st.n_level3
+    note3 = (f" Note: The chi-square statistics reported above are based on only {n3} of {k3} level-3 units that had\n"
+             " sufficient data for computation. Fixed effects and variance components are based on all the data.") if n3 < k3 else ""
+    lines += _components(
+        "Final estimation of level-3 variance components:", [b_label(s, p, q, "U") for p, q in s.random3],
+        st.tau_beta, st.chi_square3, [], note3,
+    )
+    crit = "REML criterion (lme4 REMLcrit)" if est.reml else "-2 log-likelihood (lme4 deviance)"
+    lines += [
+        " Statistics for current covariance components model",
+        " --------------------------------------------------",
+        f" Deviance                       = {st.deviance:.6f}",
+        f" Number of estimated parameters = {st.n_params}",
+        "",
+        f" The deviance is the {crit}.",
+        f" lme4: logLik = {est.loglik:.4f} (df = {est.n_params}), AIC = {est.aic:.4f}, BIC = {est.bic:.4f}",
+    ]
+    return "\n".join(lines) + "\n"
