@@ -202,13 +202,16 @@ def moment_start(s: GroupSummaries, template: LambdaTemplate) -> np.ndarray:
     except np.linalg.LinAlgError:
         gamma = np.zeros(s.p)
     # units whose Z_j has full rank (a determinant well away from 0 relative to its diagonal)
-    ok = (n > q) & (np.linalg.det(ZtZ) > 1e-10 * np.diagonal(ZtZ, axis1=1, axis2=2).prod(axis=1))
+    det, inv = _det_inv(ZtZ)
+    ok = (n > q) & (det > 1e-10 * np.diagonal(ZtZ, axis1=1, axis2=2).prod(axis=1))
     n_ok = int(ok.sum())
     if n_ok < q + 2:
         return template.start()
     if n_ok < ok.size:  # (every unit, the usual case: the arrays as they are, no copies)
         ZtZ, Zty, ZtX, yty, n = ZtZ[ok], Zty[ok], ZtX[ok], yty[ok], n[ok]
-    inv = np.linalg.inv(ZtZ)
+        inv = None if inv is None else inv[ok]
+    if inv is None:
+        inv = np.linalg.inv(ZtZ)
     b = (inv @ Zty[:, :, None])[:, :, 0]
     rss = yty - np.einsum("ja,ja->j", Zty, b)
     b = b - (inv @ (ZtX @ gamma)[:, :, None])[:, :, 0]  # the coefficients of y - X gamma_OLS
@@ -231,3 +234,27 @@ def moment_start(s: GroupSummaries, template: LambdaTemplate) -> np.ndarray:
         return template.theta_from_tau(T, sigma2)
     except ValueError:
         return template.start()
+
+
+def _det_inv(M: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The determinants and inverses of the q x q matrices M[j]: for q <= 2 in closed form
+    (det = ad - bc, inverse [[d, -b], [-c, a]] / det; numpy's batched det and inv cost ~75 us for
+    200 units of a 2 x 2, most of a small fit's start; a singular M[j] gets infinities or nans,
+    the caller keeps only units of full rank), else numpy's det and no inverse (None: numpy's
+    inv of the units kept, by the caller)."""
+    q = M.shape[1]
+    if q > 2:
+        return np.linalg.det(M), None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if q == 1:
+            det = M[:, 0, 0].copy()
+            return det, (1.0 / det)[:, None, None]
+        a, b, c, d = M[:, 0, 0], M[:, 0, 1], M[:, 1, 0], M[:, 1, 1]
+        det = a * d - b * c
+        r = 1.0 / det
+        inv = np.empty(M.shape)
+        inv[:, 0, 0] = d * r
+        inv[:, 0, 1] = -b * r
+        inv[:, 1, 0] = -c * r
+        inv[:, 1, 1] = a * r
+        return det, inv
