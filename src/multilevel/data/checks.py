@@ -513,6 +513,9 @@ def check_values(
         return values
 
     for v in variables:
+        dt = column(v).dtype
+        if v not in groups and isinstance(dt, np.dtype) and dt.kind in "iuf" and dt != np.float16:
+            continue  # numpy numbers: single values of a number kind, plain already (no pandas type tests)
         if v not in groups:
             check_single_values(column(v), v, "The outcome" if v == outcome else "The variable")
             _check_kind(column(v), v, v == outcome)
@@ -553,6 +556,16 @@ def check_values(
         if facts is None:
             _all_missing(v, n_missing, len(col))
         if v in groups:
+            continue
+        dt = col.dtype
+        if isinstance(dt, np.dtype) and dt.kind in "iuf":
+            # numpy numbers: no text to judge (`_numeric_looking_text` finds none), only infinities
+            if n_infinite:
+                rows = np.flatnonzero(np.isinf(col.to_numpy(dtype=float, na_value=np.nan))).tolist()
+                if facts is None:
+                    _infinite(v, rows)
+                else:
+                    facts.infinite[v] = rows
             continue
         distinct = None
         if not pd.api.types.is_numeric_dtype(col) and not isinstance(col.dtype, pd.CategoricalDtype):
