@@ -239,27 +239,15 @@ def moment_start(s: GroupSummaries, template: LambdaTemplate) -> np.ndarray:
 
 
 def _det_inv(M: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """The determinants and inverses of the q x q matrices M[j]: for q <= 2 in closed form
-    (det = ad - bc, inverse [[d, -b], [-c, a]] / det; numpy's batched det and inv cost ~75 us for
-    200 units of a 2 x 2, most of a small fit's start; a singular M[j] gets infinities or nans,
-    the caller keeps only units of full rank), else numpy's det and no inverse (None: numpy's
-    inv of the units kept, by the caller)."""
-    q = M.shape[1]
-    if q > 2:
+    """The determinants of the q x q matrices M[j], and for q = 1 their inverses 1 / M[j] (a
+    singular one: inf, the caller keeps only units of full rank); numpy's batched det and inv of
+    1 x 1 matrices cost tens of microseconds for nothing. For q > 2 numpy's det and no inverse
+    (None: numpy's inv of the units kept, by the caller). (q = 2: `_moment_start_2`.)"""
+    if M.shape[1] > 1:
         return np.linalg.det(M), None
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if q == 1:
-            det = M[:, 0, 0].copy()
-            return det, (1.0 / det)[:, None, None]
-        a, b, c, d = M[:, 0, 0], M[:, 0, 1], M[:, 1, 0], M[:, 1, 1]
-        det = a * d - b * c
-        r = 1.0 / det
-        inv = np.empty(M.shape)
-        inv[:, 0, 0] = d * r
-        inv[:, 0, 1] = -b * r
-        inv[:, 1, 0] = -c * r
-        inv[:, 1, 1] = a * r
-        return det, inv
+    det = M[:, 0, 0].copy()
+    with np.errstate(divide="ignore"):
+        return det, (1.0 / det)[:, None, None]
 
 
 def _moment_start_2(template: LambdaTemplate, ZtZ: np.ndarray, Zty: np.ndarray, ZtX: np.ndarray, yty: np.ndarray,
