@@ -492,8 +492,10 @@ def _offset(spec: ModelSpec, data: pd.DataFrame, codes: np.ndarray) -> np.ndarra
 def _varies(values: pd.Series, codes: np.ndarray, n_groups: int) -> bool:
     """Whether `values` differs within some unit (numbers: beyond rounding, 1e-12 relative); for a
     level-1 variable this stops after a few rows (`rowpass.varies`)."""
-    # (the rows used have no missing values)
-    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+    # (the rows used have no missing values; numpy numbers told by their kind, no pandas type tests)
+    dt = values.dtype
+    if (isinstance(dt, np.dtype) and dt.kind in "iuf") or (
+            pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)):
         return _array_varies(values.to_numpy(dtype=float), codes, n_groups, 1e-12)
     # other values (text, categories, booleans): their codes (missing a value of its own) compared exactly
     value_codes = pd.factorize(values, use_na_sentinel=False)[0]
@@ -1045,6 +1047,8 @@ def _numeric_columns(rhs: str, frame: pd.DataFrame, column=None, derived: dict |
         if v not in frame.columns:
             return None
         dt = column(v).dtype
+        if isinstance(dt, np.dtype) and dt.kind in "iuf":
+            continue  # numpy numbers (no pandas type tests)
         if not pd.api.types.is_numeric_dtype(dt) or pd.api.types.is_bool_dtype(dt):
             return None
     return _numeric_structure(rhs, tuple(variables))

@@ -201,14 +201,19 @@ def moment_start(s: GroupSummaries, template: LambdaTemplate) -> np.ndarray:
         gamma = np.linalg.solve(s.XtX_total, s.Xty_total)
     except np.linalg.LinAlgError:
         gamma = np.zeros(s.p)
+    if q == 2:
+        return _moment_start_2(template, ZtZ, Zty, ZtX, yty, n, gamma)
     # units whose Z_j has full rank (a determinant well away from 0 relative to its diagonal)
-    ok = (n > q) & (np.linalg.det(ZtZ) > 1e-10 * np.diagonal(ZtZ, axis1=1, axis2=2).prod(axis=1))
+    det, inv = _det_inv(ZtZ)
+    ok = (n > q) & (det > 1e-10 * np.diagonal(ZtZ, axis1=1, axis2=2).prod(axis=1))
     n_ok = int(ok.sum())
     if n_ok < q + 2:
         return template.start()
     if n_ok < ok.size:  # (every unit, the usual case: the arrays as they are, no copies)
         ZtZ, Zty, ZtX, yty, n = ZtZ[ok], Zty[ok], ZtX[ok], yty[ok], n[ok]
-    inv = np.linalg.inv(ZtZ)
+        inv = None if inv is None else inv[ok]
+    if inv is None:
+        inv = np.linalg.inv(ZtZ)
     b = (inv @ Zty[:, :, None])[:, :, 0]
     rss = yty - np.einsum("ja,ja->j", Zty, b)
     b = b - (inv @ (ZtX @ gamma)[:, :, None])[:, :, 0]  # the coefficients of y - X gamma_OLS
@@ -231,3 +236,59 @@ def moment_start(s: GroupSummaries, template: LambdaTemplate) -> np.ndarray:
         return template.theta_from_tau(T, sigma2)
     except ValueError:
         return template.start()
+
+
+def _det_inv(M: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The determinants of the q x q matrices M[j], and for q = 1 their inverses 1 / M[j] (a
+    singular one: inf, the caller keeps only units of full rank); numpy's batched det and inv of
+    1 x 1 matrices cost tens of microseconds for nothing. For q > 2 numpy's det and no inverse
+    (None: numpy's inv of the units kept, by the caller). (q = 2: `_moment_start_2`.)"""
+    if M.shape[1] > 1:
+        return np.linalg.det(M), None
+    det = M[:, 0, 0].copy()
+    with np.errstate(divide="ignore"):
+        return det, (1.0 / det)[:, None, None]
+
+
+def _moment_start_2(template: LambdaTemplate, ZtZ: np.ndarray, Zty: np.ndarray, ZtX: np.ndarray, yty: np.ndarray,
+                    n: np.ndarray, gamma: np.ndarray) -> np.ndarray:
+    """`moment_start` for q = 2 (a random intercept and slope, the usual model), the same formulas
+    written out over the units' elements (the inverse of Z_j'Z_j = [[a, b], [c, d]] is
+    [[d, -b], [-c, a]] / det) and theta as the Cholesky factor of T / sigma2 in closed form: the
+    batched 2 x 2 linear algebra of the general path costs ~0.1 ms of a 0.3 ms fit of 200 units."""
+    a, b, c, d = ZtZ[:, 0, 0], ZtZ[:, 0, 1], ZtZ[:, 1, 0], ZtZ[:, 1, 1]
+    ad = a * d
+    det = ad - b * c
+    ok = (n > 2) & (det > 1e-10 * ad)
+    n_ok = int(np.count_nonzero(ok))
+    if n_ok < 4:
+        return template.start()
+    y0, y1 = Zty[:, 0], Zty[:, 1]
+    e = ZtX @ gamma
+    if n_ok < ok.size:
+        a, b, c, d, det, y0, y1, yty, n, e = a[ok], b[ok], c[ok], d[ok], det[ok], y0[ok], y1[ok], yty[ok], n[ok], e[ok]
+    r = 1.0 / det
+    i00, i01, i10, i11 = d * r, -b * r, -c * r, a * r
+    rss = yty - (y0 * (i00 * y0 + i01 * y1) + y1 * (i10 * y0 + i11 * y1))
+    u0, u1 = y0 - e[:, 0], y1 - e[:, 1]  # the coefficients of y - X gamma_OLS
+    b0, b1 = i00 * u0 + i01 * u1, i10 * u0 + i11 * u1
+    sigma2 = float(rss.sum()) / (float(n.sum()) - 2 * n_ok)
+    if not sigma2 > 0:
+        return template.start()
+    x0, x1 = b0 - float(b0.sum()) / n_ok, b1 - float(b1.sum()) / n_ok
+    k = 1.0 / (n_ok - 1)
+    t00 = float(x0 @ x0) * k - sigma2 * float(i00.sum()) / n_ok
+    t11 = float(x1 @ x1) * k - sigma2 * float(i11.sum()) / n_ok
+    t10 = float(x0 @ x1) * k - sigma2 * 0.5 * (float(i01.sum()) + float(i10.sum())) / n_ok
+    w, V = np.linalg.eigh(np.array([[t00, t10], [t10, t11]]))
+    T = (V * np.maximum(w, 0.05 * max(float(w.max()), 1e-8))) @ V.T
+    correlated = (1, 0) in zip(template.rows, template.cols)
+    t00, t11 = float(T[0, 0]) / sigma2, float(T[1, 1]) / sigma2
+    t10 = float(T[1, 0]) / sigma2 if correlated else 0.0  # uncorrelated terms stay uncorrelated
+    if not (t00 > 0 and t11 > 0 and math.isfinite(t00 + t11 + t10)):
+        return template.start()
+    l00 = math.sqrt(t00)
+    l10 = t10 / l00
+    l11 = math.sqrt(max(t11 - l10 * l10, 0.0))
+    L = ((l00, 0.0), (l10, l11))
+    return np.array([L[i][j] for i, j in zip(template.rows, template.cols)])

@@ -124,14 +124,17 @@ def check_optimum(fun, theta: np.ndarray, lower: np.ndarray) -> Check:
     H = _fd_hessian(fun, theta, g, idx)
     if not np.isfinite(H).all():
         return Check(False, "the Hessian is not finite at the point reached", np.nan, np.nan, gnorm)
-    w = np.linalg.eigvalsh(H)
+    # one eigendecomposition for the curvature test, the positive Hessian and the decrement (Hp's
+    # eigenvalues are >= 1e-8 of the largest: none below lstsq's cutoff, so Hp^-1 gi is V w+^-1 V' gi)
+    w, V = np.linalg.eigh(H)
     wmin = float(w[0])
     if wmin < -1e-6 * max(1.0, float(np.abs(w).max())):
         return Check(False, f"the Hessian is not positive semidefinite (smallest eigenvalue {wmin:.3g}): a saddle point",
                      wmin, np.nan, gnorm)
     gi = np.where(at_bound[idx], 0.0, g[idx])  # on the bound with zero gradient: curvature only
-    Hp = _positive(H)  # (made once: the decrement's and the record's)
-    decrease = 0.5 * float(gi @ np.linalg.lstsq(Hp, gi, rcond=None)[0])
+    Hp, wp = _positive(H, (w, V))  # (made once: the decrement's and the record's)
+    Vg = V.T @ gi
+    decrease = 0.5 * float(Vg @ (Vg / wp))
     if not decrease <= max(DECREASE_TOL, 1e-14 * scale):
         return Check(False, f"a Newton step would still lower the deviance by {decrease:.3g} (max |gradient| {gnorm:.3g})",
                      wmin, decrease, gnorm)
@@ -422,7 +425,12 @@ def _newton_finish(fun, theta: np.ndarray, lower: np.ndarray, check: Check, step
     d0, g0 = fun(theta)
     pos = np.searchsorted(check.hessian_idx, idx)  # both sorted: idx is a subset
     sub = check.hessian[np.ix_(pos, pos)]
-    first = np.linalg.lstsq(sub, g0[idx], rcond=None)[0]
+    # (sub is a principal submatrix of the check's positive definite Hessian: a solve, ~3x cheaper
+    # than lstsq on a small matrix; only compared with POLISH_STEP)
+    try:
+        first = np.linalg.solve(sub, g0[idx])
+    except np.linalg.LinAlgError:
+        first = np.linalg.lstsq(sub, g0[idx], rcond=None)[0]
     if not np.any(np.abs(first) > POLISH_STEP * (np.abs(theta[idx]) + 1e-3)):
         return theta  # pinned down already
     for _ in range(steps):
@@ -478,11 +486,13 @@ def _fd_hessian(fun, x: np.ndarray, g: np.ndarray, idx: np.ndarray | None = None
     return 0.5 * (H + H.T)
 
 
-def _positive(H: np.ndarray) -> np.ndarray:
-    """H with its eigenvalues raised to a small positive floor (a descent direction always)."""
-    w, V = np.linalg.eigh(H)
+def _positive(H: np.ndarray, eig: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """H with its eigenvalues raised to a small positive floor (a descent direction always), and
+    those eigenvalues (in the order of `eig`, H's eigendecomposition (w, V) when already made)."""
+    w, V = np.linalg.eigh(H) if eig is None else eig
     floor = 1e-8 * max(1.0, float(np.abs(w).max()))
-    return (V * np.maximum(np.abs(w), floor)) @ V.T
+    wp = np.maximum(np.abs(w), floor)
+    return (V * wp) @ V.T, wp
 
 
 def _minimize(fun, start: np.ndarray, lower: np.ndarray, max_iter: int = 500):
@@ -498,7 +508,7 @@ def _minimize(fun, start: np.ndarray, lower: np.ndarray, max_iter: int = 500):
     f, g = fun(x)
     if not np.isfinite(f):
         return SimpleNamespace(x=x, nit=0, success=False, status=2, message="the deviance is not finite at the start")
-    B = _positive(_fd_hessian(fun, x, g))
+    B = _positive(_fd_hessian(fun, x, g))[0]
     status, message, it = 1, "iteration limit reached", 0
     while it < max_iter:
         it += 1

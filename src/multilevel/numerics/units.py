@@ -385,24 +385,35 @@ LOOPS = Loops(globals(), ("factor_unit", "add_cross", "solve_units", "deviance_t
 SPECIALISE_UNITS = 20_000
 
 _SIZED: dict[tuple[str, int, int], bool] = {}  # (loop, q, p) -> its sized loop is in the cache (this process)
+_SIZES: dict[tuple[int, int], tuple[tuple[int, ...], tuple[int, ...]]] = {}  # (q, p) -> the sizes as tuples
+
+
+def _sized_numpy(name: str) -> Any:
+    """The numpy version of `name` with the sized loop's arguments (sizes as tuple lengths)."""
+    numpy_version = NUMPY[name]
+    return lambda first, qs, ps, *rest: numpy_version(first, len(qs), len(ps), *rest)
+
+
+_SIZED_NUMPY = {name: _sized_numpy(name) for name in NUMPY}
 
 
 def call(name: str, units: int, first: Any, q: int, p: int, *rest: Any) -> Any:
     """name(first, q, p, *rest) (solve_units, deviance_gradient), for `units` units: compiled or in
     numpy (`compile.run`, the work estimated from the units and sizes); compiled, from
     SPECIALISE_UNITS units on the loop compiled for (q, p) (`*_sized`, the sizes as tuple lengths)."""
-    numpy_version = NUMPY[name]
     seconds = EVAL_SECONDS + EVAL_SECONDS_PER_UNIT_ELEMENT * units * (q + p + 1) ** 2
+    sizes = _SIZES.get((q, p))
+    if sizes is None:
+        sizes = _SIZES[(q, p)] = ((0,) * q, (0,) * p)
     if units < SPECIALISE_UNITS:
         # the sized loop once it is in the cache (asked once per process and shape: the arguments
         # of a shape are always of the same types, the summaries' contiguous float arrays)
         sized = _SIZED.get((name, q, p))
         if sized is None:
-            sized = _SIZED[(name, q, p)] = ready(LOOPS, f"{name}_sized", (first, (0,) * q, (0,) * p, *rest))
+            sized = _SIZED[(name, q, p)] = ready(LOOPS, f"{name}_sized", (first, *sizes, *rest))
         if not sized:
-            return run(LOOPS, name, (first, q, p, *rest), numpy_version, seconds)
-    return run(LOOPS, f"{name}_sized", (first, (0,) * q, (0,) * p, *rest),
-               lambda first, qs, ps, *rest: numpy_version(first, len(qs), len(ps), *rest), seconds)
+            return run(LOOPS, name, (first, q, p, *rest), NUMPY[name], seconds)
+    return run(LOOPS, f"{name}_sized", (first, *sizes, *rest), _SIZED_NUMPY[name], seconds)
 
 
 def formula(name: str) -> Any:
