@@ -274,3 +274,13 @@ def test_a_total_of_no_chunk_is_refused_not_made_up():
 
     with pytest.raises(MultilevelError, match="changed between the two passes"):
         blocked_design(None, None, BlockedTotal())  # type: ignore[arg-type]
+
+
+def test_a_factor_that_is_also_a_text_predictor(tmp_path, small_batches):
+    frame = growth()
+    frame["kind"] = np.where(frame["child"] % 3 == 0, "even", np.where(frame["child"] % 3 == 1, "odd", "other"))
+    memory, parquet, dask = three_ways("y ~ year + kind + (1 | school) + (1 | school:kind)", frame, tmp_path)
+    assert memory.design.groupings[1].labels[:3] == ("0:even", "0:odd", "0:other") and memory.converged
+    assert_same_fit(memory, parquet)
+    assert_same_fit(memory, dask)
+    assert parquet.summary() == memory.summary() == dask.summary()

@@ -686,7 +686,8 @@ def plan_of(spec: ModelSpec, source: Source, stats: Pass1, variables: list[str],
         if d.kind in ("group", "grand"):
             centring[d.name] = centring_state(d, stats.sums[d.name].reindex(ids).to_numpy(dtype=float), counts)
     levels = {v: sorted(lv) for v, lv in stats.levels.items() if v != spec.outcome}
-    plan = Plan(spec, variables, group, ids, centring, levels, gaps=any(stats.facts.missing.values()))
+    plan = Plan(spec, variables, group, ids, centring, levels, gaps=any(stats.facts.missing.values()),
+                factors=factors if several(spec) else [])
     import formulaic  # here, not at import: an in-memory fit of numeric columns does not need it
 
     # one formulaic spec for every chunk: made on a frame holding every level of each text variable
@@ -708,7 +709,6 @@ def plan_of(spec: ModelSpec, source: Source, stats: Pass1, variables: list[str],
     plan.n_columns = plan.q + plan.p + 1
     plan.blocks = tuple(blocks)
     if several(spec):
-        plan.factors = factors
         plan.term_grouping = tuple(spec.groups.index(t.group) for t in spec.random)
         _check_terms_of_factors(spec, plan.term_grouping, plan.blocks, z_names)
     if INTERCEPT in z_names and not several(spec):  # `builder.check_random_slopes_vary`: a slope of variables all level-2
