@@ -284,3 +284,15 @@ def test_a_factor_that_is_also_a_text_predictor(tmp_path, small_batches):
     assert_same_fit(memory, parquet)
     assert_same_fit(memory, dask)
     assert parquet.summary() == memory.summary() == dask.summary()
+
+
+def test_an_interaction_as_the_first_factor(tmp_path, small_batches):
+    frame = growth(text=True)
+    frame.loc[[11, 12], "y"] = np.nan
+    frame.loc[(frame["school"] == "s03") & (frame["child"] == "c2"), "year"] = np.nan  # a unit in, not used
+    memory, parquet, dask = three_ways("y ~ year + (1 | school:child) + (year | school)", frame, tmp_path, "ML")
+    report = memory.data_report
+    assert memory.design.groupings[0].name == "school:child" and (report.n_units_in, report.n_units_used) == (200, 199)
+    assert report.units_dropped == ("s03:c2",)
+    assert_same_fit(memory, parquet)
+    assert_same_fit(memory, dask)
