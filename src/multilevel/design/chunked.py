@@ -20,8 +20,19 @@ pass when they are in order, else one hash lookup per row), and both passes run 
 costs for the same rows. Anything else (text or category predictors, true/false, padded or
 missing ids, Dask partitions) takes the general path through pandas; both give the same facts.
 
+Several grouping factors (nested, crossed, interactions such as `schoolid:childid`; the blocked
+design of `summaries`): pass 1 also keeps each factor's distinct id combinations in the rows used
+(and the first factor's in the rows with its ids: the units in), from which `FactorLevels` numbers
+each factor's levels as the in-memory design does (`builder.factor_codes`: sorted, the same labels
+and ranef order); pass 2 (`pass2_blocks`) looks each chunk's rows up among them and adds the
+chunk's blocked summaries (`GroupSummaries.of_factors`: each factor's diagonal blocks, the sparse
+Z_t'Z_s by level pair), the rows of each pair of levels (the nesting facts, `nesting.PairCounts`)
+and each random slope's range within each level (`builder.check_random_slopes_vary`) into
+`BlockedTotal`. The design holds the total (`Design.blocked`), which `Design.factor_summaries`
+gives the blocked engine. These chunks take the path through pandas.
+
 Memory is bounded by one chunk plus O(J k^2) for the summaries (J units, k = q + p + 1 columns),
-whatever the number of rows. The design keeps no rows, so what needs them (level-1 residuals,
+whatever the number of rows; with several factors, O(sum_t J_t k_t^2 + level pairs). The design keeps no rows, so what needs them (level-1 residuals,
 effect sizes, plots) is refused for it, with the reason.
 """
 from __future__ import annotations
@@ -514,8 +525,8 @@ def check_streamable(spec: ModelSpec) -> None:
     check_several_factors(spec, (), None, None, None)
     if len(spec.groups) == 1 and group_variables(spec.groups[0]) != spec.groups:
         raise SpecificationError(
-            f"Streamed and Dask fits support one grouping factor that is a column, not the interaction "
-            f"'{spec.groups[0]}': make a column of its combinations first."
+            f"Streamed and Dask fits take a model's only grouping factor as a column, not the interaction "
+            f"'{spec.groups[0]}': make a column of its combinations first (interactions beside other factors stream)."
         )
     for d in spec.derived:
         if d.stateful and d.kind not in ("group", "grand"):
