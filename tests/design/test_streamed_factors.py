@@ -296,3 +296,14 @@ def test_an_interaction_as_the_first_factor(tmp_path, small_batches):
     assert report.units_dropped == ("s03:c2",)
     assert_same_fit(memory, parquet)
     assert_same_fit(memory, dask)
+
+
+def test_blank_ids_in_several_chunks_are_counted_once_over_all_of_them(tmp_path, small_batches):
+    """One factor too: the data report's blank-id note counts the rows of every chunk (it said 1 of 2)."""
+    frame = growth(text=True)
+    frame.loc[[5, 500], "school"] = " "
+    f = "y ~ year + (1 | school)"
+    want = ("2 rows have a blank id in 'school': counted as missing ids (those rows are dropped).",)
+    assert ml.fit(f, frame).data_report.notes == want
+    assert ml.fit(f, _parquet(frame, tmp_path), stream=True).data_report.notes == want
+    assert ml.fit(f, dd.from_pandas(frame, npartitions=3)).data_report.notes == want

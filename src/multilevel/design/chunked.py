@@ -38,6 +38,7 @@ effect sizes, plots) is refused for it, with the reason.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -541,6 +542,12 @@ def check_streamable(spec: ModelSpec) -> None:
         )
 
 
+#: formulaic's matrices are made one at a time: Dask runs pass 2 in threads, and formulaic parses
+#: its factors with `ast`, whose constructor in CPython 3.11 can fail when two threads build trees
+#: at once ("SystemError: AST constructor recursion depth mismatch", cpython gh-106905)
+_FORMULAIC = threading.Lock()
+
+
 def chunk_columns(used: pd.DataFrame | dict[str, np.ndarray], plan: Plan) -> Columns:
     """[Z X y] of a prepared chunk (a frame, or the arrays of `prepare_arrays`): recipes over its
     arrays when every column is a product of numeric variables (as `builder.build_design` does),
@@ -559,8 +566,9 @@ def chunk_columns(used: pd.DataFrame | dict[str, np.ndarray], plan: Plan) -> Col
         y = np.asarray(used[plan.spec.outcome], dtype=float)
         cols = Columns(tuple(factors) + ((y,),), plan.q, plan.p, len(y))
     else:
-        X = np.asarray(plan.x_spec.get_model_matrix(used).to_numpy(dtype=float))
-        Z = np.hstack([np.asarray(zs.get_model_matrix(used).to_numpy(dtype=float)) for zs in plan.z_specs])
+        with _FORMULAIC:
+            X = np.asarray(plan.x_spec.get_model_matrix(used).to_numpy(dtype=float))
+            Z = np.hstack([np.asarray(zs.get_model_matrix(used).to_numpy(dtype=float)) for zs in plan.z_specs])
         cols = Columns.of_matrices(Z, X, np.asarray(used[plan.spec.outcome], dtype=float))
     return cols if plan.affine is None else cols.with_affine(*plan.affine)
 
