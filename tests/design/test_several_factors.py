@@ -12,7 +12,6 @@ from scipy.linalg import block_diag
 
 from multilevel.data.weights import SamplingWeights
 from multilevel.design.builder import Grouping, build_design, factor_codes
-from multilevel.design.chunked import check_streamable
 from multilevel.design.nesting import implicit_nesting_notes, is_nested, nesting
 from multilevel.errors import DataError, SpecificationError
 from multilevel.model.formula import parse_formula
@@ -323,13 +322,6 @@ def test_weights_and_level2_joins_are_refused_for_several_factors():
         design("y ~ x + (1 | school/room)", frame, level2_vars=("w",))
     with pytest.raises(SpecificationError, match=r"level-2 table.*interaction grouping factor 'room:school'"):
         design("y ~ x + (1 | room:school)", frame, level2_vars=("w",))
-
-
-def test_streams_refuse_several_factors_and_interactions():
-    with pytest.raises(SpecificationError, match="support one grouping factor"):
-        check_streamable(parse_formula("y ~ x + (1 | school/room)"))
-    with pytest.raises(SpecificationError, match="not the interaction 'room:school'"):
-        check_streamable(parse_formula("y ~ x + (1 | room:school)"))
 
 
 def test_a_second_factor_that_is_also_a_predictor_keeps_its_levels():

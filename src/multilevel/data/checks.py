@@ -383,6 +383,7 @@ class ValueFacts:
     notes: dict[str, None] = field(default_factory=dict)
     #: (variable, role) -> (the first such value, its rows): cells holding a list, array, ...
     not_single: dict[tuple[str, str], tuple[object, list[int]]] = field(default_factory=dict)
+    blank: dict[str, int] = field(default_factory=dict)  # id column -> rows with a blank id (`blank_id_note`)
 
     def add(self, o: ValueFacts) -> ValueFacts:
         """These facts followed by those of the next chunk `o`."""
@@ -398,11 +399,21 @@ class ValueFacts:
             self.levels.setdefault(v, {}).update(lv)
         for v, flag in o.numeric_text.items():
             self.numeric_text[v] = self.numeric_text.get(v, True) and flag
-        self.notes.update(o.notes)
+        # a blank-id note counts the rows of all chunks: one note per id column, in its first place
+        whose = {blank_id_note(n, g): g for facts in (self, o) for g, n in facts.blank.items()}
+        for g, n in o.blank.items():
+            self.blank[g] = self.blank.get(g, 0) + n
+        notes = [*self.notes, *o.notes]
+        self.notes = dict.fromkeys(blank_id_note(self.blank[whose[t]], whose[t]) if t in whose else t for t in notes)
         for key, (first, rows) in o.not_single.items():
             self.not_single.setdefault(key, (first, []))[1].extend(r + self.rows for r in rows)
         self.rows += o.rows
         return self
+
+
+def blank_id_note(blank: int, group: str) -> str:
+    """The data report's note on rows whose id is blank text."""
+    return f"{blank} rows have a blank id in '{group}': counted as missing ids (those rows are dropped)."
 
 
 def _all_missing(v: str, n_missing: int, n: int) -> None:
@@ -558,7 +569,9 @@ def check_values(
         if ids is not column(g):
             replace(g, ids)
         if blank:
-            notes.append(f"{blank} rows have a blank id in '{g}': counted as missing ids (those rows are dropped).")
+            notes.append(blank_id_note(blank, g))
+            if facts is not None:
+                facts.blank[g] = blank
     missing: dict[str, int] = {}
     for v in variables:
         col = column(v)

@@ -34,7 +34,7 @@ from multilevel.data.weights import scale as scale_weights
 from multilevel.design.columns import Columns
 from multilevel.design.coordinates import Coordinates
 from multilevel.design.coordinates import choose as choose_coordinates
-from multilevel.design.nesting import implicit_nesting_notes, nesting
+from multilevel.design.nesting import PairCounts, implicit_nesting_notes, nesting
 from multilevel.design.summaries import GroupSummaries
 from multilevel.errors import DataError, SpecificationError, close_matches, plain_message, preview
 from multilevel.model.expressions import Derived, derived_state, derived_values
@@ -149,6 +149,12 @@ class Design:
     groupings: tuple[Grouping, ...] = ()
     #: per random-effect term (`blocks`), the index of its factor in `groupings`
     term_grouping: tuple[int, ...] = ()
+    #: a streamed design of several factors (`chunked`): its blocked summaries and their order, as
+    #: `factor_summaries` gives them, added up over the chunks (the rows are not kept)
+    blocked: tuple[GroupSummaries, tuple[int, ...]] | None = None
+    #: a streamed design of several factors: the level pairs of each two factors and their rows
+    #: (`nesting.PairCounts`), counted over the chunks in place of the rows' codes
+    level_pairs: PairCounts | None = None
 
     def __post_init__(self) -> None:
         if not self.groupings:  # one factor (also a streamed design): the one of `codes` and `units`
@@ -166,7 +172,7 @@ class Design:
         """The (inner, outer) pairs of grouping factors with every level of inner in one level of
         outer (`nesting.nesting`): (('class:school', 'school'),) for (1 | school/class); factors in
         no pair are crossed. Empty for one factor."""
-        return nesting(self.groupings) if self.n_factors > 1 else ()
+        return nesting(self.groupings, self.level_pairs) if self.n_factors > 1 else ()
 
     def factor_blocks(self, f: int) -> tuple[int, ...]:
         """The Z columns of grouping factor f: those of its terms' blocks, in order."""
@@ -177,7 +183,10 @@ class Design:
         each factor's terms' Z columns, its codes and levels; terms sorted by their number of
         levels, most first; `order[t]` is the index in `groupings` of summaries term t), in the
         internal coordinates of the one-factor pass (X and y shifted by `coords`; Z as the data
-        have it unless a random slope was shifted, which only a one-factor design does)."""
+        have it unless a random slope was shifted, which only a one-factor design does). A streamed
+        design gives those it added up over the chunks (`blocked`)."""
+        if self.blocked is not None:
+            return self.blocked
         columns = self.rows_columns("The summaries by grouping factor")
         if self.weights is not None or self.precision_weights is not None:
             raise SpecificationError("The summaries by grouping factor take no weights.")

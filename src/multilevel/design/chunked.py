@@ -20,13 +20,25 @@ pass when they are in order, else one hash lookup per row), and both passes run 
 costs for the same rows. Anything else (text or category predictors, true/false, padded or
 missing ids, Dask partitions) takes the general path through pandas; both give the same facts.
 
+Several grouping factors (nested, crossed, interactions such as `schoolid:childid`; the blocked
+design of `summaries`): pass 1 also keeps each factor's distinct id combinations in the rows used
+(and the first factor's in the rows with its ids: the units in), from which `FactorLevels` numbers
+each factor's levels as the in-memory design does (`builder.factor_codes`: sorted, the same labels
+and ranef order); pass 2 (`pass2_blocks`) looks each chunk's rows up among them and adds the
+chunk's blocked summaries (`GroupSummaries.of_factors`: each factor's diagonal blocks, the sparse
+Z_t'Z_s by level pair), the rows of each pair of levels (the nesting facts, `nesting.PairCounts`)
+and each random slope's range within each level (`builder.check_random_slopes_vary`) into
+`BlockedTotal`. The design holds the total (`Design.blocked`), which `Design.factor_summaries`
+gives the blocked engine. These chunks take the path through pandas.
+
 Memory is bounded by one chunk plus O(J k^2) for the summaries (J units, k = q + p + 1 columns),
-whatever the number of rows. The design keeps no rows, so what needs them (level-1 residuals,
+whatever the number of rows; with several factors, O(sum_t J_t k_t^2 + level pairs). The design keeps no rows, so what needs them (level-1 residuals,
 effect sizes, plots) is refused for it, with the reason.
 """
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +61,7 @@ from multilevel.data.checks import (
 from multilevel.design.builder import (
     INTERCEPT,
     Design,
+    Grouping,
     _check_columns,
     _classify,
     _float_column,
@@ -57,17 +70,20 @@ from multilevel.design.builder import (
     check_derived_input,
     check_numeric_outcome,
     check_partly_missing_level2,
+    check_several_factors,
     check_some_rows,
     check_two_units,
     check_within,
+    factor_codes,
     random_slope_error,
     varying_from_ranges,
 )
 from multilevel.design.columns import Columns
 from multilevel.design.coordinates import SAMPLE_ROWS
 from multilevel.design.coordinates import choose as choose_coordinates
+from multilevel.design.nesting import implicit_nesting_notes
 from multilevel.design.sources import DaskSource, ParquetSource, Source
-from multilevel.design.summaries import GroupSummaries
+from multilevel.design.summaries import CrossBlock, GroupSummaries, TermBlock
 from multilevel.errors import DataError, SpecificationError
 from multilevel.model.expressions import centring_state, derived_values, not_finite_error
 from multilevel.model.spec import ModelSpec, group_variables
@@ -94,6 +110,10 @@ class Pass1:
     levels: dict = field(default_factory=dict)  # text variable -> its values in the rows used
     l2_rows: pd.Series | None = None  # declared level-2 variables: rows with an id, per id
     l2_missing: dict = field(default_factory=dict)  # level-2 variable -> rows missing it, per id
+    # several grouping factors: per factor, its distinct id combinations in the rows used (a frame of
+    # its columns); the first factor's in the rows with its ids (`keys_in`: the units in)
+    keys: dict = field(default_factory=dict)
+    keys_in: pd.DataFrame | None = None
 
 
 class _Reduce:
@@ -141,6 +161,10 @@ def combine(parts: list[Pass1]) -> Pass1:
         for k, v in o.levels.items():
             out.levels.setdefault(k, set()).update(v)
     out.ids_in = np.asarray(pd.unique(np.concatenate([o.ids_in for o in parts])))
+    for k in {k for o in parts for k in o.keys}:
+        out.keys[k] = _distinct([o.keys[k] for o in parts if k in o.keys])
+    ins = [o.keys_in for o in parts if o.keys_in is not None]
+    out.keys_in = _distinct(ins) if ins else None
     out.counts = _add([o.counts for o in parts if o.counts is not None], "sum")
     out.l2_rows = _add([o.l2_rows for o in parts if o.l2_rows is not None], "sum")
     for k in {k for o in parts for k in o.l2_missing}:
@@ -161,6 +185,25 @@ def combine(parts: list[Pass1]) -> Pass1:
     return out
 
 
+def _distinct(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The distinct rows of several frames of the same columns (id combinations)."""
+    both = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    return both.drop_duplicates(ignore_index=True)
+
+
+def several(spec: ModelSpec) -> bool:
+    """Whether the model has several grouping factors (the blocked design, `factor_levels`)."""
+    return len(spec.groups) > 1
+
+
+def ids_only(spec: ModelSpec) -> set[str]:
+    """The id columns that are ids only, not also predictors (as `builder.build_design` tells them):
+    they get no levels as text variables and no unit ranges."""
+    ids = spec.grouping_columns
+    predictors = {v for t in (*spec.fixed, *(t for r in spec.random for t in r.terms)) for v in spec.term_variables(t)}
+    return {c for c in ids if c == ids[0] or c not in predictors}
+
+
 def _numeric(col: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
 
@@ -170,7 +213,8 @@ def _checked(chunk: pd.DataFrame, spec: ModelSpec, variables: list[str], group: 
     plain dtypes, ids normalised, numbers written as text read as numbers)."""
     check_duplicate_columns(chunk)
     sub = chunk[variables]
-    checked, _, _ = check_values(sub, variables, spec.outcome, group, facts=facts if facts is not None else ValueFacts())
+    checked, _, _ = check_values(sub, variables, spec.outcome, group, facts=facts if facts is not None else ValueFacts(),
+                                 other_groups=spec.grouping_columns[1:])
     return checked
 
 
@@ -195,8 +239,9 @@ def _count_not_finite(spec: ModelSpec, floats, st: Pass1, column=None) -> None:
 
 
 def pass1(chunk: Any, spec: ModelSpec, variables: list[str], group: str, level2: tuple[str, ...]) -> Pass1:
-    """What pass 1 learns of one chunk (a DataFrame, or a Parquet batch: `numeric_arrays`)."""
-    cols = numeric_arrays(chunk, variables, group)
+    """What pass 1 learns of one chunk (a DataFrame, or a Parquet batch: `numeric_arrays`; a model
+    of several grouping factors takes the path through pandas)."""
+    cols = numeric_arrays(chunk, variables, group) if not several(spec) else None
     if cols is not None:
         return pass1_arrays(cols, spec, variables, group, level2)
     chunk = _frame(chunk)
@@ -225,14 +270,20 @@ def pass1(chunk: Any, spec: ModelSpec, variables: list[str], group: str, level2:
     st.ids_in = np.asarray(pd.unique(sub[group].dropna()))
     st.counts = used[group].value_counts()
     st.outcome_kind = OutcomeKind.of(used[spec.outcome].to_numpy(dtype=float))
+    if several(spec):  # each factor's id combinations (`factor_levels`), the first's in the rows with its ids too
+        for name in spec.groups:
+            st.keys[name] = used[list(group_variables(name))].drop_duplicates()
+        first = list(group_variables(spec.groups[0]))
+        st.keys_in = sub.loc[sub[first].notna().all(axis=1).to_numpy(), first].drop_duplicates()
     for d in spec.derived:  # the centred columns' unit sums, by their names ("cwc(ses)")
         if d.kind in ("group", "grand"):
             check_derived_input(d, used.__getitem__)
             st.sums[d.name] = used[d.variables[0]].astype(float).groupby(ids).sum()
     floats = _float_column(used)
     _count_not_finite(spec, floats, st, used.__getitem__)
+    skip = ids_only(spec)
     for v in variables:
-        if v == group:
+        if v == group or v in skip:
             continue
         col = used[v]
         if _numeric(col):
@@ -419,6 +470,9 @@ class Plan:
     n_columns: int = 0
     affine: tuple | None = None  # the internal coordinates: (shift, scale) and factor centres per column (`coordinates`)
     gaps: bool = True  # some variable has a missing value (pass 1): pass 2 looks for them
+    factors: list = field(default_factory=list)  # several grouping factors: each one's `FactorLevels`
+    term_grouping: tuple[int, ...] = ()  # per random-effect term, its factor (`Design.term_grouping`)
+    blocks: tuple[tuple[int, ...], ...] = ()  # per random-effect term, its columns of Z
 
 
 def prepare_arrays(cols: dict[str, np.ndarray], plan: Plan) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -442,7 +496,7 @@ def prepare_arrays(cols: dict[str, np.ndarray], plan: Plan) -> tuple[dict[str, n
 def _arrays_for(chunk: Any, plan: Plan, recipes: bool = True) -> dict[str, np.ndarray] | None:
     """The chunk's columns as arrays when pass 2 can take them so: numbers only, no text levels,
     and (`recipes`) the columns of the model products of numeric variables (`Plan.numeric`)."""
-    if (recipes and plan.numeric is None) or plan.levels:
+    if (recipes and plan.numeric is None) or plan.levels or plan.factors:
         return None
     return numeric_arrays(chunk, plan.variables, plan.group)
 
@@ -466,13 +520,14 @@ def prepare_chunk(chunk: Any, plan: Plan, codes_of=None, drop: bool = True) -> t
 
 
 def check_streamable(spec: ModelSpec) -> None:
-    """What a streamed fit cannot do yet: statistics over all rows other than means, offsets."""
-    if len(spec.groups) != 1:
-        raise SpecificationError("Streamed and Dask fits support one grouping factor.")
-    if group_variables(spec.groups[0]) != spec.groups:
+    """What a streamed fit cannot do yet: statistics over all rows other than means, offsets, one
+    grouping factor that is an interaction; and what a model of several grouping factors cannot
+    take in memory either (`builder.check_several_factors`), with its message."""
+    check_several_factors(spec, (), None, None, None)
+    if len(spec.groups) == 1 and group_variables(spec.groups[0]) != spec.groups:
         raise SpecificationError(
-            f"Streamed and Dask fits support one grouping factor that is a column, not the interaction "
-            f"'{spec.groups[0]}': make a column of its combinations first."
+            f"Streamed and Dask fits take a model's only grouping factor as a column, not the interaction "
+            f"'{spec.groups[0]}': make a column of its combinations first (interactions beside other factors stream)."
         )
     for d in spec.derived:
         if d.stateful and d.kind not in ("group", "grand"):
@@ -485,6 +540,12 @@ def check_streamable(spec: ModelSpec) -> None:
             "An offset (offset(...)) is not supported for streamed or distributed data yet; subtract it from the "
             "outcome in the files, or fit the data in memory."
         )
+
+
+#: formulaic's matrices are made one at a time: Dask runs pass 2 in threads, and formulaic parses
+#: its factors with `ast`, whose constructor in CPython 3.11 can fail when two threads build trees
+#: at once ("SystemError: AST constructor recursion depth mismatch", cpython gh-106905)
+_FORMULAIC = threading.Lock()
 
 
 def chunk_columns(used: pd.DataFrame | dict[str, np.ndarray], plan: Plan) -> Columns:
@@ -505,8 +566,9 @@ def chunk_columns(used: pd.DataFrame | dict[str, np.ndarray], plan: Plan) -> Col
         y = np.asarray(used[plan.spec.outcome], dtype=float)
         cols = Columns(tuple(factors) + ((y,),), plan.q, plan.p, len(y))
     else:
-        X = np.asarray(plan.x_spec.get_model_matrix(used).to_numpy(dtype=float))
-        Z = np.hstack([np.asarray(zs.get_model_matrix(used).to_numpy(dtype=float)) for zs in plan.z_specs])
+        with _FORMULAIC:
+            X = np.asarray(plan.x_spec.get_model_matrix(used).to_numpy(dtype=float))
+            Z = np.hstack([np.asarray(zs.get_model_matrix(used).to_numpy(dtype=float)) for zs in plan.z_specs])
         cols = Columns.of_matrices(Z, X, np.asarray(used[plan.spec.outcome], dtype=float))
     return cols if plan.affine is None else cols.with_affine(*plan.affine)
 
@@ -557,8 +619,10 @@ def first_rows(source: Source, plan: Plan, rows: int) -> pd.DataFrame:
 
 def plan_of(spec: ModelSpec, source: Source, stats: Pass1, variables: list[str], level2_missing: str) -> tuple[Plan, Design]:
     """The structure (`Plan`) and the row-free Design from pass 1's statistics and the first rows
-    used (`first_rows`), with the in-memory checks and their messages."""
-    group = spec.groups[0]
+    used (`first_rows`), with the in-memory checks and their messages. Several grouping factors: each
+    factor's levels (`factor_levels`) and its checks; the report's singletons and nesting notes
+    follow from pass 2 (`blocked_design`)."""
+    group = spec.grouping_columns[0]  # the first factor's (first) column: pass 1's per-unit statistics
     if stats.error is not None and not stats.facts.not_single:
         raise stats.error
     notes = judge_values(stats.facts, variables, group)
@@ -573,7 +637,26 @@ def plan_of(spec: ModelSpec, source: Source, stats: Pass1, variables: list[str],
     J = len(ids)
     counts = counted.reindex(ids).to_numpy(dtype=float)
     missing = stats.facts.missing
-    report = DataReport(
+    if several(spec):
+        factors = [factor_levels(name, stats.keys[name]) for name in spec.groups]
+        units_in = factor_levels(spec.groups[0], stats.keys_in).units if stats.keys_in is not None else factors[0].units
+        used_units = set(map(str, factors[0].units.tolist()))
+        report = DataReport(
+            n_rows_in=stats.facts.rows,
+            n_rows_used=stats.rows_used,
+            dropped_by_variable=tuple((v, n) for v, n in missing.items() if n),
+            n_units_in=len(units_in),
+            n_units_used=factors[0].J,
+            units_dropped=tuple(str(u) for u in units_in.tolist() if str(u) not in used_units),
+            source=source.description,
+            notes=notes,
+            factor_units=tuple((f.name, f.J) for f in factors),
+        )
+        check_some_rows(report)
+        for f in factors:
+            check_two_units(f.J, f.name)
+            check_units(f.J, stats.rows_used, f.name)
+    report = report if several(spec) else DataReport(
         n_rows_in=stats.facts.rows,
         n_rows_used=stats.rows_used,
         dropped_by_variable=tuple((v, n) for v, n in missing.items() if n),
@@ -586,9 +669,10 @@ def plan_of(spec: ModelSpec, source: Source, stats: Pass1, variables: list[str],
         source=source.description,
         notes=notes,
     )
-    check_some_rows(report)
-    check_two_units(J, group)
-    check_units(J, stats.rows_used, group)
+    if not several(spec):
+        check_some_rows(report)
+        check_two_units(J, group)
+        check_units(J, stats.rows_used, group)
     ranges: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def unit_range(v: str) -> tuple[np.ndarray, np.ndarray]:
@@ -621,7 +705,8 @@ def plan_of(spec: ModelSpec, source: Source, stats: Pass1, variables: list[str],
         if d.kind in ("group", "grand"):
             centring[d.name] = centring_state(d, stats.sums[d.name].reindex(ids).to_numpy(dtype=float), counts)
     levels = {v: sorted(lv) for v, lv in stats.levels.items() if v != spec.outcome}
-    plan = Plan(spec, variables, group, ids, centring, levels, gaps=any(stats.facts.missing.values()))
+    plan = Plan(spec, variables, group, ids, centring, levels, gaps=any(stats.facts.missing.values()),
+                factors=factors if several(spec) else [])
     import formulaic  # here, not at import: an in-memory fit of numeric columns does not need it
 
     # one formulaic spec for every chunk: made on a frame holding every level of each text variable
@@ -641,7 +726,11 @@ def plan_of(spec: ModelSpec, source: Source, stats: Pass1, variables: list[str],
     if all(m is not None for m in numeric):
         plan.numeric = [[fs for _, fs in m[0]] for m in numeric]
     plan.n_columns = plan.q + plan.p + 1
-    if INTERCEPT in z_names:  # `builder.check_random_slopes_vary`: a slope of variables all level-2
+    plan.blocks = tuple(blocks)
+    if several(spec):
+        plan.term_grouping = tuple(spec.groups.index(t.group) for t in spec.random)
+        _check_terms_of_factors(spec, plan.term_grouping, plan.blocks, z_names)
+    if INTERCEPT in z_names and not several(spec):  # `builder.check_random_slopes_vary`: a slope of variables all level-2
         for name in z_names:
             pieces = [] if name == INTERCEPT else name.split(":")
             if any(getattr(spec.derived_columns.get(f), "kind", "") == "group" for f in pieces):
@@ -649,20 +738,40 @@ def plan_of(spec: ModelSpec, source: Source, stats: Pass1, variables: list[str],
             vs = set().union(*(spec.factor_variables(f) for f in pieces)) if pieces else set()
             if vs and all(v in stats.lo and v not in stats.varies and not varies(v) for v in vs):
                 raise random_slope_error(name, group)
-    coefficients = _classify(spec, x_mm.model_spec.structure, varying, tuple(z_names), varies=varies)
+    # HLM's level form is of one grouping (`Design` doc)
+    coefficients = () if several(spec) else _classify(spec, x_mm.model_spec.structure, varying, tuple(z_names), varies=varies)
     check_outcome(np.array([float(stats.lo[spec.outcome].min()), float(stats.hi[spec.outcome].max())]), spec.outcome)
     warn_outcome_kind(stats.outcome_kind, spec.outcome)
     # the internal coordinates (`coordinates`) from the first rows used, as in memory: any shift is exact
     x_names = tuple(str(c) for c in x_mm.columns)
-    coordinates, plan.affine = choose_coordinates(chunk_columns(sample, plan), x_names, tuple(z_names), spec.outcome, INTERCEPT, tuple(blocks))
+    # (several factors: no random slope is shifted, as in memory)
+    coordinates, plan.affine = choose_coordinates(chunk_columns(sample, plan), x_names, tuple(z_names), spec.outcome, INTERCEPT,
+                                                  () if several(spec) else tuple(blocks))
+    no_rows = np.empty(0, dtype=np.intp)
+    groupings = tuple(Grouping(f.name, no_rows, f.units) for f in plan.factors)
     design = Design(
-        spec=spec, columns=None, codes=np.empty(0, dtype=np.intp), group=group, units=np.asarray(ids),
+        spec=spec, columns=None, codes=no_rows, group=spec.groups[0],
+        units=groupings[0].units if groupings else np.asarray(ids),
         x_names=x_names, z_names=tuple(z_names), blocks=tuple(blocks),
         coefficients=coefficients, centering_means=dict(centring), data_report=report,
         x_model_spec=x_mm.model_spec, streamed=True, n_rows=stats.rows_used, levels=levels,
-        coordinates=coordinates,
+        coordinates=coordinates, groupings=groupings, term_grouping=plan.term_grouping,
     )
     return plan, design
+
+
+def _check_terms_of_factors(spec: ModelSpec, term_grouping: tuple[int, ...], blocks, z_names: list[str]) -> None:
+    """A factor's random effects are named once (`builder.build_design`'s check and message)."""
+    seen: dict[int, set[str]] = {}
+    for term, f, block in zip(spec.random, term_grouping, blocks):
+        names = [z_names[c] for c in block]
+        dup = set(names) & seen.setdefault(f, set())
+        if dup:
+            raise SpecificationError(
+                f"The random effect(s) {', '.join(sorted(dup))} of '{term.group}' appear in two terms; "
+                "keep each in one term."
+            )
+        seen[f].update(names)
 
 
 # ----- pass 2 ----------------------------------------------------------------------------------
@@ -688,11 +797,217 @@ def pass2(chunk: pd.DataFrame, plan: Plan) -> GroupSummaries:
     return GroupSummaries(mirror_upper(C), n, plan.q, plan.p)
 
 
+# ----- several grouping factors ---------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class FactorLevels:
+    """A grouping factor's levels over all chunks, numbered as the in-memory design numbers them
+    (`builder.factor_codes` of the factor's distinct id combinations: the same sorted levels and
+    labels as over the rows), and the lookup of a chunk's rows among them (`codes`)."""
+
+    name: str
+    columns: tuple[str, ...]
+    keys: pd.Index  # the distinct ids (a MultiIndex of the combinations for an interaction)
+    key_codes: np.ndarray  # the level of each key
+    units: np.ndarray  # the levels in the order of their codes (`builder.Grouping.units`)
+
+    @property
+    def J(self) -> int:
+        return len(self.units)
+
+    def codes(self, frame: pd.DataFrame) -> np.ndarray:
+        """The level of each row of `frame` (-1: ids not among the levels)."""
+        if len(self.columns) == 1:
+            target: pd.Index = pd.Index(frame[self.columns[0]])
+        else:
+            target = pd.MultiIndex.from_arrays([frame[c] for c in self.columns])
+        at = self.keys.get_indexer(target)
+        return np.where(at >= 0, self.key_codes[at], -1).astype(np.intp)
+
+
+def factor_levels(name: str, keys: pd.DataFrame) -> FactorLevels:
+    """The levels of factor `name` from its distinct id combinations (`Pass1.keys`)."""
+    cols = group_variables(name)
+    keys = keys.reset_index(drop=True)
+    codes, units = factor_codes(name, keys.__getitem__)
+    index = pd.Index(keys[cols[0]]) if len(cols) == 1 else pd.MultiIndex.from_frame(keys[list(cols)])
+    return FactorLevels(name, cols, index, np.asarray(codes, dtype=np.intp), np.asarray(units))
+
+
+class _KeyedSum:
+    """Arrays summed by an integer key over the chunks (the sparse blocks Z_t'Z_s by level pair, the
+    rows per level pair): each chunk's are listed, and merged (sorted, summed per key) when the listed
+    entries outnumber the merged ones; memory O(distinct keys + a chunk's), merging O(P log P) per
+    doubling of P, whatever the number of chunks."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.keys = np.empty(0, dtype=np.int64)
+        self.values = np.zeros((0, *shape))
+        self.pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self.listed = 0
+
+    def add(self, keys: np.ndarray, values: np.ndarray) -> None:
+        self.pending.append((keys.astype(np.int64, copy=False), values))
+        self.listed += keys.size
+        if self.listed > max(self.keys.size, 1 << 16):
+            self.merge()
+
+    def merge(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.pending:
+            keys = np.concatenate([self.keys, *(k for k, _ in self.pending)])
+            values = np.concatenate([self.values, *(v for _, v in self.pending)])
+            order = np.argsort(keys, kind="stable")
+            keys, values = keys[order], values[order]
+            if keys.size:
+                starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+                keys, values = keys[starts], np.add.reduceat(values, starts, axis=0)
+            self.keys, self.values, self.pending, self.listed = keys, values, [], 0
+        return self.keys, self.values
+
+
+@dataclass
+class ChunkBlocks:
+    """One chunk's part of a blocked design (several grouping factors): its blocked summaries
+    (`GroupSummaries.of_factors` over the chunk's rows with every factor's global levels), the rows
+    of each pair of levels of each two factors (`nesting.PairCounts`), and the range of each random
+    slope within each level of its factor (`builder.check_random_slopes_vary`)."""
+
+    summaries: GroupSummaries
+    order: tuple[int, ...]
+    pairs: dict  # (f, g), f < g in `Design.groupings` -> (keys: level of f * J_g + level of g, rows)
+    lo: list  # per factor (J_f, columns of the factor's Z) minimum within each level; hi: maximum
+    hi: list
+
+
+def _factor_columns(plan: Plan, f: int) -> list[int]:
+    """The Z columns of factor f (`Design.factor_blocks`)."""
+    return [c for b, t in zip(plan.blocks, plan.term_grouping) if t == f for c in b]
+
+
+def pass2_blocks(chunk: Any, plan: Plan) -> ChunkBlocks | None:
+    """One chunk's part of a blocked design (`ChunkBlocks`), or None when no row of it is used: its
+    rows prepared as in pass 2 (`prepare_chunk`), each factor's levels looked up (`FactorLevels`),
+    [Z X y] in the internal coordinates, as `Design.factor_summaries` takes them in memory."""
+    used, _ = prepare_chunk(chunk, plan)
+    if not len(used):
+        return None
+    codes = tuple(f.codes(used) for f in plan.factors)
+    J = tuple(f.J for f in plan.factors)
+    columns = chunk_columns(used, plan)
+    Z = columns.internal_matrix(range(columns.q))
+    X = columns.internal_matrix(range(columns.q, columns.q + columns.p))
+    y = columns.internal_column(columns.k - 1)
+    Zs = tuple(Z[:, _factor_columns(plan, f)] for f in range(len(J)))
+    summaries, order = GroupSummaries.of_factors(Zs, X, y, codes, J, tuple(f.name for f in plan.factors))
+    pairs = {}
+    for f in range(len(J)):
+        for g in range(f + 1, len(J)):
+            keys, rows = np.unique(codes[f].astype(np.int64) * J[g] + codes[g], return_counts=True)
+            pairs[(f, g)] = keys, rows.astype(float)
+    raw = columns.Z  # the slopes as the data have them (the in-memory check reads those)
+    lo, hi = [], []
+    for f in range(len(J)):
+        cols = _factor_columns(plan, f)
+        lo_f, hi_f = np.full((J[f], len(cols)), np.inf), np.full((J[f], len(cols)), -np.inf)
+        for i, c in enumerate(cols):
+            lo_f[:, i], hi_f[:, i] = group_ranges(codes[f], np.ascontiguousarray(raw[:, c]), J[f])
+        lo.append(lo_f)
+        hi.append(hi_f)
+    return ChunkBlocks(summaries, order, pairs, lo, hi)
+
+
+class BlockedTotal:
+    """The chunks' parts of a blocked design added up (`ChunkBlocks`): the diagonal blocks of each
+    term in place (O(levels)), the sparse ones by level pair (`_KeyedSum`, O(level pairs))."""
+
+    def __init__(self) -> None:
+        self.first: ChunkBlocks | None = None
+        self.cross: dict[tuple[int, int], _KeyedSum] = {}
+        self.pairs: dict[tuple[int, int], _KeyedSum] = {}
+
+    def add(self, part: ChunkBlocks | None) -> None:
+        if part is None:
+            return
+        terms = part.summaries.terms
+        if self.first is None:
+            self.first = part
+            self.C = [t.C.copy() for t in terms]
+            self.n = [t.n.copy() for t in terms]
+            self.lo, self.hi = part.lo, part.hi
+        else:
+            for t, term in enumerate(terms):
+                self.C[t] += term.C
+                self.n[t] += term.n
+            for f in range(len(self.lo)):
+                np.minimum(self.lo[f], part.lo[f], out=self.lo[f])
+                np.maximum(self.hi[f], part.hi[f], out=self.hi[f])
+        for t, term in enumerate(terms):
+            for block in term.cross:
+                acc = self.cross.setdefault((t, block.term), _KeyedSum(block.blocks.shape[1:]))
+                acc.add(block.rows.astype(np.int64) * block.shape[1] + block.cols, block.blocks)
+        for key, (keys, rows) in part.pairs.items():
+            self.pairs.setdefault(key, _KeyedSum(())).add(keys, rows)
+
+    def summaries(self, plan: Plan) -> tuple[GroupSummaries, tuple[int, ...]]:
+        """The blocked summaries of all rows, and their order (`GroupSummaries.of_factors`)."""
+        assert self.first is not None
+        order = self.first.order
+        first = self.first.summaries.terms
+        terms = []
+        for t, f in enumerate(order):
+            cross = []
+            for s in range(t):
+                Jt, Js = plan.factors[f].J, plan.factors[order[s]].J
+                keys, blocks = self.cross[(t, s)].merge() if (t, s) in self.cross else (np.empty(0, np.int64), np.zeros((0, first[t].q, first[s].q)))
+                cross.append(CrossBlock(s, (keys // Js).astype(np.intp), (keys % Js).astype(np.intp), blocks, (Jt, Js)))
+            terms.append(TermBlock(self.C[t], self.n[t], first[t].q, plan.factors[f].name, cross=tuple(cross)))
+        return GroupSummaries.of_terms(tuple(terms)), order
+
+    def level_pairs(self, plan: Plan) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """`nesting.PairCounts` of every two factors."""
+        out = {}
+        for (f, g), acc in self.pairs.items():
+            keys, rows = acc.merge()
+            Jg = plan.factors[g].J
+            out[(plan.factors[f].name, plan.factors[g].name)] = (keys // Jg, keys % Jg, rows.astype(np.int64))
+        return out
+
+
+def blocked_design(design: Design, plan: Plan, total: BlockedTotal) -> tuple[Design, GroupSummaries]:
+    """The streamed design of several factors completed from pass 2: the random slopes checked per
+    factor (`builder.check_random_slopes_vary`, from their ranges within levels), the report's
+    single-row units of the first factor and its nesting notes (`nesting.implicit_nesting_notes`),
+    and the blocked summaries held in the design (`Design.blocked`, what `factor_summaries` gives)."""
+    if total.first is None:  # pass 1 found rows used; pass 2 must too
+        raise DataError("The rows changed between the two passes over the data.")
+    for f, levels in enumerate(plan.factors):
+        cols = _factor_columns(plan, f)
+        names = [design.z_names[c] for c in cols]
+        if INTERCEPT not in names:
+            continue
+        for i, name in enumerate(names):
+            if name == INTERCEPT:
+                continue
+            lo, hi = total.lo[f][:, i], total.hi[f][:, i]
+            size = np.maximum(np.abs(lo), np.abs(hi))
+            constant = not np.any(hi - lo > 1e-10 * size)  # `rowpass.varies`' rule, by the range of each level
+            if constant and float(np.max(size, initial=0.0)) > 0:
+                raise random_slope_error(name, levels.name)
+    summaries, order = total.summaries(plan)
+    pairs = total.level_pairs(plan)
+    rows = summaries.terms[order.index(0)].n
+    report = dataclasses.replace(
+        design.data_report,
+        singleton_units=tuple(sorted(str(u) for u in design.groupings[0].units[rows == 1])),
+        notes=design.data_report.notes + implicit_nesting_notes(design.groupings, design.spec.groups, pairs),
+    )
+    return dataclasses.replace(design, data_report=report, blocked=(summaries, order), level_pairs=pairs), summaries
+
+
 # ----- the driver --------------------------------------------------------------------------------
 def build_streamed(spec: ModelSpec, source: Source, level2_missing: str = "error") -> tuple[Design, GroupSummaries]:
     """The row-free Design and the summaries of the rows of `source`, in two passes."""
     check_streamable(spec)
-    group = spec.groups[0]
+    group = spec.grouping_columns[0]
     # a column the model needs that the source lacks is named against the source's columns
     variables = _check_columns(spec, pd.DataFrame(columns=source.names))
     source = source.reading(variables)
@@ -710,6 +1025,15 @@ def build_streamed(spec: ModelSpec, source: Source, level2_missing: str = "error
     if not parts:
         raise DataError(f"{source.description} has no rows.")
     plan, design = plan_of(spec, source, combine(parts), variables, level2_missing)
+    if plan.factors:  # several grouping factors: the blocked summaries (`BlockedTotal`)
+        blocked = BlockedTotal()
+        if isinstance(source, DaskSource):  # per partition on the workers, added on the client
+            for part in source.each(lambda chunk: pass2_blocks(chunk, plan)):
+                blocked.add(part)
+        else:
+            for chunk in _chunks(source):
+                blocked.add(pass2_blocks(chunk, plan))
+        return blocked_design(design, plan, blocked)
     if isinstance(source, DaskSource):  # per partition on the workers, added on the client
         sums = list(source.each(lambda chunk: pass2(chunk, plan)))
         total = sums[0]

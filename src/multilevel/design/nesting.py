@@ -10,7 +10,7 @@ data report when the data look as if nesting was meant (`implicit_nesting_notes`
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -31,20 +31,31 @@ class Factor(Protocol):
     def columns(self) -> tuple[str, ...]: ...
 
 
-def _pairs(a: Factor, b: Factor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The (level of a, level of b) pairs present and the rows of each."""
+#: (factor a, factor b) -> the (level of a, level of b) pairs present and the rows of each: what a
+#: design without rows (`chunked`, streamed) counted chunk by chunk instead of the rows' codes
+PairCounts = Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def _pairs(a: Factor, b: Factor, known: PairCounts | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (level of a, level of b) pairs present and the rows of each (from `known` when given,
+    either way round)."""
+    if known is not None:
+        if (a.name, b.name) in known:
+            return known[(a.name, b.name)]
+        ib, ia, counts = known[(b.name, a.name)]
+        return ia, ib, counts
     key = a.codes.astype(np.int64) * b.n_levels + b.codes
     pairs, counts = np.unique(key, return_counts=True)
     return pairs // b.n_levels, pairs % b.n_levels, counts
 
 
-def is_nested(inner: Factor, outer: Factor) -> bool:
+def is_nested(inner: Factor, outer: Factor, pairs: PairCounts | None = None) -> bool:
     """Whether every level of `inner` lies in one level of `outer` (over the rows used)."""
-    ia, _, _ = _pairs(inner, outer)
+    ia, _, _ = _pairs(inner, outer, pairs)
     return ia.size == inner.n_levels
 
 
-def nesting(groupings: Sequence[Factor]) -> tuple[tuple[str, str], ...]:
+def nesting(groupings: Sequence[Factor], pairs: PairCounts | None = None) -> tuple[tuple[str, str], ...]:
     """The (inner, outer) pairs of factors with `inner` nested in `outer` (`is_nested`), in the
     order of `groupings`. Two factors in no pair, either way round, are crossed. A factor with
     the same levels as another (one level each in the other) is nested both ways."""
@@ -52,11 +63,11 @@ def nesting(groupings: Sequence[Factor]) -> tuple[tuple[str, str], ...]:
         (a.name, b.name)
         for i, a in enumerate(groupings)
         for j, b in enumerate(groupings)
-        if i != j and is_nested(a, b)
+        if i != j and is_nested(a, b, pairs)
     )
 
 
-def implicit_nesting_notes(groupings: Sequence[Factor], groups: Sequence[str] = ()) -> tuple[str, ...]:
+def implicit_nesting_notes(groupings: Sequence[Factor], groups: Sequence[str] = (), pairs: PairCounts | None = None) -> tuple[str, ...]:
     """Data-report notes for two crossed factors that look as if one was meant to be nested in the
     other by ids that restart within each unit of it. The trigger (kept simple, so that it can be
     told): for factors A and B that are columns (not interactions) and that no factor of the model
@@ -70,7 +81,8 @@ def implicit_nesting_notes(groupings: Sequence[Factor], groups: Sequence[str] = 
     The model is still fitted as written (crossed, lme4's reading); the note says how to write
     the nested model. A fully crossed design with replicated cells written without their
     interaction (lme4's Machines as (1 | Worker) + (1 | Machine)) meets the trigger too: the data
-    cannot tell it from restarted ids, and the note's "if" leaves it to the reader."""
+    cannot tell it from restarted ids, and the note's "if" leaves it to the reader. `pairs`: the
+    pairs counted without the rows (`PairCounts`)."""
     combined = {frozenset(group_variables(g)) for g in groups if len(group_variables(g)) > 1}
     notes: list[str] = []
     for a in groupings:
@@ -81,7 +93,7 @@ def implicit_nesting_notes(groupings: Sequence[Factor], groups: Sequence[str] = 
                 continue  # ties: the later factor taken as the inner one, once
             if any({a.name, b.name} <= c for c in combined):
                 continue
-            ia, ib, counts = _pairs(a, b)
+            ia, ib, counts = _pairs(a, b, pairs)
             if ia.size == a.n_levels or np.unique(ib).size == ib.size:
                 continue  # a nested in b, or b nested in a (each level of b with one level of a)
             per_a = np.bincount(ia, minlength=a.n_levels)  # distinct b ids in each unit of a

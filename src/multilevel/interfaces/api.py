@@ -231,6 +231,8 @@ def fit_spec(
         check_streamable(spec)
         source = DaskSource(data) if streamed == "dask" else ParquetSource.of(data)
         design, summ = build_streamed(spec, source, level2_missing)
+        if len(design.groupings) > 1:  # the blocked summaries added up over the chunks (`Design.blocked`)
+            return fit_multi(design, method, tau)
     else:
         design = prepare(spec, data, level2, level2_missing, sampling, precision)
         if len(design.groupings) > 1:
