@@ -94,7 +94,8 @@ def cluster_codes(est: MultiEstimates, cluster: str | None) -> tuple[str, np.nda
     for g in factors:
         pairs = np.unique(np.asarray(g.codes, dtype=np.int64) * n_c + codes)
         if pairs.size != g.n_levels:
-            split.append(f"{pairs.size - g.n_levels} level(s) of {g.name} lie in several {cluster} clusters")
+            n_split = int(np.sum(np.bincount(pairs // n_c, minlength=g.n_levels) > 1))
+            split.append(f"{n_split} of the {g.n_levels} levels of {g.name} lie in several {cluster} clusters")
     if split:
         raise SpecificationError(
             f"Cluster-robust SEs need clusters that contain whole levels of every factor: {'; '.join(split)}. "
