@@ -201,3 +201,47 @@ def test_cr2_test_of_one_coefficient_is_its_t():
     est = fit.estimate("black - hispanic")
     b = fit.beta
     assert est["estimate"].iloc[0] == pytest.approx(b["black"] - b["hispanic"], rel=1e-12)
+
+
+# ----- model comparison against R's anova() ------------------------------------------------------
+def _anovas() -> list[dict]:
+    path = REFS / "tests.json"
+    return json.loads(path.read_text())["anova"] if path.exists() else []
+
+
+def _egsingle() -> pd.DataFrame:
+    return pd.read_csv(REFS / "data" / "egsingle.csv", dtype={"schoolid": str, "childid": str})
+
+
+@pytest.mark.parametrize("ref", _anovas(), ids=lambda r: r["name"])
+def test_compare_equals_anova(ref):
+    data = _egsingle()
+    small, big = ml.fit(ref["small"], data), ml.fit(ref["big"], data)
+    if ref["refit"]:
+        with pytest.raises(SpecificationError, match="differ in their fixed effects"):
+            ml.compare(small, big)
+    c = ml.compare(small, big, refit="ML" if ref["refit"] else None)
+    t = c.table
+    assert list(t["method"]) == ["ML" if ref["refit"] else "REML"] * 2
+    assert t["n_params"].tolist() == ref["npar"]
+    np.testing.assert_allclose(t["deviance"].to_numpy(), ref["deviance"], rtol=1e-9)
+    np.testing.assert_allclose(t["aic"].to_numpy(), ref["AIC"], rtol=1e-9)
+    np.testing.assert_allclose(t["bic"].to_numpy(), ref["BIC"], rtol=1e-9)
+    assert t["chisq"].iloc[1] == pytest.approx(ref["chisq"], rel=1e-6)
+    assert t["df"].iloc[1] == ref["df"]
+    assert t["p"].iloc[1] == pytest.approx(ref["p"], rel=1e-5, abs=1e-300)
+    if ref["name"] == "intercepts_reml":  # (1 | schoolid) + (1 | childid:schoolid) adds one variance
+        chisq = t["chisq"].iloc[1]
+        assert t["p_mixture"].iloc[1] == pytest.approx(0.5 * ref["p"] + 0.5 * float(chisq <= 0), abs=1e-300)
+    else:
+        assert np.isnan(t["p_mixture"].iloc[1])
+
+
+def test_compare_refuses_fits_of_other_rows():
+    data = _egsingle()
+    a = ml.fit("math ~ year + (1 | schoolid/childid)", data)
+    b = ml.fit("math ~ year + (1 | schoolid) + (1 | schoolid:childid) + (0 + year | schoolid)", data.iloc[:-5])
+    with pytest.raises(SpecificationError, match="different data"):
+        ml.compare(a, b)
+    with pytest.raises(SpecificationError, match="REML and ML fits cannot be compared"):
+        ml.compare(a, a.refit("ML"))
