@@ -106,8 +106,12 @@ def _dense_sandwich(fit, data: pd.DataFrame, cluster: str, adjust: bool) -> np.n
     return M @ meat @ M
 
 
-def test_cluster_robust_equals_dense_sandwich():
+@pytest.mark.parametrize("shift", [0.0, 50.0])
+def test_cluster_robust_equals_dense_sandwich(shift):
+    """Also in shifted internal coordinates (x + 50, y + 1e4: X and y shifted, the slope's frame)."""
     data = _three_level()
+    data["x"] += shift
+    data["y"] += 200 * shift
     fit = ml.fit("y ~ x + w + (1 | school) + (x | klass)", data)
     for se, adjust in (("CR2", True), ("CR0", False)):
         dense = _dense_sandwich(fit, data, "school", adjust)
