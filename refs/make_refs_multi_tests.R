@@ -3,7 +3,7 @@
 # for joint hypotheses at the polished optimum of refs/multi/<case>.json (the fit rebuilt there by
 # lmer with optimizer = NULL, as make_refs_multi.R does), and anova() of egsingle models.
 #
-# Run from this folder:  Rscript make_refs_multi_tests.R      -> multi/tests.json
+# Run from this folder:  Rscript make_refs_multi_tests.R      -> multi/inference/tests.json (a folder of its own: multi/*.json are the fit cases)
 suppressPackageStartupMessages({
   library(lme4); library(lmerTest); library(pbkrtest); library(jsonlite)
 })
@@ -78,5 +78,6 @@ out <- list(
               "math ~ year * lowinc + (year | schoolid) + (year | schoolid:childid)", TRUE, TRUE)
   )
 )
-write_json(out, file.path("multi", "tests.json"), auto_unbox = TRUE, digits = NA, pretty = TRUE)
-cat("wrote multi/tests.json\n")
+dir.create(file.path("multi", "inference"), showWarnings = FALSE)
+write_json(out, file.path("multi", "inference", "tests.json"), auto_unbox = TRUE, digits = NA, pretty = TRUE)
+cat("wrote multi/inference/tests.json\n")

@@ -2,7 +2,7 @@
 `inference.multi_view`, `MultiFit.coef_table/test/estimate/confint`): cluster-robust SEs against
 clubSandwich (refs/multi/<case>.json, REML: CR2 and CR0 vcov, CR2's Satterthwaite df), against the
 dense n x n sandwich on small simulated data, joint tests against lmerTest's contest and pbkrtest
-(refs/multi/tests.json, refs/make_refs_multi_tests.R), and the refusals."""
+(refs/multi/inference/tests.json, refs/make_refs_multi_tests.R), and the refusals."""
 from __future__ import annotations
 
 import json
@@ -168,7 +168,7 @@ def test_wald_confint_of_the_fixed_effects():
 
 # ----- joint tests against lmerTest / pbkrtest ----------------------------------------------------
 def _tests() -> list[dict]:
-    path = REFS / "tests.json"
+    path = REFS / "inference" / "tests.json"
     return json.loads(path.read_text())["tests"] if path.exists() else []
 
 
@@ -209,7 +209,7 @@ def test_cr2_test_of_one_coefficient_is_its_t():
 
 # ----- model comparison against R's anova() ------------------------------------------------------
 def _anovas() -> list[dict]:
-    path = REFS / "tests.json"
+    path = REFS / "inference" / "tests.json"
     return json.loads(path.read_text())["anova"] if path.exists() else []
 
 
