@@ -207,7 +207,7 @@ def main() -> None:
                       ("timeout" if res.get("timeout") else "error " + res.get("error", "")[-200:])), file=sys.stderr, flush=True)
     lines = ["| case | peer | runs | fit (s), median | incl. read (s) | peer / ours | peak memory (MB) | REML criterion vs ours |",
              "|---|---|---|---|---|---|---|---|"]
-    for case, label, path, warm in jobs:
+    for _case, label, _path, _warm in jobs:
         ours = [x for x in results.get((label, "ours"), []) if "fit_s" in x]
         ours_t = statistics.median(x["fit_s"] for x in ours) if ours else float("nan")
         ours_c = ours[0]["crit"] if ours else float("nan")

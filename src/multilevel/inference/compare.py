@@ -26,6 +26,7 @@ import pandas as pd
 from multilevel.errors import SpecificationError
 from multilevel.inference import distributions as dist
 from multilevel.results.estimates import Estimates, estimates_of
+from multilevel.results.multi import MultiEstimates
 
 CONVENTIONS = ("hlm", "lme4")
 
@@ -86,6 +87,8 @@ def mixture_p(chisq: float, k: int) -> float:
 
 def _same_data(a, b) -> bool:
     da, db = a.design, b.design
+    if isinstance(a, MultiEstimates) or isinstance(b, MultiEstimates):
+        return _same_rows(a, b)
     if da.n_obs != db.n_obs or da.group_labels != db.group_labels:
         return False
     pa, pb = da.precision_weights, db.precision_weights  # the likelihoods differ unless the weights agree
@@ -94,6 +97,17 @@ def _same_data(a, b) -> bool:
     if da.streamed or db.streamed:  # no rows kept: the units' sums of y^2 stand for y
         return bool(np.allclose(da.coords.original_C(a.summaries)[:, -1, -1], db.coords.original_C(b.summaries)[:, -1, -1], rtol=1e-12))
     return np.array_equal(da.y, db.y) and np.array_equal(da.codes, db.codes)
+
+
+def _same_rows(a, b) -> bool:
+    """Fits with several grouping factors (and a one-factor fit beside them): the same rows (the
+    input's index of the rows used) and the same outcome; their first factors may differ."""
+    da, db = a.design, b.design
+    if da.n_obs != db.n_obs or da.streamed or db.streamed:
+        return False
+    if da.row_index is not None and db.row_index is not None and not da.row_index.equals(db.row_index):
+        return False
+    return bool(np.array_equal(da.y, db.y))
 
 
 def check_same_basis(fits, purpose: str) -> None:
@@ -142,20 +156,76 @@ def _added_random_effect(small, big) -> int | None:
     return big.template.size - small.template.size
 
 
+def _random_effects(f) -> tuple[set[tuple[str, str]], int, int]:
+    """(the (factor, random effect) pairs, the number of variances, of covariance parameters)."""
+    if isinstance(f, MultiEstimates):
+        pairs = {(t.name, z) for t in f.factors for z in t.z_names}
+        return (pairs, sum(int(t.template.is_diagonal.sum()) for t in f.factors),
+                sum(t.template.size for t in f.factors))
+    return {(f.design.group, z) for z in f.design.z_names}, int(f.template.is_diagonal.sum()), f.template.size
+
+
+def _added_random_effect_multi(small, big) -> int | None:
+    """`_added_random_effect` when a fit has several grouping factors: the random effects are
+    (factor, effect) pairs, so that (1 | school) + (1 | school:class) adds one to (1 | school)."""
+    rs, vs, ks = _random_effects(small)
+    rb, vb, kb = _random_effects(big)
+    if not rs < rb or len(rb) - len(rs) != 1 or vb - vs != 1:
+        return None
+    return kb - ks
+
+
+def _n_groups(f) -> int:
+    """The units of a fit (several factors: the levels of its factor with the fewest, the top level
+    of a nested model), the n of SAS's BIC."""
+    if isinstance(f, MultiEstimates):
+        return min(len(f.design.groupings[t.grouping].units) for t in f.factors)
+    return f.n_groups
+
+
+def _hlm_n_params(f) -> int:
+    """HLM's parameter count: covariance parameters (REML), plus the fixed effects (ML)."""
+    if isinstance(f, MultiEstimates):
+        k = len(f.theta) + 1
+        return k if f.reml else k + len(f.design.x_names)
+    return f.hlm_n_params
+
+
+def _refit_ml(f):
+    if isinstance(f, MultiEstimates):
+        return MultiEstimates.fit(f.design, "ML")
+    return f.refit("ML")
+
+
+def _record(m):
+    """A fit's core record: `Estimates` (one factor) or `MultiEstimates` (several), else None."""
+    est = estimates_of(m)
+    if est is not None:
+        return est
+    multi = m if isinstance(m, MultiEstimates) else getattr(m, "estimates", None)
+    return multi if isinstance(multi, MultiEstimates) else None
+
+
 def _fit_row(f, label: str, convention: str = "lme4") -> dict:
     """A fit's row. In HLM's convention (beside an entered HLM deviance) its deviance and parameter
     count are HLM's (`Fit.hlm_deviance`, `Fit.hlm_n_params`), with lme4's kept beside them."""
+    if convention == "hlm" and isinstance(f, MultiEstimates):
+        raise SpecificationError(
+            "HLM's deviance convention is not available yet for models with several grouping factors; enter "
+            "the deviances as ml.Deviance(..., convention='lme4') (fit.deviance and fit.n_params)."
+        )
     if convention == "hlm":
         d, k = f.hlm_deviance, f.hlm_n_params
         return {"model": label, "method": f.method, "n_obs": f.n_obs, "n_groups": f.n_groups,
                 "deviance": d, "n_params": k, "aic": d + 2 * k,
                 "deviance_lme4": f.deviance, "n_params_lme4": f.n_params}
     p_all = f.n_params
-    p_sas = f.hlm_n_params
+    p_sas = _hlm_n_params(f)
+    J = _n_groups(f)
     return {
-        "model": label, "method": f.method, "n_obs": f.n_obs, "n_groups": f.n_groups,
+        "model": label, "method": f.method, "n_obs": f.n_obs, "n_groups": J,
         "deviance": f.deviance, "n_params": p_all, "aic": f.aic, "bic": f.bic,
-        "n_params_sas": p_sas, "aic_sas": f.deviance + 2 * p_sas, "bic_sas": f.deviance + p_sas * np.log(f.n_groups),
+        "n_params_sas": p_sas, "aic_sas": f.deviance + 2 * p_sas, "bic_sas": f.deviance + p_sas * np.log(J),
     }
 
 
@@ -168,13 +238,13 @@ def compare(*models, refit: str | None = None, labels: list[str] | None = None, 
     if len(models) < 2:
         raise SpecificationError("compare() needs at least two models.")
     for i, m in enumerate(models):
-        if not isinstance(m, Deviance) and estimates_of(m) is None:
+        if not isinstance(m, Deviance) and _record(m) is None:
             raise SpecificationError(
                 f"Argument {i + 1} of compare() is a {type(m).__name__}; give fits (ml.fit(...)) or "
                 "ml.Deviance(deviance, n_params) numbers."
             )
     # each fit by its core record (`results.estimates`): what the comparison reads
-    models = tuple(m if isinstance(m, Deviance) else estimates_of(m) for m in models)
+    models = tuple(m if isinstance(m, Deviance) else _record(m) for m in models)
     if any(isinstance(m, Estimates) and m.weighted for m in models):
         raise SpecificationError(
             "Fits with sampling weights maximise a pseudo-likelihood, whose differences are not chi-square "
@@ -212,7 +282,7 @@ def compare(*models, refit: str | None = None, labels: list[str] | None = None, 
             )
         if str(refit).upper() != "ML":
             raise SpecificationError("refit must be 'ML'.")
-        models = tuple(m.refit("ML") if not isinstance(m, Deviance) else m for m in models)
+        models = tuple(_refit_ml(m) if not isinstance(m, Deviance) else m for m in models)
         notes.append("REML fits with different fixed effects were refitted by ML for this comparison.")
 
     # one convention for every row: a chi-square of an HLM deviance against an lme4 one (they differ
@@ -269,7 +339,8 @@ def compare(*models, refit: str | None = None, labels: list[str] | None = None, 
             )
         k = None
         if not isinstance(small, Deviance) and not isinstance(big, Deviance) and _same_fixed(small, big):
-            k = _added_random_effect(small, big)
+            multi = isinstance(small, MultiEstimates) or isinstance(big, MultiEstimates)
+            k = _added_random_effect_multi(small, big) if multi else _added_random_effect(small, big)
         if mixture is True and k is None and df > 0:
             k = df
         if mixture is not False and k is not None and not negative:

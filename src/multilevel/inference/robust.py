@@ -114,14 +114,19 @@ class CR2:
 
 def cr2(s: GroupSummaries, sol: Solution, adjust: bool = True) -> CR2:
     """The CR2 pieces from the summaries (`group_operators`); adjust=False gives CR0's (A_j = I)."""
-    q, p = s.q, s.p
     space = GroupSpace(s.C, s.n)
+    return cr2_pieces(space, sol.lam @ sol.lam.T, sol.relative_condvar, sol.A_inv, sol.beta, s.q, adjust)
+
+
+def cr2_pieces(space: GroupSpace, D: np.ndarray, B: np.ndarray, M: np.ndarray, beta: np.ndarray, q: int,
+               adjust: bool = True) -> CR2:
+    """The CR2 pieces of clusters whose columns are U_j = [Z_j X_j y_j] (Z_j: the first q columns):
+    relative V_j = I + Z_j D_j Z_j', W_j = V_j^-1 = I - Z_j B_j Z_j', M = (X'WX)^-1 (relative),
+    beta the GLS estimate; D and B (q, q) or per cluster (J, q, q). adjust=False: CR0's (A_j = I)."""
+    p = M.shape[0]
     Zs = slice(0, q)
-    D = sol.lam @ sol.lam.T
     V = space.operator(1.0, space.embed(D, Zs))
-    B = sol.relative_condvar
     W = space.operator(1.0, space.embed(-B, Zs))
-    M = sol.A_inv  # (X'W X)^-1 for the relative W
     if adjust:
         Vh = space.apply(V, np.sqrt)
         XMX = space.operator(0.0, space.embed(M, slice(q, q + p)))
@@ -132,7 +137,7 @@ def cr2(s: GroupSummaries, sol: Solution, adjust: bool = True) -> CR2:
     r = space.r
     S = np.zeros((r, p + 1))
     S[q : q + p, :p] = np.eye(p)
-    S[q : q + p, p] = -sol.beta
+    S[q : q + p, p] = -beta
     S[-1, p] = 1.0
     WA = space.compose(W, A)
     scores = space.form(WA, S[:, :p], S[:, p:])[:, :, 0]

@@ -22,8 +22,8 @@ from multilevel.results.multi import MultiEstimates
 
 #: members of the two-level Fit that a fit with several grouping factors does not offer yet
 NOT_YET = frozenset({
-    "to_html", "model_based", "robust", "vcov_robust", "hlm_df", "test", "estimate",
-    "confint", "bootstrap", "reliability", "variance_components", "n_units_sufficient", "unit_ols",
+    "to_html", "model_based", "robust", "hlm_df",
+    "bootstrap", "reliability", "variance_components", "n_units_sufficient", "unit_ols",
     "eb_coefficients", "homogeneity_test", "plot", "level_equations",
     "mixed_equation", "at", "hlm_deviance", "hlm_n_params", "gamma_labels", "ranef_pev", "tau_correlations",
     "statistics", "inference", "diagnostics", "template", "solution", "theta_internal", "coordinates",
@@ -144,22 +144,73 @@ class MultiFit:
         se = np.sqrt(np.diag(self.vcov.to_numpy()))
         return pd.DataFrame({"estimate": b.to_numpy(), "se": se, "t": b.to_numpy() / se}, index=b.index)
 
-    def coef_table(self, df: str = "satterthwaite", L=None) -> pd.DataFrame:
+    def coef_table(self, df: str | None = None, L=None, se: str = "model", cluster: str | None = None,
+                   level: float = 0.95) -> pd.DataFrame:
         """lmerTest's coefficient table: estimate, se, df, t, p for each fixed effect (or each row
-        of the contrast matrix L), df by "satterthwaite" (lmerTest) or "kenward-roger" (pbkrtest;
-        REML fits), from the variance derivatives of several factors
-        (`inference.multi_derivatives`)."""
+        of the contrast matrix L), df by "satterthwaite" (lmerTest; the default) or "kenward-roger"
+        (pbkrtest; REML fits), from the variance derivatives of several factors
+        (`inference.multi_derivatives`). se="CR0" (HLM's robust SEs), "CR1" or "CR2" (clubSandwich):
+        the cluster-robust sandwich clustered at the top level (the factor every other factor is
+        nested in) or by `cluster` (a factor or a column every factor is nested in), with
+        clubSandwich's Satterthwaite df (df "bell-mccaffrey", their default), "residual" or
+        "infinite"; these tables add the confidence interval at `level` (`inference.multi_view`)."""
         from multilevel.inference.multi_derivatives import multi_df
 
-        key = str(df).lower().replace("_", "-")
-        if key not in ("satterthwaite", "kenward-roger"):
-            raise SpecificationError(f"df must be 'satterthwaite' or 'kenward-roger' for several grouping factors, not {df!r}.")
-        if L is None and key in self._tables:
-            return self._tables[key]
-        table = multi_df(self.estimates, None if L is None else np.asarray(L, dtype=float), key)
+        se_key = str(se)
+        key = None if df is None else str(df).lower().replace("_", "-")
+        if se_key.lower() == "model" and key in (None, "satterthwaite", "kenward-roger"):
+            if cluster is not None:
+                raise SpecificationError("cluster= goes with the cluster-robust SEs (se='CR0', 'CR1' or 'CR2').")
+            key = key or "satterthwaite"
+            if L is None and key in self._tables:
+                return self._tables[key]
+            table = multi_df(self.estimates, None if L is None else np.asarray(L, dtype=float), key)
+            if L is None:
+                self._tables[key] = table
+            return table
+        inf = self._inference(cluster)
         if L is None:
-            self._tables[key] = table
+            return inf.coef_table(df, se, level)
+        table = inf.estimate(np.atleast_2d(np.asarray(L, dtype=float)), None, df, se, level)
+        table.index = [f"L{r + 1}" for r in range(len(table))]
         return table
+
+    def test(self, contrast, rhs=None, df: str | None = None, se: str = "model", cluster: str | None = None,
+             level: float = 0.95):
+        """Joint test of L gamma = rhs (text as "black = 0, hispanic = 0", a list of such texts, or
+        a matrix): HLM's Wald chi-square and the F with lmerTest's Satterthwaite ddf (the default
+        for model-based SEs), pbkrtest's Kenward-Roger F ("kenward-roger"), or, with se="CR2"
+        (CR0, CR1), clubSandwich's Wald_test (HTZ; one row: its Satterthwaite t); the one-factor
+        fit's `HypothesisTest`."""
+        return self._inference(cluster).test(contrast, rhs, df, se, level)
+
+    def estimate(self, contrast, rhs=None, df: str | None = None, se: str = "model", cluster: str | None = None,
+                 level: float = 0.95) -> pd.DataFrame:
+        """Linear combinations of the fixed effects, one row each: estimate, se, df, t, p, interval."""
+        return self._inference(cluster).estimate(contrast, rhs, df, se, level)
+
+    def confint(self, method: str = "wald", level: float = 0.95, *, which: str = "fixed") -> pd.DataFrame:
+        """Wald intervals of the fixed effects (lme4's confint(method = "Wald")); profile and
+        bootstrap intervals are refused for several factors (not yet)."""
+        return self._inference(None).confint(method, level, which=which)
+
+    @property
+    def vcov_robust(self) -> pd.DataFrame:
+        """HLM's robust (CR0) covariance of the fixed effects, clustered at the top level."""
+        inf = self._inference(None)
+        names = list(self.design.x_names)
+        return pd.DataFrame(self.design.coords.vcov(inf.vcov_robust_internal), index=names, columns=names)
+
+    def _inference(self, cluster: str | None):
+        from multilevel.inference.multi_view import MultiInference, MultiRecord
+
+        if cluster not in self._views:
+            self._views[cluster] = MultiInference(MultiRecord(self.estimates, cluster))  # type: ignore[arg-type]
+        return self._views[cluster]
+
+    @cached_property
+    def _views(self) -> dict:
+        return {}
 
     @cached_property
     def _tables(self) -> dict[str, pd.DataFrame]:
