@@ -8,49 +8,24 @@ import numpy as np
 import pytest
 from scipy.linalg import block_diag
 
+from conftest import dense_Z, factor_codes, parent_levels, simulated_factors
 from multilevel.design.summaries import GroupSummaries
 from multilevel.engine.blocked import BlockedObjective, Structure, optimize_blocked
 from multilevel.engine.covariance import LambdaTemplate
 
-
-def _dense_Z(codes: np.ndarray, z: np.ndarray, J: int) -> np.ndarray:
-    N, q = z.shape
-    Z = np.zeros((N, J, q))
-    Z[np.arange(N), codes, :] = z
-    return Z.reshape(N, J * q)
-
-
-def _codes(rng, J: int, N: int) -> np.ndarray:
-    return np.concatenate([np.arange(J), rng.integers(0, J, N - J)])  # every level has a row
-
-
-def _parents(rng, J_inner: int, J_outer: int) -> np.ndarray:
-    return np.concatenate([np.arange(J_outer), rng.integers(0, J_outer, J_inner - J_outer)])
+SIZES = {"nested": (40, 12, 4), "crossed": (30, 9, 5), "mixed": (40, 10, 6)}
 
 
 def _case(seed: int, kind: str, qs: tuple[int, ...], N: int = 300):
-    """Rows with three grouping factors: nested (0 in 1 in 2), crossed, or mixed (0 in 1, 2 crossed)."""
-    rng = np.random.default_rng(seed)
-    if kind == "nested":
-        J = (40, 12, 4)
-        c0 = _codes(rng, J[0], N)
-        c1 = _parents(rng, J[0], J[1])[c0]
-        codes = [c0, c1, _parents(rng, J[1], J[2])[c1]]
-    elif kind == "crossed":
-        J = (30, 9, 5)
-        codes = [_codes(rng, j, N) for j in J]
-    else:
-        J = (40, 10, 6)
-        c0 = _codes(rng, J[0], N)
-        codes = [c0, _parents(rng, J[0], J[1])[c0], _codes(rng, J[2], N)]
-    x = rng.normal(2.0, 1.5, N)
-    X = np.column_stack([np.ones(N), x, rng.normal(size=N)])
-    Zs = [np.column_stack([np.ones(N), x])[:, :q] for q in qs]
-    y = X @ [1.0, 0.5, -0.3] + sum(rng.normal(size=j)[c] for j, c in zip(J, codes)) + rng.normal(size=N)
-    names = ("g0", "g1", "g2")
-    s, order = GroupSummaries.of_factors(tuple(Zs), X, y, tuple(codes), J, names)
-    templates = tuple(LambdaTemplate.from_blocks((tuple(range(qs[f])),), ("Intercept", "x")[: qs[f]], names[f]) for f in order)
-    return s, order, templates, Zs, codes, J, X, y
+    """`conftest.simulated_factors` with this module's sizes."""
+    return simulated_factors(seed, kind, qs, N, SIZES, 2.0, 1.5)
+
+
+
+
+
+
+
 
 
 def _dense(theta, case, reml: bool):
@@ -60,7 +35,7 @@ def _dense(theta, case, reml: bool):
     for t, f in enumerate(order):
         tp = templates[t]
         lam_blocks.append(np.kron(np.eye(J[f]), tp.lam(theta[at : at + tp.size])))
-        Z_blocks.append(_dense_Z(codes[f], Zs[f], J[f]))
+        Z_blocks.append(dense_Z(codes[f], Zs[f], J[f]))
         at += tp.size
     Lam, Z = block_diag(*lam_blocks), np.hstack(Z_blocks)
     n, p = X.shape
@@ -155,10 +130,10 @@ def _four_levels(seed: int, qs: tuple[int, ...], crossed: bool):
     """Rows in four nested factors (0 in 1 in 2 in 3), and optionally a fifth crossed with them."""
     rng = np.random.default_rng(seed)
     N, J = 400, (60, 20, 8, 3, 2)  # the crossed factor has the fewest levels: the rest
-    c0 = _codes(rng, J[0], N)
-    c1 = _parents(rng, J[0], J[1])[c0]
-    c2 = _parents(rng, J[1], J[2])[c1]
-    codes = [c0, c1, c2, _parents(rng, J[2], J[3])[c2], _codes(rng, J[4], N)]
+    c0 = factor_codes(rng, J[0], N)
+    c1 = parent_levels(rng, J[0], J[1])[c0]
+    c2 = parent_levels(rng, J[1], J[2])[c1]
+    codes = [c0, c1, c2, parent_levels(rng, J[2], J[3])[c2], factor_codes(rng, J[4], N)]
     F = 5 if crossed else 4
     x = rng.normal(2.0, 1.5, N)
     X = np.column_stack([np.ones(N), x])

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from scipy.linalg import block_diag
 
+from conftest import dense_Z, simulated_factors
 from multilevel.design.summaries import GroupSummaries
 from multilevel.engine.blocked import BlockedObjective, optimize_blocked
 from multilevel.engine.covariance import LambdaTemplate
@@ -22,45 +23,20 @@ from multilevel.inference.multi_derivatives import MultiParts, multi_df, varianc
 ROOT = Path(__file__).resolve().parents[2]
 REFS = ROOT / "refs" / "multi"
 
-
-# ----- small simulated data against the dense algebra ------------------------------------------
-def _codes(rng, J: int, N: int) -> np.ndarray:
-    return np.concatenate([np.arange(J), rng.integers(0, J, N - J)])
-
-
-def _parents(rng, J_inner: int, J_outer: int) -> np.ndarray:
-    return np.concatenate([np.arange(J_outer), rng.integers(0, J_outer, J_inner - J_outer)])
+SIZES = {"nested": (30, 9, 3), "crossed": (20, 8, 5), "mixed": (30, 8, 6)}
 
 
 def _case(seed: int, kind: str, qs: tuple[int, ...], N: int = 160):
-    rng = np.random.default_rng(seed)
-    if kind == "nested":
-        J = (30, 9, 3)
-        c0 = _codes(rng, J[0], N)
-        c1 = _parents(rng, J[0], J[1])[c0]
-        codes = [c0, c1, _parents(rng, J[1], J[2])[c1]]
-    elif kind == "crossed":
-        J = (20, 8, 5)
-        codes = [_codes(rng, j, N) for j in J]
-    else:
-        J = (30, 8, 6)
-        c0 = _codes(rng, J[0], N)
-        codes = [c0, _parents(rng, J[0], J[1])[c0], _codes(rng, J[2], N)]
-    x = rng.normal(1.0, 1.2, N)
-    X = np.column_stack([np.ones(N), x, rng.normal(size=N)])
-    Zs = [np.column_stack([np.ones(N), x])[:, :q] for q in qs]
-    y = X @ [1.0, 0.5, -0.3] + sum(rng.normal(size=j)[c] for j, c in zip(J, codes)) + rng.normal(size=N)
-    names = ("g0", "g1", "g2")
-    s, order = GroupSummaries.of_factors(tuple(Zs), X, y, tuple(codes), J, names)
-    templates = tuple(LambdaTemplate.from_blocks((tuple(range(qs[f])),), ("Intercept", "x")[: qs[f]], names[f]) for f in order)
-    return s, order, templates, Zs, codes, J, X, y
+    """`conftest.simulated_factors` with this module's sizes."""
+    return simulated_factors(seed, kind, qs, N, SIZES, 1.0, 1.2)
 
 
-def _dense_Z(codes: np.ndarray, z: np.ndarray, J: int) -> np.ndarray:
-    N, q = z.shape
-    Z = np.zeros((N, J, q))
-    Z[np.arange(N), codes, :] = z
-    return Z.reshape(N, J * q)
+
+# ----- small simulated data against the dense algebra ------------------------------------------
+
+
+
+
 
 
 def _dense_parts(case, theta):
@@ -72,7 +48,7 @@ def _dense_parts(case, theta):
     for t, f in enumerate(order):
         tp = templates[t]
         lam_blocks.append(np.kron(np.eye(J[f]), tp.lam(theta[at : at + tp.size])))
-        Z_blocks.append(_dense_Z(codes[f], Zs[f], J[f]))
+        Z_blocks.append(dense_Z(codes[f], Zs[f], J[f]))
         for a, b in zip(tp.rows, tp.cols):
             e = np.zeros((tp.q, tp.q))
             e[a, b] = e[b, a] = 1.0

@@ -488,6 +488,16 @@ def judge_values(facts: ValueFacts, variables: list[str], group: str) -> tuple[s
     return tuple(notes)
 
 
+def _report_infinite(v: str, col: pd.Series, facts) -> None:
+    """The rows of column v holding an infinity: refused now (in memory) or kept in `facts` (a
+    stream's chunk, judged with every row's facts by `judge_values`)."""
+    rows = np.flatnonzero(np.isinf(col.to_numpy(dtype=float, na_value=np.nan))).tolist()
+    if facts is None:
+        _infinite(v, rows)
+    else:
+        facts.infinite[v] = rows
+
+
 def check_values(
     data: pd.DataFrame, variables: list[str], outcome: str, group: str, column=None, facts: ValueFacts | None = None,
     id_codes: list | None = None, other_groups: tuple[str, ...] = (),
@@ -589,11 +599,7 @@ def check_values(
         if isinstance(dt, np.dtype) and dt.kind in "iuf":
             # numpy numbers: no text to judge (`_numeric_looking_text` finds none), only infinities
             if n_infinite:
-                rows = np.flatnonzero(np.isinf(col.to_numpy(dtype=float, na_value=np.nan))).tolist()
-                if facts is None:
-                    _infinite(v, rows)
-                else:
-                    facts.infinite[v] = rows
+                _report_infinite(v, col, facts)
             continue
         distinct = None
         if not pd.api.types.is_numeric_dtype(col) and not isinstance(col.dtype, pd.CategoricalDtype):
@@ -633,11 +639,7 @@ def check_values(
                 facts.levels[v] = dict.fromkeys(values)
                 facts.numeric_text[v] = numeric_text
         if n_infinite:
-            rows = np.flatnonzero(np.isinf(col.to_numpy(dtype=float, na_value=np.nan))).tolist()
-            if facts is None:
-                _infinite(v, rows)
-            else:
-                facts.infinite[v] = rows
+            _report_infinite(v, col, facts)
     if facts is not None:
         facts.rows = len(data)
         facts.missing = dict(missing)
