@@ -23,51 +23,10 @@ import numpy as np
 from multilevel.numerics.compile import Loops, run
 
 
-def rest_update(dense, nR, start, rest, Lent, LX):
-    """The Schur update of the rest and of its rows of [X y] by the levels of a chain factor:
-    dense[rho_a, rho_b] -= L_a . L_b for the entries a, b of one level, and dense[nR + x, rho_a]
-    (and its mirror) -= LX[j, x] . L_a."""
-    J = start.shape[0] - 1
-    q = Lent.shape[1]
-    k = LX.shape[1]
-    for j in range(J):
-        a0 = start[j]
-        a1 = start[j + 1]
-        for a in range(a0, a1):
-            ra = rest[a]
-            for b in range(a0, a1):
-                s = 0.0
-                for c in range(q):
-                    s += Lent[a, c] * Lent[b, c]
-                dense[ra, rest[b]] -= s
-            for x in range(k):
-                s = 0.0
-                for c in range(q):
-                    s += LX[j, x, c] * Lent[a, c]
-                dense[nR + x, ra] -= s
-                dense[ra, nR + x] -= s
-
-
-def gather_rest(S, start, rest, Lent, out):
-    """out[a] = sum over the entries b of a's level of S[rho_a, rho_b] L_b (Takahashi's product of
-    the rest's inverse with a level's links)."""
-    J = start.shape[0] - 1
-    q = Lent.shape[1]
-    for j in range(J):
-        a0 = start[j]
-        a1 = start[j + 1]
-        for a in range(a0, a1):
-            ra = rest[a]
-            for c in range(q):
-                out[a, c] = 0.0
-            for b in range(a0, a1):
-                s = S[ra, rest[b]]
-                for c in range(q):
-                    out[a, c] += s * Lent[b, c]
-
-
 def rest_update_numpy(dense, nR, start, rest, Lent, LX):
-    """`rest_update` in numpy: one fancy-indexed update per level."""
+    """The Schur update of the rest and of its rows of [X y] by a chain factor's levels, in numpy
+    (one fancy-indexed update per level): dense[rho_a, rho_b] -= L_a . L_b for the entries a, b
+    of one level, dense[nR + x, rho_a] (and its mirror) -= LX[j, x] . L_a."""
     for j in range(start.shape[0] - 1):
         a, b = start[j], start[j + 1]
         if a == b:
@@ -81,28 +40,14 @@ def rest_update_numpy(dense, nR, start, rest, Lent, LX):
 
 
 def gather_rest_numpy(S, start, rest, Lent, out):
-    """`gather_rest` in numpy."""
+    """out[a] = sum over the entries b of a's level of S[rho_a, rho_b] L_b (Takahashi's product of
+    the rest's inverse with a level's links), in numpy."""
     for j in range(start.shape[0] - 1):
         a, b = start[j], start[j + 1]
         if a == b:
             continue
         idx = rest[a:b]
         out[a:b] = S[np.ix_(idx, idx)] @ Lent[a:b]
-
-
-# ----- the chain (the nested factors), all of its levels in one flat, padded layout -------------
-#
-# Chain factor i (0..m-1) has the levels g = off[i]..off[i+1]-1 and q = qs[i] random effects; Qc is
-# the largest q of the chain, k = p + 1. Per level g: the raw [Z'Z | Z'X Z'y] Craw[g] (Qc, Qc + k:
-# Z'Z in [:q, :q], Z'[X y] in [:q, Qc:]), its ancestors anc[g, kk] (a level of chain factor
-# i + 1 + kk, kk < m - 1 - i) with the raw blocks Araw[g, kk] = Z_a'Z_i (q_a, q); its entries (the
-# links to the rest) estart[g]..estart[g+1]-1, entry e with its index in the rest erest[e], the
-# ancestor's entry of the same index eanc[e, kk], the raw block of its pair of levels Eraw[e]
-# (q_r, q) and its rest factor efac[e] and row erow[e] in that block. lams (F, Q, Q): every factor's
-# lambda, padded with zeros. The factor's arrays: L, Linv (G, Qc, Qc), LX (G, k, Qc), Llink
-# (G, n_links, Qc, Qc), Lent (n_entries, Qc); padding is never read.
-#
-# qsize: (0,) * q when every chain factor has that q (then a constant of the compiled loop), else ().
 
 
 def scale_level(Craw, Araw, estart, Eraw, efac, erow, lams, L, LX, Llink, Lent, T, row, g, i, m, q, qs, nq):
@@ -163,7 +108,7 @@ def chain_factor(Craw, Araw, anc, estart, erest, eanc, Eraw, efac, erow, off, qs
     """The chain's part of the blocked Cholesky factor (engine.blocked's module doc): scale every
     level's blocks (D = lam' Z'Z lam + I, Z'[X y] lam, lam_a' Z_a'Z lam, lam_r' Z_r'Z lam), then per
     level in order: L L' = D, Linv = L^-1, the links times L^-T, and the Schur updates of its
-    ancestors' blocks, of the rest (`rest_update`) and of [X y]'[X y] (summed into XX). Returns
+    ancestors' blocks, of the rest (`rest_update_numpy`'s update) and of [X y]'[X y] (summed into XX). Returns
     log|D| summed over the chain, nan when a D is not positive definite."""
     nq = len(qsize)  # the chain's one q, a constant of the compiled code (0: the q differ)
     m = off.shape[0] - 1
@@ -280,7 +225,7 @@ def chain_factor(Craw, Araw, anc, estart, erest, eanc, Eraw, efac, erow, off, qs
                         for d in range(q):
                             s += Lent[e, d] * Llink[g, kk, b, d]
                         Lent[ea, b] -= s
-            # the rest and its rows of [X y] (`rest_update`), and [X y]'[X y]
+            # the rest and its rows of [X y] (`rest_update_numpy`'s update), and [X y]'[X y]
             for ea in range(e0, e1):
                 ra = erest[ea]
                 for eb in range(e0, e1):
@@ -636,7 +581,7 @@ def chain_gradient(Craw, Araw, anc, estart, erest, Eraw, efac, erow, off, qs, la
                     Qs[r, rw, b] += s
 
 
-LOOPS = Loops(globals(), ("rest_update", "gather_rest", "scale_level", "level_x", "chain_factor", "chain_solve", "chain_inverse", "chain_gradient"))
+LOOPS = Loops(globals(), ("scale_level", "level_x", "chain_factor", "chain_solve", "chain_inverse", "chain_gradient"))
 
 #: estimated seconds of the numpy versions (`compile.run`'s rule): per level, and per pair of links
 LEVEL_SECONDS = 30e-6
@@ -648,23 +593,9 @@ def _seconds(start: np.ndarray) -> float:
     return LEVEL_SECONDS * float(np.count_nonzero(sizes)) + PAIR_SECONDS * float(sizes @ sizes)
 
 
-def call_rest_update(dense: np.ndarray, nR: int, start: np.ndarray, rest: np.ndarray, Lent: np.ndarray, LX: np.ndarray) -> None:
-    """`rest_update`, compiled or in numpy (`compile.run`)."""
-    args: tuple[Any, ...] = (dense, int(nR), start, rest, np.ascontiguousarray(Lent), np.ascontiguousarray(LX))
-    run(LOOPS, "rest_update", args, rest_update_numpy, _seconds(start))
-
-
-def call_gather_rest(S: np.ndarray, start: np.ndarray, rest: np.ndarray, Lent: np.ndarray) -> np.ndarray:
-    """`gather_rest`, compiled or in numpy (`compile.run`): the (n_entries, q) products."""
-    out = np.zeros_like(Lent)
-    run(LOOPS, "gather_rest", (np.ascontiguousarray(S), start, rest, np.ascontiguousarray(Lent), out), gather_rest_numpy,
-        _seconds(start))
-    return out
-
-
 #: estimated seconds of the chain's numpy versions (`compile.run`'s rule): per chain factor (a few
 #: dozen numpy calls), per level (the old numpy path: ~0.17 s a call at 200,000 levels) and per entry;
-#: the levels with entries also run `rest_update`'s or `gather_rest`'s numpy loop (`_seconds`)
+#: the levels with entries also run a per-level numpy loop over their links (`_seconds`)
 CHAIN_FACTOR_SECONDS = 1e-3
 CHAIN_LEVEL_SECONDS = 1e-6
 CHAIN_ENTRY_SECONDS = 1e-6
