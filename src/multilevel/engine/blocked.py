@@ -371,28 +371,12 @@ class BlockedObjective:
         total = s._total
         q0 = terms[0].q
         dense[nR:, nR:] = total[q0:, q0:]
+        self._fill_rest(dense, lams)  # Lambda_R' Z_R'Z_R Lambda_R
         for r, off in zip(st.rest, st.offsets):
             qr, Jr = st.q[r], st.J[r]
-            lam = lams[r]
-            C = terms[r].C
-            blk = lam.T @ C[:, :qr, :qr] @ lam
-            for j in range(qr):
-                for c in range(qr):
-                    dense[off + j : off + Jr * qr : qr, off + c : off + Jr * qr : qr][np.diag_indices(Jr)] = blk[:, j, c]
-            xz = (C[:, qr:, :qr] @ lam).transpose(1, 0, 2).reshape(k, Jr * qr)
+            xz = (terms[r].C[:, qr:, :qr] @ lams[r]).transpose(1, 0, 2).reshape(k, Jr * qr)
             dense[nR:, off : off + Jr * qr] = xz
             dense[off : off + Jr * qr, nR:] = xz.T
-            for e_r, e_off in zip(st.rest, st.offsets):
-                if e_r >= r:
-                    break
-                cross = terms[r].cross[e_r]
-                qe = st.q[e_r]
-                sc = lam.T @ cross.blocks @ lams[e_r]  # (n_pairs, q_r, q_e)
-                rows = off + cross.rows[:, None, None] * qr + np.arange(qr)[None, :, None]
-                cols = e_off + cross.cols[:, None, None] * qe + np.arange(qe)[None, None, :]
-                rows, cols = np.broadcast_arrays(rows, cols)
-                dense[rows, cols] = sc
-                dense[cols, rows] = sc
         dense[np.arange(nR), np.arange(nR)] += 1.0
         # the chain, level by level (`numerics.blocked.chain_factor`), into the flat layout
         ch = self.chain
@@ -436,20 +420,9 @@ class BlockedObjective:
 
     # --- solutions ------------------------------------------------------------------------------
 
-    def back_solve(self, f: Factor, rest_rhs: np.ndarray, chain_rhs: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """x = L_M^-T rhs through the blocks (the rest first, then the chain in reverse): `rest_rhs`
-        (n_R, c), `chain_rhs[i]` (J_i, q_i, c). Returns (x_rest, [x_i])."""
-        st, ch = self.st, self.chain
-        c = rest_rhs.shape[1]
-        rhs = np.zeros((ch.G, c, ch.Qc))
-        for i in range(st.m):
-            rhs[ch.off[i] : ch.off[i + 1], :, : st.q[i]] = np.swapaxes(chain_rhs[i], 1, 2)
-        x_rest, x = self._flat_solve(f, rest_rhs, rhs)
-        return x_rest, [x[ch.off[i] : ch.off[i + 1], : st.q[i]] for i in range(st.m)]
-
     def _flat_solve(self, f: Factor, rest_rhs: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """`back_solve` with the chain's right-hand sides rhs (G, c, Qc) in the flat layout (as
-        LX). Returns (x_rest, x (G, Qc, c))."""
+        """x = L_M^-T rhs through the blocks (the rest first, then the chain in reverse): rest_rhs
+        (n_R, c), the chain's rhs (G, c, Qc) in the flat layout (as LX). Returns (x_rest, x (G, Qc, c))."""
         st, ch = self.st, self.chain
         nR = st.n_rest
         x_rest = solve_triangular(f.L_dense[:nR, :nR], rest_rhs, lower=True, trans="T") if nR else rest_rhs
@@ -527,29 +500,44 @@ class BlockedObjective:
         return S_rest, diag, link, ent
 
     @cached_property
-    def _rest_A(self) -> np.ndarray:
-        """The rest's raw Z'Z (dense)."""
+    def _rest_places(self):
+        """Where the rest's blocks go in its dense matrix (made once per model): per rest factor
+        its diagonal blocks' (rows, cols), (J, q, q) each; per pair of rest factors its cross
+        blocks' (rows, cols), (n_pairs, q_r, q_e) each."""
         st, terms = self.st, self.s.terms
-        ident = tuple(np.eye(q) for q in st.q)
-        nR = st.n_rest
-        A = np.zeros((nR, nR))
+        diag, cross = [], []
         for r, off in zip(st.rest, st.offsets):
             qr, Jr = st.q[r], st.J[r]
-            blk = terms[r].C[:, :qr, :qr]
-            for j in range(qr):
-                for c in range(qr):
-                    A[off + j : off + Jr * qr : qr, off + c : off + Jr * qr : qr][np.diag_indices(Jr)] = blk[:, j, c]
+            idx = off + np.arange(Jr)[:, None] * qr + np.arange(qr)[None, :]
+            diag.append((r, *np.broadcast_arrays(idx[:, :, None], idx[:, None, :])))
             for e_r, e_off in zip(st.rest, st.offsets):
                 if e_r >= r:
                     break
-                cross = terms[r].cross[e_r]
-                qe = st.q[e_r]
-                rows = off + cross.rows[:, None, None] * qr + np.arange(qr)[None, :, None]
-                cols = e_off + cross.cols[:, None, None] * qe + np.arange(qe)[None, None, :]
-                rows, cols = np.broadcast_arrays(rows, cols)
-                A[rows, cols] = cross.blocks
-                A[cols, rows] = cross.blocks
-        del ident
+                cb = terms[r].cross[e_r]
+                rows = off + cb.rows[:, None, None] * qr + np.arange(qr)[None, :, None]
+                cols = e_off + cb.cols[:, None, None] * st.q[e_r] + np.arange(st.q[e_r])[None, None, :]
+                cross.append((r, e_r, *np.broadcast_arrays(rows, cols)))
+        return diag, cross
+
+    def _fill_rest(self, out: np.ndarray, lams: tuple[np.ndarray, ...] | None) -> None:
+        """The rest's Z'Z blocks into out[:n_R, :n_R]: raw (lams None), or scaled, lambda_r' B lambda_e."""
+        terms = self.s.terms
+        diag, cross = self._rest_places
+        for r, rows, cols in diag:
+            q = self.st.q[r]
+            blk = terms[r].C[:, :q, :q]
+            out[rows, cols] = blk if lams is None else lams[r].T @ blk @ lams[r]
+        for r, e_r, rows, cols in cross:
+            blk = terms[r].cross[e_r].blocks
+            scaled = blk if lams is None else lams[r].T @ blk @ lams[e_r]
+            out[rows, cols] = scaled
+            out[cols, rows] = scaled
+
+    @cached_property
+    def _rest_A(self) -> np.ndarray:
+        """The rest's raw Z'Z (dense)."""
+        A = np.zeros((self.st.n_rest, self.st.n_rest))
+        self._fill_rest(A, None)
         return A
 
     def _rest_lambda(self, lams: tuple[np.ndarray, ...], x: np.ndarray) -> np.ndarray:
