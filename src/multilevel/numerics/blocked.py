@@ -225,20 +225,25 @@ def chain_factor(Craw, Araw, anc, estart, erest, eanc, Eraw, efac, erow, off, qs
                         for d in range(q):
                             s += Lent[e, d] * Llink[g, kk, b, d]
                         Lent[ea, b] -= s
-            # the rest and its rows of [X y] (`rest_update_numpy`'s update), and [X y]'[X y]
+            # the rest and its rows of [X y] (`rest_update_numpy`'s update), and [X y]'[X y]:
+            # the lower triangle only (the dense factor reads no other; a level's entries are
+            # distinct rest columns, so each pair is one element of it)
             for ea in range(e0, e1):
                 ra = erest[ea]
-                for eb in range(e0, e1):
+                for eb in range(e0, ea + 1):
                     s = 0.0
                     for c in range(q):
                         s += Lent[ea, c] * Lent[eb, c]
-                    dense[ra, erest[eb]] -= s
+                    rb = erest[eb]
+                    if ra >= rb:
+                        dense[ra, rb] -= s
+                    else:
+                        dense[rb, ra] -= s
                 for x in range(k):
                     s = 0.0
                     for c in range(q):
                         s += LX[g, x, c] * Lent[ea, c]
                     dense[nR + x, ra] -= s
-                    dense[ra, nR + x] -= s
             for x in range(k):
                 for y in range(k):
                     s = 0.0
@@ -365,13 +370,20 @@ def chain_inverse(Linv, Llink, Lent, anc, estart, erest, eanc, off, qs, S_rest, 
                         for c in range(q):
                             T[kk, a, c] += W[a, c]
             for e in range(e0, e1):
-                ra = erest[e]
                 for c in range(q):
                     Te[e - e0, c] = 0.0
-                for e2 in range(e0, e1):
+            # (S_rest is symmetric: each pair of the level's entries read once, for both)
+            for e in range(e0, e1):
+                ra = erest[e]
+                for e2 in range(e0, e):
                     s = S_rest[ra, erest[e2]]
                     for c in range(q):
                         Te[e - e0, c] += s * Lent[e2, c]
+                        Te[e2 - e0, c] += s * Lent[e, c]
+                s = S_rest[ra, ra]
+                for c in range(q):
+                    Te[e - e0, c] += s * Lent[e, c]
+            for e in range(e0, e1):
                 for kk in range(nl):
                     ea = eanc[e, kk]
                     for c in range(q):
@@ -419,6 +431,20 @@ def chain_inverse(Linv, Llink, Lent, anc, estart, erest, eanc, off, qs, S_rest, 
                     for c in range(q):
                         s += Linv[g, c, a] * inner[c, b]
                     S_diag[g, a, b] = s
+
+
+def mirror_lower(S):
+    """S's upper triangle := its lower triangle (a symmetric matrix of which LAPACK made one half)."""
+    n = S.shape[0]
+    for i in range(n):
+        for j in range(i):
+            S[j, i] = S[i, j]
+
+
+def mirror_lower_numpy(S):
+    """`mirror_lower` in numpy."""
+    iu = np.triu_indices(S.shape[0], 1)
+    S[iu] = S.T[iu]
 
 
 def level_x(sol, beta, lams, x, g, i, q, p):
@@ -581,7 +607,7 @@ def chain_gradient(Craw, Araw, anc, estart, erest, Eraw, efac, erow, off, qs, la
                     Qs[r, rw, b] += s
 
 
-LOOPS = Loops(globals(), ("scale_level", "level_x", "chain_factor", "chain_solve", "chain_inverse", "chain_gradient"))
+LOOPS = Loops(globals(), ("mirror_lower", "scale_level", "level_x", "chain_factor", "chain_solve", "chain_inverse", "chain_gradient"))
 
 #: estimated seconds of the numpy versions (`compile.run`'s rule): per level, and per pair of links
 LEVEL_SECONDS = 30e-6
@@ -613,6 +639,11 @@ def call_chain_factor(Craw, Araw, anc, estart, erest, eanc, Eraw, efac, erow, of
     args: tuple[Any, ...] = (Craw, Araw, anc, estart, erest, eanc, Eraw, efac, erow, off, qs, lams, dense, int(nR), L, Linv, LX,
                              Llink, Lent, XX, qsize)
     return float(run(LOOPS, "chain_factor", args, chain_factor_numpy, seconds))
+
+
+def call_mirror_lower(S: np.ndarray) -> None:
+    """`mirror_lower`, compiled or in numpy (`compile.run`)."""
+    run(LOOPS, "mirror_lower", (S,), mirror_lower_numpy, 2e-8 * S.size)
 
 
 def call_chain_solve(Linv, Llink, Lent, anc, estart, erest, off, qs, x_rest, rhs, x, qsize, seconds) -> None:
