@@ -27,29 +27,37 @@ from multilevel.errors import DataError, SpecificationError
 from multilevel.interfaces.fit import Fit
 from multilevel.interfaces.multi_fit import MultiFit
 from multilevel.model.formula import parse_formula
-from multilevel.model.level_equations import parse_levels, parse_levels3
+from multilevel.model.level_equations import parse_levels, parse_levels_n
 from multilevel.model.spec import ModelSpec
 from multilevel.results.estimates import check_method, warn_if_not_converged
 from multilevel.results.multi import MultiEstimates
 
 
-def levels(level1: str, level2: Mapping[str, str] | None = None, level3: Mapping[str, Mapping[str, str]] | None = None, *,
-           group: str | tuple[str, str]) -> ModelSpec:
+def levels(level1: str, level2: Mapping[str, str] | None = None, level3: Mapping[str, Mapping[str, str]] | None = None,
+           level4: Mapping[str, Mapping[str, Mapping[str, str]]] | None = None, *,
+           group: str | tuple[str, ...]) -> ModelSpec:
     """HLM-style level equations -> ModelSpec (see `multilevel.level_equations`). Two levels:
-    group="school"; three (HLM3): level3={...} and group=(level-2 id, level-3 id)
-    (`level_equations.THREE_LEVEL_DOC`)."""
-    return _parse_levels(level1, level2, level3, group)
+    group="school"; three (HLM3): level3={...} and group=(level-2 id, level-3 id); four (HLM4):
+    level4={...} too and group=(level-2, level-3, level-4 id) (`level_equations.THREE_LEVEL_DOC`)."""
+    return _parse_levels(level1, level2, level3, group, level4=level4)
 
 
-def _parse_levels(level1, level2, level3, group, columns=None) -> ModelSpec:
-    """Two levels (`parse_levels`) or, with level3 or two ids, three (`parse_levels3`)."""
+def _parse_levels(level1, level2, level3, group, columns=None, level4=None) -> ModelSpec:
+    """Two levels (`parse_levels`) or, with level3 (and level4) or several ids, three or four (`parse_levels_n`)."""
+    if level4 is not None:
+        return parse_levels_n(level1, {2: level2, 3: level3, 4: level4}, group, columns)
     if level3 is not None or not isinstance(group, str):
         if level3 is None:
+            if not isinstance(group, str) and len(group) == 3:
+                raise SpecificationError(
+                    f"group={group!r} names three ids (a four-level model) but no level4 equations are given: add "
+                    "level4={'Intercept': {'Intercept': {'Intercept': 'random'}}} (HLM4) and level3=, or give fewer ids."
+                )
             raise SpecificationError(
                 f"group={group!r} names two ids (a three-level model) but no level3 equations are given: add "
                 "level3={'Intercept': {'Intercept': 'random'}} (HLM3), or give one id for a two-level model."
             )
-        return parse_levels3(level1, level2, level3, group, columns)
+        return parse_levels_n(level1, {2: level2, 3: level3}, group, columns)
     return parse_levels(level1, level2, group, columns)
 
 
@@ -343,7 +351,8 @@ def fit_levels(
     *equations: Mapping[str, str],
     level2: Mapping[str, str] | None = None,
     level3: Mapping[str, Mapping[str, str]] | None = None,
-    group: str | tuple[str, str],
+    level4: Mapping[str, Mapping[str, Mapping[str, str]]] | None = None,
+    group: str | tuple[str, ...],
     data,
     method: str = "REML",
     level2_data=None,
@@ -368,10 +377,12 @@ def fit_levels(
     (HLM's weighting); a bare weights="w" is refused. `stream=` as in `fit` (Parquet streamed in
     row groups). cgm() of a level-2 variable in a level-2 equation centres it at its mean over the
     units (HLM's grand mean of a level-2 predictor), not over the rows (`level_equations`).
-    Three levels (HLM3): level3= and group=(level-2 id, level-3 id) (`level_equations.THREE_LEVEL_DOC`).
+    Three levels (HLM3): level3= and group=(level-2 id, level-3 id); four (HLM4): level4= too and
+    group=(level-2, level-3, level-4 id) (`level_equations.THREE_LEVEL_DOC`). Centring at every
+    level: cwc()/cgm() in the equation of the level where the variable is a predictor.
     """
     level2 = _level2_equations(equations, level2)
     return fit_spec(
-        _parse_levels(level1, level2, level3, group, _column_names(data, level2_data)), data, method, tau, sigma2, level2_data, level2_missing, imputation, weights, stream,
+        _parse_levels(level1, level2, level3, group, _column_names(data, level2_data), level4), data, method, tau, sigma2, level2_data, level2_missing, imputation, weights, stream,
         sampling_weights=sampling_weights, precision_weights=precision_weights,
     )

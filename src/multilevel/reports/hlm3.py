@@ -108,10 +108,10 @@ def _fixed_spec(est: MultiEstimates, st: HLM3Statistics) -> list[str]:
     if marked:
         lines += ["", " '#' - The residual parameter variance for the parameter has been set to zero"]
     lines += ["", " Summary of the model specified (in equation format)", " ---------------------------------------------------", ""]
-    centring = dict(est.design.spec.centering)
-    lines += level_equations3(est.design.spec.outcome, s, centring)
+    derived = est.design.spec.derived
+    lines += level_equations3(est.design.spec.outcome, s, derived)
     f2, f3 = est.factors[s.f2], est.factors[s.f3]
-    lines += ["", "Mixed Model", f"    {mixed_equation3(est.design.spec.outcome, s, f2.z_names, f3.z_names)}", ""]
+    lines += ["", "Mixed Model", f"    {mixed_equation3(est.design.spec.outcome, s, f2.z_names, f3.z_names, derived)}", ""]
     return lines
 
 
