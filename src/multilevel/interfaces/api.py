@@ -46,13 +46,13 @@ def _parse_levels(level1, level2, level3, group, columns=None, level4=None) -> M
     """Two levels (`parse_levels`) or, with level3 (and level4) or several ids, three or four (`parse_levels_n`)."""
     if level4 is not None:
         return parse_levels_n(level1, {2: level2, 3: level3, 4: level4}, group, columns)
+    if not isinstance(group, str) and len(group) == 3:
+        raise SpecificationError(
+            f"group={group!r} names three ids (a four-level model) but no level4 equations are given: add "
+            "level4={'Intercept': {'Intercept': {'Intercept': 'random'}}} (HLM4) and level3=, or give fewer ids."
+        )
     if level3 is not None or not isinstance(group, str):
         if level3 is None:
-            if not isinstance(group, str) and len(group) == 3:
-                raise SpecificationError(
-                    f"group={group!r} names three ids (a four-level model) but no level4 equations are given: add "
-                    "level4={'Intercept': {'Intercept': {'Intercept': 'random'}}} (HLM4) and level3=, or give fewer ids."
-                )
             raise SpecificationError(
                 f"group={group!r} names two ids (a three-level model) but no level3 equations are given: add "
                 "level3={'Intercept': {'Intercept': 'random'}} (HLM3), or give one id for a two-level model."
