@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from multilevel.design.builder import INTERCEPT, Coefficient
-from multilevel.diagnostics.hlm3_statistics import ThreeLevelStructure
+from multilevel.diagnostics.level_structure import LevelStructure
 from multilevel.results.labels import gamma_labels
 
 CENTERING_WORDS = {"group": "centred around its group mean", "grand": "centred around the grand mean"}
@@ -91,27 +91,24 @@ def centring_notes(derived, level_of: Mapping[str, int]) -> list[str]:
     return lines
 
 
-def level_equations3(outcome: str, s: ThreeLevelStructure, derived=()) -> list[str]:
-    """HLM3's level form: ['Level-1 Model', '    math = P0 + P1*(year) + E', '', 'Level-2 Model',
-    '    P0 = B00 + B01*(black) + R0', ..., 'Level-3 Model', '    B00 = G000 + G001*(lowinc) + U00', ...];
-    a centred variable is written by its name, as HLM writes it, with HLM's notes (`centring_notes`)."""
+def level_form(outcome: str, s: LevelStructure, derived=()) -> list[str]:
+    """HLM3's (HLM4's) level form, one equation per coefficient and level: ['Level-1 Model',
+    '    math = P0 + P1*(year) + E', '', 'Level-2 Model', '    P0 = B00 + B01*(black) + R0', ...,
+    'Level-3 Model', '    B00 = G000 + G001*(lowinc) + U00', ...]; a level-k coefficient with no
+    term and no random effect at level k+1 >= 3 is not written (HLM3's layout). A centred variable is
+    written by its name, as HLM writes it, with HLM's notes (`centring_notes`)."""
     shown = centred_names(derived)
-    l1 = " + ".join(_times(f"P{p}", a, shown) for p, a in enumerate(s.coefficients))
-    lines = ["Level-1 Model", f"    {outcome} = {l1} + E", "", "Level-2 Model"]
-    for p, _a in enumerate(s.coefficients):
-        parts = [_times(f"B{p}{q}", x, shown) for q, x in enumerate(s.predictors[p]) if s.gammas_of(p, q) or s.random_at_3(p, q)]
-        if s.random_at_2(p):
-            parts.append(f"R{p}")
-        lines.append(f"    P{p} = " + (" + ".join(parts) if parts else "0"))
-    lines += ["", "Level-3 Model"]
-    for p, _a in enumerate(s.coefficients):
-        for q, _x in enumerate(s.predictors[p]):
-            parts = [_times(g.label, g.level3, shown) for g in s.gammas_of(p, q)]
-            if s.random_at_3(p, q):
-                parts.append(f"U{p}{q}")
-            if parts:
-                lines.append(f"    B{p}{q} = " + " + ".join(parts))
-    notes = centring_notes(derived, {s.level2: 2, s.level3: 3})
+    l1 = " + ".join(_times(n.label, n.name, shown) for n in s.roots)
+    lines = ["Level-1 Model", f"    {outcome} = {l1} + E"]
+    for k in range(2, s.n_levels + 1):
+        lines += ["", f"Level-{k} Model"]
+        for n in s.nodes(k - 1):
+            parts = [_times(c.label, c.name, shown) for c in n.children]
+            if n.random:
+                parts.append(n.random_label)
+            if parts or k == 2:
+                lines.append(f"    {n.label} = " + (" + ".join(parts) if parts else "0"))
+    notes = centring_notes(derived, {name: k for k, name in enumerate(s.names, 2)})
     if notes:
         lines += ["", *notes]
     return lines
@@ -123,17 +120,15 @@ def centred_names(derived) -> dict[str, str]:
     return {d.name: d.variables[0] for d in derived if d.kind in ("group", "grand")}
 
 
-def mixed_equation3(outcome: str, s: ThreeLevelStructure, z2_names: tuple[str, ...], z3_names: tuple[str, ...], derived=()) -> str:
-    """HLM3's mixed form: 'math = G000 + G001*lowinc + G010*black + ... + R0 + R1*year + U00 + U10*year + E'."""
+def mixed_form(outcome: str, s: LevelStructure, derived=()) -> str:
+    """HLM3's (HLM4's) mixed form: 'math = G000 + G001*lowinc + G010*black + ... + R0 + R1*year +
+    U00 + U10*year + E': each fixed effect times its path's variables (top level first), then the
+    random effects level by level."""
     shown = centred_names(derived)
 
-    def name(n: str) -> str:
-        return _w(":".join(shown.get(f, f) for f in n.split(":")))
+    def product(path: tuple[str, ...]) -> list[str]:
+        return [_w(":".join(shown.get(f, f) for f in x.split(":"))) for x in reversed(path) if x != INTERCEPT]
 
-    fixed = []
-    for g in s.gammas:
-        factors = [f for f in (g.level3, g.level2, g.coefficient) if f != INTERCEPT]
-        fixed.append("*".join([g.label, *map(name, factors)]))
-    rand = [f"R{p}" if n == INTERCEPT else f"R{p}*{name(n)}" for p, n in zip(s.random2, z2_names)]
-    rand += [f"U{p}{q}" if n == INTERCEPT else f"U{p}{q}*{name(n)}" for (p, q), n in zip(s.random3, z3_names)]
+    fixed = ["*".join([n.label, *product(n.path)]) for n in s.nodes(s.n_levels)]
+    rand = ["*".join([n.random_label, *product(n.path)]) for k in range(1, s.n_levels) for n in s.nodes(k) if n.random]
     return f"{outcome} = " + " + ".join(fixed + rand + ["E"])
