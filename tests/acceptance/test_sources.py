@@ -57,10 +57,12 @@ class Recorder:
         self.skipped = 0
 
     def __call__(self, spec, data, method="REML", tau=None, sigma2=None, level2=None, level2_missing="error",
-                 imputation=None, weights=None, stream=None, sampling_weights=None, precision_weights=None):
+                 imputation=None, weights=None, stream=None, sampling_weights=None, precision_weights=None,
+                 level3=None, level3_missing="error"):
         go = lambda d, s=None: self.original(spec, d, method, tau, sigma2, level2, level2_missing, imputation, weights, s,  # noqa: E731
-                                             sampling_weights=sampling_weights, precision_weights=precision_weights)
-        if not _eligible(data, level2, imputation, weights, tau, sampling_weights, precision_weights):
+                                             sampling_weights=sampling_weights, precision_weights=precision_weights,
+                                             level3=level3, level3_missing=level3_missing)
+        if level3 is not None or not _eligible(data, level2, imputation, weights, tau, sampling_weights, precision_weights):
             return go(data, stream)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "d.parquet"

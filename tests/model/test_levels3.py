@@ -56,8 +56,7 @@ def test_two_level_signature_unchanged():
         ({"level2": {"Intercept": "w2"}}, r"No level-1 coefficient is random at level 2"),
         ({"level2": {"Intercept": "w2 + R0"}}, r"'R0' .* HLM's name of a random effect"),
         ({"level3": {"Intercept": {"Intercept": "U00"}}}, r"'U00' .* HLM's name of a random effect"),
-        ({"level2": {"Intercept": "cwc(w2) + random"}}, r"cwc\(w2\): group-mean centring \(cwc\) of a level-2 variable .* not implemented yet"),
-        ({"level3": {"Intercept": {"Intercept": "cgm(w3) + random"}}}, r"cgm\(w3\): grand-mean centring \(cgm\) of a level-3 variable"),
+        ({"level3": {"Intercept": {"Intercept": "cwc(w3) + random"}}}, r"cwc\(w3\): group-mean centring of a level-3 variable, but level 3 is the top level"),
     ],
 )
 def test_refusals(kwargs, message):
@@ -65,11 +64,6 @@ def test_refusals(kwargs, message):
     args.update(kwargs)
     with pytest.raises(ml.SpecificationError, match=message):
         ml.levels("y ~ 1 + x", args["level2"], args["level3"], group=args["group"])
-
-
-def test_level1_group_mean_centring_refused():
-    with pytest.raises(ml.SpecificationError, match=r"cwc\(x\): group-mean centring \(cwc\) of a level-1 variable"):
-        ml.levels("y ~ 1 + cwc(x)", {"Intercept": "random"}, {"Intercept": {"Intercept": "random"}}, group=("c", "s"))
 
 
 def test_a_data_column_named_like_hlms_random_effects_is_a_column():

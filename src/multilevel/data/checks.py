@@ -64,6 +64,8 @@ class DataReport:
     #: (grouping factor, its units in the rows used), each factor of the model in order; the
     #: fields above (n_units_in, units_dropped, ...) are the first factor's
     factor_units: tuple[tuple[str, int], ...] = ()
+    #: HLM3's MDM from level files (`join.join_levels`): one `join.LevelFileReport` per level file joined
+    level_files: tuple = ()
 
     @property
     def n_rows_dropped(self) -> int:
@@ -82,6 +84,8 @@ class DataReport:
         if len(self.factor_units) > 1:
             lines[-1] = lines[-1].replace("Level-2 units", f"Units of '{self.factor_units[0][0]}'", 1)
             lines += [f"Units of '{g}': {n} used" for g, n in self.factor_units[1:]]
+        for f in self.level_files:
+            lines += f.lines()
         for var, n in self.dropped_by_variable:
             lines.append(f"  missing in '{var}': {n} rows (dropped listwise)")
         if self.zero_weight_rows:

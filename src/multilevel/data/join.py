@@ -319,3 +319,201 @@ def join_level2(level1: pd.DataFrame, level2: pd.DataFrame, group: str, level2_m
         unmatched_level1_rows=int(unmatched_mask.sum()),
     )
     return joined, report
+
+
+# ----- HLM3's MDM from three files -----------------------------------------------------------------
+@dataclass(frozen=True)
+class LevelFileReport:
+    """What joining one level's file did (HLM3's MDM step, `join_levels`), for the data report:
+    the level, its id columns, its rows and variables; its units with no level-1 rows (reported, not
+    used); the units of the rows below with no row in it (dropped with `level{k}_missing="drop"`,
+    else refused); the units dropped because a variable of the model is missing in the file."""
+
+    level: int
+    ids: tuple[str, ...]
+    rows: int
+    variables: tuple[str, ...]
+    units_without_rows_below: tuple[str, ...]
+    ids_without_row: tuple[str, ...]
+    rows_without_row: int
+    dropped_for_missing: tuple[tuple[str, tuple[str, ...]], ...]
+    rows_dropped_for_missing: int
+
+    def lines(self) -> list[str]:
+        k = self.level
+        out = [f"Level-{k} file: {self.rows} rows joined on {' and '.join(self.ids)}"
+               + (f" (variables: {preview(list(self.variables), 8)})" if self.variables else "")]
+        if self.dropped_for_missing:
+            out.append(
+                f"  {len(self.dropped_for_missing)} level-{k} units dropped for missing level-{k} values "
+                f"({self.rows_dropped_for_missing} level-1 rows; level{k}_missing='drop'): "
+                + preview([f"{u} ({', '.join(v)})" for u, v in self.dropped_for_missing])
+            )
+        if self.ids_without_row:
+            out.append(f"  {len(self.ids_without_row)} level-{k} units of the rows below have no row in the level-{k} file, "
+                       f"dropped ({self.rows_without_row} level-1 rows; level{k}_missing='drop'): {preview(self.ids_without_row)}")
+        if self.units_without_rows_below:
+            out.append(f"  {len(self.units_without_rows_below)} level-{k} rows have no level-1 rows (not used): "
+                       + preview(self.units_without_rows_below))
+        return out
+
+
+_SEP = "\x1f"  # joins a level-2 id to its level-3 id in the composite key (never in an id read from a file)
+
+
+def _key(frame: pd.DataFrame, cols: tuple[str, ...]) -> pd.Series:
+    """The unit key of a table: one id column's canonical ids, or several joined (level-2 ids
+    read within level-3 units, HLM3's rule); missing when any part is."""
+    parts = [canonical_ids(frame[c]) for c in cols]
+    missing = np.logical_or.reduce([p.isna().to_numpy() for p in parts])
+    key = parts[0].astype(str)
+    for p in parts[1:]:
+        key = key + _SEP + p.astype(str)
+    key = key.astype(object)
+    key[missing] = None
+    return key
+
+
+def _check_keys(rows_key: pd.Series, table_key: pd.Series, level: int, ids: tuple[str, ...], rule: str) -> None:
+    """The level-k table's keys against the rows below: no missing or repeated key in the table; the
+    rows' units with no row in it refused (rule 'error') or left to be dropped ('drop', reported)."""
+    what = " and ".join(f"'{c}'" for c in ids)
+    if table_key.isna().any():
+        bad = np.flatnonzero(table_key.isna().to_numpy())
+        raise DataError(f"The level-{level} table has rows without an id {what} (rows {preview(bad.tolist())}); fill them in or drop them.")
+    dup = table_key[table_key.duplicated(keep=False)]
+    if len(dup):
+        raise DataError(
+            f"The level-{level} table has {dup.nunique()} unit(s) ({what}) on more than one row "
+            f"({preview([_shown_unit(u) for u in pd.unique(dup)])}). Each unit needs exactly one level-{level} row: remove the duplicates."
+        )
+    present = rows_key.notna()
+    unmatched = ~rows_key.isin(set(table_key)) & present
+    if not unmatched.any():
+        return
+    units = [_shown_unit(u) for u in pd.unique(rows_key[unmatched])]
+    if rule != "drop" or unmatched.sum() == present.sum():
+        hint = (f" No id matches at all: the rows' units look like {preview([_shown_unit(u) for u in pd.unique(rows_key.dropna())], 3)} "
+                f"and the level-{level} table's like {preview([_shown_unit(u) for u in pd.unique(table_key)], 3)}."
+                if unmatched.sum() == present.sum() else
+                f" Add their level-{level} rows, or pass level{level}_missing='drop' to leave those units out (the data report lists them).")
+        raise DataError(
+            f"{len(units)} level-{level} unit(s) ({what}) of the level-1 rows have no row in the level-{level} table "
+            f"({preview(units)}; {int(unmatched.sum())} level-1 rows)." + hint
+        )
+
+
+def _shown_unit(key: str) -> str:
+    """A composite key as lme4 labels the level-2 unit ('12:3' for child 12 of school 3)."""
+    return str(key).replace(_SEP, ":")
+
+
+def _missing_units(table: pd.DataFrame, key: pd.Series, variables: list[str]) -> dict[str, tuple[str, ...]]:
+    """unit -> the model's variables missing in its row of a level file."""
+    out: dict[str, tuple[str, ...]] = {}
+    if not variables:
+        return out
+    miss = table[variables].isna()
+    for i in np.flatnonzero(miss.any(axis=1).to_numpy()):
+        out[str(key.iloc[i])] = tuple(v for v, m in zip(variables, miss.iloc[i].to_numpy()) if m)
+    return out
+
+
+def _check_missing_rule(rule: str, level: int) -> None:
+    if rule not in ("error", "drop"):
+        raise DataError(f"level{level}_missing must be 'error' (HLM's rule: refuse) or 'drop' (leave those units out); got {rule!r}.")
+
+
+def join_levels(level1: pd.DataFrame, level2: pd.DataFrame | None, level3: pd.DataFrame | None, l2_id: str, l3_id: str,
+                variables: set[str], level2_missing: str = "error", level3_missing: str = "error"
+                ) -> tuple[pd.DataFrame, tuple[LevelFileReport, ...]]:
+    """HLM3's MDM from three files: the level-1 rows (with both ids) joined with a level-2 table and a
+    level-3 table. The level-2 table is keyed by (level-2 id, level-3 id) when it has the level-3 id
+    (level-2 ids read within level-3 units, as HLM3 reads them), else by the level-2 id alone (which
+    must then be unique). Missing values of the model's `variables` in a level file are refused,
+    naming the columns and units (HLM's rule), or with level{k}_missing="drop" the unit is left out
+    with all its rows (a level-3 unit with its level-2 units) and reported. Ids of the rows below with
+    no row in a level file: refused, or dropped and reported with "drop"; level-file rows with no
+    level-1 rows: reported. Variables in two files must agree (`join_level2`)."""
+    _check_missing_rule(level2_missing, 2)
+    _check_missing_rule(level3_missing, 3)
+    reports: list[LevelFileReport] = []
+    for name, frame, cols in (("level-1", level1, (l2_id, l3_id)), ("level-2", level2, (l2_id,)), ("level-3", level3, (l3_id,))):
+        if frame is None:
+            continue
+        for c in cols:
+            if c not in frame.columns:
+                raise DataError(
+                    f"The id '{c}' is not a column of the {name} table; HLM3's files each carry the ids of their level and "
+                    f"the levels above. The {name} table has: {preview([str(x) for x in frame.columns], 15)}."
+                )
+            if id_kind(frame[c]) == "mixed":
+                raise mixed_id_error(frame[c], c, f"the {name} table")
+    rows = level1
+    drop3: dict[str, tuple[str, ...]] = {}
+    if level3 is not None:
+        key3 = _key(level3, (l3_id,))
+        drop3 = _missing_units(level3, key3, sorted(v for v in variables if v in level3.columns and v != l3_id))
+        if drop3 and level3_missing == "error":
+            _refuse_missing(drop3, 3, l3_id)
+    two_keys = level2 is not None and l3_id in level2.columns
+    drop2: dict[str, tuple[str, ...]] = {}
+    if level2 is not None:
+        key2 = _key(level2, (l2_id, l3_id) if two_keys else (l2_id,))
+        drop2 = _missing_units(level2, key2, sorted(v for v in variables if v in level2.columns and v not in (l2_id, l3_id)))
+        if drop2 and level2_missing == "error":
+            _refuse_missing(drop2, 2, l2_id)
+    # the units dropped for missing values leave with all their rows, before the joins
+    gone3 = _key(rows, (l3_id,)).isin(drop3).to_numpy() if drop3 else np.zeros(len(rows), dtype=bool)
+    rows_key2 = _key(rows, (l2_id, l3_id) if two_keys else (l2_id,))
+    gone2 = rows_key2.isin(drop2).to_numpy() if drop2 else np.zeros(len(rows), dtype=bool)
+    rows2_dropped, rows3_dropped = int((gone2 & ~gone3).sum()), int(gone3.sum())
+    if gone2.any() or gone3.any():
+        attrs = dict(rows.attrs)
+        rows = rows.loc[~(gone2 | gone3)]
+        rows.attrs.update(attrs)
+    if level2 is not None:
+        table2 = level2.loc[~key2.isin(drop2).to_numpy()]
+        if drop3 and two_keys:
+            table2 = table2.loc[~_key(table2, (l3_id,)).isin(drop3).to_numpy()]
+        if not two_keys and key2.duplicated().any():
+            dup = pd.unique(key2[key2.duplicated(keep=False)]).tolist()
+            raise DataError(
+                f"The level-2 table has no level-3 id '{l3_id}' and the level-2 id '{l2_id}' repeats ({preview(dup)}): "
+                f"HLM3 reads level-2 ids within level-3 units. Add the level-3 id '{l3_id}' to the level-2 table."
+            )
+        k = "__level2_key__"
+        ids2 = (l2_id, l3_id) if two_keys else (l2_id,)
+        left = rows.assign(**{k: _key(rows, ids2).to_numpy()})
+        right = table2.assign(**{k: _key(table2, ids2).to_numpy()}).drop(columns=[c for c in (l2_id, l3_id) if c in table2.columns])
+        _check_keys(left[k], right[k], 2, ids2, level2_missing)
+        joined, rep = join_level2(left, right, k, level2_missing)
+        rows = joined.drop(columns=[k])
+        rows.attrs.update(left.attrs)
+        reports.append(LevelFileReport(
+            2, (l2_id, l3_id) if two_keys else (l2_id,), len(level2), rep.level2_variables,
+            tuple(_shown_unit(u) for u in rep.units_without_level1_rows), tuple(_shown_unit(u) for u in rep.unmatched_level1_ids),
+            rep.unmatched_level1_rows, tuple((_shown_unit(u), v) for u, v in drop2.items()), rows2_dropped,
+        ))
+    if level3 is not None:
+        table3 = level3.loc[~key3.isin(drop3).to_numpy()]
+        attrs = dict(rows.attrs)
+        _check_keys(_key(rows, (l3_id,)), _key(table3, (l3_id,)), 3, (l3_id,), level3_missing)
+        joined, rep = join_level2(rows, table3.drop(columns=[l2_id]) if l2_id in table3.columns else table3, l3_id, level3_missing)
+        joined.attrs.update(attrs)
+        rows = joined
+        reports.append(LevelFileReport(
+            3, (l3_id,), len(level3), rep.level2_variables, rep.units_without_level1_rows, rep.unmatched_level1_ids,
+            rep.unmatched_level1_rows, tuple(drop3.items()), rows3_dropped,
+        ))
+    return rows, tuple(reports)
+
+
+def _refuse_missing(units: dict[str, tuple[str, ...]], level: int, id_column: str) -> None:
+    columns = sorted({v for vs in units.values() for v in vs})
+    shown = [f"{_shown_unit(u)} ({', '.join(v)})" for u, v in units.items()]
+    raise DataError(
+        f"The level-{level} table has missing values in the model's variable(s) {', '.join(repr(c) for c in columns)} for "
+        f"{len(units)} unit(s) of '{id_column}': {preview(shown)}. HLM refuses missing level-{level} data: fill them in, or "
+        f"pass level{level}_missing='drop' to leave those units out with all their rows (the data report lists them)."
+    )

@@ -137,8 +137,10 @@ class Design:
         """The rows used, with the derived columns (`cwc(ses)`, `I(x^2)`, ...) as the model used them."""
         out = self.rows_frame("The centred data").reset_index(drop=True).copy()
         column = _float_column(out)
+        codes_of = {g.name: g.codes for g in self.groupings}
         for d in self.spec.derived:
-            for name, v in derived_values(d, column, self.codes, self.centering_means.get(d.name)).items():
+            codes = codes_of[d.within] if d.within else self.codes  # HLM3/HLM4: the unit it is centred within
+            for name, v in derived_values(d, column, codes, self.centering_means.get(d.name)).items():
                 out[name] = v
         return out
 
@@ -463,17 +465,75 @@ def random_slope_error(name: str, group: str) -> DataError:
     )
 
 
-def _center(spec: ModelSpec, data: pd.DataFrame, codes: np.ndarray, n_groups: int, group: str = "") -> tuple[dict[str, np.ndarray], dict[str, object]]:
+def level_centring_state(d: Derived, x: np.ndarray, groupings: dict[str, Grouping]) -> np.ndarray | float:
+    """The centring state of cwc(x)/cgm(x) written at a level of an HLM3/HLM4 model (`Derived.within`,
+    `Derived.counted`; `level_equations.THREE_LEVEL_DOC`), from x on the rows used:
+
+    - cwc(x) of a level-1 x: the means of x over the rows of each unit of `within` (its level-2 unit);
+    - cwc(w) of a level-2 w (HLM's group-mean centring at level 2): per level-3 unit k of `within`,
+      the mean of w_jk over its level-2 units j of `counted`, each counted once: sum_j w_jk / J_k;
+    - cgm(w) of a level-2 (level-3) w: the mean over all level-2 (level-3) units, each counted once:
+      sum_jk w_jk / J (HLM's grand mean of a predictor in its own level's file).
+
+    A variable counted per unit must be constant within those units (it is a predictor of that
+    level): refused otherwise, naming a unit where it varies."""
+    if d.counted:
+        g = groupings[d.counted]
+        n = np.bincount(g.codes, minlength=g.n_levels)
+        lo = np.full(g.n_levels, np.inf)
+        hi = np.full(g.n_levels, -np.inf)
+        np.minimum.at(lo, g.codes, x)
+        np.maximum.at(hi, g.codes, x)
+        scale = max(float(np.max(np.abs(x), initial=0.0)), 1e-300)
+        bad = np.flatnonzero(hi - lo > 1e-12 * scale)
+        if bad.size:
+            raise DataError(
+                f"{d.source}: '{d.variables[0]}' is centred as a predictor of the units of '{d.counted}' (its value "
+                f"counted once per unit, as HLM centres it in that level's file), but it varies within {bad.size} of them "
+                f"(e.g. {_labels(g.units)[bad[0]]}: from {lo[bad[0]]:g} to {hi[bad[0]]:g}). Put it in the equations of "
+                "the level where it varies, or check the data."
+            )
+        per_unit = np.bincount(g.codes, weights=x, minlength=g.n_levels) / n
+        if d.kind == "grand":
+            return float(per_unit.mean())
+        w = groupings[d.within]
+        w_of_unit = np.empty(g.n_levels, dtype=np.intp)
+        w_of_unit[g.codes] = w.codes  # `counted` is nested in `within` (the levels of the model)
+        return np.bincount(w_of_unit, weights=per_unit, minlength=w.n_levels) / np.bincount(w_of_unit, minlength=w.n_levels)
+    if d.kind == "grand":
+        return float(x.mean())
+    w = groupings[d.within]
+    return np.bincount(w.codes, weights=x, minlength=w.n_levels) / np.bincount(w.codes, minlength=w.n_levels)
+
+
+def _center(spec: ModelSpec, data: pd.DataFrame, codes: np.ndarray, n_groups: int, group: str = "",
+            groupings: tuple[Grouping, ...] = ()) -> tuple[dict[str, np.ndarray], dict[str, object]]:
     """The derived columns of `spec` (`cwc(x)`, `cgm(x)`, `I(x^2)`, `poly(...)`, ...) on the rows used,
     named as the model names them; the data are not copied. Returns them and the state of each
-    stateful one (unit means, the grand mean, scale's (mean, sd), poly's coefficients) by name."""
+    stateful one (unit means, the grand mean, scale's (mean, sd), poly's coefficients) by name.
+    `groupings`: every factor, for the centrings of HLM3/HLM4 level equations (`level_centring_state`)."""
     columns: dict[str, np.ndarray] = {}
     state: dict[str, object] = {}
     column = _column_cache(data)
     floats = _float_column(data)
     counts = np.bincount(codes, minlength=n_groups) if any(d.kind in ("group", "grand") for d in spec.derived) else None
+    by_name = {g.name: g for g in groupings}
     for d in spec.derived:
         check_derived_input(d, column)
+        if d.within or d.counted:
+            st_level = level_centring_state(d, floats(d.variables[0]), by_name)
+            values = derived_values(d, floats, by_name[d.within].codes if d.within else None, st_level)
+            raw = floats(d.variables[0])
+            if d.kind == "group" and np.all(np.abs(values[d.name]) <= 1e-12 * max(float(np.max(np.abs(raw), initial=0.0)), 1e-300)):
+                v = d.variables[0]
+                raise DataError(
+                    f"{d.source}: '{v}' is constant within every unit of '{d.within}', so centred at those units' means it "
+                    f"is zero in every row (it is a variable of that level or above). Use cgm({v}) (grand-mean centred) "
+                    f"or {v} itself, in the equations of its own level."
+                )
+            columns.update(values)
+            state[d.name] = st_level
+            continue
         st = derived_state(d, floats, codes, n_groups, counts)
         values = derived_values(d, floats, codes, st)
         if d.kind == "group":
@@ -781,7 +841,7 @@ def build_design(
             report, factor_units=tuple((g.name, g.n_levels) for g in groupings),
             notes=report.notes + implicit_nesting_notes(groupings, spec.groups),
         )
-    centred, centering_means = _center(spec, used, codes, J, group)
+    centred, centering_means = _center(spec, used, codes, J, group, groupings)
     offset = _offset(spec, used, codes)
     x_rhs = spec.fixed_formula()
     z_rhs = [spec.random_formula(t) for t in spec.random]
@@ -891,7 +951,7 @@ def check_several_factors(spec: ModelSpec, level2_vars, join, weights, precision
     names = ", ".join(f"'{g}'" for g in groups)
     what = f"{len(groups)} grouping factors ({names})" if several else f"the interaction grouping factor {names}"
     if several:
-        cwc = [d.source for d in spec.derived if d.kind == "group"]
+        cwc = [d.source for d in spec.derived if d.kind == "group" and not d.within]  # level equations name the unit
         if cwc:
             raise SpecificationError(
                 f"{cwc[0]} (group-mean centring) needs one grouping factor, and this model has {what}: the unit whose "

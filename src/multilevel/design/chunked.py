@@ -530,6 +530,11 @@ def check_streamable(spec: ModelSpec) -> None:
             f"'{spec.groups[0]}': make a column of its combinations first (interactions beside other factors stream)."
         )
     for d in spec.derived:
+        if d.within or d.counted:  # the means per level-2/level-3 unit of level equations: in memory only
+            raise SpecificationError(
+                f"{d.source}: centring at a level of a three- or four-level model (HLM3/HLM4 level equations) is computed "
+                "in memory only for now; fit the data in memory, or centre the column in the files first."
+            )
         if d.stateful and d.kind not in ("group", "grand"):
             raise SpecificationError(
                 f"'{d.source}' needs statistics over all rows, which a streamed or distributed fit does not compute; "

@@ -8,12 +8,13 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 
 import pandas as pd
 
-from multilevel.data.join import join_level2
+from multilevel.data.join import join_level2, join_levels
 from multilevel.data.reading import as_frame
 from multilevel.data.weights import SamplingWeights, choose
 from multilevel.design.builder import build_design, check_rank
@@ -27,39 +28,83 @@ from multilevel.errors import DataError, SpecificationError
 from multilevel.interfaces.fit import Fit
 from multilevel.interfaces.multi_fit import MultiFit
 from multilevel.model.formula import parse_formula
-from multilevel.model.level_equations import parse_levels, parse_levels3
-from multilevel.model.spec import ModelSpec
+from multilevel.model.level_equations import parse_levels, parse_levels_n
+from multilevel.model.spec import ModelSpec, group_variables
 from multilevel.results.estimates import check_method, warn_if_not_converged
 from multilevel.results.multi import MultiEstimates
 
 
-def levels(level1: str, level2: Mapping[str, str] | None = None, level3: Mapping[str, Mapping[str, str]] | None = None, *,
-           group: str | tuple[str, str]) -> ModelSpec:
+def levels(level1: str, level2: Mapping[str, str] | None = None, level3: Mapping[str, Mapping[str, str]] | None = None,
+           level4: Mapping[str, Mapping[str, Mapping[str, str]]] | None = None, *,
+           group: str | tuple[str, ...]) -> ModelSpec:
     """HLM-style level equations -> ModelSpec (see `multilevel.level_equations`). Two levels:
-    group="school"; three (HLM3): level3={...} and group=(level-2 id, level-3 id)
-    (`level_equations.THREE_LEVEL_DOC`)."""
-    return _parse_levels(level1, level2, level3, group)
+    group="school"; three (HLM3): level3={...} and group=(level-2 id, level-3 id); four (HLM4):
+    level4={...} too and group=(level-2, level-3, level-4 id) (`level_equations.THREE_LEVEL_DOC`)."""
+    return _parse_levels(level1, level2, level3, group, level4=level4)
 
 
-def _parse_levels(level1, level2, level3, group, columns=None) -> ModelSpec:
-    """Two levels (`parse_levels`) or, with level3 or two ids, three (`parse_levels3`)."""
+def _parse_levels(level1, level2, level3, group, columns=None, level4=None) -> ModelSpec:
+    """Two levels (`parse_levels`) or, with level3 (and level4) or several ids, three or four (`parse_levels_n`)."""
+    if level4 is not None:
+        return parse_levels_n(level1, {2: level2, 3: level3, 4: level4}, group, columns)
+    if not isinstance(group, str) and len(group) == 3:
+        raise SpecificationError(
+            f"group={group!r} names three ids (a four-level model) but no level4 equations are given: add "
+            "level4={'Intercept': {'Intercept': {'Intercept': 'random'}}} (HLM4) and level3=, or give fewer ids."
+        )
     if level3 is not None or not isinstance(group, str):
         if level3 is None:
             raise SpecificationError(
                 f"group={group!r} names two ids (a three-level model) but no level3 equations are given: add "
                 "level3={'Intercept': {'Intercept': 'random'}} (HLM3), or give one id for a two-level model."
             )
-        return parse_levels3(level1, level2, level3, group, columns)
+        return parse_levels_n(level1, {2: level2, 3: level3}, group, columns)
     return parse_levels(level1, level2, group, columns)
 
 
-def prepare(spec: ModelSpec, data, level2=None, level2_missing: str = "error", weights=None, precision_weights: str | None = None):
+def level_ids(spec: ModelSpec) -> tuple[str, str]:
+    """(level-2 id, level-3 id) of a three-level model whose factors are `l3` and `l2:l3` (HLM3's
+    level equations, lme4's `(... | l3/l2)`), for joining level files (`join.join_levels`); other
+    structures are refused with what to do."""
+    groups = sorted(spec.groups, key=lambda g: len(group_variables(g)))
+    names = [group_variables(g) for g in groups]
+    if len(groups) == 2 and len(names[0]) == 1 and len(names[1]) == 2 and names[0][0] in names[1]:
+        return next(v for v in names[1] if v != names[0][0]), names[0][0]
+    raise SpecificationError(
+        f"Level files (level2_data=, level3_data=) are joined for three-level models (level-2 units in level-3 units, "
+        f"written (... | school/class) or (... | school) + (... | class:school), so that the levels are known); this "
+        f"model's grouping factors ({', '.join(spec.groups)}) are not. Write the nesting so, or join the tables first "
+        "(df.merge(table, on=...)) and fit the joined rows."
+    )
+
+
+def prepare(spec: ModelSpec, data, level2=None, level2_missing: str = "error", weights=None, precision_weights: str | None = None,
+            level3=None, level3_missing: str = "error"):
     """Data in: a path or table (`reading.as_frame`), joined with a level-2 table when given
-    (`join.join_level2`), then checked and made numeric (`design.build_design`). `weights`: sampling
+    (`join.join_level2`), or with level-2 and level-3 tables for a three-level model (HLM3's MDM,
+    `join.join_levels`), then checked and made numeric (`design.build_design`). `weights`: sampling
     weights (`SamplingWeights.of`); `precision_weights`: a column name (lme4's weights=)."""
     frame = as_frame(data)
     join = None
     level2_vars: tuple[str, ...] = ()
+    if len(spec.groups) > 1 and (level2 is not None or level3 is not None):
+        l2_id, l3_id = level_ids(spec)
+        tables = [None if t is None else as_frame(t, f"level-{k} data") for k, t in ((2, level2), (3, level3))]
+        source = frame.attrs.get("source", "")
+        notes = list(frame.attrs.get("read_notes", []))
+        variables = {v for t in (*spec.fixed, *(t for r in spec.random for t in r.terms)) for v in spec.term_variables(t)}
+        frame, files = join_levels(frame, tables[0], tables[1], l2_id, l3_id, variables, level2_missing, level3_missing)
+        frame.attrs["source"] = " + ".join(x for x in (source, *(t.attrs.get("source", "") for t in tables if t is not None)) if x)
+        frame.attrs["read_notes"] = notes + [n for t in tables if t is not None for n in t.attrs.get("read_notes", [])]
+        design = build_design(spec, frame, (), "error", None, SamplingWeights.of(weights), precision_weights)
+        joined_out = sum(f.rows_dropped_for_missing + f.rows_without_row for f in files)  # left out at the joins
+        report = dataclasses.replace(design.data_report, level_files=files, n_rows_in=design.data_report.n_rows_in + joined_out)
+        return dataclasses.replace(design, data_report=report)
+    if level3 is not None:
+        raise SpecificationError(
+            "level3_data= is a level-3 table, for three-level models (group=(level-2 id, level-3 id) in fit_levels, or "
+            "(... | school/class) in a formula); this model has one grouping factor: pass the table as level2_data=."
+        )
     if level2 is not None:
         if len(spec.groups) != 1:
             raise SpecificationError("A level-2 table can be joined only in a model with one grouping factor.")
@@ -181,6 +226,8 @@ def fit_spec(
     stream: bool | None = None,
     sampling_weights=None,
     precision_weights: str | None = None,
+    level3=None,
+    level3_missing: str = "error",
 ):
     """Fit a ModelSpec to data; with `tau` and `sigma2`, evaluate at them instead of optimising.
     With several imputed data sets, fit each and pool them (`multilevel.imputation.pool`).
@@ -196,7 +243,7 @@ def fit_spec(
         def one(d):
             return fit_spec(
                 spec, d, method, tau, sigma2, level2, level2_missing, None,
-                sampling_weights=sampling, precision_weights=precision,
+                sampling_weights=sampling, precision_weights=precision, level3=level3, level3_missing=level3_missing,
             )
 
         first = one(sets[0])
@@ -222,7 +269,7 @@ def fit_spec(
         raise SpecificationError("Give both tau and sigma2 to evaluate at given variance components, or neither.")
     streamed = _streamed_source(data, stream)
     if streamed is not None:
-        if level2 is not None or sampling is not None or precision is not None or tau is not None:
+        if level2 is not None or level3 is not None or sampling is not None or precision is not None or tau is not None:
             raise SpecificationError(
                 "Streamed and Dask fits take one table without level2=, sampling_weights=, precision_weights= "
                 "or tau=; join the level-2 table into the Parquet files (or the Dask DataFrame) first, and fit "
@@ -234,7 +281,7 @@ def fit_spec(
         if len(design.groupings) > 1:  # the blocked summaries added up over the chunks (`Design.blocked`)
             return fit_multi(design, method, tau)
     else:
-        design = prepare(spec, data, level2, level2_missing, sampling, precision)
+        design = prepare(spec, data, level2, level2_missing, sampling, precision, level3, level3_missing)
         if len(design.groupings) > 1:
             return fit_multi(design, method, tau)
         summ = design.summaries()
@@ -252,6 +299,8 @@ def fit(
     *,
     level2=None,
     level2_missing: str = "error",
+    level3=None,
+    level3_missing: str = "error",
     imputation: str | None = None,
     weights=None,
     sampling_weights=None,
@@ -266,6 +315,9 @@ def fit(
     uncorrelated random effects; `cwc(x)` / `cgm(x)` centre x within groups / at the grand mean.
     data: a table (pandas, polars, pyarrow) or a file path (`ml.read`); level2: a level-2 table or
     path joined on the unit id (HLM's MDM step); level2_missing: "error" (HLM's rule) or "drop".
+    A three-level model (`(... | school/class)`): level2= (keyed by class and school, or by class
+    alone when its ids are unique) and level3= (keyed by school) tables, HLM3's MDM from three files
+    (`join.join_levels`); level3_missing as level2_missing, at level 3.
     method: "REML" (default) or "ML". With `tau` and `sigma2` the model is evaluated there, not fitted.
     Multiply imputed data: `data=[df1, df2, ...]` (tables or paths), or `imputation="column"`
     naming the imputation in one table; each is fitted and the results pooled (a `PooledFit`).
@@ -282,7 +334,7 @@ def fit(
     spec = formula if isinstance(formula, ModelSpec) else parse_formula(formula)
     return fit_spec(
         spec, data, method, tau, sigma2, level2, level2_missing, imputation, weights, stream,
-        sampling_weights=sampling_weights, precision_weights=precision_weights,
+        sampling_weights=sampling_weights, precision_weights=precision_weights, level3=level3, level3_missing=level3_missing,
     )
 
 
@@ -343,11 +395,14 @@ def fit_levels(
     *equations: Mapping[str, str],
     level2: Mapping[str, str] | None = None,
     level3: Mapping[str, Mapping[str, str]] | None = None,
-    group: str | tuple[str, str],
+    level4: Mapping[str, Mapping[str, Mapping[str, str]]] | None = None,
+    group: str | tuple[str, ...],
     data,
     method: str = "REML",
     level2_data=None,
     level2_missing: str = "error",
+    level3_data=None,
+    level3_missing: str = "error",
     imputation: str | None = None,
     weights=None,
     sampling_weights=None,
@@ -368,10 +423,17 @@ def fit_levels(
     (HLM's weighting); a bare weights="w" is refused. `stream=` as in `fit` (Parquet streamed in
     row groups). cgm() of a level-2 variable in a level-2 equation centres it at its mean over the
     units (HLM's grand mean of a level-2 predictor), not over the rows (`level_equations`).
-    Three levels (HLM3): level3= and group=(level-2 id, level-3 id) (`level_equations.THREE_LEVEL_DOC`).
+    Three levels (HLM3): level3= and group=(level-2 id, level-3 id); four (HLM4): level4= too and
+    group=(level-2, level-3, level-4 id) (`level_equations.THREE_LEVEL_DOC`). Centring at every
+    level: cwc()/cgm() in the equation of the level where the variable is a predictor. HLM3's MDM
+    from three files: level2_data= (the level-2 table, with the level-2 id and, as HLM3's has it,
+    the level-3 id) and level3_data= (the level-3 table); level2_missing/level3_missing: "error"
+    (HLM's rule: missing values of the model's variables in a level file are refused, naming the
+    columns and units) or "drop" (those units left out with their rows, reported per level).
     """
     level2 = _level2_equations(equations, level2)
     return fit_spec(
-        _parse_levels(level1, level2, level3, group, _column_names(data, level2_data)), data, method, tau, sigma2, level2_data, level2_missing, imputation, weights, stream,
-        sampling_weights=sampling_weights, precision_weights=precision_weights,
+        _parse_levels(level1, level2, level3, group, _column_names(data, level2_data, level3_data), level4), data, method, tau,
+        sigma2, level2_data, level2_missing, imputation, weights, stream,
+        sampling_weights=sampling_weights, precision_weights=precision_weights, level3=level3_data, level3_missing=level3_missing,
     )

@@ -275,11 +275,17 @@ class MultiFit:
         return lme4_summary_multi(self.estimates, table, self.groups)
 
     def report(self) -> str:
-        """HLM3's report of a model with two nested grouping factors (`reports.hlm3`); other
-        structures are refused by name."""
+        """HLM3's report of a model with two nested grouping factors, HLM4's of three
+        (`reports.hlm3`); other structures are refused by name."""
         from multilevel.diagnostics.hlm3_statistics import HLM3Statistics
-        from multilevel.reports.hlm3 import hlm3_report
+        from multilevel.diagnostics.level_structure import LevelStatistics
+        from multilevel.reports.hlm3 import hlm3_report, hlm4_report
 
+        if len(self.estimates.factors) == 3:
+            st = LevelStatistics(self.estimates)
+            _ = st.structure  # refuses factors that are not one nested chain, before any table is computed
+            return hlm4_report(self.estimates, st, self.coef_table(df="satterthwaite"),
+                               self.coef_table(se="CR0", df="bell-mccaffrey"))
         return hlm3_report(self.estimates, HLM3Statistics(self.estimates))
 
     def __str__(self) -> str:

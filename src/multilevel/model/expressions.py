@@ -87,6 +87,13 @@ class Derived:
     #: cgm() of a level-2 variable in HLM's level-2 equations: centred at its mean over the units
     #: (each unit counted once, HLM's grand mean of a level-2 predictor), not over the rows
     over_units: bool = False
+    #: a centring in level equations of three or four levels (HLM3/HLM4, `level_equations`):
+    #: `within` is the grouping factor (lme4's name, 'childid:schoolid') whose units' means cwc()
+    #: subtracts; `counted` the factor whose units are each counted once in the mean (HLM centres a
+    #: level-2 or level-3 predictor in its own level's file, one value per unit). Empty: the
+    #: model's one factor, and the rows (or `over_units`), as for two levels.
+    within: str = ""
+    counted: str = ""
 
     @property
     def columns(self) -> tuple[str, ...]:

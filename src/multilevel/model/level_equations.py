@@ -217,8 +217,9 @@ def parse_levels(level1: str, level2: Mapping[str, str] | None, group: str, colu
     )
 
 
-# ----- three levels (HLM3) --------------------------------------------------------------------
-THREE_LEVEL_DOC = """HLM3's level equations -> `ModelSpec` (`parse_levels3`; `multilevel.levels(..., level3=...)`).
+# ----- three and four levels (HLM3, HLM4) ----------------------------------------------------------
+THREE_LEVEL_DOC = """HLM3's and HLM4's level equations -> `ModelSpec` (`parse_levels3`, `parse_levels_n`;
+`multilevel.levels(..., level3=..., level4=...)`).
 
 HLM3 writes (R&B 2002 ch. 8; the HLM manual's EG example):
 
@@ -252,51 +253,75 @@ which is written
   coefficient: "Intercept" for B_p0, the level-2 predictor's name for B_pq. Each lists the
   level-3 predictors (G_pqs; G_pq0 implied, `0` removes it) and `random` (or `u`) adds U_pq.
   A B_pq left out (or given as "") is fixed with only its G_pq0, HLM3's default.
-- centring: `cgm(x)` of a level-1 variable (grand mean over the level-1 rows, HLM's grand mean of
-  a level-1 variable). Group-mean centring at a level's own unit and grand-mean centring of
-  level-2 and level-3 predictors over their units (HLM3's `,1`/`,2` at levels 2 and 3) are
-  refused for now: compute the centred column first (e.g. x - mean of x within the child).
-- four levels (HLM4) are not taken yet (refused: there is no `level4`).
+- centring, at every level as HLM3 centres (`,1` group mean, `,2` grand mean in its command file):
+  - level 1: `cwc(x)` x minus the mean of x over the rows of its level-2 unit; `cgm(x)` x minus
+    its mean over all rows;
+  - level 2 (in a level-2 equation): `cwc(w)` w minus the mean of w over the level-2 units of its
+    level-3 unit, each level-2 unit counted once (HLM3 centres a level-2 variable in its level-2
+    file: sum_j w_jk / J_k); `cgm(w)` w minus its mean over all level-2 units, each counted once;
+  - level 3: `cgm(s)` s minus its mean over the level-3 units, each counted once (the top level has
+    no unit above it, so `cwc` there is refused).
+  A centred predictor must be constant within the units of its level (refused otherwise, naming a
+  unit), and one centred column is written at one level only (cgm(x) at level 1 and at level 2
+  would be two different columns of one name: refused). The report prints HLM's notes ("x has
+  been centered around the group mean.", `reports.equations.centring_notes`).
+- four levels (HLM4): `level4=`, per level-1 coefficient, per level-2 coefficient, a dict of
+  level-4 equations keyed by the level-3 coefficient ("Intercept" or the level-3 predictor); and
+  `group=(level-2 id, level-3 id, level-4 id)`. The random effects at level k are on the
+  coefficients of level k-1; the fixed effects are the level-4 equations' terms. The factors are
+  lme4's names of `(... | l4/l3/l2)`: `l4`, `l3:l4`, `l2:(l3:l4)`. Centring as above, one level up
+  (cwc at level 3 is within the level-4 unit; cgm at level 4 over the level-4 units).
 
 The fixed part is every product G_pqs: W_s * X_q * a_p; the random part R_p on a_p and U_pq on
 X_q * a_p. The report names them as HLM3 does (`reports.hlm3`).
 """
 
+#: the number words of the models' levels, for messages
+_LEVELS = {3: "three", 4: "four"}
 
-def _check_level3_form(level3) -> None:
-    if not isinstance(level3, Mapping):
+
+def _check_nested_form(eqs, depth: int, level: int) -> None:
+    """level3 is {p: {q: text}}, level4 {p: {q: {s: text}}}: dicts `depth` deep with text at the bottom."""
+    example = {3: "level3={'Intercept': {'Intercept': 'lowinc + random'}, 'year': {'Intercept': 'lowinc'}}",
+               4: "level4={'Intercept': {'Intercept': {'Intercept': 'w4 + random'}}}"}[level]
+    if not isinstance(eqs, Mapping):
         raise SpecificationError(
-            "level3 must be a dict with, per level-1 coefficient, a dict of level-3 equations keyed by the level-2 "
-            "coefficient, e.g. level3={'Intercept': {'Intercept': 'lowinc + random'}, 'year': {'Intercept': 'lowinc'}}; "
-            f"not a {type(level3).__name__}."
+            f"level{level} must be a dict with, per level-1 coefficient, " + ("a dict of level-3 equations keyed by the level-2 coefficient"
+            if level == 3 else "per level-2 coefficient, a dict of level-4 equations keyed by the level-3 coefficient")
+            + f", e.g. {example}; not a {type(eqs).__name__}."
         )
-    for key, eqs in level3.items():
-        if not isinstance(key, str) or not isinstance(eqs, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in eqs.items()
-        ):
+
+    def leaves_ok(v, d: int) -> bool:
+        if d == 0:
+            return isinstance(v, str)
+        return isinstance(v, Mapping) and all(isinstance(k, str) and leaves_ok(x, d - 1) for k, x in v.items())
+
+    for key, sub in eqs.items():
+        if not isinstance(key, str) or not leaves_ok(sub, depth - 1):
+            inner = "{level-2 coefficient: equation}" if level == 3 else "{level-2 coefficient: {level-3 coefficient: equation}}"
             raise SpecificationError(
-                f"level3[{key!r}] must be a dict {{level-2 coefficient: equation}}, e.g. {{'Intercept': 'lowinc + random', "
-                f"'black': ''}} (the level-2 coefficients of '{key}': 'Intercept' and its level-2 predictors); got {eqs!r}."
+                f"level{level}[{key!r}] must be a dict {inner}, e.g. "
+                + ("{'Intercept': 'lowinc + random', 'black': ''}" if level == 3 else "{'Intercept': {'Intercept': 'w4 + random'}}")
+                + f" (keys: 'Intercept' and the predictors of the level below); got {sub!r}."
             )
 
 
-def _centring_refusal(d: Derived, level: str) -> SpecificationError:
-    var = d.variables[0]
-    if d.kind == "group":
-        what = "group-mean centring (cwc)"
-        hlm = "the mean of the unit one level up (a level-1 variable within its level-2 unit, a level-2 one within its level-3 unit)"
-        example = f"df['{var}_c'] = df['{var}'] - df.groupby(<that unit's ids>)['{var}'].transform('mean')"
-    else:
-        what = "grand-mean centring (cgm)"
-        hlm = "its mean over the units of its own level, each counted once"
-        example = f"df['{var}_c'] = df['{var}'] - df.groupby(<its level's ids>)['{var}'].first().mean()"
-    return SpecificationError(
-        f"{d.source}: {what} of a {level} variable in a three-level model is not implemented yet (HLM3 centres it at "
-        f"{hlm}). Compute the centred column first ({example}) and use it by name."
-    )
+def _check_level3_form(level3) -> None:
+    _check_nested_form(level3, 2, 3)
 
 
-def _equation_terms(text: str, derived: dict[str, Derived], what: str, outcome: str, level: str,
+def factor_names(ids: tuple[str, ...]) -> tuple[str, ...]:
+    """lme4's names of the grouping factors of levels 2..L from the ids (innermost first), as
+    `(... | l_L/.../l_2)` names them: ('childid', 'schoolid') -> ('childid:schoolid', 'schoolid');
+    ('c', 'b', 'a') -> ('c:(b:a)', 'b:a', 'a')."""
+    names = [ids[-1]]
+    for i in reversed(ids[:-1]):
+        outer = names[0]
+        names.insert(0, f"{i}:({outer})" if ":" in outer else f"{i}:{outer}")
+    return tuple(names)
+
+
+def _equation_terms(text: str, derived: dict[str, Derived], what: str, outcome: str,
                     known: set[str] | None = None) -> tuple[list[str], bool]:
     """An equation's predictor terms ('1' for its intercept) and whether it has the random marker.
     HLM's names of random effects (R0, U00) are refused unless the data (`known`) have such a column."""
@@ -309,16 +334,188 @@ def _equation_terms(text: str, derived: dict[str, Derived], what: str, outcome: 
             )
     is_random = any(p.lower() in RANDOM_MARKERS for p in parts)
     parts = [p for p in parts if p.lower() not in RANDOM_MARKERS]
-    before = set(derived)
     terms = list(read_terms(" + ".join(parts) if parts else "1", derived, what, outcome=outcome))
-    for name in set(derived) - before:
-        d = derived[name]
-        if d.kind in ("group", "grand"):
-            raise _centring_refusal(d, level)
     for t in terms:
         if t != "1" and len(term_factors(t)) > 1:
             raise SpecificationError(f"The term '{t}' in {what} is an interaction; make it a column of its own.")
     return terms, is_random
+
+
+def _place_centring(terms: list[str], level: int, top: int, factors: Mapping[int, str],
+                    derived: dict[str, Derived], placed: dict[str, int]) -> None:
+    """Give the centred columns among `terms`, written at `level`, the units HLM centres them at
+    (`Derived.within`, `Derived.counted`; module doc THREE_LEVEL_DOC): cwc at level L is within the
+    level L+1 unit, counting level-L units once (L >= 2); cgm at level L >= 2 counts level-L units once."""
+    for t in terms:
+        d = derived.get(t)
+        if d is None or d.kind not in ("group", "grand"):
+            continue
+        var = d.variables[0]
+        prior = placed.get(t)
+        if prior is not None and prior != level:
+            raise SpecificationError(
+                f"{d.source} is written at level {prior} and at level {level}: HLM centres a variable at the units of "
+                f"the level where it is a predictor, so these would be two different columns of one name. Write it at "
+                f"one level, or make a centred column for the other yourself (e.g. df['{var}_c'] = ...) and use it by name."
+            )
+        placed[t] = level
+        if d.kind == "group":
+            if level == top:
+                raise SpecificationError(
+                    f"{d.source}: group-mean centring of a level-{level} variable, but level {level} is the top level: "
+                    f"there is no unit above it whose mean could be subtracted. Use cgm({var}) (its grand mean over the "
+                    f"level-{level} units, HLM's grand-mean centring) or {var}."
+                )
+            derived[t] = dataclasses.replace(d, within=factors[level + 1], counted=factors[level] if level >= 2 else "")
+        elif level >= 2:
+            derived[t] = dataclasses.replace(d, counted=factors[level])
+
+
+def _shown(t: str) -> str:
+    return "Intercept" if t == "1" else t
+
+
+def _product(path: tuple[str, ...]) -> str:
+    """The column of a coefficient path (a_p, X_q, W_s, ...): the top level's factor first, as
+    `(W1 + W2) * X * a` lists it; '1' for the intercepts."""
+    return ":".join(p for p in reversed(path) if p != "1") or "1"
+
+
+def _canon(mapping: Mapping, terms: list[str], level: int, path: tuple[str, ...], derived: dict[str, Derived]) -> dict:
+    """A level-k dict's keys (at `path`) as the terms of the equation below ('1' for 'Intercept'):
+    level-1 coefficients by `_coefficient_key`, the others by name (a centred one also by its
+    variable's, {'w2': ...} for cwc(w2), when only one term is made from it); unknown keys refused."""
+    out: dict = {}
+    for key, value in mapping.items():
+        if not path:
+            out[_coefficient_key(key, terms, derived)] = value
+            continue
+        of_var = [t for t in terms if t in derived and derived[t].variables == (key,)]
+        if key not in terms and len(of_var) == 1:
+            key = of_var[0]
+        shown = "/".join(f"'{_shown(p)}'" for p in path)
+        where = f"level{level}[" + "][".join(repr(_shown(p)) for p in path) + "]"
+        below = level - 1
+        if key in INTERCEPT_NAMES:
+            if "1" not in terms:
+                raise SpecificationError(
+                    f"{where} has an equation for the intercept of {shown}, but the level-{below} equation of {shown} has none ('0 + ...')."
+                )
+            out["1"] = value
+        elif key in terms:
+            out[key] = value
+        else:
+            named = ", ".join(_shown(t) for t in terms)
+            raise SpecificationError(
+                f"{where} has an equation for '{key}', which is not a level-{below} coefficient of {shown} ({named})."
+                + close_matches(key, [t for t in terms if t != "1"])
+            )
+    return out
+
+
+def parse_levels_n(level1: str, upper: Mapping[int, Mapping | None], group: tuple[str, ...], columns=None) -> ModelSpec:
+    """Level-1 formula + the equations of levels 2..L (`upper[k]`, k = 2..L) + the ids of levels
+    2..L (innermost first) -> `ModelSpec` (HLM3 for L = 3, HLM4 for L = 4; THREE_LEVEL_DOC). The
+    fixed effects are the top level's terms times their coefficient paths; level k's random effects
+    (k >= 2) are on the coefficients of level k-1: `(... | l_L) + (... | l_{L-1}:l_L) + ...`."""
+    top = max(upper)
+    level2 = upper.get(2)
+    _check_level2_form(level1, level2)
+    for k in range(3, top + 1):
+        _check_nested_form(upper.get(k) or {}, k - 1, k)
+    n_ids = top - 1
+    if isinstance(group, str) or len(group) != n_ids or not all(isinstance(g, str) and g for g in group):
+        if top == 3:
+            raise SpecificationError(
+                f"A three-level model needs group=(level-2 id, level-3 id), innermost first, e.g. group=('childid', 'schoolid'); got {group!r}."
+            )
+        raise SpecificationError(
+            f"A {_LEVELS.get(top, str(top))}-level model needs group=(" + ", ".join(f"level-{k} id" for k in range(2, top + 1))
+            + f"), innermost first, e.g. group=('class', 'school', 'district'); got {group!r}."
+        )
+    if len(set(group)) < len(group):
+        dup = next(g for g in group if group.count(g) > 1)
+        if top == 3:
+            raise SpecificationError(f"The level-2 and level-3 ids are both '{dup}': give the two id columns.")
+        raise SpecificationError(f"Two levels' ids are both '{dup}': give one id column per level.")
+    if not isinstance(level1, str) or "~" not in level1:
+        raise SpecificationError(f"level1 must be a formula as text, 'outcome ~ predictors', e.g. 'math ~ 1 + year'; got {level1!r}.")
+    check_marker_columns(level2, columns)
+
+    def marker_check(eqs, depth: int) -> None:
+        for v in (eqs or {}).values():
+            if depth == 1:
+                check_marker_columns(v, columns)
+            else:
+                marker_check(v, depth - 1)
+
+    for k in range(3, top + 1):
+        marker_check(upper.get(k), k - 2)
+    outcome, rhs = split_formula(level1)
+    if "|" in rhs:
+        raise SpecificationError("level1 takes no '(... | group)' terms: say which coefficients are random with 'random' in "
+                                 "their level-2 equation (R_p) or level-3 equations (U_pq).")
+    if outcome in RESERVED:
+        raise SpecificationError(f"The outcome column is named '{outcome}', the name of the intercept's column; rename it.")
+    names = factor_names(tuple(group))
+    factors = {k: names[k - 2] for k in range(2, top + 1)}
+    derived: dict[str, Derived] = {}
+    placed: dict[str, int] = {}
+    coefs = list(read_terms(rhs, derived, "the level-1 model", outcome=outcome))
+    for c in coefs:
+        if len(term_factors(c)) > 1:
+            raise SpecificationError(f"The level-1 term '{c}' is an interaction; make it a column of its own so it has its own level-2 equation.")
+    _place_centring(coefs, 1, top, factors, derived, placed)
+    known = None if columns is None else {str(c) for c in columns}
+    fixed: list[str] = []
+    random: dict[int, list[str]] = {k: [] for k in range(2, top + 1)}
+
+    def walk(path: tuple[str, ...], terms: list[str], level: int, subs: dict[int, Mapping]) -> None:
+        """The node of `path` (its coefficients' `terms`, read at `level`), with the equations of the
+        levels above resolved to it (`subs`)."""
+        canon = {k: _canon(m, terms, k, path, derived) for k, m in subs.items()}
+        for t in terms:
+            p = path + (t,)
+            if level == top:
+                fixed.append(_product(p))
+                continue
+            child = {k: c[t] for k, c in canon.items() if t in c}
+            text = child.pop(level + 1, "1")
+            chain = " / ".join(f"'{_shown(x)}'" for x in p)
+            what = f"the level-{level + 1} equation of {chain}"
+            if level + 1 == 2:
+                what = f"the level-2 equation of '{_shown(t)}'"
+            x_terms, is_random = _equation_terms(text, derived, what, outcome, known)
+            _place_centring([x for x in x_terms if x != "1"], level + 1, top, factors, derived, placed)
+            if is_random:
+                random[level + 1].append(_product(p))
+            walk(p, x_terms, level + 1, child)
+
+    walk((), coefs, 1, {k: upper.get(k) or {} for k in range(2, top + 1)})
+    if not random[2]:
+        raise SpecificationError(
+            "No level-1 coefficient is random at level 2: add 'random' to a level-2 equation (e.g. level2={'Intercept': "
+            "'random'}); a model without level-2 random effects is a model of one level fewer"
+            + (f" (ml.levels(level1, level2, group='{group[1]}'))." if top == 3 else ".")
+        )
+    for k in range(3, top + 1):
+        if not random[k]:
+            example = {3: "level3={'Intercept': {'Intercept': 'random'}}", 4: "level4={'Intercept': {'Intercept': {'Intercept': 'random'}}}"}[k]
+            raise SpecificationError(
+                f"No level-{k - 1} coefficient is random at level {k}: add 'random' to a level-{k} equation (e.g. {example}); "
+                f"without one this is a model of one level fewer."
+            )
+    spec0 = ModelSpec(outcome, (), (), derived=tuple(derived.values()))
+
+    def ordered(terms: list[str]) -> tuple[str, ...]:
+        return rhs_terms(" + ".join(["1" if "1" in terms else "0", *[spec0.quote_term(t) for t in terms if t != "1"]]))
+
+    return ModelSpec(
+        outcome=outcome,
+        fixed=ordered(fixed),
+        random=tuple(RandomTerm(factors[k], ordered(random[k])) for k in range(top, 1, -1)),
+        derived=tuple(derived.values()),
+    )
 
 
 def parse_levels3(level1: str, level2: Mapping[str, str] | None, level3: Mapping[str, Mapping[str, str]],
@@ -328,97 +525,17 @@ def parse_levels3(level1: str, level2: Mapping[str, str] | None, level3: Mapping
     `(U_pq's columns | level3) + (R_p's columns | level2:level3)`."""
     _check_level2_form(level1, level2)
     _check_level3_form(level3)
-    if isinstance(group, str) or len(group) != 2 or not all(isinstance(g, str) and g for g in group):
-        raise SpecificationError(
-            f"A three-level model needs group=(level-2 id, level-3 id), innermost first, e.g. group=('childid', 'schoolid'); got {group!r}."
-        )
-    l2_id, l3_id = group
-    if l2_id == l3_id:
-        raise SpecificationError(f"The level-2 and level-3 ids are both '{l2_id}': give the two id columns.")
-    if not isinstance(level1, str) or "~" not in level1:
-        raise SpecificationError(f"level1 must be a formula as text, 'outcome ~ predictors', e.g. 'math ~ 1 + year'; got {level1!r}.")
-    check_marker_columns(level2, columns)
-    for eqs in level3.values():
-        check_marker_columns(eqs, columns)
-    outcome, rhs = split_formula(level1)
-    if "|" in rhs:
-        raise SpecificationError("level1 takes no '(... | group)' terms: say which coefficients are random with 'random' in "
-                                 "their level-2 equation (R_p) or level-3 equations (U_pq).")
-    if outcome in RESERVED:
-        raise SpecificationError(f"The outcome column is named '{outcome}', the name of the intercept's column; rename it.")
-    derived: dict[str, Derived] = {}
-    coefs = list(read_terms(rhs, derived, "the level-1 model", outcome=outcome))
-    for d in derived.values():
-        if d.kind == "group":
-            raise _centring_refusal(d, "level-1")
-    for c in coefs:
-        if len(term_factors(c)) > 1:
-            raise SpecificationError(f"The level-1 term '{c}' is an interaction; make it a column of its own so it has its own level-2 equation.")
-    eq2 = {c: "1" for c in coefs}
-    for key, text in (level2 or {}).items():
-        eq2[_coefficient_key(key, coefs, derived)] = text
-    eq3: dict[str, Mapping[str, str]] = {}
-    for key, eqs in level3.items():
-        eq3[_coefficient_key(key, coefs, derived)] = eqs
+    return parse_levels_n(level1, {2: level2, 3: level3}, group, columns)
 
-    known = None if columns is None else {str(c) for c in columns}
-    fixed: list[str] = []
-    random2: list[str] = []
-    random3: list[str] = []
-    for coef in coefs:
-        shown = "Intercept" if coef == "1" else coef
-        x_terms, r_random = _equation_terms(eq2[coef], derived, f"the level-2 equation of '{shown}'", outcome, "level-2", known)
-        if r_random:
-            random2.append(coef)
-        given = dict(eq3.get(coef, {}))
-        by_term: dict[str, str] = {}
-        for key, text in given.items():
-            if key in INTERCEPT_NAMES:
-                if "1" not in x_terms:
-                    raise SpecificationError(
-                        f"level3['{shown}'] has an equation for the intercept B_{shown}0, but the level-2 equation of '{shown}' has none ('0 + ...')."
-                    )
-                by_term["1"] = text
-            elif key in x_terms:
-                by_term[key] = text
-            else:
-                named = ", ".join("Intercept" if t == "1" else t for t in x_terms)
-                raise SpecificationError(
-                    f"level3['{shown}'] has an equation for '{key}', which is not a level-2 coefficient of '{shown}' "
-                    f"({named})." + close_matches(key, [t for t in x_terms if t != "1"])
-                )
-        for x in x_terms:
-            where = f"the level-3 equation of '{shown}'" + ("" if x == "1" else f" / '{x}'")
-            w_terms, u_random = _equation_terms(by_term.get(x, "1"), derived, where, outcome, "level-3", known)
-            base = [f for f in (x, coef) if f != "1"]
-            for w in w_terms:
-                parts = ([] if w == "1" else [w]) + base
-                fixed.append(":".join(parts) if parts else "1")
-            if u_random:
-                random3.append(":".join(base) if base else "1")
-    if not random2:
-        raise SpecificationError(
-            "No level-1 coefficient is random at level 2: add 'random' to a level-2 equation (e.g. level2={'Intercept': "
-            "'random'}); a model without level-2 random effects is a two-level model of the level-3 units "
-            f"(ml.levels(level1, level2, group='{l3_id}'))."
-        )
-    if not random3:
-        raise SpecificationError(
-            "No level-2 coefficient is random at level 3: add 'random' to a level-3 equation (e.g. level3={'Intercept': "
-            "{'Intercept': 'random'}}); without one this is a two-level model of the level-2 units."
-        )
-    spec0 = ModelSpec(outcome, (), (), derived=tuple(derived.values()))
-    ordered = rhs_terms(" + ".join(["1" if "1" in fixed else "0", *[spec0.quote_term(t) for t in fixed if t != "1"]]))
 
-    def ordered_random(terms: list[str]) -> tuple[str, ...]:
-        return rhs_terms(" + ".join(["1" if "1" in terms else "0", *[spec0.quote_term(t) for t in terms if t != "1"]]))
-
-    return ModelSpec(
-        outcome=outcome,
-        fixed=ordered,
-        random=(RandomTerm(l3_id, ordered_random(random3)), RandomTerm(f"{l2_id}:{l3_id}", ordered_random(random2))),
-        derived=tuple(derived.values()),
-    )
+def parse_levels4(level1: str, level2: Mapping[str, str] | None, level3: Mapping[str, Mapping[str, str]] | None,
+                  level4: Mapping[str, Mapping[str, Mapping[str, str]]], group: tuple[str, str, str], columns=None) -> ModelSpec:
+    """HLM4: level-1 formula + level-2, level-3 and level-4 equations + (level-2, level-3, level-4 ids)
+    -> `ModelSpec` (`THREE_LEVEL_DOC`, four levels): random terms `(... | l4) + (... | l3:l4) + (... | l2:(l3:l4))`."""
+    _check_level2_form(level1, level2)
+    _check_nested_form(level3 or {}, 2, 3)
+    _check_nested_form(level4, 3, 4)
+    return parse_levels_n(level1, {2: level2, 3: level3, 4: level4}, group, columns)
 
 
 parse_levels3.__doc__ = (parse_levels3.__doc__ or "") + "\n" + THREE_LEVEL_DOC

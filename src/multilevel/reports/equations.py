@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from multilevel.design.builder import INTERCEPT, Coefficient
-from multilevel.diagnostics.hlm3_statistics import ThreeLevelStructure
+from multilevel.diagnostics.level_structure import LevelStructure
 from multilevel.results.labels import gamma_labels
 
 CENTERING_WORDS = {"group": "centred around its group mean", "grand": "centred around the grand mean"}
@@ -60,41 +60,75 @@ def mixed_equation(outcome: str, coefficients: tuple[Coefficient, ...]) -> str:
 
 
 # ----- three levels (HLM3's P/B/G notation) ---------------------------------------------------------
-def _times(label: str, name: str) -> str:
-    return label if name == INTERCEPT else f"{label}*({_w(name)})"
+def _times(label: str, name: str, shown: Mapping[str, str] | None = None) -> str:
+    if name == INTERCEPT:
+        return label
+    return f"{label}*({_w(':'.join((shown or {}).get(f, f) for f in name.split(':')))})"
 
 
-def level_equations3(outcome: str, s: ThreeLevelStructure, centring: Mapping[str, str] | None = None) -> list[str]:
-    """HLM3's level form: ['Level-1 Model', '    math = P0 + P1*(year) + E', '', 'Level-2 Model',
-    '    P0 = B00 + B01*(black) + R0', ..., 'Level-3 Model', '    B00 = G000 + G001*(lowinc) + U00', ...]."""
-    l1 = " + ".join(_times(f"P{p}", a) for p, a in enumerate(s.coefficients))
-    lines = ["Level-1 Model", f"    {outcome} = {l1} + E", "", "Level-2 Model"]
-    for p, _a in enumerate(s.coefficients):
-        parts = [_times(f"B{p}{q}", x) for q, x in enumerate(s.predictors[p]) if s.gammas_of(p, q) or s.random_at_3(p, q)]
-        if s.random_at_2(p):
-            parts.append(f"R{p}")
-        lines.append(f"    P{p} = " + (" + ".join(parts) if parts else "0"))
-    lines += ["", "Level-3 Model"]
-    for p, _a in enumerate(s.coefficients):
-        for q, _x in enumerate(s.predictors[p]):
-            parts = [_times(g.label, g.level3) for g in s.gammas_of(p, q)]
-            if s.random_at_3(p, q):
-                parts.append(f"U{p}{q}")
-            if parts:
-                lines.append(f"    B{p}{q} = " + " + ".join(parts))
-    notes = [(n, how) for n, how in (centring or {}).items()]
-    if notes:
-        lines.append("")
-        lines.extend(f"    {n} is {n[4:-1] if n[3:4] == '(' else n} {CENTERING_WORDS[how]}." for n, how in notes)
+def centring_notes(derived, level_of: Mapping[str, int]) -> list[str]:
+    """HLM's centring notes under the level form ("X has been centered around the group mean.", HLM 7's
+    sentence), each followed by which mean, as the fit computed it (`Derived.within`/`counted`):
+    `derived` are the spec's derived columns, `level_of` the level of each grouping factor's units."""
+    lines = []
+    for d in derived:
+        if d.kind not in ("group", "grand"):
+            continue
+        var = d.variables[0]
+        word = "group" if d.kind == "group" else "grand"
+        if d.counted:
+            lv = level_of.get(d.counted, 0)
+            if d.kind == "group":
+                how = (f"{var} minus its mean over the level-{lv} units of its level-{level_of.get(d.within, lv + 1)} unit "
+                       f"({d.within}), each level-{lv} unit counted once")
+            else:
+                how = f"{var} minus its mean over the level-{lv} units, each counted once"
+        elif d.kind == "group":
+            how = f"{var} minus its mean over the rows of its level-{level_of.get(d.within, 2)} unit ({d.within})"
+        else:
+            how = f"{var} minus its mean over all level-1 rows"
+        lines += [f"    {var} has been centered around the {word} mean.", f"      ({how})"]
     return lines
 
 
-def mixed_equation3(outcome: str, s: ThreeLevelStructure, z2_names: tuple[str, ...], z3_names: tuple[str, ...]) -> str:
-    """HLM3's mixed form: 'math = G000 + G001*lowinc + G010*black + ... + R0 + R1*year + U00 + U10*year + E'."""
-    fixed = []
-    for g in s.gammas:
-        factors = [f for f in (g.level3, g.level2, g.coefficient) if f != INTERCEPT]
-        fixed.append("*".join([g.label, *map(_w, factors)]))
-    rand = [f"R{p}" if n == INTERCEPT else f"R{p}*{_w(n)}" for p, n in zip(s.random2, z2_names)]
-    rand += [f"U{p}{q}" if n == INTERCEPT else f"U{p}{q}*{_w(n)}" for (p, q), n in zip(s.random3, z3_names)]
+def level_form(outcome: str, s: LevelStructure, derived=()) -> list[str]:
+    """HLM3's (HLM4's) level form, one equation per coefficient and level: ['Level-1 Model',
+    '    math = P0 + P1*(year) + E', '', 'Level-2 Model', '    P0 = B00 + B01*(black) + R0', ...,
+    'Level-3 Model', '    B00 = G000 + G001*(lowinc) + U00', ...]; a level-k coefficient with no
+    term and no random effect at level k+1 >= 3 is not written (HLM3's layout). A centred variable is
+    written by its name, as HLM writes it, with HLM's notes (`centring_notes`)."""
+    shown = centred_names(derived)
+    l1 = " + ".join(_times(n.label, n.name, shown) for n in s.roots)
+    lines = ["Level-1 Model", f"    {outcome} = {l1} + E"]
+    for k in range(2, s.n_levels + 1):
+        lines += ["", f"Level-{k} Model"]
+        for n in s.nodes(k - 1):
+            parts = [_times(c.label, c.name, shown) for c in n.children]
+            if n.random:
+                parts.append(n.random_label)
+            if parts or k == 2:
+                lines.append(f"    {n.label} = " + (" + ".join(parts) if parts else "0"))
+    notes = centring_notes(derived, {name: k for k, name in enumerate(s.names, 2)})
+    if notes:
+        lines += ["", *notes]
+    return lines
+
+
+def centred_names(derived) -> dict[str, str]:
+    """A centred column's name -> its variable's ('cwc(x)' -> 'x'): HLM writes the variable in its
+    equations and says how it is centred in a note."""
+    return {d.name: d.variables[0] for d in derived if d.kind in ("group", "grand")}
+
+
+def mixed_form(outcome: str, s: LevelStructure, derived=()) -> str:
+    """HLM3's (HLM4's) mixed form: 'math = G000 + G001*lowinc + G010*black + ... + R0 + R1*year +
+    U00 + U10*year + E': each fixed effect times its path's variables (top level first), then the
+    random effects level by level."""
+    shown = centred_names(derived)
+
+    def product(path: tuple[str, ...]) -> list[str]:
+        return [_w(":".join(shown.get(f, f) for f in x.split(":"))) for x in reversed(path) if x != INTERCEPT]
+
+    fixed = ["*".join([n.label, *product(n.path)]) for n in s.nodes(s.n_levels)]
+    rand = ["*".join([n.random_label, *product(n.path)]) for k in range(1, s.n_levels) for n in s.nodes(k) if n.random]
     return f"{outcome} = " + " + ".join(fixed + rand + ["E"])

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 from multilevel.diagnostics.hlm3_statistics import INTERCEPT, HLM3Statistics, ThreeLevelStructure
-from multilevel.reports.equations import level_equations3, mixed_equation3
+from multilevel.diagnostics.level_structure import LevelNode, LevelStatistics, LevelStructure
+from multilevel.reports.equations import level_form, mixed_form
 from multilevel.results.multi import MultiEstimates
 
 RULE = " " + "-" * 76
@@ -52,23 +53,22 @@ def _correlations(T: pd.DataFrame) -> np.ndarray:
         return t / np.outer(sd, sd)
 
 
-def _specifications(est: MultiEstimates, st: HLM3Statistics) -> list[str]:
-    s = st.structure
+def _specifications(est: MultiEstimates, units: list[tuple[int, str]], program: str = "HLM3") -> list[str]:
+    """The run's specifications; `units`: (number, factor name) of levels 2, 3, ..."""
     method = "restricted maximum likelihood" if est.reml else "full maximum likelihood"
     lines = [
-        " Specifications for this HLM3 run",
+        f" Specifications for this {program} run",
         "",
         f"  Model (lme4 form)              = {est.design.spec.to_formula()}",
         f"  Number of level-1 units        = {est.n_obs}",
-        f"  Number of level-2 units        = {st.n_level2}   ({s.level2})",
-        f"  Number of level-3 units        = {st.n_level3}   ({s.level3})",
+        *[f"  Number of level-{k} units        = {n}   ({name})" for k, (n, name) in enumerate(units, 2)],
         f"  Method of estimation: {method}",
     ]
     if est.reml:
         lines += [
-            "  (HLM3 fits by full maximum likelihood only: this REML fit's numbers are not HLM3's; its deviance",
+            f"  ({program} fits by full maximum likelihood only: this REML fit's numbers are not {program}'s; its deviance",
             "   below is the REML criterion and its parameter count the covariance components only.",
-            "   fit.refit('ML').report() gives HLM3's.)",
+            f"   fit.refit('ML').report() gives {program}'s.)",
         ]
     opt = est.optimizer
     if opt is not None:
@@ -108,11 +108,15 @@ def _fixed_spec(est: MultiEstimates, st: HLM3Statistics) -> list[str]:
     if marked:
         lines += ["", " '#' - The residual parameter variance for the parameter has been set to zero"]
     lines += ["", " Summary of the model specified (in equation format)", " ---------------------------------------------------", ""]
-    centring = dict(est.design.spec.centering)
-    lines += level_equations3(est.design.spec.outcome, s, centring)
-    f2, f3 = est.factors[s.f2], est.factors[s.f3]
-    lines += ["", "Mixed Model", f"    {mixed_equation3(est.design.spec.outcome, s, f2.z_names, f3.z_names)}", ""]
+    lines += model_forms(est, LevelStructure.of(est, st.frame))
     return lines
+
+
+def model_forms(est: MultiEstimates, levels: LevelStructure) -> list[str]:
+    """The model in HLM's level form and mixed form (HLM3 and HLM4: one renderer, `reports.equations`)."""
+    derived = est.design.spec.derived
+    outcome = est.design.spec.outcome
+    return level_form(outcome, levels, derived) + ["", "Mixed Model", f"    {mixed_form(outcome, levels, derived)}", ""]
 
 
 def _convergence(est: MultiEstimates) -> list[str]:
@@ -199,7 +203,8 @@ def hlm3_report(est: MultiEstimates, st: HLM3Statistics) -> str:
     s = st.structure
     r_labels = [p_label(s, p) for p in s.random2]
     b_labels = [b_label(s, p, q) for p, q in s.random3]
-    lines = _specifications(est, st) + _fixed_spec(est, st) + _convergence(est)
+    units = [(st.n_level2, s.level2), (st.n_level3, s.level3)]
+    lines = _specifications(est, units) + _fixed_spec(est, st) + _convergence(est)
     lines += [f" sigma^2 = {est.sigma2:>12.5f}", ""]
     lines += _matrix("tau(pi)", st.tau_pi.to_numpy(), [lab.replace(", ", ",") for lab in r_labels], ">12.5f")
     lines += _matrix("tau(pi) (as correlations)", _correlations(st.tau_pi), [lab.replace(", ", ",") for lab in r_labels], ">8.3f")
@@ -237,3 +242,73 @@ def hlm3_report(est: MultiEstimates, st: HLM3Statistics) -> str:
         f" lme4: logLik = {est.loglik:.4f} (df = {est.n_params}), AIC = {est.aic:.4f}, BIC = {est.bic:.4f}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def hlm4_report(est: MultiEstimates, st: LevelStatistics, fixed: pd.DataFrame, robust: pd.DataFrame) -> str:
+    """The report of a four-level (HLM4) run, in HLM3's layout (`hlm3_report`), from the level
+    statistics (`diagnostics.level_structure`) and the fit's coefficient tables: `fixed` (model-based
+    SEs, Satterthwaite df) and `robust` (CR0 at the top level, clubSandwich's df), as
+    `MultiFit.coef_table` gives them. HLM4's chi-square tests and approximate df are not printed:
+    their HLM4 rules are not known to us (docs/hlm-statistics.md section 14e)."""
+    s = st.structure
+    L = s.n_levels
+    lines = _specifications(est, list(zip(st.n_units, s.names)), f"HLM{L}")
+    lines += [" Summary of the model specified (in equation format)", " ---------------------------------------------------", ""]
+    lines += model_forms(est, s) + _convergence(est)
+    lines += [f" sigma^2 = {est.sigma2:>12.5f}", ""]
+    what = {2: "level-1", 3: "level-2", 4: "level-3"}
+    for k in range(2, L + 1):
+        nodes = [n for n in s.nodes(k - 1) if n.random]
+        labels = [f"{_path_name(s, n)},{n.label}" for n in nodes]
+        T = st.tau(k)
+        lines += _matrix(f"tau (level {k})", T.to_numpy(), labels, ">12.5f")
+        lines += _matrix(f"tau (level {k}) (as correlations)", _correlations(T), labels, ">8.3f")
+        lines += _reliabilities(f"Random {what[k]} coefficient", [f"{_path_name(s, n)}, {n.label}" for n in nodes],
+                                st.reliability(k).to_numpy(), st.n_sufficient(k), st.n_units[k - 2], f"level-{k} units")
+        if k == 4:
+            lines += [" (Level-4 reliabilities: HLM3's level-3 rule carried one level up; docs/hlm-statistics.md 14e.)", ""]
+    lines += [f" The value of the log-likelihood function = {-0.5 * st.deviance:.6E}", ""]
+    for table, title in ((fixed, "Final estimation of fixed effects:"),
+                         (robust, f"Final estimation of fixed effects\n (with robust standard errors, CR0 clustered at level {L})")):
+        lines += [f" The outcome variable is  {est.design.spec.outcome}", "", f" {title}", RULE,
+                  "                                              Standard",
+                  " Fixed Effect                       Coefficient    Error     T-ratio   d.f.   P-value", RULE]
+        for n in s.nodes(L):
+            est_, se, t, df, pv = table.iloc[n.column][["estimate", "se", "t", "df", "p"]]
+            lines.append(f" {_path_name(s, n) + ', ' + n.label:<34}{est_:>12.6f}{se:>11.6f}{t:>10.3f}{df:>8.1f}{pv:>9.3f}")
+        lines += [RULE, " d.f.: Satterthwaite's (model-based SEs) and clubSandwich's (robust); HLM4's approximate d.f. rule is",
+                  " not known to us.", ""]
+    lines += [" Final estimation of variance components:", RULE,
+              " Random Effect                        Standard     Variance", "                                     Deviation    Component", RULE]
+    for k in range(2, L + 1):
+        nodes = [n for n in s.nodes(k - 1) if n.random]
+        for n, v in zip(nodes, np.diag(st.tau(k).to_numpy())):
+            lines.append(f" {_path_name(s, n) + ', ' + n.random_label:<34}{np.sqrt(max(v, 0.0)):>11.5f}{v:>13.5f}")
+    lines.append(f" {'level-1, E':<34}{np.sqrt(est.sigma2):>11.5f}{est.sigma2:>13.5f}")
+    lines += [RULE, f" Chi-square tests of the variance components are not given: HLM{L}'s rule for them is not known to us.", ""]
+    crit = "REML criterion (lme4 REMLcrit)" if est.reml else "-2 log-likelihood (lme4 deviance)"
+    lines += [
+        " Statistics for current covariance components model",
+        " --------------------------------------------------",
+        f" Deviance                       = {st.deviance:.6f}",
+        f" Number of estimated parameters = {st.n_params}",
+        "",
+        f" The deviance is the {crit}.",
+        f" lme4: logLik = {est.loglik:.4f} (df = {est.n_params}), AIC = {est.aic:.4f}, BIC = {est.bic:.4f}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _coef_name(n: LevelNode) -> str:
+    """INTRCPT<k> for an intercept of level k, else the variable ('year')."""
+    return f"INTRCPT{n.level}" if n.name == INTERCEPT else n.name
+
+
+def _path_name(s: LevelStructure, node: LevelNode) -> str:
+    """HLM3's name of a coefficient by its path: 'INTRCPT1', 'year/black', 'INTRCPT1/INTRCPT2/w'."""
+    out, nodes = [], s.roots
+    for name in node.path:
+        x = next(x for x in nodes if x.name == name)
+        out.append(_coef_name(x))
+        nodes = x.children
+    return "/".join(out)
