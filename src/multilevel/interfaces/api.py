@@ -26,6 +26,7 @@ from multilevel.engine.optimizer import optimize_theta
 from multilevel.errors import DataError, SpecificationError
 from multilevel.interfaces.fit import Fit
 from multilevel.interfaces.multi_fit import MultiFit
+from multilevel.model.cross_equations import parse_cross_levels
 from multilevel.model.formula import parse_formula
 from multilevel.model.level_equations import parse_levels, parse_levels3
 from multilevel.model.spec import ModelSpec
@@ -34,15 +35,29 @@ from multilevel.results.multi import MultiEstimates
 
 
 def levels(level1: str, level2: Mapping[str, str] | None = None, level3: Mapping[str, Mapping[str, str]] | None = None, *,
-           group: str | tuple[str, str]) -> ModelSpec:
+           group: str | tuple[str, str] | None = None, row: str | None = None, column: str | None = None) -> ModelSpec:
     """HLM-style level equations -> ModelSpec (see `multilevel.level_equations`). Two levels:
     group="school"; three (HLM3): level3={...} and group=(level-2 id, level-3 id)
-    (`level_equations.THREE_LEVEL_DOC`)."""
-    return _parse_levels(level1, level2, level3, group)
+    (`level_equations.THREE_LEVEL_DOC`); cross-classified (HCM2): row= and column= instead of
+    group, 'b' and 'c' in the level-2 equations (`cross_equations`)."""
+    return _parse_levels(level1, level2, level3, group, None, row, column)
 
 
-def _parse_levels(level1, level2, level3, group, columns=None) -> ModelSpec:
-    """Two levels (`parse_levels`) or, with level3 or two ids, three (`parse_levels3`)."""
+def _parse_levels(level1, level2, level3, group, columns=None, row=None, column=None) -> ModelSpec:
+    """Two levels (`parse_levels`), with level3 or two ids three (`parse_levels3`), with row= and
+    column= a cross-classification (`parse_cross_levels`)."""
+    if row is not None or column is not None:
+        if group is not None or level3 is not None:
+            raise SpecificationError(
+                "row= and column= name the two crossed factors of a cross-classified (HCM2) model; group= and level3= "
+                "are for nested models. Give either row= and column=, or group= (and level3=)."
+            )
+        return parse_cross_levels(level1, level2, row, column, columns)
+    if group is None:
+        raise SpecificationError(
+            "Say which column holds the units: group='school' (two levels), group=(level-2 id, level-3 id) with level3= "
+            "(three levels), or row= and column= (a cross-classification, HCM2)."
+        )
     if level3 is not None or not isinstance(group, str):
         if level3 is None:
             raise SpecificationError(
@@ -343,7 +358,9 @@ def fit_levels(
     *equations: Mapping[str, str],
     level2: Mapping[str, str] | None = None,
     level3: Mapping[str, Mapping[str, str]] | None = None,
-    group: str | tuple[str, str],
+    group: str | tuple[str, str] | None = None,
+    row: str | None = None,
+    column: str | None = None,
     data,
     method: str = "REML",
     level2_data=None,
@@ -369,9 +386,11 @@ def fit_levels(
     row groups). cgm() of a level-2 variable in a level-2 equation centres it at its mean over the
     units (HLM's grand mean of a level-2 predictor), not over the rows (`level_equations`).
     Three levels (HLM3): level3= and group=(level-2 id, level-3 id) (`level_equations.THREE_LEVEL_DOC`).
+    Cross-classified (HCM2): row= and column= instead of group, with 'b' (random row effect) and 'c'
+    (random column effect) in the level-2 equations (`model.cross_equations`).
     """
     level2 = _level2_equations(equations, level2)
     return fit_spec(
-        _parse_levels(level1, level2, level3, group, _column_names(data, level2_data)), data, method, tau, sigma2, level2_data, level2_missing, imputation, weights, stream,
+        _parse_levels(level1, level2, level3, group, _column_names(data, level2_data), row, column), data, method, tau, sigma2, level2_data, level2_missing, imputation, weights, stream,
         sampling_weights=sampling_weights, precision_weights=precision_weights,
     )
