@@ -40,8 +40,8 @@ def test_structure_read_from_the_data(fitted):
     assert s.level_of == {"dep": "row", "sfree": "column", "ses": "level-1"}
     assert [e.label for e in s.effects] == ["theta0", "gamma01", "beta01", "theta1", "gamma11", "beta11"]
     assert [e.column for e in s.effects] == [0, 1, 2, 3, 4, 5]
-    assert s.random_row == (0, 1) and s.random_col == (0,)
-    assert [s.b_label(p) for p in s.random_row] == ["b00j", "b10j"] and s.c_label(0) == "c00k"
+    assert s.random_row == ((0, 0), (1, 0)) and s.random_col == ((0, 0),)
+    assert [s.b_label(*ph) for ph in s.random_row] == ["b00j", "b10j"] and s.c_label(0) == "c00k"
 
 
 def test_counts_against_lme4_and_the_data(fitted, data):
@@ -73,32 +73,60 @@ def test_against_lme4(fitted):
     assert st.n_params == (5 if m == "REML" else 11) == (r["logLik_df"] - (6 if m == "REML" else 0))
 
 
-def test_against_dense_algebra(fitted, data):
-    """V = sigma2 I + Z_b (I x tau_b) Z_b' + Z_c (I x tau_c) Z_c' built row by row; GLS, its covariance and
-    the (RE)ML deviance from V, independent of the blocked Cholesky of the fit."""
-    m, _fit, st = fitted
+def _columns(data: pd.DataFrame, names) -> np.ndarray:
+    """Model columns straight from the data: 'Intercept' or a product of data columns ('dep:ses')."""
     n = len(data)
-    X = np.column_stack([np.ones(n), data["dep"], data["sfree"], data["ses"], data["dep"] * data["ses"],
-                         data["sfree"] * data["ses"]])
+    return np.column_stack([np.ones(n) if c == "Intercept" else np.prod([data[v].to_numpy(float) for v in c.split(":")], axis=0)
+                            for c in names])
+
+
+def dense_check(data: pd.DataFrame, fit, st: HCM2Statistics, reml: bool) -> None:
+    """V = sigma2 I + Z_b (I x tau_b) Z_b' + Z_c (I x tau_c) Z_c' built from the data's columns; GLS, its
+    covariance and the (RE)ML deviance from V, independent of the blocked Cholesky of the fit."""
+    s = st.structure
+    n = len(data)
+    X = _columns(data, fit.beta.index)
     y = data["y"].to_numpy()
-    rows = pd.factorize(data["nbhd"])[0]
-    cols = pd.factorize(data["school"])[0]
-    zb = np.column_stack([np.ones(n), data["ses"]])
-    same_row = rows[:, None] == rows[None, :]
-    same_col = cols[:, None] == cols[None, :]
-    V = st.sigma2 * np.eye(n) + same_row * (zb @ st.tau_b.to_numpy() @ zb.T) + same_col * float(st.tau_c.to_numpy()[0, 0])
+    same_row = data[s.row].to_numpy()[:, None] == data[s.row].to_numpy()[None, :]
+    same_col = data[s.column].to_numpy()[:, None] == data[s.column].to_numpy()[None, :]
+    zb = _columns(data, st.tau_b.index)
+    zc = _columns(data, st.tau_c.index)
+    V = st.sigma2 * np.eye(n) + same_row * (zb @ st.tau_b.to_numpy() @ zb.T) + same_col * (zc @ st.tau_c.to_numpy() @ zc.T)
     Vi_X = np.linalg.solve(V, X)
     M = X.T @ Vi_X
     beta = np.linalg.solve(M, Vi_X.T @ y)
-    cov = np.linalg.inv(M)
     tab = st.fixed_table
     np.testing.assert_allclose(tab["estimate"].to_numpy(), beta, rtol=1e-7)
-    np.testing.assert_allclose(tab["se"].to_numpy(), np.sqrt(np.diag(cov)), rtol=1e-7)
+    np.testing.assert_allclose(tab["se"].to_numpy(), np.sqrt(np.diag(np.linalg.inv(M))), rtol=1e-7)
     e = y - X @ beta
     dev = n * np.log(2 * np.pi) + np.linalg.slogdet(V)[1] + e @ np.linalg.solve(V, e)
-    if m == "REML":
+    if reml:
         dev += np.linalg.slogdet(M)[1] - X.shape[1] * np.log(2 * np.pi)
     assert st.deviance == pytest.approx(dev, rel=1e-9)
+
+
+def test_against_dense_algebra(fitted, data):
+    m, fit, st = fitted
+    assert list(st.tau_b.index) == ["Intercept", "ses"] and list(st.tau_c.index) == ["Intercept"]
+    dense_check(data, fit, st, m == "REML")
+
+
+def test_random_effects_of_predictors_over_the_other_factor(data):
+    """HCM2's b_phj (column predictor sfree over the rows) and c_pqk (row predictor dep over the columns):
+    names, df (J = 40, K = 25: gamma01 min(40-1-1, 25-1) = 24, beta01 min(25-1-1, 40-1) = 23) and the
+    dense check."""
+    fit = ml.fit_levels("y ~ 1 + ses", {"Intercept": "dep + sfree + b + c + b:sfree + c:dep", "ses": "dep + b"},
+                        row="nbhd", column="school", data=data, method="ML")
+    st = HCM2Statistics(fit.estimates)
+    s = st.structure
+    assert s.random_row == ((0, 0), (0, 1), (1, 0)) and s.random_col == ((0, 0), (0, 1))
+    assert [s.b_label(*ph) for ph in s.random_row] == ["b00j", "b01j", "b10j"]
+    assert [s.c_label(*pq) for pq in s.random_col] == ["c00k", "c01k"]
+    assert st.df.to_list() == [23, 24, 23, 38, 38]
+    dense_check(data, fit, st, reml=False)
+    text = fit.report()
+    assert "    P0 = theta0 + (gamma01 + c01k)*(dep) + (beta01 + b01j)*(sfree) + b00j + c00k" in text
+    assert "INTRCPT1/sfree,b01j" in text and "INTRCPT1/dep (column), c01k" in text
 
 
 def test_df_rule_and_p_values(fitted):
@@ -127,9 +155,6 @@ def test_refusals(data):
     nested = ml.fit("y ~ ses + (1 | nbhd) + (1 | nbhd:school)", data)
     with pytest.raises(SpecificationError, match=r"HCM2's report is of two crossed grouping factors.*nested"):
         CrossedStructure.of(nested.estimates)
-    slope_of_w = ml.fit("y ~ ses + sfree + (1 + sfree | nbhd) + (1 | school)", data)
-    with pytest.raises(SpecificationError, match=r"random effect of 'sfree' over 'nbhd'.*b_phj"):
-        slope_of_w.report()
     cell = ml.fit("y ~ ses + dep:sfree + (1 | nbhd) + (1 | school)", data)
     with pytest.raises(SpecificationError, match="product of a row predictor \\(dep\\) and a column predictor \\(sfree\\)"):
         cell.report()

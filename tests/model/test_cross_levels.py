@@ -38,6 +38,10 @@ def test_hcm2_equations_are_the_lme4_formula():
         ("y ~ 1 + x", {"Intercept": "w + c + b", "x": "c"}, "y ~ w + x + (1 | r) + (1 + x | k)"),
         ("y ~ 1 + x", {"Intercept": "b", "x": "0 + c"}, "y ~ 1 + (1 | r) + (0 + x | k)"),
         ("y ~ 1 + cgm(x)", {"Intercept": "b + c"}, "y ~ 1 + cgm(x) + (1 | r) + (1 | k)"),
+        # HCM2's (beta_01 + b_01j) W and (gamma_01 + c_01k) X: b:w over the rows, c:x over the columns
+        ("y ~ 1 + x", {"Intercept": "xr + wc + b + c + b:wc + c:xr", "x": "b + b:wc"},
+         "y ~ xr + wc + x + (1 + wc + x + wc:x | r) + (1 + xr | k)"),
+        ("y ~ 1", {"Intercept": "b:wc + c"}, "y ~ 1 + (0 + wc | r) + (1 | k)"),
     ],
 )
 def test_other_equations(level1, level2, formula):
@@ -69,6 +73,7 @@ def test_level_fit_equals_formula_fit(data, method):
         ({"level2": {"Intercept": "b + c"}, "row": None, "column": None}, "Say which column holds the units"),
         ({"level2": {"Intercept": "cgm(dep) + b + c"}}, r"centring a row or column predictor"),
         ({"level2": {"Intercept": "dep:sfree + b + c"}}, "interaction"),
+        ({"level2": {"Intercept": "b + c + b:dep:sfree"}}, r"after 'b:' name one predictor"),
         ({"level1": "y ~ 1 + cwc(ses)", "level2": {"Intercept": "b + c"}}, "group-mean centring .* ambiguous"),
         ({"level2": {"Intercept": "b + c", "tses": "b"}}, "not a level-1 coefficient"),
         ({"level2": "b + c"}, "must be a dict"),

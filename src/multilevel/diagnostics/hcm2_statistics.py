@@ -7,8 +7,8 @@ and the deviance and parameter count.
 
 Notation (R&B 2002 ch. 12): level-1 units i in the cell of row j and column k;
     level 1   y_ijk = sum_p pi_pjk a_pijk + e_ijk,                                  Var(e) = sigma2
-    level 2   pi_pjk = theta_p + sum_q gamma_pq X_qj + sum_h beta_ph W_hk + b_p0j + c_p0k,
-              Var(b_j) = tau_b, Var(c_k) = tau_c
+    level 2   pi_pjk = theta_p + sum_q (gamma_pq + c_pqk) X_qj + sum_h (beta_ph + b_phj) W_hk + b_p0j + c_p0k,
+              Var(b_j) = tau_b (b_p0j and b_phj), Var(c_k) = tau_c (c_p0k and c_pqk)
 In mixed form y = X g + Z_b b + Z_c c + e, V = sigma2 I + Z_b (I_J x tau_b) Z_b' + Z_c (I_K x tau_c) Z_c'.
 The estimates, their covariance (X'V^-1X)^-1 and the deviance are the fit's (`engine.blocked`);
 this module names and counts them, and gives the df and p-values.
@@ -64,8 +64,8 @@ class CrossedStructure:
     row_predictors: tuple[tuple[str, ...], ...]  # per p, its X_q, q = 1..Q_p
     column_predictors: tuple[tuple[str, ...], ...]  # per p, its W_h, h = 1..H_p
     effects: tuple[CrossedEffect, ...]  # in (p, theta, gammas, betas) order
-    random_row: tuple[int, ...]  # per random row effect (Z_b column), its p
-    random_col: tuple[int, ...]  # per random column effect (Z_c column), its p
+    random_row: tuple[tuple[int, int], ...]  # per random row effect (Z_b column), its (p, h): b_phj (h = 0: b_p0j)
+    random_col: tuple[tuple[int, int], ...]  # per random column effect (Z_c column), its (p, q): c_pqk
     level_of: dict[str, str]
 
     @classmethod
@@ -113,19 +113,22 @@ class CrossedStructure:
                 )
         zr = [split(n) for n in factors[f_row].z_names]
         zc = [split(n) for n in factors[f_col].z_names]
-        for fname, zs, znames in ((row, zr, factors[f_row].z_names), (column, zc, factors[f_col].z_names)):
-            for name, (_a, x, w) in zip(znames, zs):
-                if x != INTERCEPT or w != INTERCEPT:
+        # over the rows: a_p (b_p0j) or a column predictor's W_h a_p (b_phj); over the columns likewise. A row
+        # predictor over the rows is refused by the builder first (not identified); this holds for any design.
+        for fname, zs, znames, own in ((row, zr, factors[f_row].z_names, 1), (column, zc, factors[f_col].z_names, 2)):
+            for name, z in zip(znames, zs):
+                if z[own] != INTERCEPT:
                     raise SpecificationError(
-                        f"The random effect of '{name}' over '{fname}' is of a row or column predictor: HCM2's report "
-                        "takes random row and column effects of level-1 coefficients (b_p0j, c_p0k) only; the random "
-                        "effects of predictors (b_phj, c_pqk) are not reported yet. lme4's summary: fit.summary()."
+                        f"The random effect of '{name}' over '{fname}' is of a variable constant within every unit of "
+                        f"'{fname}' ({z[own]}): HCM2 has random effects over the rows of level-1 coefficients and of "
+                        "column predictors (b_p0j, b_phj), and over the columns of level-1 coefficients and of row "
+                        "predictors (c_p0k, c_pqk). lme4's summary: fit.summary()."
                     )
         coefs = list(dict.fromkeys([INTERCEPT] * any(a == INTERCEPT for a, _, _ in parts + zr + zc)
                                    + [a for a, _, _ in parts + zr + zc]))
         xs: dict[str, list[str]] = {c: [] for c in coefs}
         ws: dict[str, list[str]] = {c: [] for c in coefs}
-        for a, x, w in parts:
+        for a, x, w in parts + zr + zc:
             if x != INTERCEPT and x not in xs[a]:
                 xs[a].append(x)
             if w != INTERCEPT and w not in ws[a]:
@@ -143,24 +146,30 @@ class CrossedStructure:
         effects.sort(key=lambda e: (e.p, order[e.kind], e.index))
         return cls(
             row, column, f_row, f_col, tuple(coefs), tuple(tuple(xs[c]) for c in coefs), tuple(tuple(ws[c]) for c in coefs),
-            tuple(effects), tuple(coefs.index(a) for a, _, _ in zr), tuple(coefs.index(a) for a, _, _ in zc), level_of,
+            tuple(effects),
+            tuple((coefs.index(a), 0 if w == INTERCEPT else ws[a].index(w) + 1) for a, _, w in zr),
+            tuple((coefs.index(a), 0 if x == INTERCEPT else xs[a].index(x) + 1) for a, x, _ in zc),
+            level_of,
         )
 
     def effects_of(self, p: int) -> tuple[CrossedEffect, ...]:
         return tuple(e for e in self.effects if e.p == p)
 
-    def random_over_rows(self, p: int) -> bool:
-        return p in self.random_row
+    def random_over_rows(self, p: int, h: int = 0) -> bool:
+        """b_phj is in the model (h = 0: pi_p's random row effect b_p0j)."""
+        return (p, h) in self.random_row
 
-    def random_over_columns(self, p: int) -> bool:
-        return p in self.random_col
+    def random_over_columns(self, p: int, q: int = 0) -> bool:
+        return (p, q) in self.random_col
 
-    def b_label(self, p: int) -> str:
-        """HCM2's name of the random row effect of pi_p: b_p0j ('b00j', 'b10j')."""
-        return f"b{p}0j"
+    @staticmethod
+    def b_label(p: int, h: int = 0) -> str:
+        """HCM2's name of a random row effect: b_phj ('b00j', 'b10j', 'b01j' of W_1 in pi_0)."""
+        return f"b{p}{h}j"
 
-    def c_label(self, p: int) -> str:
-        return f"c{p}0k"
+    @staticmethod
+    def c_label(p: int, q: int = 0) -> str:
+        return f"c{p}{q}k"
 
 
 def _correlations(T: pd.DataFrame) -> pd.DataFrame:
@@ -237,8 +246,10 @@ class HCM2Statistics:
     def df(self) -> pd.Series:
         """The approximate df of each fixed effect (section 15; our rule, INFERRED: HLM2's J - S_q - 1
         applied on the side each effect varies over). With Q_p row and H_p column predictors of pi_p:
-        gamma_pq: J - Q_p - 1 when pi_p is random over the rows; beta_ph: K - H_p - 1 when random over
-        the columns; theta_p: the smaller of those that apply; otherwise N - F."""
+        gamma_pq: J - Q_p - 1 when pi_p is random over the rows (b_p0j), K - 1 when gamma_pq's own
+        effect varies over the columns (c_pqk); beta_ph: K - H_p - 1 when pi_p is random over the
+        columns (c_p0k), J - 1 when b_phj; theta_p: J - Q_p - 1 and K - H_p - 1 as they apply; the
+        smallest of those that apply; otherwise N - F."""
         s = self.structure
         J, K = self.n_rows, self.n_columns
         N, F = self.est.n_obs, len(self.est.design.x_names)
@@ -246,7 +257,11 @@ class HCM2Statistics:
         for e in s.effects:
             on_rows = J - len(s.row_predictors[e.p]) - 1 if s.random_over_rows(e.p) else None
             on_cols = K - len(s.column_predictors[e.p]) - 1 if s.random_over_columns(e.p) else None
-            pick = {"gamma": [on_rows], "beta": [on_cols], "theta": [on_rows, on_cols]}[e.kind]
+            pick = {
+                "gamma": [on_rows, K - 1 if s.random_over_columns(e.p, e.index) else None],
+                "beta": [on_cols, J - 1 if s.random_over_rows(e.p, e.index) else None],
+                "theta": [on_rows, on_cols],
+            }[e.kind]
             given = [v for v in pick if v is not None]
             out[e.column] = min(given) if given else N - F
         return pd.Series(out, index=list(self.est.design.x_names), name="df")

@@ -6,10 +6,11 @@ of neighbourhood j (row) and school k (column):
 
     Level-1 (within cells):   Y_ijk = pi_0jk + pi_1jk a_1ijk + ... + e_ijk,          Var(e) = sigma2
     Level-2 (rows and columns):
-        pi_pjk = theta_p + sum_q gamma_pq X_qj + sum_h beta_ph W_hk + b_p0j + c_p0k
+        pi_pjk = theta_p + sum_q (gamma_pq + c_pqk) X_qj + sum_h (beta_ph + b_phj) W_hk + b_p0j + c_p0k
     with X_qj the row predictors (constant within a row), W_hk the column predictors (constant
-    within a column), b_p0j the random row effects (Var(b_j) = tau_b) and c_p0k the random column
-    effects (Var(c_k) = tau_c), b and c independent of each other and of e.
+    within a column), b_p0j the random row effects and b_phj the random effects of column predictors
+    over the rows (Var(b_j) = tau_b), c_p0k and c_pqk likewise over the columns (Var(c_k) = tau_c),
+    b and c independent of each other and of e.
 
 which is written
 
@@ -24,15 +25,16 @@ which is written
 - `level2`: one equation per level-1 coefficient, keyed "Intercept" or the coefficient's name, as
   in the two-level `levels`. The right-hand side lists the row and column predictors (which is which
   is read from the data: the report's structure) with theta_p implied (`0` removes it); `b` adds
-  the random row effect b_p0j and `c` the random column effect c_p0k. A coefficient left out is
+  the random row effect b_p0j and `c` the random column effect c_p0k; `b:sfree` adds b_phj, the
+  random effect of the column predictor sfree over the rows, and `c:dep` adds c_pqk, that of the
+  row predictor dep over the columns (HCM2's (beta_ph + b_phj) W_hk). A coefficient left out is
   fixed with only theta_p.
 - The lme4 model is `fixed + (a_p's with b | row) + (a_p's with c | column)`, the row term first:
   `ml.fit` of that formula is the same spec, and its report reads the first random term as the
   rows (`diagnostics.hcm2_statistics`).
 
-Not taken yet (refused by name): random effects of column predictors over rows (HCM2's b_phj W_hk)
-and of row predictors over columns (c_pqk X_qj) in level equations (an lme4 formula fits them), a
-row-by-column interaction random effect (d_jk), and centring of row or column predictors.
+Not taken yet (refused by name): a row-by-column interaction random effect (d_jk), and centring of
+row or column predictors.
 """
 from __future__ import annotations
 
@@ -48,6 +50,8 @@ from multilevel.model.spec import ModelSpec, RandomTerm, term_factors
 #: the markers of HCM2's random effects: b_p0j over the rows, c_p0k over the columns
 ROW_MARKER, COLUMN_MARKER = "b", "c"
 #: HCM2's own names of the random effects (b00, b00j, c10k, ...) or other packages' (u0): not columns
+#: `b:w` / `c:x`: the random effect of a predictor over the rows / columns (b_phj, c_pqk)
+RANDOM_SLOPE = re.compile(r"^([bc])\s*:\s*(.+)$")
 HCM2_RANDOM_NAME = re.compile(r"^[bBcC][0-9]+[jJkK]?$|^[uU][0-9]*$|^random$", re.IGNORECASE)
 
 
@@ -66,6 +70,8 @@ def _check_markers(level2: Mapping[str, str] | None, columns) -> None:
     names = {str(c) for c in columns}
     for key, rhs2 in level2.items():
         for p in (q for q in split_top_level(rhs2) if q):
+            m = RANDOM_SLOPE.match(p)
+            p = m.group(1) if m else p
             if p in (ROW_MARKER, COLUMN_MARKER) and p in names:
                 raise SpecificationError(
                     f"The level-2 equation of '{key}' ('{rhs2}') has '{p}', which marks a random "
@@ -75,17 +81,32 @@ def _check_markers(level2: Mapping[str, str] | None, columns) -> None:
 
 
 def _equation(text: str, derived: dict[str, Derived], coef: str, outcome: str,
-              known: set[str] | None) -> tuple[list[str], bool, bool]:
-    """An equation's predictor terms ('1' for theta_p) and whether it has b and c."""
+              known: set[str] | None) -> tuple[list[str], list[str], list[str]]:
+    """An equation's predictor terms ('1' for theta_p), and the terms random over the rows ('1':
+    b_p0j; a column predictor w of `b:w`: b_phj) and over the columns ('1': c_p0k; `c:x`: c_pqk)."""
     parts = [p.strip() for p in split_top_level(text.strip() or "1") if p.strip()]
-    on_row = ROW_MARKER in parts
-    on_col = COLUMN_MARKER in parts
-    rest = [p for p in parts if p not in (ROW_MARKER, COLUMN_MARKER)]
+    what = f"the level-2 equation of '{coef}'"
+    on_row: list[str] = []
+    on_col: list[str] = []
+    rest: list[str] = []
+    for p in parts:
+        m = RANDOM_SLOPE.match(p)
+        if p in (ROW_MARKER, COLUMN_MARKER):
+            (on_row if p == ROW_MARKER else on_col).append("1")
+        elif m and (known is None or p not in known):
+            slope = [t for t in read_terms(m.group(2), derived, what, outcome=outcome) if t != "1"]
+            if len(slope) != 1 or len(term_factors(slope[0])) > 1:
+                raise SpecificationError(
+                    f"'{p}' in {what}: after '{m.group(1)}:' name one predictor, e.g. 'b:sfree' (the random effect of the "
+                    "column predictor sfree over the rows) or 'c:dep' (of the row predictor dep over the columns)."
+                )
+            (on_row if m.group(1) == ROW_MARKER else on_col).append(slope[0])
+        else:
+            rest.append(p)
     for p in rest:
         if HCM2_RANDOM_NAME.match(p) and (known is None or p not in known):
             raise SpecificationError(_marker_message(p, coef))
     before = set(derived)
-    what = f"the level-2 equation of '{coef}'"
     terms = list(read_terms(" + ".join(rest) if rest else "1", derived, what, outcome=outcome))
     for name in set(derived) - before:
         d = derived[name]
@@ -106,7 +127,7 @@ def parse_cross_levels(level1: str, level2: Mapping[str, str] | None, row: str, 
                        columns=None) -> ModelSpec:
     """Level-1 formula + HCM2's level-2 equations + the row and column ids -> `ModelSpec` (module
     doc): fixed effects theta_p (a_p), gamma_pq (X_q:a_p), beta_ph (W_h:a_p); random terms
-    `(a_p with b | row) + (a_p with c | column)`. `columns`: the data's column names, when known."""
+    `(a_p with b, W_h:a_p with b:W_h | row) + (a_p with c, X_q:a_p with c:X_q | column)`. `columns`: the data's column names, when known."""
     _check_level2_form(level1, level2)
     for name, what in ((row, "row"), (column, "column")):
         if not isinstance(name, str) or not name:
@@ -147,13 +168,14 @@ def parse_cross_levels(level1: str, level2: Mapping[str, str] | None, row: str, 
     for coef in coefs:
         shown = "Intercept" if coef == "1" else coef
         terms, by_row, by_col = _equation(equations[coef], derived, shown, outcome, known)
-        for w in terms:
-            fixed.append(coef if w == "1" else (w if coef == "1" else f"{w}:{coef}"))
-        if by_row:
-            on_rows.append(coef)
-        if by_col:
-            on_cols.append(coef)
-    if not on_rows or not on_cols:
+
+        def times(w: str, coef: str = coef) -> str:
+            return coef if w == "1" else (w if coef == "1" else f"{w}:{coef}")
+
+        fixed.extend(times(w) for w in terms)
+        on_rows.extend(times(w) for w in by_row)
+        on_cols.extend(times(w) for w in by_col)
+    if not on_rows or not on_cols:  # (b:w alone is a random row effect too)
         missing = "row ('b')" if not on_rows else "column ('c')"
         raise SpecificationError(
             f"No level-1 coefficient has a random {missing} effect: a cross-classified model has both, e.g. "

@@ -44,7 +44,15 @@ def level_equations_hcm2(outcome: str, s: CrossedStructure, centring: dict[str, 
     lines = ["Level-1 Model (within cells)", f"    {outcome} = {l1} + E", "",
              f"Level-2 Model (rows: {s.row}, j; columns: {s.column}, k)"]
     for p in range(len(s.coefficients)):
-        parts = [_times(e.label, e.predictor) for e in s.effects_of(p)]
+        fixed = {(e.kind, e.index): e.label for e in s.effects_of(p)}
+        parts = [fixed[("theta", 0)]] if ("theta", 0) in fixed else []
+        # HCM2's (gamma_pq + c_pqk)*(X_q) and (beta_ph + b_phj)*(W_h)
+        for kind, preds, rand, label in (("gamma", s.row_predictors[p], s.random_over_columns, s.c_label),
+                                         ("beta", s.column_predictors[p], s.random_over_rows, s.b_label)):
+            for i, x in enumerate(preds, start=1):
+                terms = ([fixed[(kind, i)]] if (kind, i) in fixed else []) + ([label(p, i)] if rand(p, i) else [])
+                coef = terms[0] if len(terms) == 1 else "(" + " + ".join(terms) + ")"
+                parts.append(f"{coef}*({_w(x)})")
         if s.random_over_rows(p):
             parts.append(s.b_label(p))
         if s.random_over_columns(p):
@@ -64,8 +72,8 @@ def mixed_equation_hcm2(outcome: str, s: CrossedStructure, zr: tuple[str, ...], 
     for e in s.effects:
         factors = [f for f in (e.predictor, e.coefficient) if f != INTERCEPT]
         fixed.append("*".join([e.label, *map(_w, factors)]))
-    rand = [s.b_label(p) if n == INTERCEPT else f"{s.b_label(p)}*{_w(n)}" for p, n in zip(s.random_row, zr)]
-    rand += [s.c_label(p) if n == INTERCEPT else f"{s.c_label(p)}*{_w(n)}" for p, n in zip(s.random_col, zc)]
+    rand = [s.b_label(*ph) if n == INTERCEPT else f"{s.b_label(*ph)}*{_w(n)}" for ph, n in zip(s.random_row, zr)]
+    rand += [s.c_label(*pq) if n == INTERCEPT else f"{s.c_label(*pq)}*{_w(n)}" for pq, n in zip(s.random_col, zc)]
     return f"{outcome} = " + " + ".join(fixed + rand + ["E"])
 
 
@@ -142,20 +150,31 @@ def _components(st: HCM2Statistics) -> list[str]:
         "                                     Deviation     Component",
         RULE,
     ]
-    for where, ps, T, lab in (("row", s.random_row, st.tau_b, s.b_label), ("column", s.random_col, st.tau_c, s.c_label)):
-        for a, p in enumerate(ps):
+    for where, labels, T in (("row", random_labels(s, "row"), st.tau_b), ("column", random_labels(s, "column"), st.tau_c)):
+        for a, lab in enumerate(labels):
             v = float(T.to_numpy()[a, a])
-            lines.append(f" {p_label(s, p) + f' ({where}), ' + lab(p):<34}{np.sqrt(max(v, 0.0)):>11.5f}{v:>14.5f}")
+            name, label = lab.split(",")
+            lines.append(f" {name + f' ({where}), ' + label:<34}{np.sqrt(max(v, 0.0)):>11.5f}{v:>14.5f}")
     lines.append(f" {'level-1, E':<34}{np.sqrt(st.sigma2):>11.5f}{st.sigma2:>14.5f}")
     lines += [RULE, ""]
     return lines
 
 
+def random_labels(s: CrossedStructure, side: str) -> list[str]:
+    """'INTRCPT1,b00j', 'ses slope,b10j', 'INTRCPT1/sfree,b01j' (a column predictor's random effect over the rows)."""
+    pairs, label, preds = ((s.random_row, s.b_label, s.column_predictors) if side == "row"
+                           else (s.random_col, s.c_label, s.row_predictors))
+    out = []
+    for p, i in pairs:
+        name = p_label(s, p).split(",")[0]
+        out.append(f"{name if i == 0 else f'{name}/{_w(preds[p][i - 1])}'},{label(p, i)}")
+    return out
+
+
 def hcm2_report(est: MultiEstimates, st: HCM2Statistics) -> str:
     """The report HCM2 prints for a cross-classified run, section by section."""
     s = st.structure
-    b_labels = [f"{p_label(s, p).split(',')[0]},{s.b_label(p)}" for p in s.random_row]
-    c_labels = [f"{p_label(s, p).split(',')[0]},{s.c_label(p)}" for p in s.random_col]
+    b_labels, c_labels = random_labels(s, "row"), random_labels(s, "column")
     lines = _specifications(est, st) + _model(est, st) + _convergence(est)
     lines += [f" sigma^2 = {st.sigma2:>12.5f}", ""]
     lines += _matrix(f"tau_b (rows, {s.row})", st.tau_b.to_numpy(), b_labels, ">12.5f")
