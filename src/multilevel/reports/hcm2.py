@@ -16,6 +16,9 @@ from multilevel.diagnostics.hcm2_statistics import INTERCEPT, CrossedStructure, 
 from multilevel.reports.hlm3 import RULE, _matrix
 from multilevel.results.multi import MultiEstimates
 
+#: HLM3's rule, as long as HCM2's fixed-effect table (its effect names are longer: 'sfree (column), beta01')
+WIDE_RULE = RULE + "-" * 6
+
 
 def _w(name: str) -> str:
     return name.replace(":", "*")
@@ -124,10 +127,10 @@ def _fixed_table(est: MultiEstimates, st: HCM2Statistics) -> list[str]:
         f" The outcome variable is  {est.design.spec.outcome}",
         "",
         " Final estimation of fixed effects (model-based standard errors):",
-        RULE,
+        WIDE_RULE,
         "                                              Standard             Approx.",
         "    Fixed Effect               Coefficient    Error      T-ratio   d.f.     P-value",
-        RULE,
+        WIDE_RULE,
     ]
     for p in range(len(s.coefficients)):
         es = s.effects_of(p)
@@ -137,7 +140,7 @@ def _fixed_table(est: MultiEstimates, st: HCM2Statistics) -> list[str]:
         for e in es:
             est_, se, t, df, pv = table[e.column]
             lines.append(f"    {effect_label(s, e):>26}{est_:>14.6f}{se:>11.6f}{t:>10.3f}{df:>8.0f}{pv:>9.3f}")
-    lines += [RULE, " (HCM2 prints model-based SEs only: rows and columns are crossed, so no one factor clusters the data.)", ""]
+    lines += [WIDE_RULE, " (HCM2 prints model-based SEs only: rows and columns are crossed, so no one factor clusters the data.)", ""]
     return lines
 
 
