@@ -225,7 +225,8 @@ def test_report_refusals(small):
     crossed = df.assign(rater=np.arange(len(df)) % 4)
     f = ml.fit("y ~ x + (1 | school) + (1 | rater)", crossed)
     with pytest.raises(ml.SpecificationError, match=r"HLM3's report is of two nested grouping factors.*crossed"):
-        f.report()
+        _ = HLM3Statistics(f.estimates).structure
+    assert "Specifications for this HCM2 run" in f.report()  # crossed: HCM2's report (tests/reports/test_hcm2_report.py)
     # a level-3 variable's random slope over level-3 units is refused before (not identified: the builder)
     with pytest.raises(ml.DataError, match=r"'w3' is constant within every unit of 'school'"):
         ml.fit("y ~ x + w3 + (1 + w3 | school) + (1 | room:school)", df)

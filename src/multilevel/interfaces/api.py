@@ -27,6 +27,7 @@ from multilevel.engine.optimizer import optimize_theta
 from multilevel.errors import DataError, SpecificationError
 from multilevel.interfaces.fit import Fit
 from multilevel.interfaces.multi_fit import MultiFit
+from multilevel.model.cross_equations import parse_cross_levels
 from multilevel.model.formula import parse_formula
 from multilevel.model.level_equations import parse_levels, parse_levels_n
 from multilevel.model.spec import ModelSpec, group_variables
@@ -36,15 +37,30 @@ from multilevel.results.multi import MultiEstimates
 
 def levels(level1: str, level2: Mapping[str, str] | None = None, level3: Mapping[str, Mapping[str, str]] | None = None,
            level4: Mapping[str, Mapping[str, Mapping[str, str]]] | None = None, *,
-           group: str | tuple[str, ...]) -> ModelSpec:
+           group: str | tuple[str, ...] | None = None, row: str | None = None, column: str | None = None) -> ModelSpec:
     """HLM-style level equations -> ModelSpec (see `multilevel.level_equations`). Two levels:
     group="school"; three (HLM3): level3={...} and group=(level-2 id, level-3 id); four (HLM4):
-    level4={...} too and group=(level-2, level-3, level-4 id) (`level_equations.THREE_LEVEL_DOC`)."""
-    return _parse_levels(level1, level2, level3, group, level4=level4)
+    level4={...} too and group=(level-2, level-3, level-4 id) (`level_equations.THREE_LEVEL_DOC`);
+    cross-classified (HCM2): row= and column= instead of group, 'b' and 'c' in the level-2
+    equations (`cross_equations`)."""
+    return _parse_levels(level1, level2, level3, group, level4=level4, row=row, column=column)
 
 
-def _parse_levels(level1, level2, level3, group, columns=None, level4=None) -> ModelSpec:
-    """Two levels (`parse_levels`) or, with level3 (and level4) or several ids, three or four (`parse_levels_n`)."""
+def _parse_levels(level1, level2, level3, group, columns=None, level4=None, row=None, column=None) -> ModelSpec:
+    """Two levels (`parse_levels`) or, with level3 (and level4) or several ids, three or four
+    (`parse_levels_n`); with row= and column= a cross-classification (`parse_cross_levels`)."""
+    if row is not None or column is not None:
+        if group is not None or level3 is not None or level4 is not None:
+            raise SpecificationError(
+                "row= and column= name the two crossed factors of a cross-classified (HCM2) model; group=, level3= and "
+                "level4= are for nested models. Give either row= and column=, or group= (and level3=)."
+            )
+        return parse_cross_levels(level1, level2, row, column, columns)
+    if group is None:
+        raise SpecificationError(
+            "Say which column holds the units: group='school' (two levels), group=(level-2 id, level-3 id) with level3= "
+            "(three levels), or row= and column= (a cross-classification, HCM2)."
+        )
     if level4 is not None:
         return parse_levels_n(level1, {2: level2, 3: level3, 4: level4}, group, columns)
     if not isinstance(group, str) and len(group) == 3:
@@ -396,7 +412,9 @@ def fit_levels(
     level2: Mapping[str, str] | None = None,
     level3: Mapping[str, Mapping[str, str]] | None = None,
     level4: Mapping[str, Mapping[str, Mapping[str, str]]] | None = None,
-    group: str | tuple[str, ...],
+    group: str | tuple[str, ...] | None = None,
+    row: str | None = None,
+    column: str | None = None,
     data,
     method: str = "REML",
     level2_data=None,
@@ -430,10 +448,12 @@ def fit_levels(
     the level-3 id) and level3_data= (the level-3 table); level2_missing/level3_missing: "error"
     (HLM's rule: missing values of the model's variables in a level file are refused, naming the
     columns and units) or "drop" (those units left out with their rows, reported per level).
+    Cross-classified (HCM2): row= and column= instead of group, with 'b' (random row effect) and 'c'
+    (random column effect) in the level-2 equations (`model.cross_equations`).
     """
     level2 = _level2_equations(equations, level2)
     return fit_spec(
-        _parse_levels(level1, level2, level3, group, _column_names(data, level2_data, level3_data), level4), data, method, tau,
-        sigma2, level2_data, level2_missing, imputation, weights, stream,
+        _parse_levels(level1, level2, level3, group, _column_names(data, level2_data, level3_data), level4, row, column), data,
+        method, tau, sigma2, level2_data, level2_missing, imputation, weights, stream,
         sampling_weights=sampling_weights, precision_weights=precision_weights, level3=level3_data, level3_missing=level3_missing,
     )

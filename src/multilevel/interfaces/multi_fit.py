@@ -276,7 +276,13 @@ class MultiFit:
 
     def report(self) -> str:
         """HLM3's report of a model with two nested grouping factors, HLM4's of three
-        (`reports.hlm3`); other structures are refused by name."""
+        (`reports.hlm3`), HCM2's of two crossed ones (`reports.hcm2`); other structures are
+        refused by name."""
+        if len(self.estimates.factors) == 2 and not self.design.nested:
+            from multilevel.diagnostics.hcm2_statistics import HCM2Statistics
+            from multilevel.reports.hcm2 import hcm2_report
+
+            return hcm2_report(self.estimates, HCM2Statistics(self.estimates))
         from multilevel.diagnostics.hlm3_statistics import HLM3Statistics
         from multilevel.diagnostics.level_structure import LevelStatistics
         from multilevel.reports.hlm3 import hlm3_report, hlm4_report
