@@ -500,7 +500,7 @@ def _positive(H: np.ndarray, eig: tuple[np.ndarray, np.ndarray] | None = None) -
     return (V * wp) @ V.T, wp
 
 
-def _minimize(fun, start: np.ndarray, lower: np.ndarray, max_iter: int = 500):
+def _minimize(fun, start: np.ndarray, lower: np.ndarray, max_iter: int = 500, leave=None):
     """Projected quasi-Newton minimisation with lower bounds (lme4's: variances >= 0).
 
     The Hessian starts as a forward difference of the analytic gradient at the start (m
@@ -508,7 +508,8 @@ def _minimize(fun, start: np.ndarray, lower: np.ndarray, max_iter: int = 500):
     one; each iteration costs one evaluation when the full step is taken. Parameters at their
     bound with the gradient pointing out of the region are held there (active set). Stops when
     the predicted decrease g'H^-1 g falls below the deviance's rounding level, or the step below
-    1e-10 relative. The gradient is analytic (`Objective.value_and_grad`)."""
+    1e-10 relative, or when `leave(x)` (given) says the search should go on elsewhere. The
+    gradient is analytic (`Objective.value_and_grad`)."""
     x = np.maximum(np.asarray(start, dtype=float), lower)
     f, g = fun(x)
     if not np.isfinite(f):
@@ -557,6 +558,9 @@ def _minimize(fun, start: np.ndarray, lower: np.ndarray, max_iter: int = 500):
         if np.abs(step).max() <= 1e-10 * max(1.0, float(np.abs(x).max())):
             status, message = 0, "converged: step below 1e-10"
             break
+        if leave is not None and leave(x):
+            status, message = 1, "left for another search"
+            break
     return SimpleNamespace(x=x, nit=it, success=status == 0, status=status, message=message)
 
 
@@ -575,7 +579,8 @@ def _minimize_log(fun, start: np.ndarray, lower: np.ndarray, is_variance: np.nda
     in log(theta) it is near quadratic (5 iterations). log(theta) cannot reach a variance at 0,
     so a search that ends with a variance element below LOG_FLOOR (relative SDs, the optimiser's
     scaled coordinates) goes on in theta from there, where the bound, the snap to zero and the
-    saddle probes work. The evaluations are those of `fun` at theta = exp(phi) (remembered, as
+    saddle probes work (the search in logs stops as soon as one is there: towards a variance at 0
+    it would take a unit step in log(theta) per iteration). The evaluations are those of `fun` at theta = exp(phi) (remembered, as
     every other); the check of the optimum (`check_optimum`) is made in theta as always.
     gradient: d/dphi = theta d/dtheta."""
     v = is_variance & (start > 0)
@@ -598,7 +603,8 @@ def _minimize_log(fun, start: np.ndarray, lower: np.ndarray, is_variance: np.nda
 
     phi0 = start.copy()
     phi0[v] = np.log(start[v])
-    res = _minimize(logfun, phi0, np.where(v, -np.inf, lower))
+    floor = math.log(LOG_FLOOR)
+    res = _minimize(logfun, phi0, np.where(v, -np.inf, lower), leave=lambda phi: bool(np.any(phi[v] < floor)))
     x = theta_of(np.asarray(res.x, dtype=float))
     if not res.success or np.any(x[v] < LOG_FLOOR):
         more = _minimize(fun, x, lower)
