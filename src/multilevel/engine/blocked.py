@@ -275,6 +275,7 @@ class Factor:
     logdet_X: float
     pwrss: float
     flat: tuple[np.ndarray, ...] = ()  # the chain's (L, Linv, LX, Llink, Lent) in `ChainArrays`' layout
+    rest_L: np.ndarray | None = None  # L_dense[:n_R, :n_R] as a Fortran array (LAPACK's, no copy per call)
 
 
 class BlockedObjective:
@@ -421,7 +422,7 @@ class BlockedObjective:
         logdet_X = 2.0 * float(np.log(dg[nR : nR + self.p]).sum())
         pwrss = float(Ld[-1, -1]) ** 2
         return Factor(lams, tuple(Ls), tuple(Linvs), tuple(Llinks), tuple(Lents), tuple(LXs), Ld, logdet, logdet_X, pwrss,
-                      (L, Linv, LX, Llink, Lent))
+                      (L, Linv, LX, Llink, Lent), np.asfortranarray(Ld[:nR, :nR]))
 
     def _value(self, f: Factor) -> float:
         sigma2 = profiled_sigma2(f.pwrss, self.n, self.p, self.reml)
@@ -434,7 +435,7 @@ class BlockedObjective:
         (n_R, c), the chain's rhs (G, c, Qc) in the flat layout (as LX). Returns (x_rest, x (G, Qc, c))."""
         st, ch = self.st, self.chain
         nR = st.n_rest
-        x_rest = solve_triangular(f.L_dense[:nR, :nR], rest_rhs, lower=True, trans="T", check_finite=False) if nR else rest_rhs
+        x_rest = solve_triangular(f.rest_L, rest_rhs, lower=True, trans="T", check_finite=False) if nR else rest_rhs
         _L, Linv, _LX, Llink, Lent = f.flat
         x = np.empty((ch.G, ch.Qc, rhs.shape[1]))
         call_chain_solve(Linv, Llink, Lent, ch.anc, ch.estart, ch.erest, ch.off, ch.qs, np.ascontiguousarray(x_rest), rhs, x,
@@ -471,16 +472,17 @@ class BlockedObjective:
 
     # --- the selected inverse and the gradient ---------------------------------------------------
 
-    def _flat_inverse(self, f: Factor):
+    def _flat_inverse(self, f: Factor, last: bool = False):
         """Sigma = M^-1 on the blocks of the factor: Sigma_rest (n_R, n_R) dense, and the chain's
         diagonal blocks (G, Qc, Qc), blocks with the ancestors (G, n_links, Qc, Qc) and with the
-        entries (n_e, Qc), flat (`numerics.blocked.chain_inverse`)."""
+        entries (n_e, Qc), flat (`numerics.blocked.chain_inverse`). `last`: the factor's rest is
+        not used after this (its L is overwritten by its inverse: no copy)."""
         st, ch = self.st, self.chain
         nR = st.n_rest
         if nR:
             # (L L')^-1 from the factor (LAPACK's potri: the lower triangle, then mirrored)
             # (the upper triangle of L_dense is not zero: potri reads the lower one only)
-            S_rest, info = dpotri(f.L_dense[:nR, :nR], lower=1)
+            S_rest, info = dpotri(f.rest_L, lower=1, overwrite_c=int(last))
             if info != 0:
                 raise np.linalg.LinAlgError("the rest's factor is singular")
             call_mirror_lower(S_rest)
@@ -574,7 +576,7 @@ class BlockedObjective:
         nR = st.n_rest
         lams = f.lams
         beta, P, x_rest, sol = self._flat_solution(f)
-        S_rest, S_diag, S_link, S_ent = self._flat_inverse(f)
+        S_rest, S_diag, S_link, S_ent = self._flat_inverse(f, last=True)
         # Lambda [B u] in the original coordinates, and A Lambda [B u]: the chain's part in the loop
         B_rest = x_rest[:, :p]
         u_rest = x_rest[:, p] - B_rest @ beta
