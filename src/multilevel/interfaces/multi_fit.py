@@ -22,9 +22,9 @@ from multilevel.results.multi import MultiEstimates
 
 #: members of the two-level Fit that a fit with several grouping factors does not offer yet
 NOT_YET = frozenset({
-    "to_html", "model_based", "robust", "hlm_df",
+    "model_based", "robust", "hlm_df",
     "reliability", "variance_components", "n_units_sufficient", "unit_ols",
-    "eb_coefficients", "homogeneity_test", "plot", "level_equations",
+    "eb_coefficients", "homogeneity_test", "level_equations",
     "mixed_equation", "at", "hlm_deviance", "hlm_n_params", "gamma_labels", "ranef_pev", "tau_correlations",
     "statistics", "inference", "diagnostics", "template", "solution", "theta_internal", "coordinates",
 })
@@ -306,6 +306,26 @@ class MultiFit:
         from multilevel.reports.hlm3 import hlm3_report
 
         return hlm3_report(self.estimates, HLM3Statistics(self.estimates))
+
+    def plot(self, kind: str = "caterpillar", path=None, **options):
+        """A matplotlib Figure (saved to `path` when given: .png, .svg, .pdf): "caterpillar" (the
+        conditional modes of every factor with +/- z condsd bars, lme4's dotplot(ranef(fit,
+        condVar = TRUE)); level=), "residuals-fitted", "qq" (the level-1 residuals)
+        (`diagnostics.plots.plot_factors`)."""
+        from multilevel.diagnostics.plots import plot_factors
+
+        return plot_factors(self, kind, path, **options)
+
+    def to_html(self, path=None, title: str | None = None, plots: bool = True) -> str:
+        """One self-contained HTML page (`reports.html.multi_html_document`): the model, the data
+        report, the estimates, effect sizes, HLM's report where the structure has one, lme4's
+        summary and the plots. Written to `path` when given; the HTML is returned."""
+        from multilevel.reports.html import multi_html_document, save_page
+
+        page = multi_html_document(self, title, plots)
+        if path is not None:
+            save_page(page, path)
+        return page
 
     def __str__(self) -> str:
         return self.summary()
