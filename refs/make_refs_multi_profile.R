@@ -13,6 +13,7 @@
 #   eg_intercepts    math ~ year + (1 | schoolid/childid)                       nested, 7230 rows
 #   crossed_slope    y ~ x + (x | school) + (1 | rater)                         crossed, a correlation
 #                    (900 simulated rows, multi/data/crossed_slope.csv: tests/inference/test_multi_intervals.py's _crossed())
+#   singular_nested  y ~ x + (1 | a/b)                                          var(b:a) estimated 0
 # Run from this folder:  Rscript make_refs_multi_profile.R   (writes multi/inference/profile.json)
 suppressPackageStartupMessages({ library(lme4); library(jsonlite); library(data.table) })
 invisible(Sys.setlocale("LC_COLLATE", "C"))
@@ -34,7 +35,8 @@ cases <- list(
   eg_intercepts = list(formula = "math ~ year + (1 | schoolid/childid)",
                        file = "egsingle.csv", ids = c("schoolid", "childid")),
   crossed_slope = list(formula = "y ~ x + (x | school) + (1 | rater)",
-                       file = "crossed_slope.csv", ids = c("school", "rater"))
+                       file = "crossed_slope.csv", ids = c("school", "rater")),
+  singular_nested = list(formula = "y ~ x + (1 | a/b)", file = "singular_nested.csv", ids = c("a", "b"))
 )
 
 # D(theta, sigma) with beta profiled out, from the fit's deviance function (lme4:::devfun2's

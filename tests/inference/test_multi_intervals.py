@@ -29,7 +29,7 @@ from multilevel.results.multi import lme4_name
 
 REFS = Path(__file__).resolve().parents[2] / "refs" / "multi"
 PROFILE = json.loads((REFS / "inference" / "profile.json").read_text())
-CASES = ("machines_nested", "penicillin", "eg_intercepts", "crossed_slope")
+CASES = ("machines_nested", "penicillin", "eg_intercepts", "crossed_slope", "singular_nested")
 _FITS: dict = {}
 
 
@@ -103,6 +103,28 @@ def test_reml_profiles_contain_the_reml_estimates_and_are_wider_than_ml():
     for name in ("sd_Intercept|plate", "sd_Intercept|sample"):
         assert reml.loc[name, "ci_low"] < reml.loc[name, "estimate"] < reml.loc[name, "ci_high"]
         assert reml.loc[name, "ci_high"] - reml.loc[name, "ci_low"] > ml_.loc[name, "ci_high"] - ml_.loc[name, "ci_low"]
+
+
+def test_a_variance_estimated_at_zero_has_the_lower_bound_zero():
+    ours = _profile("singular_nested", "REML")
+    assert _fit("singular_nested", "REML").singular
+    assert ours.loc["sd_Intercept|b:a", ["estimate", "ci_low"]].tolist() == [0.0, 0.0]
+    assert ours.loc["sd_Intercept|b:a", "ci_high"] > 0.1
+
+
+def test_a_streamed_fit_profiles_as_in_memory(tmp_path):
+    """The profile needs only the summaries: a fit from Parquet chunks gives the same intervals;
+    the bootstrap needs the rows and says so."""
+    c = PROFILE["penicillin"]
+    data = pd.read_csv(REFS / c["data_file"], dtype={k: str for k in c["id_columns"]})
+    path = tmp_path / "penicillin.parquet"
+    data.to_parquet(path, index=False, row_group_size=50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the streamed fit's notes
+        streamed = ml.fit(c["formula"], str(path), stream=True)
+    pd.testing.assert_frame_equal(streamed.confint("profile"), _profile("penicillin", "REML"), rtol=1e-7)
+    with pytest.raises(SpecificationError, match="needs the rows"):
+        streamed.bootstrap(10)
 
 
 def test_which_selects_rows_and_level_narrows():
