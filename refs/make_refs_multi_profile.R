@@ -14,6 +14,11 @@
 #   crossed_slope    y ~ x + (x | school) + (1 | rater)                         crossed, a correlation
 #                    (900 simulated rows, multi/data/crossed_slope.csv: tests/inference/test_multi_intervals.py's _crossed())
 #   singular_nested  y ~ x + (1 | a/b)                                          var(b:a) estimated 0
+#   eg_growth        math ~ year + (year | schoolid) + (year | schoolid:childid)   nested, slopes and
+#                    correlations at two levels. Here the polish stops short at three upper bounds
+#                    (sigma by REML and ML, sd_year|schoolid:childid by ML): nlminb over six other
+#                    parameters does not always reach the minimum, and uniroot then finds the cut
+#                    early; tests/inference/test_multi_intervals.py says which and checks them otherwise.
 # Run from this folder:  Rscript make_refs_multi_profile.R   (writes multi/inference/profile.json)
 suppressPackageStartupMessages({ library(lme4); library(jsonlite); library(data.table) })
 invisible(Sys.setlocale("LC_COLLATE", "C"))
@@ -36,7 +41,9 @@ cases <- list(
                        file = "egsingle.csv", ids = c("schoolid", "childid")),
   crossed_slope = list(formula = "y ~ x + (x | school) + (1 | rater)",
                        file = "crossed_slope.csv", ids = c("school", "rater")),
-  singular_nested = list(formula = "y ~ x + (1 | a/b)", file = "singular_nested.csv", ids = c("a", "b"))
+  singular_nested = list(formula = "y ~ x + (1 | a/b)", file = "singular_nested.csv", ids = c("a", "b")),
+  eg_growth = list(formula = "math ~ year + (year | schoolid) + (year | schoolid:childid)",
+                   file = "egsingle.csv", ids = c("schoolid", "childid"))
 )
 
 # D(theta, sigma) with beta profiled out, from the fit's deviance function (lme4:::devfun2's
