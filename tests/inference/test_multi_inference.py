@@ -150,10 +150,10 @@ def test_df_and_se_refusals():
         fit.coef_table(df="satterthwaite", se="CR2")
     with pytest.raises(SpecificationError, match="cluster= goes with the cluster-robust"):
         fit.coef_table(cluster="schoolid")
-    with pytest.raises(SpecificationError, match="not available yet"):
-        fit.confint("profile")
-    with pytest.raises(SpecificationError, match="not available yet"):
-        fit.confint("bootstrap")
+    with pytest.raises(SpecificationError, match="not known"):
+        fit.confint("likelihood")
+    with pytest.raises(SpecificationError, match="which="):
+        fit.confint("profile", which="sd")
     # the model-based table is unchanged (lmerTest's)
     assert list(fit.coef_table().columns) == ["estimate", "se", "df", "t", "p"]
 

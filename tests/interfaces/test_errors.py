@@ -68,8 +68,8 @@ def test_formula_errors():
 def test_what_several_grouping_factors_do_not_offer_yet_is_refused_by_name():
     fit = ml.fit("mathach ~ 1 + ses + (1 | school) + (1 | sector)", hsb())
     assert fit.converged and set(fit.groups) == {"school", "sector"}
-    with pytest.raises(ml.SpecificationError, match=r"fit.to_html is not available yet for models with several grouping factors"):
-        fit.to_html()
+    with pytest.raises(ml.SpecificationError, match=r"fit.reliability is not available yet for models with several grouping factors"):
+        fit.reliability  # noqa: B018
     with pytest.raises(ml.SpecificationError, match=r"tau= and sigma2="):
         ml.fit("mathach ~ 1 + (1 | school) + (1 | sector)", hsb(), tau=[[1.0]], sigma2=1.0)
     with pytest.raises(AttributeError):

@@ -306,8 +306,80 @@ def plot(diag, kind: str, path=None, **options):
         "model": model_graph,
         "residuals-fitted": residuals_fitted,
     }
+    return draw(makers, diag, kind, path, **options)
+
+
+# ----- several grouping factors (`interfaces.multi_fit.MultiFit`) ----------------------------------
+#: the plots of a fit with several grouping factors
+MULTI_KINDS = ("caterpillar", "residuals-fitted", "qq")
+#: a caterpillar panel names its levels up to this many
+LABELLED_LEVELS = 40
+
+
+def caterpillar_factors(fit, level: float = 0.95):
+    """lme4's dotplot(ranef(fit, condVar = TRUE)): per factor (one row of panels) and random effect
+    (one panel), the conditional modes sorted, with +/- z condsd bars (`fit.ranef`,
+    `fit.ranef_condvar`)."""
+    z = dist.norm_ppf(0.5 + level / 2)
+    modes, condvar = fit.ranef, fit.ranef_condvar
+    n_rows = len(modes)
+    n_cols = max(table.shape[1] for table in modes.values())
+    fig = _figure(4.0 * n_cols + 1.0, 3.6 * n_rows + 0.6)
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    for i, (factor, table) in enumerate(modes.items()):
+        for k in range(n_cols):
+            ax = axes[i, k]
+            if k >= table.shape[1]:
+                ax.set_axis_off()  # a factor with fewer random effects than the widest
+                continue
+            name = table.columns[k]
+            est = table[name].to_numpy()
+            sd = np.sqrt(np.maximum(condvar[factor][:, k, k], 0.0))
+            order = np.argsort(est, kind="stable")
+            ax.errorbar(est[order], np.arange(len(est)), xerr=z * sd[order], fmt="o", ms=2.5, lw=0.6,
+                        color="tab:blue", ecolor="0.6")
+            ax.axvline(0, color="tab:red", lw=0.8)
+            if len(est) <= LABELLED_LEVELS:  # few levels: named, as lme4's dotplot names them
+                ax.set_yticks(np.arange(len(est)), [str(v) for v in table.index[order]], fontsize=7)
+            else:
+                ax.set_yticks([])
+            ax.set_xlabel(f"conditional mode ({level:.0%} interval)")
+            ax.set_ylabel(f"{factor} (sorted, {len(est)} levels)" if k == 0 else "")
+            ax.set_title(f"{name} | {factor}")
+    fig.suptitle("Conditional modes of the random effects")
+    return fig
+
+
+def qq_residuals(fit):
+    """Normal Q-Q plot of the level-1 residuals over sigma (`fit.residuals(1)`)."""
+    r = fit.residuals(1)
+    e = np.sort((r["resid"] / r["sigma"]).to_numpy())
+    n = len(e)
+    expected = np.asarray(dist.norm_ppf((np.arange(n) + 0.5) / n))
+    fig = _figure(5.2, 5.0)
+    ax = fig.subplots()
+    ax.scatter(expected, e, s=4, alpha=0.5)
+    lim = float(max(abs(expected).max(), abs(e).max()))
+    ax.plot([-lim, lim], [-lim, lim], color="tab:red", lw=0.8, label="45-degree line")
+    ax.set_xlabel("normal quantile")
+    ax.set_ylabel("level-1 residual / sigma")
+    ax.set_title(f"Normal Q-Q plot of the level-1 residuals ({n} rows)")
+    ax.legend(loc="upper left")
+    return fig
+
+
+def plot_factors(fit, kind: str, path=None, **options):
+    """`MultiFit.plot`: "caterpillar" (`caterpillar_factors`), "residuals-fitted" (the one-factor
+    fit's, from `fit.residuals(1)`), "qq" (`qq_residuals`)."""
+    makers = {"caterpillar": caterpillar_factors, "residuals-fitted": residuals_fitted, "qq": qq_residuals}
+    return draw(makers, fit, kind, path, **options)
+
+
+def draw(makers: dict, diag, kind: str, path=None, **options):
+    """The figure of `kind` from `makers` (kind -> function of the fit's view and its options),
+    saved to `path` when given (.png, .svg or .pdf)."""
     if kind not in makers:
-        raise SpecificationError(f"kind={kind!r} is not known; the plots are: {', '.join(KINDS)}.")
+        raise SpecificationError(f"kind={kind!r} is not known; the plots are: {', '.join(makers)}.")
     maker = makers[kind]
     # the options each kind takes are its keyword parameters (after the fit): an unknown one is
     # named with the accepted ones, rather than a TypeError from inside the kind's function

@@ -22,9 +22,9 @@ from multilevel.results.multi import MultiEstimates
 
 #: members of the two-level Fit that a fit with several grouping factors does not offer yet
 NOT_YET = frozenset({
-    "to_html", "model_based", "robust", "hlm_df",
-    "bootstrap", "reliability", "variance_components", "n_units_sufficient", "unit_ols",
-    "eb_coefficients", "homogeneity_test", "plot", "level_equations",
+    "model_based", "robust", "hlm_df",
+    "reliability", "variance_components", "n_units_sufficient", "unit_ols",
+    "eb_coefficients", "homogeneity_test", "level_equations",
     "mixed_equation", "at", "hlm_deviance", "hlm_n_params", "gamma_labels", "ranef_pev", "tau_correlations",
     "statistics", "inference", "diagnostics", "template", "solution", "theta_internal", "coordinates",
 })
@@ -189,10 +189,35 @@ class MultiFit:
         """Linear combinations of the fixed effects, one row each: estimate, se, df, t, p, interval."""
         return self._inference(cluster).estimate(contrast, rhs, df, se, level)
 
-    def confint(self, method: str = "wald", level: float = 0.95, *, which: str = "fixed") -> pd.DataFrame:
-        """Wald intervals of the fixed effects (lme4's confint(method = "Wald")); profile and
-        bootstrap intervals are refused for several factors (not yet)."""
-        return self._inference(None).confint(method, level, which=which)
+    def confint(self, method: str = "wald", level: float = 0.95, *, which: str | None = None, n_boot: int = 1000,
+                nsim: int | None = None, seed: int | None = None, progress: bool = True) -> pd.DataFrame:
+        """lme4's confint: "wald" (the fixed effects, lme4's method = "Wald"), "profile" (lme4's
+        profile-likelihood intervals) or "bootstrap" (lme4's bootMer percentile intervals; n_boot
+        samples, `nsim` lme4's name for it, `seed`), for the fixed effects and the variance
+        parameters sd_<z>|<factor>, cor_<a>.<b>|<factor>, sigma (`inference.multi_intervals`);
+        which: "all" (the default of profile and bootstrap), "fixed" or "variance"."""
+        from multilevel.inference.coefficients import check_level
+        from multilevel.inference.intervals import check_which, warn_few_replicates
+        from multilevel.inference.multi_intervals import confint
+
+        m = method.lower() if isinstance(method, str) else method
+        if m in ("profile", "bootstrap", "boot"):
+            check_level(level)
+            which = "all" if which is None else which
+            check_which(which)
+            if m != "profile":
+                warn_few_replicates(_n_boot(n_boot, nsim))
+            return confint(self.estimates, "profile" if m == "profile" else "bootstrap", level, which,
+                           _n_boot(n_boot, nsim), seed, progress)
+        return self._inference(None).confint(method, level, which="fixed" if which is None else which)
+
+    def bootstrap(self, n_boot: int = 1000, seed: int | None = None, progress: bool = True, *,
+                  nsim: int | None = None):
+        """Parametric bootstrap (lme4's bootMer): refits on n_boot samples (`nsim`: lme4's name)
+        from this fitted model, every factor's random effects drawn; `intervals.Bootstrap`."""
+        from multilevel.inference.multi_intervals import bootstrap
+
+        return bootstrap(self.estimates, _n_boot(n_boot, nsim), seed, progress)
 
     @property
     def vcov_robust(self) -> pd.DataFrame:
@@ -294,9 +319,38 @@ class MultiFit:
                                self.coef_table(se="CR0", df="bell-mccaffrey"))
         return hlm3_report(self.estimates, HLM3Statistics(self.estimates))
 
+    def plot(self, kind: str = "caterpillar", path=None, **options):
+        """A matplotlib Figure (saved to `path` when given: .png, .svg, .pdf): "caterpillar" (the
+        conditional modes of every factor with +/- z condsd bars, lme4's dotplot(ranef(fit,
+        condVar = TRUE)); level=), "residuals-fitted", "qq" (the level-1 residuals)
+        (`diagnostics.plots.plot_factors`)."""
+        from multilevel.diagnostics.plots import plot_factors
+
+        return plot_factors(self, kind, path, **options)
+
+    def to_html(self, path=None, title: str | None = None, plots: bool = True) -> str:
+        """One self-contained HTML page (`reports.html.multi_html_document`): the model, the data
+        report, the estimates, effect sizes, HLM's report where the structure has one, lme4's
+        summary and the plots. Written to `path` when given; the HTML is returned."""
+        from multilevel.reports.html import multi_html_document, save_page
+
+        page = multi_html_document(self, title, plots)
+        if path is not None:
+            save_page(page, path)
+        return page
+
     def __str__(self) -> str:
         return self.summary()
 
     def __repr__(self) -> str:
         return f"<MultiFit {self.formula} by {self.method}: {self.n_obs} rows, " + \
             ", ".join(f"{k} {v}" for k, v in self.groups.items()) + ">"
+
+
+def _n_boot(n_boot: int, nsim: int | None) -> int:
+    """n_boot, or lme4's nsim when given (not both)."""
+    if nsim is None:
+        return n_boot
+    if n_boot != 1000:
+        raise SpecificationError("Give the number of bootstrap samples once: n_boot= or nsim= (lme4's name), not both.")
+    return nsim

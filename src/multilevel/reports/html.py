@@ -14,7 +14,9 @@ from multilevel.diagnostics.effect_sizes import EffectSizes
 from multilevel.diagnostics.hlm_statistics import HLMStatistics
 from multilevel.diagnostics.residual_files import level2_predictors
 from multilevel.diagnostics.view import Diagnostics
+from multilevel.errors import DataError, SpecificationError
 from multilevel.inference.view import Inference
+from multilevel.output import output_path
 from multilevel.reports.equations import level_equations, mixed_equation
 from multilevel.reports.hlm import hlm_report
 from multilevel.reports.lme4 import lme4_summary
@@ -137,3 +139,62 @@ def html_document(diag: Diagnostics, title: str | None = None, plots: bool = Tru
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>"
         f"<body><h1>{html.escape(title)}</h1>{_head(fit)}{nav}{body}</body></html>\n"
     )
+
+
+# ----- several grouping factors (`interfaces.multi_fit.MultiFit`) ----------------------------------
+#: (title, kind) of the plots the page of a fit with several grouping factors shows
+MULTI_PLOTS = (("Conditional modes by factor", "caterpillar"), ("Level-1 residuals against fitted values", "residuals-fitted"),
+               ("Normal Q-Q plot of the level-1 residuals", "qq"))
+
+
+def multi_html_document(fit, title: str | None = None, plots: bool = True) -> str:
+    """One self-contained HTML page of a fit with several grouping factors (the `MultiFit` facade:
+    every table is one of its members): the model, the data report, the fixed effects with Wald
+    intervals, the variance components (lme4's VarCorr), the levels of each factor, the effect
+    sizes, HLM's report where the structure has one (`fit.report()`), lme4's summary and the plots
+    (`fit.plot`)."""
+    title = title or f"Multilevel model: {fit.spec.outcome}"
+    fixed = fit.fixed.join(fit.confint()[["ci_low", "ci_high"]])
+    groups = "".join(f"<li><code>{html.escape(k)}</code>: {v} levels</li>" for k, v in fit.groups.items())
+    sections = [
+        ("model", "The model", "<p>lme4 form</p>" + _pre(fit.formula) + f"<p>Grouping factors</p><ul>{groups}</ul>"),
+        ("data", "Data", _pre(str(fit.data_report))),
+        ("tables", "Estimates", "\n".join([
+            "<h3>Fixed effects</h3><p>Model-based SEs (lme4's) and 95% Wald intervals.</p>", _table(fixed),
+            "<h3>Variance components</h3><p>lme4's <code>as.data.frame(VarCorr(fit))</code>.</p>",
+            _table(fit.varcorr.set_index("grp"), na="")])),
+    ]
+    if not fit.design.streamed:
+        sections.append(("effects", "Effect sizes", _table(fit.effect_sizes(), 4)))
+    try:
+        sections.append(("hlm", "HLM report", _pre(fit.report())))
+    except SpecificationError:
+        pass  # a structure HLM's reports do not cover: lme4's summary only
+    sections.append(("lme4", "lme4-style summary", _pre(fit.summary())))
+    if plots and not fit.design.streamed:
+        figs = []
+        for caption, kind in MULTI_PLOTS:
+            figs.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{_png(fit.plot(kind))}">'
+                        f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+        sections.insert(3, ("plots", "Plots", '<div class="figs">' + "".join(figs) + "</div>"))
+    nav = "<nav>" + "".join(f'<a href="#{key}">{html.escape(name)}</a>' for key, name, _ in sections) + "</nav>"
+    body = "\n".join(f'<section id="{key}"><h2>{html.escape(name)}</h2>{content}</section>' for key, name, content in sections)
+    state = ("; <b>singular fit</b>" if fit.singular else "") + \
+        ("" if fit.converged else f"; <b>NOT converged</b>: {html.escape(fit.optimizer.check)}")
+    head = (f"<p><b>{html.escape(fit.method)} fit</b>: <code>{html.escape(fit.formula)}</code><br>N = {fit.n_obs} rows; "
+            + ", ".join(f"{v} levels of <code>{html.escape(k)}</code>" for k, v in fit.groups.items())
+            + f"; {'REML criterion' if fit.reml else 'deviance'} = {fit.deviance:.4f}{state}</p>")
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>"
+        f"<body><h1>{html.escape(title)}</h1>{head}{nav}{body}</body></html>\n"
+    )
+
+
+def save_page(page: str, path) -> None:
+    """Write an HTML page to `path` (`output.output_path`'s checks); a clear error if it cannot."""
+    target = output_path(path, "The HTML page")
+    try:
+        target.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"Cannot write the HTML page to '{target}': {exc.strerror or exc}.") from None
