@@ -4,9 +4,11 @@ facade over its core record (`results.multi.MultiEstimates`).
 It answers what lme4 answers for such a model: fixed effects, their covariance and SEs, the
 variance components (`varcorr`, lme4's `as.data.frame(VarCorr(fit))`), the conditional modes by
 factor with their conditional variances (`ranef`, `ranef_table`), the criterion, logLik, AIC and
-BIC, the optimizer's record, the data report, and lme4's summary. What the two-level `Fit` offers
-beyond that (HLM's report, small-sample df, robust SEs, tests, intervals, residual files, effect
-sizes, plots) is refused by name with a clear error until it is built for several factors.
+BIC, the optimizer's record, the data report, and lme4's summary; and beyond lme4: HLM3's, HLM4's
+or HCM2's report and level equations, small-sample df (Satterthwaite, Kenward-Roger), robust SEs,
+GLH tests, Wald, profile and bootstrap intervals, residual files per level, effect sizes per
+level, plots and the HTML page. What the two-level `Fit` offers beyond that (`NOT_YET`: HLM2's
+own statistics, such as its homogeneity test or unit OLS) is refused by name with a clear error.
 """
 from __future__ import annotations
 
@@ -24,8 +26,7 @@ from multilevel.results.multi import MultiEstimates
 NOT_YET = frozenset({
     "model_based", "robust", "hlm_df",
     "reliability", "variance_components", "n_units_sufficient", "unit_ols",
-    "eb_coefficients", "homogeneity_test", "level_equations",
-    "mixed_equation", "at", "hlm_deviance", "hlm_n_params", "gamma_labels", "ranef_pev", "tau_correlations",
+    "eb_coefficients", "homogeneity_test", "at", "hlm_deviance", "hlm_n_params", "gamma_labels", "ranef_pev", "tau_correlations",
     "statistics", "inference", "diagnostics", "template", "solution", "theta_internal", "coordinates",
 })
 
@@ -298,6 +299,35 @@ class MultiFit:
             df = "satterthwaite" if nested or rest <= 1500 else None
         table = self.fixed if df is None else self.coef_table(df)
         return lme4_summary_multi(self.estimates, table, self.groups)
+
+    @property
+    def level_equations(self) -> list[str]:
+        """The model in HLM's level form: HLM3's/HLM4's (pi, beta, gamma; nested factors) or HCM2's
+        (theta, gamma, beta, b, c; two crossed factors), as the report prints it."""
+        return self._forms()[0]
+
+    @property
+    def mixed_equation(self) -> str:
+        """The model in HLM's mixed form (one equation), as the report prints it."""
+        return self._forms()[1]
+
+    def _forms(self) -> tuple[list[str], str]:
+        est = self.estimates
+        outcome = est.design.spec.outcome
+        if len(est.factors) == 2 and not self.design.nested:
+            from multilevel.diagnostics.hcm2_statistics import HCM2Statistics
+            from multilevel.reports.hcm2 import level_equations_hcm2, mixed_equation_hcm2
+
+            s = HCM2Statistics(est).structure
+            zr, zc = est.factors[s.f_row].z_names, est.factors[s.f_col].z_names
+            return (level_equations_hcm2(outcome, s, dict(est.design.spec.centering)),
+                    mixed_equation_hcm2(outcome, s, zr, zc))
+        from multilevel.diagnostics.level_structure import LevelStructure
+        from multilevel.reports.equations import level_form, mixed_form
+
+        levels = LevelStructure.of(est, est.design.centred_frame())
+        derived = est.design.spec.derived
+        return level_form(outcome, levels, derived), mixed_form(outcome, levels, derived)
 
     def report(self) -> str:
         """HLM3's report of a model with two nested grouping factors, HLM4's of three
