@@ -40,6 +40,7 @@ def _prepare(folder: Path) -> None:
     schools = d.groupby("school", sort=True)[["size", "sector", "pracad", "disclim", "himinty", "meanses"]].first()
     pyreadstat.write_dta(schools.reset_index(), str(folder / "schools.dta"))
     shutil.copy(ROOT / "refs" / "multi" / "data" / "egsingle.csv", folder / "egsingle.csv")
+    shutil.copy(ROOT / "refs" / "multi" / "data" / "penicillin.csv", folder / "penicillin.csv")
     for f in sorted((ROOT / "refs" / "hsb" / "mi").glob("imp*.csv.gz")):
         shutil.copy(f, folder / f.name)
     # Parquet data: y on a level-1 x and a level-2 w, 300 units of 20 rows, a random slope of x
