@@ -21,10 +21,9 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from multilevel.diagnostics.hlm3_statistics import _constant
+from multilevel.diagnostics.multi_statistics import VariableLevels, fixed_effects_table, hlm_n_params
+from multilevel.engine.covariance import correlations
 from multilevel.errors import SpecificationError
-from multilevel.inference import distributions as dist
-from multilevel.model.spec import term_factors
 from multilevel.results.multi import MultiEstimates
 
 INTERCEPT = "Intercept"
@@ -83,26 +82,11 @@ class CrossedStructure:
         f_row, f_col = names.index(row), names.index(column)
         g_row, g_col = design.groupings[factors[f_row].grouping], design.groupings[factors[f_col].grouping]
         frame = design.centred_frame() if frame is None else frame
-        level_of: dict[str, str] = {}
-
-        def level(piece: str) -> str:
-            if piece not in level_of:
-                if piece not in frame.columns or not pd.api.types.is_numeric_dtype(frame[piece]):
-                    level_of[piece] = LEVEL1  # a factor's dummy: read as level-1
-                else:
-                    v = frame[piece].to_numpy(dtype=float)
-                    level_of[piece] = (ROW if _constant(v, g_row.codes, g_row.n_levels)
-                                       else COLUMN if _constant(v, g_col.codes, g_col.n_levels) else LEVEL1)
-            return level_of[piece]
+        levels = VariableLevels(frame, ((ROW, g_row), (COLUMN, g_col)), LEVEL1)
 
         def split(name: str) -> tuple[str, str, str]:
             """(a part, X part, W part), each 'Intercept' when absent."""
-            if name == INTERCEPT:
-                return INTERCEPT, INTERCEPT, INTERCEPT
-            by: dict[str, list[str]] = {LEVEL1: [], ROW: [], COLUMN: []}
-            for piece in term_factors(name):
-                by[level(piece)].append(piece)
-            return tuple(":".join(by[k]) or INTERCEPT for k in (LEVEL1, ROW, COLUMN))  # type: ignore[return-value]
+            return levels.split(name, (LEVEL1, ROW, COLUMN))  # type: ignore[return-value]
 
         parts = [split(n) for n in design.x_names]
         for name, (_a, x, w) in zip(design.x_names, parts):
@@ -149,7 +133,7 @@ class CrossedStructure:
             tuple(effects),
             tuple((coefs.index(a), 0 if w == INTERCEPT else ws[a].index(w) + 1) for a, _, w in zr),
             tuple((coefs.index(a), 0 if x == INTERCEPT else xs[a].index(x) + 1) for a, x, _ in zc),
-            level_of,
+            levels.level_of,
         )
 
     def effects_of(self, p: int) -> tuple[CrossedEffect, ...]:
@@ -170,15 +154,6 @@ class CrossedStructure:
     @staticmethod
     def c_label(p: int, q: int = 0) -> str:
         return f"c{p}{q}k"
-
-
-def _correlations(T: pd.DataFrame) -> pd.DataFrame:
-    """tau as correlations: tau_ab / sqrt(tau_aa tau_bb) (NaN where a variance is 0)."""
-    t = T.to_numpy()
-    sd = np.sqrt(np.maximum(np.diag(t), 0.0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = t / np.outer(sd, sd)
-    return pd.DataFrame(r, index=T.index, columns=T.columns)
 
 
 @dataclass(frozen=True, eq=False)
@@ -231,11 +206,11 @@ class HCM2Statistics:
 
     @cached_property
     def tau_b_correlations(self) -> pd.DataFrame:
-        return _correlations(self.tau_b)
+        return correlations(self.tau_b)
 
     @cached_property
     def tau_c_correlations(self) -> pd.DataFrame:
-        return _correlations(self.tau_c)
+        return correlations(self.tau_c)
 
     @property
     def sigma2(self) -> float:
@@ -268,13 +243,9 @@ class HCM2Statistics:
 
     @cached_property
     def fixed_table(self) -> pd.DataFrame:
-        """estimate, se (model-based: sqrt diag (X'V^-1X)^-1), t, df, p (two-sided, Student t(df)), in X's order."""
-        b = self.est.beta.to_numpy()
-        se = np.sqrt(np.diag(self.est.vcov.to_numpy()))
-        t = b / se
-        df = self.df.to_numpy()
-        return pd.DataFrame({"estimate": b, "se": se, "t": t, "df": df, "p": 2.0 * dist.t_sf(np.abs(t), df)},
-                            index=list(self.est.design.x_names))
+        """estimate, se (model-based: sqrt diag (X'V^-1X)^-1), t, df, p (two-sided, Student t(df)), in X's order
+        (`multi_statistics.fixed_effects_table`)."""
+        return fixed_effects_table(self.est, self.est.vcov, self.df.to_numpy())
 
     # ----- the likelihood --------------------------------------------------------------------------
     @property
@@ -286,5 +257,4 @@ class HCM2Statistics:
     def n_params(self) -> int:
         """HLM's count (section 6): the covariance parameters (tau_b, tau_c, sigma2), plus the fixed
         effects under ML."""
-        n_cov = len(self.est.theta) + 1
-        return n_cov + (0 if self.est.reml else len(self.est.design.x_names))
+        return hlm_n_params(self.est)

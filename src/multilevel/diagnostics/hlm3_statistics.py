@@ -24,6 +24,8 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+from multilevel.diagnostics.multi_statistics import VariableLevels, fixed_effects_table, hlm_n_params
+from multilevel.engine.covariance import correlations
 from multilevel.errors import SpecificationError
 from multilevel.inference import distributions as dist
 from multilevel.model.spec import term_factors
@@ -83,25 +85,10 @@ class ThreeLevelStructure:
         f3 = next(i for i, f in enumerate(factors) if f.name == outer)
         g2, g3 = design.groupings[factors[f2].grouping], design.groupings[factors[f3].grouping]
         frame = design.centred_frame() if frame is None else frame
-        level_of: dict[str, int] = {}
-
-        def level(piece: str) -> int:
-            if piece not in level_of:
-                if piece not in frame.columns or not pd.api.types.is_numeric_dtype(frame[piece]):
-                    level_of[piece] = 1  # a factor's dummy: read as level-1 (its level is not told here)
-                else:
-                    v = frame[piece].to_numpy(dtype=float)
-                    level_of[piece] = 3 if _constant(v, g3.codes, g3.n_levels) else 2 if _constant(v, g2.codes, g2.n_levels) else 1
-            return level_of[piece]
+        levels = VariableLevels(frame, ((3, g3), (2, g2)), 1)
 
         def split(name: str) -> tuple[str, str, str]:
-            if name == INTERCEPT:
-                return INTERCEPT, INTERCEPT, INTERCEPT
-            pieces = term_factors(name)
-            by = {1: [], 2: [], 3: []}  # type: dict[int, list[str]]
-            for piece in pieces:
-                by[level(piece)].append(piece)
-            return tuple(":".join(by[lv]) or INTERCEPT for lv in (1, 2, 3))  # type: ignore[return-value]
+            return levels.split(name, (1, 2, 3))  # type: ignore[return-value]
 
         parts = [split(n) for n in design.x_names]
         z2 = [split(n) for n in factors[f2].z_names]
@@ -142,7 +129,7 @@ class ThreeLevelStructure:
             inner, outer, f2, f3, tuple(coefs), tuple(tuple(preds[c]) for c in coefs), tuple(gammas),
             tuple(coefs.index(a) for a, _, _ in z2),
             tuple((coefs.index(a), preds[a].index(x)) for a, x, _ in z3),
-            level_of,
+            levels.level_of,
         )
 
     def gammas_of(self, p: int, q: int) -> tuple[Gamma3, ...]:
@@ -153,15 +140,6 @@ class ThreeLevelStructure:
 
     def random_at_3(self, p: int, q: int) -> bool:
         return (p, q) in self.random3
-
-
-def _constant(v: np.ndarray, codes: np.ndarray, n: int) -> bool:
-    lo = np.full(n, np.inf)
-    hi = np.full(n, -np.inf)
-    np.minimum.at(lo, codes, v)
-    np.maximum.at(hi, codes, v)
-    scale = max(float(np.max(np.abs(v), initial=0.0)), 1e-300)
-    return bool(np.all(hi - lo <= 1e-12 * scale))
 
 
 def unit_crossproducts(B: np.ndarray, codes: np.ndarray, n_units: int) -> np.ndarray:
@@ -244,6 +222,15 @@ class HLM3Statistics:
     @property
     def tau_beta(self) -> pd.DataFrame:
         return self.est.tau[self.structure.level3]
+
+    @cached_property
+    def tau_pi_correlations(self) -> pd.DataFrame:
+        """tau_pi as correlations (HLM3's "tau(pi) (as correlations)"; `engine.covariance.correlations`)."""
+        return correlations(self.tau_pi)
+
+    @cached_property
+    def tau_beta_correlations(self) -> pd.DataFrame:
+        return correlations(self.tau_beta)
 
     # ----- level 2: each unit's OLS -------------------------------------------------------------
     @cached_property
@@ -418,14 +405,8 @@ class HLM3Statistics:
         return pd.Series(out, index=list(self.est.design.x_names), name="df")
 
     def fixed_table(self, robust: bool) -> pd.DataFrame:
-        """estimate, se, t, df, p (two-sided, Student t(df)), in X's order."""
-        b = self.est.beta.to_numpy()
-        V = (self.vcov_robust if robust else self.est.vcov).to_numpy()
-        se = np.sqrt(np.diag(V))
-        t = b / se
-        df = self.df.to_numpy()
-        return pd.DataFrame({"estimate": b, "se": se, "t": t, "df": df, "p": 2.0 * dist.t_sf(np.abs(t), df)},
-                            index=list(self.est.design.x_names))
+        """estimate, se, t, df, p (two-sided, Student t(df)), in X's order (`multi_statistics.fixed_effects_table`)."""
+        return fixed_effects_table(self.est, self.vcov_robust if robust else self.est.vcov, self.df.to_numpy())
 
     # ----- the likelihood ------------------------------------------------------------------------
     @property
@@ -437,5 +418,4 @@ class HLM3Statistics:
     def n_params(self) -> int:
         """HLM's count (section 6): the covariance parameters (tau_pi, tau_beta, sigma2), plus the
         fixed effects under ML."""
-        n_cov = len(self.est.theta) + 1
-        return n_cov + (0 if self.est.reml else len(self.est.design.x_names))
+        return hlm_n_params(self.est)

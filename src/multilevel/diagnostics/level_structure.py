@@ -40,9 +40,9 @@ from itertools import pairwise
 import numpy as np
 import pandas as pd
 
-from multilevel.diagnostics.hlm3_statistics import _constant
+from multilevel.diagnostics.multi_statistics import VariableLevels, hlm_n_params
+from multilevel.engine.covariance import correlations
 from multilevel.errors import SpecificationError
-from multilevel.model.spec import term_factors
 from multilevel.results.multi import MultiEstimates
 
 INTERCEPT = "Intercept"
@@ -110,24 +110,10 @@ class LevelStructure:
         groupings = [design.groupings[factors[i].grouping] for i in by_size]
         frame = design.centred_frame() if frame is None else frame
         L = len(chain) + 1
-        level_of: dict[str, int] = {}
-
-        def level(piece: str) -> int:
-            if piece not in level_of:
-                if piece not in frame.columns or not pd.api.types.is_numeric_dtype(frame[piece]):
-                    level_of[piece] = 1  # a factor's dummy: read as level-1 (its level is not told here)
-                else:
-                    v = frame[piece].to_numpy(dtype=float)
-                    level_of[piece] = next((k for k in range(L, 1, -1) if _constant(v, groupings[k - 2].codes,
-                                                                                    groupings[k - 2].n_levels)), 1)
-            return level_of[piece]
+        levels = VariableLevels(frame, tuple((k, groupings[k - 2]) for k in range(L, 1, -1)), 1)
 
         def split(name: str) -> tuple[str, ...]:
-            by: dict[int, list[str]] = {k: [] for k in range(1, L + 1)}
-            if name != INTERCEPT:
-                for piece in term_factors(name):
-                    by[level(piece)].append(piece)
-            return tuple(":".join(by[k]) or INTERCEPT for k in range(1, L + 1))
+            return levels.split(name, tuple(range(1, L + 1)))
 
         fixed = [(split(n), c) for c, n in enumerate(design.x_names)]
         randoms: list[tuple[str, ...]] = []
@@ -162,7 +148,7 @@ class LevelStructure:
                 out.append(LevelNode(lab, name, k, path in random_paths, column.get(path), build(path, label + str(i)), path))
             return tuple(out)
 
-        return cls(tuple(chain), tuple(by_size), build((), ""), level_of)
+        return cls(tuple(chain), tuple(by_size), build((), ""), levels.level_of)
 
 
 def _woodbury(M: np.ndarray, z: np.ndarray, T: np.ndarray) -> np.ndarray:
@@ -192,6 +178,10 @@ class LevelStatistics:
     def tau(self, level: int) -> pd.DataFrame:
         """The covariance of the random effects of `level` (2..L)."""
         return self.est.tau[self.structure.names[level - 2]]
+
+    def tau_correlations(self, level: int) -> pd.DataFrame:
+        """`tau(level)` as correlations (`engine.covariance.correlations`)."""
+        return correlations(self.tau(level))
 
     @cached_property
     def _reliabilities(self) -> tuple[tuple[pd.Series, int], ...]:
@@ -250,5 +240,5 @@ class LevelStatistics:
     @property
     def n_params(self) -> int:
         """HLM's count (section 6): the covariance parameters (the taus and sigma2), plus the fixed
-        effects under ML."""
-        return len(self.est.theta) + 1 + (0 if self.est.reml else len(self.est.design.x_names))
+        effects under ML (`multi_statistics.hlm_n_params`)."""
+        return hlm_n_params(self.est)

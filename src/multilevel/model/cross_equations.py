@@ -43,8 +43,8 @@ from collections.abc import Mapping
 
 from multilevel.errors import SpecificationError
 from multilevel.model.expressions import Derived
-from multilevel.model.formula import RESERVED, read_terms, rhs_terms, split_formula, split_top_level
-from multilevel.model.level_equations import _check_level2_form, _coefficient_key
+from multilevel.model.formula import read_terms, split_formula, split_top_level
+from multilevel.model.level_equations import check_level2_form, coefficient_key, lme4_order, read_level1
 from multilevel.model.spec import ModelSpec, RandomTerm, term_factors
 
 #: the markers of HCM2's random effects: b_p0j over the rows, c_p0k over the columns
@@ -128,7 +128,7 @@ def parse_cross_levels(level1: str, level2: Mapping[str, str] | None, row: str, 
     """Level-1 formula + HCM2's level-2 equations + the row and column ids -> `ModelSpec` (module
     doc): fixed effects theta_p (a_p), gamma_pq (X_q:a_p), beta_ph (W_h:a_p); random terms
     `(a_p with b, W_h:a_p with b:W_h | row) + (a_p with c, X_q:a_p with c:X_q | column)`. `columns`: the data's column names, when known."""
-    _check_level2_form(level1, level2)
+    check_level2_form(level1, level2)
     for name, what in ((row, "row"), (column, "column")):
         if not isinstance(name, str) or not name:
             raise SpecificationError(
@@ -143,10 +143,7 @@ def parse_cross_levels(level1: str, level2: Mapping[str, str] | None, row: str, 
     if "|" in rhs:
         raise SpecificationError("level1 takes no '(... | group)' terms: say which coefficients are random with 'b' (over the "
                                  "rows) and 'c' (over the columns) in their level-2 equations.")
-    if outcome in RESERVED:
-        raise SpecificationError(f"The outcome column is named '{outcome}', the name of the intercept's column; rename it.")
-    derived: dict[str, Derived] = {}
-    coefs = list(read_terms(rhs, derived, "the level-1 model", outcome=outcome))
+    coefs, derived = read_level1(outcome, rhs)
     for d in derived.values():
         if d.kind == "group":
             raise SpecificationError(
@@ -154,12 +151,9 @@ def parse_cross_levels(level1: str, level2: Mapping[str, str] | None, row: str, 
                 f"unit and a column unit). Compute the centred column first, e.g. df['{d.variables[0]}_c'] = "
                 f"df['{d.variables[0]}'] - df.groupby('{row}')['{d.variables[0]}'].transform('mean'), and use it by name."
             )
-    for c in coefs:
-        if len(term_factors(c)) > 1:
-            raise SpecificationError(f"The level-1 term '{c}' is an interaction; make it a column of its own so it has its own level-2 equation.")
     equations = {c: "1" for c in coefs}
     for key, text in (level2 or {}).items():
-        equations[_coefficient_key(key, coefs, derived)] = text
+        equations[coefficient_key(key, coefs, derived)] = text
 
     known = None if columns is None else {str(c) for c in columns}
     fixed: list[str] = []
@@ -182,14 +176,9 @@ def parse_cross_levels(level1: str, level2: Mapping[str, str] | None, row: str, 
             "level2={'Intercept': 'b + c'}. With one factor only it is a two-level model (ml.fit_levels(level1, "
             "level2, group=...))."
         )
-    spec0 = ModelSpec(outcome, (), (), derived=tuple(derived.values()))
-
-    def ordered(terms: list[str]) -> tuple[str, ...]:
-        return rhs_terms(" + ".join(["1" if "1" in terms else "0", *[spec0.quote_term(t) for t in terms if t != "1"]]))
-
     return ModelSpec(
         outcome=outcome,
-        fixed=ordered(fixed),
-        random=(RandomTerm(row, ordered(on_rows)), RandomTerm(column, ordered(on_cols))),
+        fixed=lme4_order(outcome, derived, fixed),
+        random=(RandomTerm(row, lme4_order(outcome, derived, on_rows)), RandomTerm(column, lme4_order(outcome, derived, on_cols))),
         derived=tuple(derived.values()),
     )

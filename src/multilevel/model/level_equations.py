@@ -41,7 +41,7 @@ from multilevel.model.spec import ModelSpec, RandomTerm, term_factors
 INTERCEPT_NAMES = ("Intercept", "intercept", "intrcpt1", "INTRCPT1", "1")
 
 
-def _coefficient_key(key: str, coefs: list[str], derived: dict[str, Derived]) -> str:
+def coefficient_key(key: str, coefs: list[str], derived: dict[str, Derived]) -> str:
     """The level-1 coefficient an equation of `level2` is for: its name, or, when exactly one
     coefficient is a derived column of that variable, the variable's name ({"ses": ...} for
     cwc(ses))."""
@@ -68,6 +68,31 @@ def _coefficient_key(key: str, coefs: list[str], derived: dict[str, Derived]) ->
     )
 
 
+def read_level1(outcome: str, rhs: str) -> tuple[list[str], dict[str, Derived]]:
+    """The level-1 coefficients a_p of a level-1 formula's right-hand side ('1' for the intercept, in
+    the order written) and the derived columns read from it (cwc(x), cgm(x)), for every level-equation
+    form (`parse_levels`, `parse_levels_n`, `cross_equations.parse_cross_levels`). Refused: an outcome
+    named as the intercept's column, and an interaction a_p (it would have no level-2 equation of its own)."""
+    if outcome in RESERVED:
+        raise SpecificationError(f"The outcome column is named '{outcome}', the name of the intercept's column; rename it.")
+    derived: dict[str, Derived] = {}
+    coefs = list(read_terms(rhs, derived, "the level-1 model", outcome=outcome))
+    for c in coefs:
+        if len(term_factors(c)) > 1:
+            raise SpecificationError(
+                f"The level-1 term '{c}' is an interaction; make it a column of its own so it has its own level-2 equation."
+            )
+    return coefs, derived
+
+
+def lme4_order(outcome: str, derived: dict[str, Derived], terms: list[str]) -> tuple[str, ...]:
+    """`terms` ('1' for the intercept) in the order formulaic gives `ml.fit`'s formula (the intercept,
+    or '0', first; then by degree), so that the level equations and the formula of one model give
+    the same spec."""
+    spec0 = ModelSpec(outcome, (), (), derived=tuple(derived.values()))
+    return rhs_terms(" + ".join(["1" if "1" in terms else "0", *[spec0.quote_term(t) for t in terms if t != "1"]]))
+
+
 RANDOM_MARKERS = ("u", "random")
 #: HLM's names of the random effects (U0, U1, ...; u0 as some texts write them): here the marker is `u`
 HLM_RANDOM_NAME = re.compile(r"^[uU][0-9]+$")
@@ -84,7 +109,7 @@ def hlm_random_name_message(name: str, coefficient: str | None = None) -> str:
     )
 
 
-def _check_level2_form(level1: str, level2) -> None:
+def check_level2_form(level1: str, level2) -> None:
     """level2 is a dict {coefficient: equation}: one string cannot say which coefficient it is for."""
     if level2 is None or isinstance(level2, Mapping):
         if level2 is not None:
@@ -137,7 +162,7 @@ def parse_levels(level1: str, level2: Mapping[str, str] | None, group: str, colu
     """Level-1 formula + level-2 equations + grouping column -> `ModelSpec` (see module doc).
     `columns`: the data's column names, when known (a column named u/U is checked against the
     marker `u`: `check_marker_columns`)."""
-    _check_level2_form(level1, level2)
+    check_level2_form(level1, level2)
     if not isinstance(level1, str):
         raise SpecificationError(f"level1 must be a formula as text, e.g. 'mathach ~ 1 + cwc(ses)', not a {type(level1).__name__}.")
     check_marker_columns(level2, columns)
@@ -149,19 +174,10 @@ def parse_levels(level1: str, level2: Mapping[str, str] | None, group: str, colu
             "level1 takes no '(... | group)' terms: say which coefficients are random with 'u' "
             "in their level-2 equation."
         )
-    if outcome in RESERVED:
-        raise SpecificationError(f"The outcome column is named '{outcome}', the name of the intercept's column; rename it.")
-    derived: dict[str, Derived] = {}
-    coefs = list(read_terms(rhs, derived, "the level-1 model", outcome=outcome))
-    for c in coefs:
-        if len(term_factors(c)) > 1:
-            raise SpecificationError(
-                f"The level-1 term '{c}' is an interaction; make it a column of its own so it has "
-                "its own level-2 equation."
-            )
+    coefs, derived = read_level1(outcome, rhs)
     equations = {c: "1" for c in coefs}
     for key, rhs2 in (level2 or {}).items():
-        equations[_coefficient_key(key, coefs, derived)] = rhs2
+        equations[coefficient_key(key, coefs, derived)] = rhs2
 
     fixed: list[str] = []
     random_terms: list[str] = []
@@ -205,12 +221,9 @@ def parse_levels(level1: str, level2: Mapping[str, str] | None, group: str, colu
                 f"'{dv.variables[0]}' is a level-2 predictor (in '{v}'); it is constant within groups, so group-mean "
                 f"centring would make it zero. Use cgm({dv.variables[0]}) or {dv.variables[0]}."
             )
-    # formulaic orders terms by degree, as the formula route does.
-    spec0 = ModelSpec(outcome, (), (), derived=tuple(derived.values()))
-    ordered = rhs_terms(" + ".join(["1" if "1" in fixed else "0", *[spec0.quote_term(t) for t in fixed if t != "1"]]))
     return ModelSpec(
         outcome=outcome,
-        fixed=ordered,
+        fixed=lme4_order(outcome, derived, fixed),
         random=(RandomTerm(group, tuple(random_terms)),),
         derived=tuple(derived.values()),
         level2=frozenset(level2_vars),
@@ -383,12 +396,12 @@ def _product(path: tuple[str, ...]) -> str:
 
 def _canon(mapping: Mapping, terms: list[str], level: int, path: tuple[str, ...], derived: dict[str, Derived]) -> dict:
     """A level-k dict's keys (at `path`) as the terms of the equation below ('1' for 'Intercept'):
-    level-1 coefficients by `_coefficient_key`, the others by name (a centred one also by its
+    level-1 coefficients by `coefficient_key`, the others by name (a centred one also by its
     variable's, {'w2': ...} for cwc(w2), when only one term is made from it); unknown keys refused."""
     out: dict = {}
     for key, value in mapping.items():
         if not path:
-            out[_coefficient_key(key, terms, derived)] = value
+            out[coefficient_key(key, terms, derived)] = value
             continue
         of_var = [t for t in terms if t in derived and derived[t].variables == (key,)]
         if key not in terms and len(of_var) == 1:
@@ -420,7 +433,7 @@ def parse_levels_n(level1: str, upper: Mapping[int, Mapping | None], group: tupl
     (k >= 2) are on the coefficients of level k-1: `(... | l_L) + (... | l_{L-1}:l_L) + ...`."""
     top = max(upper)
     level2 = upper.get(2)
-    _check_level2_form(level1, level2)
+    check_level2_form(level1, level2)
     for k in range(3, top + 1):
         _check_nested_form(upper.get(k) or {}, k - 1, k)
     n_ids = top - 1
@@ -455,16 +468,10 @@ def parse_levels_n(level1: str, upper: Mapping[int, Mapping | None], group: tupl
     if "|" in rhs:
         raise SpecificationError("level1 takes no '(... | group)' terms: say which coefficients are random with 'random' in "
                                  "their level-2 equation (R_p) or level-3 equations (U_pq).")
-    if outcome in RESERVED:
-        raise SpecificationError(f"The outcome column is named '{outcome}', the name of the intercept's column; rename it.")
+    coefs, derived = read_level1(outcome, rhs)
     names = factor_names(tuple(group))
     factors = {k: names[k - 2] for k in range(2, top + 1)}
-    derived: dict[str, Derived] = {}
     placed: dict[str, int] = {}
-    coefs = list(read_terms(rhs, derived, "the level-1 model", outcome=outcome))
-    for c in coefs:
-        if len(term_factors(c)) > 1:
-            raise SpecificationError(f"The level-1 term '{c}' is an interaction; make it a column of its own so it has its own level-2 equation.")
     _place_centring(coefs, 1, top, factors, derived, placed)
     known = None if columns is None else {str(c) for c in columns}
     fixed: list[str] = []
@@ -505,15 +512,10 @@ def parse_levels_n(level1: str, upper: Mapping[int, Mapping | None], group: tupl
                 f"No level-{k - 1} coefficient is random at level {k}: add 'random' to a level-{k} equation (e.g. {example}); "
                 f"without one this is a model of one level fewer."
             )
-    spec0 = ModelSpec(outcome, (), (), derived=tuple(derived.values()))
-
-    def ordered(terms: list[str]) -> tuple[str, ...]:
-        return rhs_terms(" + ".join(["1" if "1" in terms else "0", *[spec0.quote_term(t) for t in terms if t != "1"]]))
-
     return ModelSpec(
         outcome=outcome,
-        fixed=ordered(fixed),
-        random=tuple(RandomTerm(factors[k], ordered(random[k])) for k in range(top, 1, -1)),
+        fixed=lme4_order(outcome, derived, fixed),
+        random=tuple(RandomTerm(factors[k], lme4_order(outcome, derived, random[k])) for k in range(top, 1, -1)),
         derived=tuple(derived.values()),
     )
 
@@ -523,7 +525,7 @@ def parse_levels3(level1: str, level2: Mapping[str, str] | None, level3: Mapping
     """Level-1 formula + level-2 and level-3 equations + (level-2 id, level-3 id) -> `ModelSpec`
     (the model of `THREE_LEVEL_DOC`): fixed effects G_pqs = W_s:X_q:a_p, random terms
     `(U_pq's columns | level3) + (R_p's columns | level2:level3)`."""
-    _check_level2_form(level1, level2)
+    check_level2_form(level1, level2)
     _check_level3_form(level3)
     return parse_levels_n(level1, {2: level2, 3: level3}, group, columns)
 
@@ -532,7 +534,7 @@ def parse_levels4(level1: str, level2: Mapping[str, str] | None, level3: Mapping
                   level4: Mapping[str, Mapping[str, Mapping[str, str]]], group: tuple[str, str, str], columns=None) -> ModelSpec:
     """HLM4: level-1 formula + level-2, level-3 and level-4 equations + (level-2, level-3, level-4 ids)
     -> `ModelSpec` (`THREE_LEVEL_DOC`, four levels): random terms `(... | l4) + (... | l3:l4) + (... | l2:(l3:l4))`."""
-    _check_level2_form(level1, level2)
+    check_level2_form(level1, level2)
     _check_nested_form(level3 or {}, 2, 3)
     _check_nested_form(level4, 3, 4)
     return parse_levels_n(level1, {2: level2, 3: level3, 4: level4}, group, columns)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import numpy as np
 
 from multilevel.diagnostics.hcm2_statistics import INTERCEPT, CrossedStructure, HCM2Statistics
-from multilevel.reports.hlm3 import RULE, _matrix
+from multilevel.reports import multi_sections as sections
 from multilevel.results.multi import MultiEstimates
 
 #: HLM3's rule, as long as HCM2's fixed-effect table (its effect names are longer: 'sfree (column), beta01')
-WIDE_RULE = RULE + "-" * 6
+WIDE_RULE = sections.RULE + "-" * 6
 
 
 def _w(name: str) -> str:
@@ -82,23 +82,11 @@ def mixed_equation_hcm2(outcome: str, s: CrossedStructure, zr: tuple[str, ...], 
 
 def _specifications(est: MultiEstimates, st: HCM2Statistics) -> list[str]:
     s = st.structure
-    method = "restricted maximum likelihood" if est.reml else "full maximum likelihood"
-    lines = [
-        " Specifications for this HCM2 run (a cross-classified random effects model)",
-        "",
-        f"  Model (lme4 form)              = {est.design.spec.to_formula()}",
-        f"  Number of level-1 units        = {est.n_obs}",
+    return sections.specifications(est, " Specifications for this HCM2 run (a cross-classified random effects model)", [
         f"  Number of rows                 = {st.n_rows}   ({s.row})",
         f"  Number of columns              = {st.n_columns}   ({s.column})",
         f"  Number of non-empty cells      = {st.n_cells}   (of {st.n_rows * st.n_columns})",
-        f"  Method of estimation: {method}",
-    ]
-    opt = est.optimizer
-    if opt is not None:
-        lines.append(f"  Optimizer: {opt.method}, {opt.n_evaluations} evaluations of the deviance")
-    lines += ["  " + line for line in str(est.design.data_report).splitlines()]
-    lines += ["", f"  The outcome variable is  {est.design.spec.outcome}", ""]
-    return lines
+    ])
 
 
 def _model(est: MultiEstimates, st: HCM2Statistics) -> list[str]:
@@ -108,16 +96,6 @@ def _model(est: MultiEstimates, st: HCM2Statistics) -> list[str]:
     zr, zc = est.factors[s.f_row].z_names, est.factors[s.f_col].z_names
     lines += ["", "Mixed Model", f"    {mixed_equation_hcm2(est.design.spec.outcome, s, zr, zc)}", ""]
     return lines
-
-
-def _convergence(est: MultiEstimates) -> list[str]:
-    opt = est.optimizer
-    if opt is None:
-        return [" Evaluated at given variance components (no estimation).", ""]
-    lines = [f" Estimation {'converged' if opt.converged else 'did NOT converge'}: {opt.message} ({opt.n_evaluations} evaluations)"]
-    if est.singular:
-        lines.append(" WARNING: the fit is singular (a variance estimated as zero or a correlation as +/-1).")
-    return lines + [""]
 
 
 def _fixed_table(est: MultiEstimates, st: HCM2Statistics) -> list[str]:
@@ -138,8 +116,7 @@ def _fixed_table(est: MultiEstimates, st: HCM2Statistics) -> list[str]:
             continue
         lines.append(f" For {p_label(s, p):>28}")
         for e in es:
-            est_, se, t, df, pv = table[e.column]
-            lines.append(f"    {effect_label(s, e):>26}{est_:>14.6f}{se:>11.6f}{t:>10.3f}{df:>8.0f}{pv:>9.3f}")
+            lines.append(sections.fixed_effect_row(effect_label(s, e), 26, table[e.column]))
     lines += [WIDE_RULE, " (HCM2 prints model-based SEs only: rows and columns are crossed, so no one factor clusters the data.)", ""]
     return lines
 
@@ -148,10 +125,10 @@ def _components(st: HCM2Statistics) -> list[str]:
     s = st.structure
     lines = [
         " Final estimation of row and column level variance components:",
-        RULE,
+        sections.RULE,
         " Random Effect                       Standard      Variance",
         "                                     Deviation     Component",
-        RULE,
+        sections.RULE,
     ]
     for where, labels, T in (("row", random_labels(s, "row"), st.tau_b), ("column", random_labels(s, "column"), st.tau_c)):
         for a, lab in enumerate(labels):
@@ -159,7 +136,7 @@ def _components(st: HCM2Statistics) -> list[str]:
             name, label = lab.split(",")
             lines.append(f" {name + f' ({where}), ' + label:<34}{np.sqrt(max(v, 0.0)):>11.5f}{v:>14.5f}")
     lines.append(f" {'level-1, E':<34}{np.sqrt(st.sigma2):>11.5f}{st.sigma2:>14.5f}")
-    lines += [RULE, ""]
+    lines += [sections.RULE, ""]
     return lines
 
 
@@ -178,23 +155,14 @@ def hcm2_report(est: MultiEstimates, st: HCM2Statistics) -> str:
     """The report HCM2 prints for a cross-classified run, section by section."""
     s = st.structure
     b_labels, c_labels = random_labels(s, "row"), random_labels(s, "column")
-    lines = _specifications(est, st) + _model(est, st) + _convergence(est)
+    lines = _specifications(est, st) + _model(est, st) + sections.convergence(est)
     lines += [f" sigma^2 = {st.sigma2:>12.5f}", ""]
-    lines += _matrix(f"tau_b (rows, {s.row})", st.tau_b.to_numpy(), b_labels, ">12.5f")
-    lines += _matrix("tau_b (as correlations)", st.tau_b_correlations.to_numpy(), b_labels, ">8.3f")
-    lines += _matrix(f"tau_c (columns, {s.column})", st.tau_c.to_numpy(), c_labels, ">12.5f")
-    lines += _matrix("tau_c (as correlations)", st.tau_c_correlations.to_numpy(), c_labels, ">8.3f")
+    lines += sections.matrix_lines(f"tau_b (rows, {s.row})", st.tau_b.to_numpy(), b_labels, ">12.5f")
+    lines += sections.matrix_lines("tau_b (as correlations)", st.tau_b_correlations.to_numpy(), b_labels, ">8.3f")
+    lines += sections.matrix_lines(f"tau_c (columns, {s.column})", st.tau_c.to_numpy(), c_labels, ">12.5f")
+    lines += sections.matrix_lines("tau_c (as correlations)", st.tau_c_correlations.to_numpy(), c_labels, ">8.3f")
     lines += [f" The value of the log-likelihood function = {-0.5 * st.deviance:.6E}", ""]
     lines += _fixed_table(est, st)
     lines += _components(st)
-    crit = "REML criterion (lme4 REMLcrit)" if est.reml else "-2 log-likelihood (lme4 deviance)"
-    lines += [
-        " Statistics for current covariance components model",
-        " --------------------------------------------------",
-        f" Deviance                       = {st.deviance:.6f}",
-        f" Number of estimated parameters = {st.n_params}",
-        "",
-        f" The deviance is the {crit}.",
-        f" lme4: logLik = {est.loglik:.4f} (df = {est.n_params}), AIC = {est.aic:.4f}, BIC = {est.bic:.4f}",
-    ]
+    lines += sections.deviance_statistics(est, st.deviance, st.n_params)
     return "\n".join(lines) + "\n"

@@ -9,10 +9,9 @@ import pandas as pd
 
 from multilevel.diagnostics.hlm3_statistics import INTERCEPT, HLM3Statistics, ThreeLevelStructure
 from multilevel.diagnostics.level_structure import LevelNode, LevelStatistics, LevelStructure
+from multilevel.reports import multi_sections as sections
 from multilevel.reports.equations import level_form, mixed_form
 from multilevel.results.multi import MultiEstimates
-
-RULE = " " + "-" * 76
 
 
 def _name1(a: str) -> str:
@@ -38,44 +37,16 @@ def b_label(s: ThreeLevelStructure, p: int, q: int, letter: str = "B") -> str:
     return f"{_name1(s.coefficients[p])}/{_name2(s.predictors[p][q])}, {letter}{p}{q}"
 
 
-def _matrix(title: str, mat: np.ndarray, labels: list[str], fmt: str) -> list[str]:
-    lines = [f" {title}"]
-    for lab, row in zip(labels, mat):
-        lines.append(f" {lab:>24}" + "".join(format(v, fmt) for v in row))
-    lines.append("")
-    return lines
-
-
-def _correlations(T: pd.DataFrame) -> np.ndarray:
-    t = T.to_numpy()
-    sd = np.sqrt(np.maximum(np.diag(t), 0.0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return t / np.outer(sd, sd)
-
-
 def _specifications(est: MultiEstimates, units: list[tuple[int, str]], program: str = "HLM3") -> list[str]:
-    """The run's specifications; `units`: (number, factor name) of levels 2, 3, ..."""
-    method = "restricted maximum likelihood" if est.reml else "full maximum likelihood"
-    lines = [
-        f" Specifications for this {program} run",
-        "",
-        f"  Model (lme4 form)              = {est.design.spec.to_formula()}",
-        f"  Number of level-1 units        = {est.n_obs}",
-        *[f"  Number of level-{k} units        = {n}   ({name})" for k, (n, name) in enumerate(units, 2)],
-        f"  Method of estimation: {method}",
-    ]
-    if est.reml:
-        lines += [
-            f"  ({program} fits by full maximum likelihood only: this REML fit's numbers are not {program}'s; its deviance",
-            "   below is the REML criterion and its parameter count the covariance components only.",
-            f"   fit.refit('ML').report() gives {program}'s.)",
-        ]
-    opt = est.optimizer
-    if opt is not None:
-        lines.append(f"  Optimizer: {opt.method}, {opt.n_evaluations} evaluations of the deviance")
-    lines += ["  " + line for line in str(est.design.data_report).splitlines()]
-    lines += ["", f"  The outcome variable is  {est.design.spec.outcome}", ""]
-    return lines
+    """The run's specifications (`multi_sections.specifications`); `units`: (number, factor name) of
+    levels 2, 3, ..., and HLM3's note that it fits by ML only, for a REML fit."""
+    notes = [
+        f"  ({program} fits by full maximum likelihood only: this REML fit's numbers are not {program}'s; its deviance",
+        "   below is the REML criterion and its parameter count the covariance components only.",
+        f"   fit.refit('ML').report() gives {program}'s.)",
+    ] if est.reml else []
+    return sections.specifications(est, f" Specifications for this {program} run",
+                          [f"  Number of level-{k} units        = {n}   ({name})" for k, (n, name) in enumerate(units, 2)], notes)
 
 
 def _fixed_spec(est: MultiEstimates, st: HLM3Statistics) -> list[str]:
@@ -119,18 +90,6 @@ def model_forms(est: MultiEstimates, levels: LevelStructure) -> list[str]:
     return level_form(outcome, levels, derived) + ["", "Mixed Model", f"    {mixed_form(outcome, levels, derived)}", ""]
 
 
-def _convergence(est: MultiEstimates) -> list[str]:
-    opt = est.optimizer
-    if opt is None:
-        return [" Evaluated at given variance components (no estimation).", ""]
-    state = "converged" if opt.converged else "did NOT converge"
-    lines = [f" Estimation {state}: {opt.message} ({opt.n_evaluations} evaluations)"]
-    if est.singular:
-        lines.append(" WARNING: the fit is singular (a variance estimated as zero or a correlation as +/-1).")
-    lines.append("")
-    return lines
-
-
 def _reliabilities(title: str, labels: list[str], values: np.ndarray, used: int, total: int, units: str) -> list[str]:
     lines = [
         " ----------------------------------------------------",
@@ -157,10 +116,10 @@ def _fixed_table(est: MultiEstimates, st: HLM3Statistics, robust: bool) -> list[
     if robust:
         lines.append(" (with robust standard errors, clustered at level 3)")
     lines += [
-        RULE,
+        sections.RULE,
         "                                        Standard             Approx.",
         "    Fixed Effect         Coefficient    Error      T-ratio   d.f.     P-value",
-        RULE,
+        sections.RULE,
     ]
     for p in range(len(s.coefficients)):
         gp = [g for g in s.gammas if g.p == p]
@@ -173,25 +132,24 @@ def _fixed_table(est: MultiEstimates, st: HLM3Statistics, robust: bool) -> list[
                 continue
             lines.append(f"    For {_name2(s.predictors[p][q]) + f', B{p}{q}':>18}")
             for g in gs:
-                est_, se, t, df, pv = table[g.column]
-                lines.append(f"    {_name3(g.level3) + ', ' + g.label:>20}{est_:>14.6f}{se:>11.6f}{t:>10.3f}{df:>8.0f}{pv:>9.3f}")
-    lines += [RULE, ""]
+                lines.append(sections.fixed_effect_row(_name3(g.level3) + ", " + g.label, 20, table[g.column]))
+    lines += [sections.RULE, ""]
     return lines
 
 
 def _components(title: str, labels: list[str], T: pd.DataFrame, chi: pd.DataFrame, extra: list[str], note: str) -> list[str]:
     lines = [
         f" {title}",
-        RULE,
+        sections.RULE,
         " Random Effect                 Standard     Variance     df    Chi-square  P-value",
         "                               Deviation    Component",
-        RULE,
+        sections.RULE,
     ]
     var = np.diag(T.to_numpy())
     for lab, v, (c, df, pv) in zip(labels, var, chi[["chisq", "df", "p"]].to_numpy()):
         lines.append(f" {lab:<28}{np.sqrt(max(v, 0.0)):>11.5f}{v:>13.5f}{df:>7.0f}{c:>13.5f}{pv:>9.3f}")
     lines += extra
-    lines.append(RULE)
+    lines.append(sections.RULE)
     if note:
         lines.append(note)
     lines.append("")
@@ -203,15 +161,17 @@ def hlm3_report(est: MultiEstimates, st: HLM3Statistics) -> str:
     s = st.structure
     r_labels = [p_label(s, p) for p in s.random2]
     b_labels = [b_label(s, p, q) for p, q in s.random3]
+    r_rows = [lab.replace(", ", ",") for lab in r_labels]  # the tau matrices' rows: 'INTRCPT1,P0'
+    b_rows = [lab.replace(", ", ",") for lab in b_labels]
     units = [(st.n_level2, s.level2), (st.n_level3, s.level3)]
-    lines = _specifications(est, units) + _fixed_spec(est, st) + _convergence(est)
+    lines = _specifications(est, units) + _fixed_spec(est, st) + sections.convergence(est)
     lines += [f" sigma^2 = {est.sigma2:>12.5f}", ""]
-    lines += _matrix("tau(pi)", st.tau_pi.to_numpy(), [lab.replace(", ", ",") for lab in r_labels], ">12.5f")
-    lines += _matrix("tau(pi) (as correlations)", _correlations(st.tau_pi), [lab.replace(", ", ",") for lab in r_labels], ">8.3f")
+    lines += sections.matrix_lines("tau(pi)", st.tau_pi.to_numpy(), r_rows, ">12.5f")
+    lines += sections.matrix_lines("tau(pi) (as correlations)", st.tau_pi_correlations.to_numpy(), r_rows, ">8.3f")
     lines += _reliabilities("Random level-1 coefficient", r_labels, st.reliability2.to_numpy(), st.n_level2_sufficient,
                             st.n_level2, "level-2 units")
-    lines += _matrix("tau(beta)", st.tau_beta.to_numpy(), [lab.replace(", ", ",") for lab in b_labels], ">12.5f")
-    lines += _matrix("tau(beta) (as correlations)", _correlations(st.tau_beta), [lab.replace(", ", ",") for lab in b_labels], ">8.3f")
+    lines += sections.matrix_lines("tau(beta)", st.tau_beta.to_numpy(), b_rows, ">12.5f")
+    lines += sections.matrix_lines("tau(beta) (as correlations)", st.tau_beta_correlations.to_numpy(), b_rows, ">8.3f")
     lines += _reliabilities("Random level-2 coefficient", b_labels, st.reliability3.to_numpy(), st.n_level3_sufficient,
                             st.n_level3, "level-3 units")
     lines += [f" The value of the log-likelihood function = {-0.5 * st.deviance:.6E}", ""]
@@ -231,16 +191,7 @@ def hlm3_report(est: MultiEstimates, st: HLM3Statistics) -> str:
         "Final estimation of level-3 variance components:", [b_label(s, p, q, "U") for p, q in s.random3],
         st.tau_beta, st.chi_square3, [], note3,
     )
-    crit = "REML criterion (lme4 REMLcrit)" if est.reml else "-2 log-likelihood (lme4 deviance)"
-    lines += [
-        " Statistics for current covariance components model",
-        " --------------------------------------------------",
-        f" Deviance                       = {st.deviance:.6f}",
-        f" Number of estimated parameters = {st.n_params}",
-        "",
-        f" The deviance is the {crit}.",
-        f" lme4: logLik = {est.loglik:.4f} (df = {est.n_params}), AIC = {est.aic:.4f}, BIC = {est.bic:.4f}",
-    ]
+    lines += sections.deviance_statistics(est, st.deviance, st.n_params)
     return "\n".join(lines) + "\n"
 
 
@@ -254,15 +205,15 @@ def hlm4_report(est: MultiEstimates, st: LevelStatistics, fixed: pd.DataFrame, r
     L = s.n_levels
     lines = _specifications(est, list(zip(st.n_units, s.names)), f"HLM{L}")
     lines += [" Summary of the model specified (in equation format)", " ---------------------------------------------------", ""]
-    lines += model_forms(est, s) + _convergence(est)
+    lines += model_forms(est, s) + sections.convergence(est)
     lines += [f" sigma^2 = {est.sigma2:>12.5f}", ""]
     what = {2: "level-1", 3: "level-2", 4: "level-3"}
     for k in range(2, L + 1):
         nodes = [n for n in s.nodes(k - 1) if n.random]
         labels = [f"{_path_name(s, n)},{n.label}" for n in nodes]
         T = st.tau(k)
-        lines += _matrix(f"tau (level {k})", T.to_numpy(), labels, ">12.5f")
-        lines += _matrix(f"tau (level {k}) (as correlations)", _correlations(T), labels, ">8.3f")
+        lines += sections.matrix_lines(f"tau (level {k})", T.to_numpy(), labels, ">12.5f")
+        lines += sections.matrix_lines(f"tau (level {k}) (as correlations)", st.tau_correlations(k).to_numpy(), labels, ">8.3f")
         lines += _reliabilities(f"Random {what[k]} coefficient", [f"{_path_name(s, n)}, {n.label}" for n in nodes],
                                 st.reliability(k).to_numpy(), st.n_sufficient(k), st.n_units[k - 2], f"level-{k} units")
         if k == 4:
@@ -270,32 +221,23 @@ def hlm4_report(est: MultiEstimates, st: LevelStatistics, fixed: pd.DataFrame, r
     lines += [f" The value of the log-likelihood function = {-0.5 * st.deviance:.6E}", ""]
     for table, title in ((fixed, "Final estimation of fixed effects:"),
                          (robust, f"Final estimation of fixed effects\n (with robust standard errors, CR0 clustered at level {L})")):
-        lines += [f" The outcome variable is  {est.design.spec.outcome}", "", f" {title}", RULE,
+        lines += [f" The outcome variable is  {est.design.spec.outcome}", "", f" {title}", sections.RULE,
                   "                                              Standard",
-                  " Fixed Effect                       Coefficient    Error     T-ratio   d.f.   P-value", RULE]
+                  " Fixed Effect                       Coefficient    Error     T-ratio   d.f.   P-value", sections.RULE]
         for n in s.nodes(L):
             est_, se, t, df, pv = table.iloc[n.column][["estimate", "se", "t", "df", "p"]]
             lines.append(f" {_path_name(s, n) + ', ' + n.label:<34}{est_:>12.6f}{se:>11.6f}{t:>10.3f}{df:>8.1f}{pv:>9.3f}")
-        lines += [RULE, " d.f.: Satterthwaite's (model-based SEs) and clubSandwich's (robust); HLM4's approximate d.f. rule is",
+        lines += [sections.RULE, " d.f.: Satterthwaite's (model-based SEs) and clubSandwich's (robust); HLM4's approximate d.f. rule is",
                   " not known to us.", ""]
-    lines += [" Final estimation of variance components:", RULE,
-              " Random Effect                        Standard     Variance", "                                     Deviation    Component", RULE]
+    lines += [" Final estimation of variance components:", sections.RULE,
+              " Random Effect                        Standard     Variance", "                                     Deviation    Component", sections.RULE]
     for k in range(2, L + 1):
         nodes = [n for n in s.nodes(k - 1) if n.random]
         for n, v in zip(nodes, np.diag(st.tau(k).to_numpy())):
             lines.append(f" {_path_name(s, n) + ', ' + n.random_label:<34}{np.sqrt(max(v, 0.0)):>11.5f}{v:>13.5f}")
     lines.append(f" {'level-1, E':<34}{np.sqrt(est.sigma2):>11.5f}{est.sigma2:>13.5f}")
-    lines += [RULE, f" Chi-square tests of the variance components are not given: HLM{L}'s rule for them is not known to us.", ""]
-    crit = "REML criterion (lme4 REMLcrit)" if est.reml else "-2 log-likelihood (lme4 deviance)"
-    lines += [
-        " Statistics for current covariance components model",
-        " --------------------------------------------------",
-        f" Deviance                       = {st.deviance:.6f}",
-        f" Number of estimated parameters = {st.n_params}",
-        "",
-        f" The deviance is the {crit}.",
-        f" lme4: logLik = {est.loglik:.4f} (df = {est.n_params}), AIC = {est.aic:.4f}, BIC = {est.bic:.4f}",
-    ]
+    lines += [sections.RULE, f" Chi-square tests of the variance components are not given: HLM{L}'s rule for them is not known to us.", ""]
+    lines += sections.deviance_statistics(est, st.deviance, st.n_params)
     return "\n".join(lines) + "\n"
 
 
