@@ -52,13 +52,23 @@ def test_the_page_of_a_nested_model_has_every_section_and_hlm3s_report(nested, t
         assert base64.b64decode(b64)[:8] == PNG
 
 
-def test_the_page_of_a_crossed_model_leaves_out_hlms_report(crossed):
+def test_the_page_of_a_crossed_model_has_hcm2s_report(crossed):
     page = crossed.to_html(plots=False)
-    assert _sections(page) == ["model", "data", "tables", "effects", "lme4"]
+    assert _sections(page) == ["model", "data", "tables", "effects", "hlm", "lme4"]
+    assert "HCM2 run" in page and "b00j" in page
     assert "data:image/png" not in page
     # the variance components as lme4's VarCorr: the correlation of the school's slope
     cor = crossed.varcorr.query("grp == 'school' and var2 == 'x'")["sdcor"].iloc[0]
     assert f"{cor:.6g}" in page
+
+
+def test_the_page_of_three_crossed_factors_leaves_out_hlms_report():
+    d = pd.read_csv(REFS / "crossed_slope.csv", dtype={"school": str, "rater": str})
+    d["wave"] = (np.arange(len(d)) % 4).astype(str)  # a third factor crossed with both
+    fit = ml.fit("y ~ x + (1 | school) + (1 | rater) + (1 | wave)", d)
+    with pytest.raises(SpecificationError):
+        fit.report()
+    assert _sections(fit.to_html(plots=False)) == ["model", "data", "tables", "effects", "lme4"]
 
 
 def test_caterpillar_has_a_panel_per_random_effect_and_a_point_per_level(crossed, tmp_path):
