@@ -63,6 +63,7 @@ from multilevel.numerics.blocked import (
     chain_seconds,
 )
 from multilevel.numerics.units import deviance, profiled_sigma2
+from multilevel.parallel import dense_blas_threads
 
 
 @dataclass(frozen=True, eq=False)
@@ -411,7 +412,8 @@ class BlockedObjective:
         # dense is C-ordered, so its transpose is the Fortran array whose upper triangle that is,
         # and U (A = U'U) there is L in dense. (numpy's cholesky copies twice and, through its own
         # BLAS, took 16 ms against 10 ms on InstEval's 1159 rows.)
-        _c, info = dpotrf(dense.T, lower=0, overwrite_a=1, clean=0)
+        with dense_blas_threads(nR):
+            _c, info = dpotrf(dense.T, lower=0, overwrite_a=1, clean=0)
         if info != 0:
             return None
         Ld = dense
@@ -482,7 +484,8 @@ class BlockedObjective:
         if nR:
             # (L L')^-1 from the factor (LAPACK's potri: the lower triangle, then mirrored)
             # (the upper triangle of L_dense is not zero: potri reads the lower one only)
-            S_rest, info = dpotri(f.rest_L, lower=1, overwrite_c=int(last))
+            with dense_blas_threads(nR):
+                S_rest, info = dpotri(f.rest_L, lower=1, overwrite_c=int(last))
             if info != 0:
                 raise np.linalg.LinAlgError("the rest's factor is singular")
             call_mirror_lower(S_rest)

@@ -41,7 +41,8 @@ from multilevel.errors import MultilevelWarning, SpecificationError
 from multilevel.inference import distributions as dist
 from multilevel.inference.intervals import Bootstrap, _frame, _search, check_which
 from multilevel.numerics.units import deviance
-from multilevel.results.multi import MultiEstimates, one_blas_thread
+from multilevel.parallel import one_blas_thread
+from multilevel.results.multi import MultiEstimates
 
 
 # ----- the sd/cor/sigma parameters of every factor ----------------------------------------------

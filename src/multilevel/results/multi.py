@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -26,20 +25,9 @@ from multilevel.engine.blocked import BlockedObjective, factor_frames, frame_the
 from multilevel.engine.covariance import LambdaTemplate
 from multilevel.engine.optimizer import OptimizerRecord
 from multilevel.errors import SpecificationError
+from multilevel.parallel import one_blas_thread
 
 LOG_2PI = float(np.log(2.0 * np.pi))
-
-
-@contextmanager
-def one_blas_thread():
-    """BLAS limited to one thread while the engine runs: its compiled loops and its dense
-    factorisations alternate, and OpenBLAS's other threads spin between calls on the cores the
-    loops need (measured on InstEval, quiet 2-core machine: 2.7 s with two BLAS threads, 1.35 s
-    with one; under load 15.6 s against 1.5 s)."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
 
 
 def lme4_name(z_name: str) -> str:
