@@ -265,3 +265,18 @@ def test_imputations_fitted_in_threads_pool_as_fitted_one_by_one(monkeypatch):
     for a, b in zip(serial.fits, threaded.fits):
         np.testing.assert_array_equal(a.beta.to_numpy(), b.beta.to_numpy())
         np.testing.assert_array_equal(a.theta, b.theta)
+
+
+def test_a_pooled_fit_and_its_test_print_as_tables():
+    """(issue 11, 9c) a pooled fit and its test print as readable tables, not as dumps of their fields."""
+    pf = pooled()
+    text = repr(pf)
+    assert "PooledFit(" not in text and "fits=(" not in text
+    assert "Rubin" in text and "sector:cses" in text and f"m = {pf.m}" in text
+    assert "<table" in pf._repr_html_()
+    assert "MULTIPLE IMPUTATION" in str(pf)  # print(pooled): the full report
+    t = pf.test("sector = 0, sector:cses = 0")
+    text = repr(t)
+    assert text == str(t) and "HypothesisTest(" not in text and "PooledTest(" not in text
+    assert f"F (D1) = {t.F:.4f}" in text and "sector = 0" in text
+    assert "<table" in t._repr_html_()

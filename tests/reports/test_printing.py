@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from test_imputation import pooled
 
 from conftest import fitted
 
@@ -51,19 +50,6 @@ def test_the_optimizer_record_prints_as_lines():
     for f in dataclasses.fields(rec):
         if f.name not in known:
             assert f.name.replace("_", " ") in text, f.name
-
-
-def test_a_pooled_fit_and_its_test_print_as_tables():
-    pf = pooled()
-    text = repr(pf)
-    assert "PooledFit(" not in text and "fits=(" not in text
-    assert "Rubin" in text and "sector:cses" in text and f"m = {pf.m}" in text
-    assert "<table" in pf._repr_html_()
-    assert "MULTIPLE IMPUTATION" in str(pf)  # print(pooled): the full report
-    t = pf.test("sector = 0, sector:cses = 0")
-    text = _readable(t)
-    assert f"F (D1) = {t.F:.4f}" in text and "sector = 0" in text
-    assert "<table" in t._repr_html_()
 
 
 @pytest.mark.parametrize("what", ["effect_sizes", "bootstrap"])

@@ -239,24 +239,10 @@ def canonical_ids(values: pd.Series) -> pd.Series:
 
 def join_level2(level1: pd.DataFrame, level2: pd.DataFrame, group: str, level2_missing: str = "error") -> tuple[pd.DataFrame, JoinReport]:
     for name, frame in (("level-1", level1), ("level-2", level2)):
-        if group not in frame.columns:
-            raise DataError(
-                f"The unit id '{group}' is not a column of the {name} table; both tables need it to be joined. "
-                f"The {name} table has: {preview([str(c) for c in frame.columns], 15)}."
-            )
-        if id_kind(frame[group]) == "mixed":
-            raise mixed_id_error(frame[group], group, f"the {name} table")
+        check_id_columns(frame, (group,), name, f"The unit id '{group}' is not a column of the {name} table; both tables need it to be joined.")
     ids1 = canonical_ids(level1[group])
     ids2 = canonical_ids(level2[group])
-    if ids2.isna().any():
-        rows = np.flatnonzero(ids2.isna().to_numpy())
-        raise DataError(f"The level-2 table has rows without a unit id '{group}' (rows {preview(rows.tolist())}); fill them in or drop them.")
-    dup = ids2[ids2.duplicated(keep=False)]
-    if len(dup):
-        raise DataError(
-            f"The level-2 table has {dup.nunique()} unit id(s) on more than one row ({preview(pd.unique(dup).tolist())}). "
-            "Each unit needs exactly one level-2 row: remove the duplicates."
-        )
+    check_table_key(ids2, 2, f"'{group}'", str)
     known = set(ids2)
     unmatched_mask = ~ids1.isin(known) & ids1.notna()
     unmatched = tuple(pd.unique(ids1[unmatched_mask]).tolist())
@@ -374,19 +360,35 @@ def _key(frame: pd.DataFrame, cols: tuple[str, ...]) -> pd.Series:
     return key
 
 
+def check_id_columns(frame: pd.DataFrame, ids: tuple[str, ...], name: str, missing: str) -> None:
+    """The id columns of one level's table: present (else `missing`, with the table's columns) and
+    not a mix of numbers and text."""
+    for c in ids:
+        if c not in frame.columns:
+            raise DataError(f"{missing} The {name} table has: {preview([str(x) for x in frame.columns], 15)}.")
+        if id_kind(frame[c]) == "mixed":
+            raise mixed_id_error(frame[c], c, f"the {name} table")
+
+
+def check_table_key(key: pd.Series, level: int, what: str, shown) -> None:
+    """A level-k table's unit keys: none missing, none on more than one row (HLM's MDM takes one
+    record per unit), else a DataError naming the rows or the units (`shown(unit)` prints one)."""
+    if key.isna().any():
+        bad = np.flatnonzero(key.isna().to_numpy())
+        raise DataError(f"The level-{level} table has rows without a unit id {what} (rows {preview(bad.tolist())}); fill them in or drop them.")
+    dup = key[key.duplicated(keep=False)]
+    if len(dup):
+        raise DataError(
+            f"The level-{level} table has {dup.nunique()} unit(s) ({what}) on more than one row "
+            f"({preview([shown(u) for u in pd.unique(dup)])}). Each unit needs exactly one level-{level} row: remove the duplicates."
+        )
+
+
 def _check_keys(rows_key: pd.Series, table_key: pd.Series, level: int, ids: tuple[str, ...], rule: str) -> None:
     """The level-k table's keys against the rows below: no missing or repeated key in the table; the
     rows' units with no row in it refused (rule 'error') or left to be dropped ('drop', reported)."""
     what = " and ".join(f"'{c}'" for c in ids)
-    if table_key.isna().any():
-        bad = np.flatnonzero(table_key.isna().to_numpy())
-        raise DataError(f"The level-{level} table has rows without an id {what} (rows {preview(bad.tolist())}); fill them in or drop them.")
-    dup = table_key[table_key.duplicated(keep=False)]
-    if len(dup):
-        raise DataError(
-            f"The level-{level} table has {dup.nunique()} unit(s) ({what}) on more than one row "
-            f"({preview([_shown_unit(u) for u in pd.unique(dup)])}). Each unit needs exactly one level-{level} row: remove the duplicates."
-        )
+    check_table_key(table_key, level, what, _shown_unit)
     present = rows_key.notna()
     unmatched = ~rows_key.isin(set(table_key)) & present
     if not unmatched.any():
@@ -442,13 +444,8 @@ def join_levels(level1: pd.DataFrame, level2: pd.DataFrame | None, level3: pd.Da
         if frame is None:
             continue
         for c in cols:
-            if c not in frame.columns:
-                raise DataError(
-                    f"The id '{c}' is not a column of the {name} table; HLM3's files each carry the ids of their level and "
-                    f"the levels above. The {name} table has: {preview([str(x) for x in frame.columns], 15)}."
-                )
-            if id_kind(frame[c]) == "mixed":
-                raise mixed_id_error(frame[c], c, f"the {name} table")
+            check_id_columns(frame, (c,), name, f"The id '{c}' is not a column of the {name} table; HLM3's files each carry "
+                             "the ids of their level and the levels above.")
     rows = level1
     drop3: dict[str, tuple[str, ...]] = {}
     if level3 is not None:

@@ -41,6 +41,21 @@ def _figure(width: float = 6.4, height: float = 4.8):
     return Figure(figsize=(width, height), layout="constrained")
 
 
+def _dots(ax, est: np.ndarray, sd: np.ndarray, z: float, labels: list[str] | None, xlabel: str, ylabel: str, title: str) -> None:
+    """One caterpillar panel: the estimates sorted, with +/- z sd bars, a line at 0; the units
+    named on the axis when `labels` are given."""
+    order = np.argsort(est, kind="stable")
+    ax.errorbar(est[order], np.arange(len(est)), xerr=z * sd[order], fmt="o", ms=2.5, lw=0.6, color="tab:blue", ecolor="0.6")
+    ax.axvline(0, color="tab:red", lw=0.8)
+    if labels is not None:
+        ax.set_yticks(np.arange(len(est)), [labels[i] for i in order], fontsize=7)
+    else:
+        ax.set_yticks([])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+
+
 def caterpillar(diag, level: float = 0.95, variance: str = "full"):
     """variance "full": posterior SD with gamma's uncertainty (HLM's PV); "unit": lme4's condVar."""
     z = dist.norm_ppf(0.5 + level / 2)
@@ -52,15 +67,8 @@ def caterpillar(diag, level: float = 0.95, variance: str = "full"):
     for k, name in enumerate(u.columns):
         ax = axes[k]
         est = u[name].to_numpy()
-        sd = np.sqrt(V[:, k, k])
-        order = np.argsort(est)
-        pos = np.arange(len(est))
-        ax.errorbar(est[order], pos, xerr=z * sd[order], fmt="o", ms=2.5, lw=0.6, color="tab:blue", ecolor="0.6")
-        ax.axvline(0, color="tab:red", lw=0.8)
-        ax.set_xlabel(f"EB residual of {name} ({level:.0%} interval)")
-        ax.set_yticks([])
-        ax.set_ylabel(f"{diag.est.design.group} (sorted, {len(est)} units)" if k == 0 else "")
-        ax.set_title(f"{name}")
+        _dots(ax, est, np.sqrt(V[:, k, k]), z, None, f"EB residual of {name} ({level:.0%} interval)",
+              f"{diag.est.design.group} (sorted, {len(est)} units)" if k == 0 else "", f"{name}")
     fig.suptitle("Empirical Bayes residuals")
     return fig
 
@@ -334,18 +342,11 @@ def caterpillar_factors(fit, level: float = 0.95):
                 continue
             name = table.columns[k]
             est = table[name].to_numpy()
-            sd = np.sqrt(np.maximum(condvar[factor][:, k, k], 0.0))
-            order = np.argsort(est, kind="stable")
-            ax.errorbar(est[order], np.arange(len(est)), xerr=z * sd[order], fmt="o", ms=2.5, lw=0.6,
-                        color="tab:blue", ecolor="0.6")
-            ax.axvline(0, color="tab:red", lw=0.8)
-            if len(est) <= LABELLED_LEVELS:  # few levels: named, as lme4's dotplot names them
-                ax.set_yticks(np.arange(len(est)), [str(v) for v in table.index[order]], fontsize=7)
-            else:
-                ax.set_yticks([])
-            ax.set_xlabel(f"conditional mode ({level:.0%} interval)")
-            ax.set_ylabel(f"{factor} (sorted, {len(est)} levels)" if k == 0 else "")
-            ax.set_title(f"{name} | {factor}")
+            # few levels: named, as lme4's dotplot names them
+            labels = [str(v) for v in table.index] if len(est) <= LABELLED_LEVELS else None
+            _dots(ax, est, np.sqrt(np.maximum(condvar[factor][:, k, k], 0.0)), z, labels,
+                  f"conditional mode ({level:.0%} interval)", f"{factor} (sorted, {len(est)} levels)" if k == 0 else "",
+                  f"{name} | {factor}")
     fig.suptitle("Conditional modes of the random effects")
     return fig
 
