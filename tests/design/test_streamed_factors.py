@@ -63,7 +63,8 @@ def crossed(n_s: int = 40, n_d: int = 15, rows: int = 900, seed: int = 5) -> pd.
     dept = d % 3
     x = rng.normal(size=rows)
     y = 3 + 0.4 * x + rng.normal(0, 0.7, n_s)[s] + rng.normal(0, 0.5, n_d)[d] + rng.normal(size=rows)
-    return pd.DataFrame({"s": s, "d": d, "dept": dept, "x": x, "y": y})
+    service = rng.integers(0, 2, rows)  # a rating's own (InstEval's service: dept:service is a factor of its own)
+    return pd.DataFrame({"s": s, "d": d, "dept": dept, "service": service, "x": x, "y": y})
 
 
 def _parquet(frame: pd.DataFrame, tmp_path: Path, name: str = "d.parquet", row_group: int = 500) -> str:
@@ -157,13 +158,22 @@ def test_a_four_level_model_of_text_ids_and_a_three_column_interaction(tmp_path,
 
 def test_crossed_factors_and_an_interaction_of_them(tmp_path, small_batches):
     frame = crossed()
-    memory, parquet, dask = three_ways("y ~ x + (1 | s) + (1 | d) + (1 | dept:d)", frame, tmp_path)
+    # (dept:d would be d itself, each lecturer in one department: refused as one effect written twice)
+    memory, parquet, dask = three_ways("y ~ x + (1 | s) + (1 | d) + (1 | dept:service)", frame, tmp_path)
     assert_same_fit(memory, parquet)
     assert_same_fit(memory, dask)
     memory, parquet, dask = three_ways("y ~ x + (x | s) + (1 | d)", frame, tmp_path, "ML", seed=4, partitions=7)
     assert memory.design.nested == ()
     assert_same_fit(memory, parquet)
     assert_same_fit(memory, dask)
+
+
+def test_a_factor_that_groups_like_another_is_refused_from_every_source(tmp_path, small_batches):
+    frame = crossed()
+    formula = "y ~ x + (1 | s) + (1 | d) + (1 | dept:d)"  # each lecturer in one department: dept:d is d
+    for data, kw in ((frame, {}), (_parquet(frame, tmp_path), {"stream": True}), (dd.from_pandas(frame, npartitions=3), {})):
+        with pytest.raises(ml.SpecificationError, match="'d' and 'dept:d' group the rows the same way"):
+            _quiet(lambda data=data, kw=kw: ml.fit(formula, data, **kw))
 
 
 def test_penicillin_crossed_with_text_ids(tmp_path, small_batches):

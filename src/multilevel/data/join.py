@@ -479,6 +479,19 @@ def join_levels(level1: pd.DataFrame, level2: pd.DataFrame | None, level3: pd.Da
                 f"The level-2 table has no level-3 id '{l3_id}' and the level-2 id '{l2_id}' repeats ({preview(dup)}): "
                 f"HLM3 reads level-2 ids within level-3 units. Add the level-3 id '{l3_id}' to the level-2 table."
             )
+        if not two_keys:
+            # keyed by the level-2 id alone, each id must be one unit in the rows too: ids numbered
+            # afresh in each level-3 unit (child 1, 2, ... in every school) would give every school's
+            # child 1 the one row of the table
+            pairs = rows[[l2_id, l3_id]].drop_duplicates()
+            shared = pairs[l2_id][pairs[l2_id].duplicated(keep=False)]
+            if len(shared):
+                raise DataError(
+                    f"The level-2 id '{l2_id}' repeats across level-3 units ('{l3_id}') in the level-1 rows "
+                    f"({shared.nunique()} id(s), e.g. {preview(pd.unique(shared).tolist(), 3)}), and the level-2 table has no "
+                    f"'{l3_id}' column to tell them apart: each table row would be joined to several level-2 units. "
+                    f"Add the level-3 id '{l3_id}' to the level-2 table (HLM3 reads level-2 ids within level-3 units)."
+                )
         k = "__level2_key__"
         ids2 = (l2_id, l3_id) if two_keys else (l2_id,)
         left = rows.assign(**{k: _key(rows, ids2).to_numpy()})

@@ -34,7 +34,7 @@ from multilevel.data.weights import scale as scale_weights
 from multilevel.design.columns import Columns
 from multilevel.design.coordinates import Coordinates
 from multilevel.design.coordinates import choose as choose_coordinates
-from multilevel.design.nesting import PairCounts, implicit_nesting_notes, nesting
+from multilevel.design.nesting import PairCounts, check_distinct, implicit_nesting_notes, nesting
 from multilevel.design.summaries import GroupSummaries
 from multilevel.errors import DataError, SpecificationError, close_matches, plain_message, preview
 from multilevel.model.expressions import Derived, derived_state, derived_values
@@ -578,6 +578,40 @@ def _array_varies(x: np.ndarray, codes: np.ndarray, n_groups: int, tol: float) -
     return bool(kernel("varies")(codes, x, np.empty(n_groups), np.zeros(n_groups, dtype=np.bool_), tol))
 
 
+def check_unit_predictors(spec: ModelSpec, groupings, column) -> None:
+    """A predictor that level equations write for the units of a factor (`ModelSpec.unit_predictors`)
+    must be constant within one of them: a school variable in a level-3 equation, a row or a column
+    variable in HCM2's row-and-column equations. Otherwise it is refused (as HLM, whose level files
+    hold one value per unit), naming units where it varies, instead of moved to level 1 silently."""
+    by_name = {g.name: g for g in groupings}
+    for var, factors in spec.unit_predictors:
+        for v in sorted(spec.factor_variables(var)):
+            where = []
+            for name in factors:
+                g = by_name.get(name)
+                if g is None:
+                    break
+                units = _varying_groups(column(v), g.codes, _labels(g.units))
+                if not units:
+                    break  # constant within this factor's units
+                where.append(f"{len(units)} units of '{name}' ({preview(units, 3)})")
+            else:
+                if not where:
+                    continue
+                if len(factors) == 1:
+                    raise DataError(
+                        f"'{v}' is written in the level equations of the units of '{factors[0]}' but varies within "
+                        f"{where[0]}: a predictor at that level has one value per unit (HLM's level files hold one "
+                        f"record per unit). Write it at the level where it varies (the level-1 model for a variable "
+                        f"that varies between rows), or use its unit means."
+                    )
+                raise DataError(
+                    f"'{v}' is written in the row-and-column equations but varies within {' and within '.join(where)}: "
+                    f"a row predictor has one value per row, a column predictor one per column. Move it to the level-1 "
+                    f"model, or use its row or column means."
+                )
+
+
 def _varying_groups(values: pd.Series, codes: np.ndarray, labels: tuple[str, ...]) -> list[str]:
     """The units in which `values` is not constant (numbers: max - min per unit, beyond rounding)."""
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values) and not values.hasnans:
@@ -837,6 +871,8 @@ def build_design(
         check_two_units(g.n_levels, g.name)
         check_units(g.n_levels, report.n_rows_used, g.name)
     if len(groupings) > 1:
+        check_distinct(groupings)
+        check_unit_predictors(spec, groupings, column)
         report = dataclasses.replace(
             report, factor_units=tuple((g.name, g.n_levels) for g in groupings),
             notes=report.notes + implicit_nesting_notes(groupings, spec.groups),

@@ -81,7 +81,7 @@ from multilevel.design.builder import (
 from multilevel.design.columns import Columns
 from multilevel.design.coordinates import SAMPLE_ROWS
 from multilevel.design.coordinates import choose as choose_coordinates
-from multilevel.design.nesting import implicit_nesting_notes
+from multilevel.design.nesting import check_distinct, implicit_nesting_notes
 from multilevel.design.sources import DaskSource, ParquetSource, Source
 from multilevel.design.summaries import CrossBlock, GroupSummaries, TermBlock
 from multilevel.errors import DataError, SpecificationError
@@ -999,6 +999,7 @@ def blocked_design(design: Design, plan: Plan, total: BlockedTotal) -> tuple[Des
                 raise random_slope_error(name, levels.name)
     summaries, order = total.summaries(plan)
     pairs = total.level_pairs(plan)
+    check_distinct(design.groupings, pairs)
     rows = summaries.terms[order.index(0)].n
     report = dataclasses.replace(
         design.data_report,

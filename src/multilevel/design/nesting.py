@@ -15,6 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
+from multilevel.errors import SpecificationError
 from multilevel.model.spec import group_variables
 
 
@@ -53,6 +54,24 @@ def is_nested(inner: Factor, outer: Factor, pairs: PairCounts | None = None) -> 
     """Whether every level of `inner` lies in one level of `outer` (over the rows used)."""
     ia, _, _ = _pairs(inner, outer, pairs)
     return ia.size == inner.n_levels
+
+
+def check_distinct(groupings: Sequence[Factor], pairs: PairCounts | None = None) -> None:
+    """Refuse two grouping factors that group the rows the same way (each unit of one is one unit
+    of the other: nested both ways). Their random intercepts are one effect written twice: the
+    data cannot split its variance between them (lme4 fits such a model and splits it
+    arbitrarily). The usual cause is ids given in the wrong order: group=(level-3 id, level-2 id)
+    in HLM's level equations makes the factors child and child:school."""
+    for i, a in enumerate(groupings):
+        for b in groupings[i + 1 :]:
+            if a.n_levels == b.n_levels and is_nested(a, b, pairs) and is_nested(b, a, pairs):
+                raise SpecificationError(
+                    f"The grouping factors '{a.name}' and '{b.name}' group the rows the same way: each of the "
+                    f"{a.n_levels} units of one is one unit of the other, so their random effects are one effect "
+                    "written twice and the data cannot tell them apart. Keep one of them. If they are a level-2 and a "
+                    "level-3 id, check their order: group=(level-2 id, level-3 id) in level equations, (1 | school/child) "
+                    "in a formula nests child in school."
+                )
 
 
 def nesting(groupings: Sequence[Factor], pairs: PairCounts | None = None) -> tuple[tuple[str, str], ...]:

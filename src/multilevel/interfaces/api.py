@@ -43,6 +43,7 @@ def levels(level1: str, level2: Mapping[str, str] | None = None, level3: Mapping
     level4={...} too and group=(level-2, level-3, level-4 id) (`level_equations.THREE_LEVEL_DOC`);
     cross-classified (HCM2): row= and column= instead of group, 'b' and 'c' in the level-2
     equations (`cross_equations`)."""
+    _refuse_tables_as_equations(level3=level3, level4=level4)
     return _parse_levels(level1, level2, level3, group, level4=level4, row=row, column=column)
 
 
@@ -391,6 +392,21 @@ def _level2_equations(positional: tuple, level2):
     return eqs
 
 
+def _refuse_tables_as_equations(**equations) -> None:
+    """level3= and level4= hold equations (nested dicts); a table or path there is the level file,
+    which goes in level3_data= (HLM3's level-3 file)."""
+    for name, eqs in equations.items():
+        if eqs is not None and not isinstance(eqs, Mapping):
+            table = _looks_like_table(eqs)
+            where = ("The level-3 table (HLM3's level-3 file, a path or table) goes in level3_data=." if name == "level3" else
+                     "Level files are not taken for four-level models: join the tables first (df.merge(table, on=...)).")
+            raise SpecificationError(
+                f"fit_levels' {name}= holds the level-{name[-1]} equations, nested dicts as in "
+                "level3={'Intercept': {'Intercept': 'lowinc + random'}}, not "
+                f"{'a table' if table else 'a ' + type(eqs).__name__} ({_shown(eqs)}). " + (where if table else "")
+            )
+
+
 def _shown(x) -> str:
     """A path as given; a table by its type."""
     return repr(os.fspath(x)) if isinstance(x, (str, os.PathLike)) else f"a {type(x).__name__}"
@@ -452,6 +468,7 @@ def fit_levels(
     (random column effect) in the level-2 equations (`model.cross_equations`).
     """
     level2 = _level2_equations(equations, level2)
+    _refuse_tables_as_equations(level3=level3, level4=level4)
     return fit_spec(
         _parse_levels(level1, level2, level3, group, _column_names(data, level2_data, level3_data), level4, row, column), data,
         method, tau, sigma2, level2_data, level2_missing, imputation, weights, stream,

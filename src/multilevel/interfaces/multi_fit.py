@@ -196,7 +196,10 @@ class MultiFit:
         profile-likelihood intervals) or "bootstrap" (lme4's bootMer percentile intervals; n_boot
         samples, `nsim` lme4's name for it, `seed`), for the fixed effects and the variance
         parameters sd_<z>|<factor>, cor_<a>.<b>|<factor>, sigma (`inference.multi_intervals`);
-        which: "all" (the default of profile and bootstrap), "fixed" or "variance"."""
+        which: "all" (the default of profile and bootstrap), "fixed" or "variance". The profile
+        is of the fit's own criterion: an ML fit's equals lme4's; for a REML fit the variance
+        parameters are profiled on the REML criterion (its intervals contain its estimates),
+        where lme4 profiles the ML refit: `fit.refit("ML").confint("profile")` gives lme4's."""
         from multilevel.inference.coefficients import check_level
         from multilevel.inference.intervals import check_which, warn_few_replicates
         from multilevel.inference.multi_intervals import confint

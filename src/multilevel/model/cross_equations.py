@@ -159,6 +159,7 @@ def parse_cross_levels(level1: str, level2: Mapping[str, str] | None, row: str, 
     fixed: list[str] = []
     on_rows: list[str] = []
     on_cols: list[str] = []
+    written: list[str] = []  # the row and column predictors (each constant within rows or within columns)
     for coef in coefs:
         shown = "Intercept" if coef == "1" else coef
         terms, by_row, by_col = _equation(equations[coef], derived, shown, outcome, known)
@@ -167,6 +168,7 @@ def parse_cross_levels(level1: str, level2: Mapping[str, str] | None, row: str, 
             return coef if w == "1" else (w if coef == "1" else f"{w}:{coef}")
 
         fixed.extend(times(w) for w in terms)
+        written.extend(w for w in (*terms, *by_row, *by_col) if w != "1" and w not in derived and w not in written)
         on_rows.extend(times(w) for w in by_row)
         on_cols.extend(times(w) for w in by_col)
     if not on_rows or not on_cols:  # (b:w alone is a random row effect too)
@@ -181,4 +183,5 @@ def parse_cross_levels(level1: str, level2: Mapping[str, str] | None, row: str, 
         fixed=lme4_order(outcome, derived, fixed),
         random=(RandomTerm(row, lme4_order(outcome, derived, on_rows)), RandomTerm(column, lme4_order(outcome, derived, on_cols))),
         derived=tuple(derived.values()),
+        unit_predictors=tuple((w, (row, column)) for w in written),
     )

@@ -476,6 +476,7 @@ def parse_levels_n(level1: str, upper: Mapping[int, Mapping | None], group: tupl
     known = None if columns is None else {str(c) for c in columns}
     fixed: list[str] = []
     random: dict[int, list[str]] = {k: [] for k in range(2, top + 1)}
+    written: dict[str, int] = {}  # each plain predictor: the highest level whose equations name it
 
     def walk(path: tuple[str, ...], terms: list[str], level: int, subs: dict[int, Mapping]) -> None:
         """The node of `path` (its coefficients' `terms`, read at `level`), with the equations of the
@@ -494,6 +495,9 @@ def parse_levels_n(level1: str, upper: Mapping[int, Mapping | None], group: tupl
                 what = f"the level-2 equation of '{_shown(t)}'"
             x_terms, is_random = _equation_terms(text, derived, what, outcome, known)
             _place_centring([x for x in x_terms if x != "1"], level + 1, top, factors, derived, placed)
+            for x in x_terms:
+                if x != "1" and x not in derived:  # (a centred one is checked with its centring)
+                    written[x] = max(written.get(x, 0), level + 1)
             if is_random:
                 random[level + 1].append(_product(p))
             walk(p, x_terms, level + 1, child)
@@ -517,6 +521,7 @@ def parse_levels_n(level1: str, upper: Mapping[int, Mapping | None], group: tupl
         fixed=lme4_order(outcome, derived, fixed),
         random=tuple(RandomTerm(factors[k], lme4_order(outcome, derived, random[k])) for k in range(top, 1, -1)),
         derived=tuple(derived.values()),
+        unit_predictors=tuple((x, (factors[k],)) for x, k in written.items()),
     )
 
 

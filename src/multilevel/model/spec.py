@@ -96,6 +96,10 @@ class ModelSpec:
     - `offsets`: lme4's `offset(z)`: known parts of the linear predictor (coefficient 1).
     - `level2`: factors declared level-2 by level equations (checked constant within groups);
       empty for a formula, where the data decide.
+    - `unit_predictors`: with several grouping factors, the predictors level equations write for
+      the units of a factor (HLM3/HLM4: a level-k equation's, for the level-k factor; HCM2: the
+      row-and-column equations', for the rows or the columns), each with the factors within one of
+      whose units it must be constant (checked by the design builder); empty for a formula.
     """
 
     outcome: str
@@ -104,6 +108,7 @@ class ModelSpec:
     derived: tuple[Derived, ...] = ()
     offsets: tuple[Derived, ...] = ()
     level2: frozenset[str] = field(default_factory=frozenset, compare=False)
+    unit_predictors: tuple[tuple[str, tuple[str, ...]], ...] = field(default=(), compare=False)
 
     @property
     def groups(self) -> tuple[str, ...]:
