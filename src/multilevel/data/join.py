@@ -251,7 +251,8 @@ def join_level2(level1: pd.DataFrame, level2: pd.DataFrame, group: str, level2_m
         if len(unmatched) == ids1.nunique():
             hint = (
                 f" No id matches at all: the level-1 ids look like {preview(pd.unique(ids1.dropna()).tolist(), 3)} and the "
-                f"level-2 ids like {preview(pd.unique(ids2).tolist(), 3)}. Check leading zeros, and read labelled ids "
+                f"level-2 ids like {preview(pd.unique(ids2).tolist(), 3)}. Check leading zeros (a CSV's ids as text: "
+                f"ml.read(path, dtype={{'{group if not group.startswith('__') else 'the id'}': str}})), and read labelled ids "
                 "with value_labels='codes'."
             )
         raise DataError(
@@ -396,7 +397,9 @@ def _check_keys(rows_key: pd.Series, table_key: pd.Series, level: int, ids: tupl
     units = [_shown_unit(u) for u in pd.unique(rows_key[unmatched])]
     if rule != "drop" or unmatched.sum() == present.sum():
         hint = (f" No id matches at all: the rows' units look like {preview([_shown_unit(u) for u in pd.unique(rows_key.dropna())], 3)} "
-                f"and the level-{level} table's like {preview([_shown_unit(u) for u in pd.unique(table_key)], 3)}."
+                f"and the level-{level} table's like {preview([_shown_unit(u) for u in pd.unique(table_key)], 3)}. Check leading "
+                f"zeros: read a CSV's ids as text (ml.read(path, dtype={{{', '.join(repr(c) + ': str' for c in ids)}}}) or "
+                "pd.read_csv with the same dtype)."
                 if unmatched.sum() == present.sum() else
                 f" Add their level-{level} rows, or pass level{level}_missing='drop' to leave those units out (the data report lists them).")
         raise DataError(
