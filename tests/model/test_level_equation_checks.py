@@ -66,3 +66,14 @@ def test_a_table_given_as_level3_equations_is_refused(eg):
                      (dict(level3=L3, level4=schools), "join the tables first")):
         with pytest.raises(ml.SpecificationError, match=hint):
             ml.fit_levels("math ~ 1 + year", L2, group=("childid", "schoolid"), data=eg, **kw)
+
+
+def test_a_misspelt_level1_variable_is_named_as_not_a_column(eg):
+    with pytest.raises(ml.SpecificationError, match=r"'yaer' in the level-1 formula is not a column of the data\. Did you mean 'year'"):
+        ml.fit_levels("math ~ 1 + yaer", {"Intercept": "black + random", "year": "random"}, level3=L3,
+                      group=("childid", "schoolid"), data=eg, method="ML")
+
+
+def test_collinear_fixed_effects_of_several_factors_are_named_before_the_fit(eg):
+    with pytest.raises(ml.DataError, match=r"collinear: 'C\(black\)\[T.1\]' is a linear combination"):
+        ml.fit("math ~ 1 + lowinc + black + C(black) + (1 | schoolid) + (1 | childid:schoolid)", eg, method="ML")

@@ -217,8 +217,7 @@ def fit_multi(design, method: str, tau=None) -> MultiFit:
     (`results.multi`); refuse what it does not take yet."""
     if tau is not None:
         raise SpecificationError("tau= and sigma2= (evaluating at given variance components) take models with one grouping factor.")
-    est = MultiEstimates.fit(design, method)
-    check_rank(est.summaries.XtX_total, design.x_names, design.coordinates)
+    est = MultiEstimates.fit(design, method)  # (it checks X's rank first: `check_rank`)
     if not est.converged and est.optimizer is not None:
         import warnings
 

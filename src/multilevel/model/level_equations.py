@@ -68,6 +68,22 @@ def coefficient_key(key: str, coefs: list[str], derived: dict[str, Derived]) -> 
     )
 
 
+def check_level1_columns(coefs: list[str], derived: dict[str, Derived], columns) -> None:
+    """Each variable of the level-1 formula is a column of the data (when the columns are known),
+    refused here, before the level-2 equations' keys are matched to a misspelt coefficient."""
+    if columns is None:
+        return
+    known = {str(c) for c in columns}
+    for coef in coefs:
+        for f in coef.split(":") if coef != "1" else ():
+            d = derived.get(f)
+            names = d.variables if d is not None else ((f[2:-1].strip().strip("`"),) if f.startswith("C(") and f.endswith(")") else (f,))
+            for v in names:
+                # (a plain name only: an expansion's columns, e.g. poly()'s, are named otherwise)
+                if v.isidentifier() and v not in known:
+                    raise SpecificationError(f"'{v}' in the level-1 formula is not a column of the data." + close_matches(v, sorted(known)))
+
+
 def read_level1(outcome: str, rhs: str) -> tuple[list[str], dict[str, Derived]]:
     """The level-1 coefficients a_p of a level-1 formula's right-hand side ('1' for the intercept, in
     the order written) and the derived columns read from it (cwc(x), cgm(x)), for every level-equation
@@ -175,6 +191,7 @@ def parse_levels(level1: str, level2: Mapping[str, str] | None, group: str, colu
             "in their level-2 equation."
         )
     coefs, derived = read_level1(outcome, rhs)
+    check_level1_columns(coefs, derived, columns)
     equations = {c: "1" for c in coefs}
     for key, rhs2 in (level2 or {}).items():
         equations[coefficient_key(key, coefs, derived)] = rhs2
@@ -469,6 +486,7 @@ def parse_levels_n(level1: str, upper: Mapping[int, Mapping | None], group: tupl
         raise SpecificationError("level1 takes no '(... | group)' terms: say which coefficients are random with 'random' in "
                                  "their level-2 equation (R_p) or level-3 equations (U_pq).")
     coefs, derived = read_level1(outcome, rhs)
+    check_level1_columns(coefs, derived, columns)
     names = factor_names(tuple(group))
     factors = {k: names[k - 2] for k in range(2, top + 1)}
     placed: dict[str, int] = {}

@@ -19,7 +19,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from multilevel.design.builder import Design
+from multilevel.design.builder import Design, check_rank
 from multilevel.design.summaries import GroupSummaries
 from multilevel.engine.blocked import BlockedObjective, factor_frames, frame_theta, in_frames, optimize_blocked
 from multilevel.engine.covariance import LambdaTemplate
@@ -96,6 +96,9 @@ class MultiEstimates:
     @classmethod
     def _fit(cls, design: Design, method: str) -> MultiEstimates:
         summaries, order = design.factor_summaries()
+        # collinear fixed effects named before the search (X'X singular would otherwise surface as
+        # a deviance that cannot be evaluated)
+        check_rank(summaries.XtX_total, design.x_names, design.coordinates)
         factors = FactorTerms.of_design(design, order)
         templates = tuple(f.template for f in factors)
         frames = factor_frames(summaries, templates)
