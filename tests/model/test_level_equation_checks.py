@@ -77,3 +77,10 @@ def test_a_misspelt_level1_variable_is_named_as_not_a_column(eg):
 def test_collinear_fixed_effects_of_several_factors_are_named_before_the_fit(eg):
     with pytest.raises(ml.DataError, match=r"collinear: 'C\(black\)\[T.1\]' is a linear combination"):
         ml.fit("math ~ 1 + lowinc + black + C(black) + (1 | schoolid) + (1 | childid:schoolid)", eg, method="ML")
+
+
+def test_a_misspelt_name_in_a_level_equation_is_named_before_what_it_leaves_out(eg):
+    with pytest.raises(ml.SpecificationError, match=r"'rand' in a level equation is not a column of the data\. Did you mean 'random'"):
+        ml.fit_levels("math ~ 1 + year", {"Intercept": "black + rand"}, level3=L3, group=("childid", "schoolid"), data=eg)
+    with pytest.raises(ml.SpecificationError, match=r"'blak' in a level equation is not a column of the data\. Did you mean 'black'"):
+        ml.fit_levels("math ~ 1 + year", {"Intercept": "blak + random"}, level3=L3, group=("childid", "schoolid"), data=eg)

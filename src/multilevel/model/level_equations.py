@@ -521,6 +521,13 @@ def parse_levels_n(level1: str, upper: Mapping[int, Mapping | None], group: tupl
             walk(p, x_terms, level + 1, child)
 
     walk((), coefs, 1, {k: upper.get(k) or {} for k in range(2, top + 1)})
+    if known is not None:
+        # a name that is no column (a typo, 'rand' for 'random') said before what it leaves missing
+        for x in written:
+            for v in x.split(":"):
+                if v.isidentifier() and v not in known:
+                    raise SpecificationError(f"'{v}' in a level equation is not a column of the data."
+                                             + close_matches(v, sorted(known | {"random"})))
     if not random[2]:
         raise SpecificationError(
             "No level-1 coefficient is random at level 2: add 'random' to a level-2 equation (e.g. level2={'Intercept': "
