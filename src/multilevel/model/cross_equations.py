@@ -44,7 +44,7 @@ from collections.abc import Mapping
 from multilevel.errors import SpecificationError
 from multilevel.model.expressions import Derived
 from multilevel.model.formula import read_terms, split_formula, split_top_level
-from multilevel.model.level_equations import check_level1_columns, check_level2_form, coefficient_key, lme4_order, read_level1
+from multilevel.model.level_equations import check_level2_form, coefficient_key, lme4_order, read_level1
 from multilevel.model.spec import ModelSpec, RandomTerm, term_factors
 
 #: the markers of HCM2's random effects: b_p0j over the rows, c_p0k over the columns
@@ -143,8 +143,7 @@ def parse_cross_levels(level1: str, level2: Mapping[str, str] | None, row: str, 
     if "|" in rhs:
         raise SpecificationError("level1 takes no '(... | group)' terms: say which coefficients are random with 'b' (over the "
                                  "rows) and 'c' (over the columns) in their level-2 equations.")
-    coefs, derived = read_level1(outcome, rhs)
-    check_level1_columns(coefs, derived, columns)
+    coefs, derived = read_level1(outcome, rhs, columns)
     for d in derived.values():
         if d.kind == "group":
             raise SpecificationError(

@@ -84,11 +84,12 @@ def check_level1_columns(coefs: list[str], derived: dict[str, Derived], columns)
                     raise SpecificationError(f"'{v}' in the level-1 formula is not a column of the data." + close_matches(v, sorted(known)))
 
 
-def read_level1(outcome: str, rhs: str) -> tuple[list[str], dict[str, Derived]]:
+def read_level1(outcome: str, rhs: str, columns=None) -> tuple[list[str], dict[str, Derived]]:
     """The level-1 coefficients a_p of a level-1 formula's right-hand side ('1' for the intercept, in
     the order written) and the derived columns read from it (cwc(x), cgm(x)), for every level-equation
     form (`parse_levels`, `parse_levels_n`, `cross_equations.parse_cross_levels`). Refused: an outcome
-    named as the intercept's column, and an interaction a_p (it would have no level-2 equation of its own)."""
+    named as the intercept's column, an interaction a_p (it would have no level-2 equation of its own),
+    and, when the data's `columns` are known, a variable that is none of them (`check_level1_columns`)."""
     if outcome in RESERVED:
         raise SpecificationError(f"The outcome column is named '{outcome}', the name of the intercept's column; rename it.")
     derived: dict[str, Derived] = {}
@@ -98,6 +99,7 @@ def read_level1(outcome: str, rhs: str) -> tuple[list[str], dict[str, Derived]]:
             raise SpecificationError(
                 f"The level-1 term '{c}' is an interaction; make it a column of its own so it has its own level-2 equation."
             )
+    check_level1_columns(coefs, derived, columns)
     return coefs, derived
 
 
@@ -190,8 +192,7 @@ def parse_levels(level1: str, level2: Mapping[str, str] | None, group: str, colu
             "level1 takes no '(... | group)' terms: say which coefficients are random with 'u' "
             "in their level-2 equation."
         )
-    coefs, derived = read_level1(outcome, rhs)
-    check_level1_columns(coefs, derived, columns)
+    coefs, derived = read_level1(outcome, rhs, columns)
     equations = {c: "1" for c in coefs}
     for key, rhs2 in (level2 or {}).items():
         equations[coefficient_key(key, coefs, derived)] = rhs2
@@ -485,8 +486,7 @@ def parse_levels_n(level1: str, upper: Mapping[int, Mapping | None], group: tupl
     if "|" in rhs:
         raise SpecificationError("level1 takes no '(... | group)' terms: say which coefficients are random with 'random' in "
                                  "their level-2 equation (R_p) or level-3 equations (U_pq).")
-    coefs, derived = read_level1(outcome, rhs)
-    check_level1_columns(coefs, derived, columns)
+    coefs, derived = read_level1(outcome, rhs, columns)
     names = factor_names(tuple(group))
     factors = {k: names[k - 2] for k in range(2, top + 1)}
     placed: dict[str, int] = {}
