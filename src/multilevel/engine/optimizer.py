@@ -52,6 +52,11 @@ class OptimizerRecord:
     def singular(self) -> bool:
         return bool(self.boundary)
 
+    @property
+    def detail(self) -> str:
+        """The message without its leading "converged: " (for a line that says so already)."""
+        return self.message.removeprefix("converged: ")
+
     def __str__(self) -> str:
         """What the optimiser did, as lines of text; fields added later print as `name: value`."""
         from dataclasses import fields

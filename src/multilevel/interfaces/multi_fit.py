@@ -314,29 +314,28 @@ class MultiFit:
         """The model in HLM's mixed form (one equation), as the report prints it."""
         return self._forms()[1]
 
+    @property
+    def _crossed_pair(self) -> bool:
+        """Two crossed grouping factors: HCM2's model (its report and forms); else HLM3's or HLM4's."""
+        return len(self.estimates.factors) == 2 and not self.design.nested
+
     def _forms(self) -> tuple[list[str], str]:
         est = self.estimates
-        outcome = est.design.spec.outcome
-        if len(est.factors) == 2 and not self.design.nested:
+        if self._crossed_pair:
             from multilevel.diagnostics.hcm2_statistics import HCM2Statistics
-            from multilevel.reports.hcm2 import level_equations_hcm2, mixed_equation_hcm2
+            from multilevel.reports.hcm2 import hcm2_forms
 
-            s = HCM2Statistics(est).structure
-            zr, zc = est.factors[s.f_row].z_names, est.factors[s.f_col].z_names
-            return (level_equations_hcm2(outcome, s, dict(est.design.spec.centering)),
-                    mixed_equation_hcm2(outcome, s, zr, zc))
+            return hcm2_forms(est, HCM2Statistics(est))
         from multilevel.diagnostics.level_structure import LevelStructure
-        from multilevel.reports.equations import level_form, mixed_form
+        from multilevel.reports.hlm3 import level_forms
 
-        levels = LevelStructure.of(est, est.design.centred_frame())
-        derived = est.design.spec.derived
-        return level_form(outcome, levels, derived), mixed_form(outcome, levels, derived)
+        return level_forms(est, LevelStructure.of(est, est.design.centred_frame()))
 
     def report(self) -> str:
         """HLM3's report of a model with two nested grouping factors, HLM4's of three
         (`reports.hlm3`), HCM2's of two crossed ones (`reports.hcm2`); other structures are
         refused by name."""
-        if len(self.estimates.factors) == 2 and not self.design.nested:
+        if self._crossed_pair:
             from multilevel.diagnostics.hcm2_statistics import HCM2Statistics
             from multilevel.reports.hcm2 import hcm2_report
 

@@ -89,13 +89,19 @@ def _specifications(est: MultiEstimates, st: HCM2Statistics) -> list[str]:
     ])
 
 
-def _model(est: MultiEstimates, st: HCM2Statistics) -> list[str]:
+def hcm2_forms(est: MultiEstimates, st: HCM2Statistics) -> tuple[list[str], str]:
+    """HCM2's level form (lines) and mixed form (one equation) of the fit (the report's, and
+    `MultiFit.level_equations` and `mixed_equation`)."""
     s = st.structure
-    lines = [" Summary of the model specified (in equation format)", " ---------------------------------------------------", ""]
-    lines += level_equations_hcm2(est.design.spec.outcome, s, dict(est.design.spec.centering))
     zr, zc = est.factors[s.f_row].z_names, est.factors[s.f_col].z_names
-    lines += ["", "Mixed Model", f"    {mixed_equation_hcm2(est.design.spec.outcome, s, zr, zc)}", ""]
-    return lines
+    return (level_equations_hcm2(est.design.spec.outcome, s, dict(est.design.spec.centering)),
+            mixed_equation_hcm2(est.design.spec.outcome, s, zr, zc))
+
+
+def _model(est: MultiEstimates, st: HCM2Statistics) -> list[str]:
+    level, mixed = hcm2_forms(est, st)
+    lines = [" Summary of the model specified (in equation format)", " ---------------------------------------------------", ""]
+    return lines + level + ["", "Mixed Model", f"    {mixed}", ""]
 
 
 def _fixed_table(est: MultiEstimates, st: HCM2Statistics) -> list[str]:

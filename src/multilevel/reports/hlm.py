@@ -151,7 +151,7 @@ def _convergence(fit: Estimates) -> list[str]:
         return [" Evaluated at given variance components (tau and sigma_squared supplied; no estimation).", ""]
     state = "converged" if opt.converged else "did NOT converge"
     lines = [f" Estimation {state} ({opt.n_evaluations} evaluations, return code {opt.return_code}): "
-             f"{opt.message.removeprefix('converged: ')}"]  # (the line says converged already)
+             f"{opt.detail}"]
     lines += _optimum_check(fit)
     if fit.singular:
         lines.append(

@@ -83,11 +83,18 @@ def _fixed_spec(est: MultiEstimates, st: HLM3Statistics) -> list[str]:
     return lines
 
 
-def model_forms(est: MultiEstimates, levels: LevelStructure) -> list[str]:
-    """The model in HLM's level form and mixed form (HLM3 and HLM4: one renderer, `reports.equations`)."""
+def level_forms(est: MultiEstimates, levels: LevelStructure) -> tuple[list[str], str]:
+    """The model in HLM's level form (lines) and mixed form (one equation), HLM3 and HLM4: one
+    renderer, `reports.equations` (`MultiFit.level_equations` and `mixed_equation` too)."""
     derived = est.design.spec.derived
     outcome = est.design.spec.outcome
-    return level_form(outcome, levels, derived) + ["", "Mixed Model", f"    {mixed_form(outcome, levels, derived)}", ""]
+    return level_form(outcome, levels, derived), mixed_form(outcome, levels, derived)
+
+
+def model_forms(est: MultiEstimates, levels: LevelStructure) -> list[str]:
+    """The report's lines of both forms (`level_forms`)."""
+    level, mixed = level_forms(est, levels)
+    return level + ["", "Mixed Model", f"    {mixed}", ""]
 
 
 def _reliabilities(title: str, labels: list[str], values: np.ndarray, used: int, total: int, units: str) -> list[str]:

@@ -53,18 +53,13 @@ def specifications(est: MultiEstimates, title: str, units: Sequence[str], notes:
     return lines
 
 
-def _without_state(message: str) -> str:
-    """The optimiser's message without its leading "converged: " (the line already says so)."""
-    return message.removeprefix("converged: ")
-
-
 def convergence(est: MultiEstimates) -> list[str]:
     """Whether the estimation converged (or that none was run), and HLM's warning of a singular fit."""
     opt = est.optimizer
     if opt is None:
         return [" Evaluated at given variance components (no estimation).", ""]
     state = "converged" if opt.converged else "did NOT converge"
-    lines = [f" Estimation {state} ({opt.n_evaluations} evaluations): {_without_state(opt.message)}"]
+    lines = [f" Estimation {state} ({opt.n_evaluations} evaluations): {opt.detail}"]
     if est.singular:
         lines.append(" WARNING: the fit is singular (a variance estimated as zero or a correlation as +/-1).")
     lines.append("")
